@@ -1,0 +1,32 @@
+//! The one flow-record schema every Flowlake component obeys.
+//!
+//! - [`schema`]: the Arrow schema (version 1), column names and partition columns.
+//! - [`record`]: the typed record and its enums.
+//! - [`builder`]: records → `RecordBatch`, built for throughput.
+//! - [`decode`]: `RecordBatch` → records.
+//! - [`validate`]: checks incoming batches and schema evolution, with the column named.
+//! - [`partition`]: the `date=YYYY-MM-DD/hour=HH` partition path.
+//!
+//! Column meanings and units: `docs/schema.md`.
+
+pub mod builder;
+pub mod decode;
+pub mod error;
+pub mod partition;
+pub mod record;
+pub mod schema;
+pub mod validate;
+
+pub use builder::{FlowBatchBuilder, records_to_batch};
+pub use decode::batch_to_records;
+pub use error::{Result, SchemaError};
+pub use partition::PartitionPath;
+pub use record::{
+    Direction, DnsInfo, Endpoint, FlowRecord, Identity, ObservationPoint, Protocol, TcpHealth,
+    Verdict,
+};
+pub use schema::{PARTITION_COLUMNS, SCHEMA_VERSION, SCHEMA_VERSION_KEY, col, flow_schema};
+pub use validate::{check_evolution, conform_batch, validate_batch, validate_schema};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,3 @@
+//! End-to-end tests of the `flowlake` binary.
+
+mod gen_cli;

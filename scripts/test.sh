@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Sets up what Flowlake's tests need (idempotent) and runs them all.
+#
+#   ./scripts/test.sh            # everything
+#   ./scripts/test.sh -p flowlake-schemas   # extra arguments go to `cargo test`
+#
+# Tests that need root, BPF or a tool skip with a printed reason when it is missing;
+# with FLOWLAKE_REQUIRE_PRIVILEGED=1 (CI) they fail instead.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(clang llvm libbpf-dev bpftool iproute2 nftables iptables tcpdump tshark iperf3 dnsmasq prometheus)
+PIP_PACKAGES=(pyarrow duckdb deltalake polars "moto[server]")
+
+install_apt() {
+  local missing=()
+  for p in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then
+    echo "test.sh: not root or no apt-get; missing packages (${missing[*]}) — their tests will skip" >&2
+    return 0
+  fi
+  echo "test.sh: installing ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  # tshark asks whether non-root users may capture; the default answer is fine.
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # The Debian package starts a Prometheus service; tests run their own.
+  systemctl disable --now prometheus >/dev/null 2>&1 || true
+}
+
+install_pip() {
+  if ! command -v python3 >/dev/null; then
+    echo "test.sh: no python3 — cross-reader tests will skip" >&2
+    return 0
+  fi
+  if ! python3 -c "import pyarrow, duckdb, deltalake, polars, moto" 2>/dev/null; then
+    echo "test.sh: installing ${PIP_PACKAGES[*]}" >&2
+    python3 -m pip install -q --disable-pip-version-check "${PIP_PACKAGES[@]}" \
+      || echo "test.sh: pip install failed — cross-reader tests will skip" >&2
+  fi
+}
+
+install_apt
+install_pip
+exec cargo test --workspace "$@"

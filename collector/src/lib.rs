@@ -5,3 +5,6 @@
 //! UTC) → `drops`, `dns`, `tcp` → `enrich` (Kubernetes reflectors, IP → identity) →
 //! `ship` (Arrow batches to the ingester, on-disk spool) → `metrics`
 //! (Retina-compatible Prometheus).
+
+pub mod enrich;
+pub mod ship;

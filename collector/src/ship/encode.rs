@@ -1,0 +1,84 @@
+//! Batches on the wire and on disk: zstd-compressed Arrow IPC streams with an id.
+
+use std::fmt;
+use std::str::FromStr;
+
+use arrow::ipc::CompressionType;
+use arrow::ipc::reader::StreamReader;
+use arrow::ipc::writer::{IpcWriteOptions, StreamWriter};
+use arrow::record_batch::RecordBatch;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::error::{Result, ShipError};
+
+/// The HTTP header carrying the batch id (the ingester stores a retried id once).
+pub const BATCH_ID_HEADER: &str = "Flowlake-Batch-Id";
+/// Content type of an Arrow IPC stream.
+pub const ARROW_STREAM_CONTENT_TYPE: &str = "application/vnd.apache.arrow.stream";
+
+/// A batch's idempotency key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BatchId(Uuid);
+
+impl BatchId {
+    /// A fresh random id.
+    pub fn random() -> Self {
+        BatchId(Uuid::new_v4())
+    }
+    pub fn from_bytes(b: [u8; 16]) -> Self {
+        BatchId(Uuid::from_bytes(b))
+    }
+    pub fn as_bytes(&self) -> &[u8; 16] {
+        self.0.as_bytes()
+    }
+}
+
+impl fmt::Display for BatchId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.hyphenated().fmt(f)
+    }
+}
+
+impl FromStr for BatchId {
+    type Err = uuid::Error;
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        Uuid::parse_str(s).map(BatchId)
+    }
+}
+
+/// Order of batches: spool files and sends follow it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BatchSeq(pub u64);
+
+/// A batch ready to send: IPC bytes plus what the spool and the metrics need.
+#[derive(Debug, Clone)]
+pub struct EncodedBatch {
+    pub seq: BatchSeq,
+    pub id: BatchId,
+    pub records: u64,
+    pub created: DateTime<Utc>,
+    pub ipc: Bytes,
+}
+
+/// A `RecordBatch` as a zstd-compressed Arrow IPC stream.
+pub fn encode_ipc(batch: &RecordBatch) -> Result<Bytes> {
+    let opts = IpcWriteOptions::default()
+        .try_with_compression(Some(CompressionType::ZSTD))
+        .map_err(ShipError::Encode)?;
+    let mut w = StreamWriter::try_new_with_options(Vec::new(), &batch.schema(), opts)
+        .map_err(ShipError::Encode)?;
+    w.write(batch).map_err(ShipError::Encode)?;
+    w.finish().map_err(ShipError::Encode)?;
+    Ok(Bytes::from(w.into_inner().map_err(ShipError::Encode)?))
+}
+
+/// The batches of an Arrow IPC stream (for the tests' ingester and for checks).
+pub fn decode_ipc(bytes: &[u8]) -> Result<Vec<RecordBatch>> {
+    let reader =
+        StreamReader::try_new(std::io::Cursor::new(bytes), None).map_err(ShipError::Encode)?;
+    reader
+        .collect::<std::result::Result<_, _>>()
+        .map_err(ShipError::Encode)
+}

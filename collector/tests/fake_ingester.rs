@@ -1,0 +1,119 @@
+//! A small protocol-faithful ingester: `POST /api/v1/flows` with an Arrow IPC stream
+//! body and a `Flowlake-Batch-Id` header; a retried id is stored once; can answer
+//! 503 (with Retry-After) or reject everything with 400.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use arrow::array::{Array, Int64Array};
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use flowlake_collector::ship::{BATCH_ID_HEADER, decode_ipc};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Up,
+    Busy,
+    Reject,
+}
+
+pub struct Inner {
+    pub mode: Mode,
+    pub ids: HashSet<String>,
+    /// The `bytes` column of every stored row (tests make it unique per record).
+    pub bytes: Vec<i64>,
+    pub duplicates: u64,
+}
+
+#[derive(Clone)]
+pub struct FakeIngester {
+    pub inner: Arc<Mutex<Inner>>,
+}
+
+impl FakeIngester {
+    pub fn new(mode: Mode) -> Self {
+        FakeIngester {
+            inner: Arc::new(Mutex::new(Inner {
+                mode,
+                ids: HashSet::new(),
+                bytes: Vec::new(),
+                duplicates: 0,
+            })),
+        }
+    }
+
+    /// Serves on `addr` (port 0 for any).
+    pub async fn serve(&self, addr: SocketAddr) -> SocketAddr {
+        let app = axum::Router::new()
+            .route("/api/v1/flows", axum::routing::post(post))
+            .with_state(self.clone());
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        addr
+    }
+
+    pub fn set_mode(&self, mode: Mode) {
+        self.inner.lock().unwrap().mode = mode;
+    }
+
+    pub fn rows(&self) -> usize {
+        self.inner.lock().unwrap().bytes.len()
+    }
+
+    /// Stored `bytes` values, sorted.
+    pub fn sorted_bytes(&self) -> Vec<i64> {
+        let mut v = self.inner.lock().unwrap().bytes.clone();
+        v.sort();
+        v
+    }
+}
+
+async fn post(State(ing): State<FakeIngester>, headers: HeaderMap, body: Bytes) -> Response {
+    let mut s = ing.inner.lock().unwrap();
+    match s.mode {
+        Mode::Busy => {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [("retry-after", "0")],
+                "buffer full",
+            )
+                .into_response();
+        }
+        Mode::Reject => {
+            return (
+                StatusCode::BAD_REQUEST,
+                "column dst_port: expected Int32, got Int64",
+            )
+                .into_response();
+        }
+        Mode::Up => {}
+    }
+    let Some(id) = headers.get(BATCH_ID_HEADER).and_then(|v| v.to_str().ok()) else {
+        return (StatusCode::BAD_REQUEST, "missing Flowlake-Batch-Id").into_response();
+    };
+    let batches = match decode_ipc(&body) {
+        Ok(b) => b,
+        Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+    };
+    if !s.ids.insert(id.to_string()) {
+        s.duplicates += 1;
+        return StatusCode::OK.into_response();
+    }
+    for b in batches {
+        if let Err(e) = flowlake_schemas::validate_batch(&b) {
+            return (StatusCode::BAD_REQUEST, e.to_string()).into_response();
+        }
+        let col = b
+            .column_by_name("bytes")
+            .unwrap()
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap();
+        s.bytes.extend((0..col.len()).map(|i| col.value(i)));
+    }
+    StatusCode::OK.into_response()
+}

@@ -6,5 +6,21 @@
 //! `ship` (Arrow batches to the ingester, on-disk spool) → `metrics`
 //! (Retina-compatible Prometheus).
 
+pub mod abi;
+pub mod batch;
+pub mod btf;
+pub mod collector;
+pub mod config;
+pub mod datapath;
+pub mod dns;
 pub mod enrich;
+pub mod error;
+pub mod metrics;
+pub mod netlink;
+pub mod records;
+
 pub mod ship;
+
+pub use collector::Datapath;
+pub use config::{CollectorArgs, DatapathConfig, InterfaceRole};
+pub use metrics::DatapathMetrics;

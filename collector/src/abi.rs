@@ -1,0 +1,201 @@
+//! Rust mirrors of `ebpf/flowlake.h`. Every struct carries compile-time size and
+//! offset assertions so the C and Rust sides never drift apart.
+
+use std::mem::{offset_of, size_of};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// tc hook direction (`FLK_DIR_*`).
+pub const DIR_INGRESS: u32 = 0;
+pub const DIR_EGRESS: u32 = 1;
+/// Bytes of DNS payload copied per packet (`FLK_DNS_MAX`).
+pub const DNS_MAX: usize = 512;
+
+/// Slots of the per-CPU `losses` array (`FLK_LOSS_*`).
+pub const LOSS_FLOW_MAP_FULL: u32 = 0;
+pub const LOSS_DNS_RINGBUF_FULL: u32 = 1;
+pub const LOSS_DROP_MAP_FULL: u32 = 2;
+pub const LOSS_TCP_MAP_FULL: u32 = 3;
+pub const LOSS_SLOTS: u32 = 4;
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct FlowKey {
+    pub src_ip: [u8; 16],
+    pub dst_ip: [u8; 16],
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub proto: u8,
+    pub ip_version: u8,
+    pub icmp_type: u8,
+    pub icmp_code: u8,
+    pub ifindex: u32,
+    pub direction: u32,
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FlowStats {
+    pub packets: u64,
+    pub bytes: u64,
+    pub first_ns: u64,
+    pub last_ns: u64,
+    pub syn_ns: u64,
+    pub handshake_us: u32,
+    pub tcp_flags: u32,
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct DropKey {
+    pub flow: FlowKey,
+    pub reason: u32,
+    pub netns: u32,
+    pub iif: u32,
+    pub pad: u32,
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DropStats {
+    pub packets: u64,
+    pub bytes: u64,
+    pub last_ns: u64,
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct TcpKey {
+    pub src_ip: [u8; 16],
+    pub dst_ip: [u8; 16],
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub ip_version: u8,
+    pub pad: [u8; 3],
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TcpStats {
+    pub retransmits: u32,
+    pub resets: u32,
+    pub srtt_us: u32,
+    pub pad: u32,
+    pub last_ns: u64,
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct DnsEvent {
+    pub key: FlowKey,
+    pub ts_ns: u64,
+    pub pkt_len: u32,
+    pub dns_len: u16,
+    pub pad: u16,
+    pub data: [u8; DNS_MAX],
+}
+
+// Layout checks against flowlake.h (x86_64 and aarch64 share this ABI).
+const _: () = {
+    assert!(size_of::<FlowKey>() == 48);
+    assert!(offset_of!(FlowKey, dst_ip) == 16);
+    assert!(offset_of!(FlowKey, src_port) == 32);
+    assert!(offset_of!(FlowKey, dst_port) == 34);
+    assert!(offset_of!(FlowKey, proto) == 36);
+    assert!(offset_of!(FlowKey, ip_version) == 37);
+    assert!(offset_of!(FlowKey, icmp_type) == 38);
+    assert!(offset_of!(FlowKey, icmp_code) == 39);
+    assert!(offset_of!(FlowKey, ifindex) == 40);
+    assert!(offset_of!(FlowKey, direction) == 44);
+    assert!(size_of::<FlowStats>() == 48);
+    assert!(offset_of!(FlowStats, bytes) == 8);
+    assert!(offset_of!(FlowStats, first_ns) == 16);
+    assert!(offset_of!(FlowStats, last_ns) == 24);
+    assert!(offset_of!(FlowStats, syn_ns) == 32);
+    assert!(offset_of!(FlowStats, handshake_us) == 40);
+    assert!(offset_of!(FlowStats, tcp_flags) == 44);
+    assert!(size_of::<DropKey>() == 64);
+    assert!(offset_of!(DropKey, reason) == 48);
+    assert!(offset_of!(DropKey, netns) == 52);
+    assert!(offset_of!(DropKey, iif) == 56);
+    assert!(size_of::<DropStats>() == 24);
+    assert!(offset_of!(DropStats, last_ns) == 16);
+    assert!(size_of::<TcpKey>() == 40);
+    assert!(offset_of!(TcpKey, src_port) == 32);
+    assert!(offset_of!(TcpKey, ip_version) == 36);
+    assert!(size_of::<TcpStats>() == 24);
+    assert!(offset_of!(TcpStats, srtt_us) == 8);
+    assert!(offset_of!(TcpStats, last_ns) == 16);
+    assert!(size_of::<DnsEvent>() == 48 + 16 + DNS_MAX);
+    assert!(offset_of!(DnsEvent, ts_ns) == 48);
+    assert!(offset_of!(DnsEvent, pkt_len) == 56);
+    assert!(offset_of!(DnsEvent, dns_len) == 60);
+    assert!(offset_of!(DnsEvent, data) == 64);
+};
+
+// SAFETY: plain-old-data, no padding holes the kernel could leave uninitialised
+// that Rust would read as invalid values (all fields are integers/arrays).
+unsafe impl aya::Pod for FlowKey {}
+unsafe impl aya::Pod for FlowStats {}
+unsafe impl aya::Pod for DropKey {}
+unsafe impl aya::Pod for DropStats {}
+unsafe impl aya::Pod for TcpKey {}
+unsafe impl aya::Pod for TcpStats {}
+
+/// An address as stored by the programs: IPv6, IPv4 mapped (`::ffff:a.b.c.d`).
+pub fn ip_from_key(raw: &[u8; 16], version: u8) -> IpAddr {
+    let v6 = Ipv6Addr::from(*raw);
+    if version == 4 {
+        IpAddr::V4(Ipv4Addr::new(raw[12], raw[13], raw[14], raw[15]))
+    } else {
+        IpAddr::V6(v6)
+    }
+}
+
+/// The 4-tuple of a flow key seen from its source: what a socket calls local → remote.
+pub fn tcp_key_of(key: &FlowKey) -> TcpKey {
+    TcpKey {
+        src_ip: key.src_ip,
+        dst_ip: key.dst_ip,
+        src_port: key.src_port,
+        dst_port: key.dst_port,
+        ip_version: key.ip_version,
+        pad: [0; 3],
+    }
+}
+
+impl DnsEvent {
+    /// Reads an event from ring buffer bytes (None when too short).
+    pub fn from_bytes(bytes: &[u8]) -> Option<DnsEvent> {
+        if bytes.len() < size_of::<DnsEvent>() {
+            return None;
+        }
+        // SAFETY: length checked; DnsEvent is repr(C) plain data valid for any bytes.
+        Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<DnsEvent>()) })
+    }
+
+    /// The captured DNS bytes.
+    pub fn payload(&self) -> &[u8] {
+        &self.data[..usize::from(self.dns_len).min(DNS_MAX)]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mapped_ipv4_reads_back_as_ipv4() {
+        let mut raw = [0u8; 16];
+        raw[10] = 0xff;
+        raw[11] = 0xff;
+        raw[12..].copy_from_slice(&[10, 0, 0, 1]);
+        assert_eq!(ip_from_key(&raw, 4), "10.0.0.1".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            ip_from_key(
+                &[0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+                6
+            ),
+            "2001:db8::1".parse::<IpAddr>().unwrap()
+        );
+    }
+}

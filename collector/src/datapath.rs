@@ -1,0 +1,365 @@
+//! Loading the eBPF objects, attaching them, and reading their maps.
+//!
+//! Each object (flows, drops, tcp) and each program in it loads on its own: one
+//! that fails is logged and exported (`flowlake_collector_program_loaded` = 0)
+//! while the others run. Dropping a [`Programs`] detaches every link and
+//! unloads every program and map.
+
+use std::collections::HashMap;
+use std::os::fd::{AsFd, BorrowedFd};
+
+use aya::maps::{Map, MapData, PerCpuArray, RingBuf};
+use aya::programs::{SchedClassifier, TcAttachType, TracePoint, tc::SchedClassifierLinkId};
+use aya::{Ebpf, EbpfLoader};
+use tracing::{info, warn};
+
+use crate::abi;
+use crate::error::{CollectorError, Result};
+use crate::metrics::{DatapathMetrics, LossKind};
+
+/// The compiled objects (built by build.rs from `ebpf/`, or the committed copies).
+pub mod objects {
+    pub static FLOWS: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/flows.bpf.o"));
+    pub static DROPS: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/drops.bpf.o"));
+    pub static TCP: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tcp.bpf.o"));
+    /// The benchmark's minimal packet counter.
+    pub static COUNTER: &[u8] =
+        aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/counter.bpf.o"));
+    /// Hash of the C sources the objects were built from (see build.rs).
+    pub const SOURCE_HASH: &str = env!("FLOWLAKE_EBPF_SOURCE_HASH");
+}
+
+/// tcp.bpf.c's programs and their tracepoints.
+const TCP_PROGRAMS: &[(&str, &str)] = &[
+    ("tcp_retransmit", "tcp_retransmit_skb"),
+    ("tcp_send_reset", "tcp_send_reset"),
+    ("tcp_receive_reset", "tcp_receive_reset"),
+    ("tcp_probe", "tcp_probe"),
+];
+
+/// Links of the flow programs on one interface.
+struct Attached {
+    ingress: SchedClassifierLinkId,
+    egress: SchedClassifierLinkId,
+}
+
+/// The loaded objects. Fields are None when their object failed to load.
+pub struct Programs {
+    flows: Option<Ebpf>,
+    drops: Option<Ebpf>,
+    tcp: Option<Ebpf>,
+    flow_map: Option<Map>,
+    drop_map: Option<Map>,
+    tcp_map: Option<Map>,
+    dns: Option<RingBuf<MapData>>,
+    attached: HashMap<u32, Attached>,
+    /// Loss counters already exported, per (object, slot).
+    exported: HashMap<(&'static str, u32), u64>,
+}
+
+fn fd_of(map: &Option<Map>) -> Option<BorrowedFd<'_>> {
+    match map.as_ref()? {
+        Map::HashMap(d) | Map::LruHashMap(d) => Some(d.fd().as_fd()),
+        _ => None,
+    }
+}
+
+/// Makes sure tracefs is mounted (aya reads tracepoint ids from it).
+fn ensure_tracefs() {
+    let events = std::path::Path::new("/sys/kernel/tracing/events");
+    if events.exists() || std::path::Path::new("/sys/kernel/debug/tracing/events").exists() {
+        return;
+    }
+    // SAFETY: plain mount(2) with static NUL-terminated strings.
+    let rc = unsafe {
+        libc::mount(
+            c"nodev".as_ptr(),
+            c"/sys/kernel/tracing".as_ptr(),
+            c"tracefs".as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        warn!(error = %std::io::Error::last_os_error(), "cannot mount tracefs");
+    }
+}
+
+impl Programs {
+    /// Loads every object; fails only when none of them loads.
+    pub fn load(
+        flow_map_entries: u32,
+        min_drop_reason: u32,
+        metrics: &DatapathMetrics,
+    ) -> Result<Self> {
+        ensure_tracefs();
+        let mut errors = Vec::new();
+        let mut note = |name: &str, r: std::result::Result<(), String>| {
+            metrics.set_program(name, r.is_ok());
+            match r {
+                Ok(()) => info!(program = name, "eBPF program running"),
+                Err(e) => {
+                    warn!(program = name, error = %e, "eBPF program not running");
+                    errors.push(format!("{name}: {e}"));
+                }
+            }
+        };
+
+        let mut flows = match EbpfLoader::new()
+            .map_max_entries("flows", flow_map_entries)
+            .load(objects::FLOWS)
+        {
+            Ok(mut bpf) => {
+                let mut ok = true;
+                for name in ["flow_ingress", "flow_egress"] {
+                    let r = load_classifier(&mut bpf, name);
+                    ok &= r.is_ok();
+                    note(name, r.map_err(|e| error_chain(&e)));
+                }
+                ok.then_some(bpf)
+            }
+            Err(e) => {
+                for name in ["flow_ingress", "flow_egress"] {
+                    note(name, Err(error_chain(&e)));
+                }
+                None
+            }
+        };
+
+        let mut drops = match EbpfLoader::new()
+            .override_global("min_reason", &min_drop_reason, true)
+            .load(objects::DROPS)
+        {
+            Ok(mut bpf) => {
+                let r = attach_tracepoint(&mut bpf, "kfree_skb", "skb", "kfree_skb");
+                let ok = r.is_ok();
+                note("kfree_skb", r.map_err(|e| error_chain(&e)));
+                ok.then_some(bpf)
+            }
+            Err(e) => {
+                note("kfree_skb", Err(error_chain(&e)));
+                None
+            }
+        };
+
+        let mut tcp = match EbpfLoader::new().load(objects::TCP) {
+            Ok(mut bpf) => {
+                let mut any = false;
+                for (prog, tp) in TCP_PROGRAMS {
+                    let r = attach_tracepoint(&mut bpf, prog, "tcp", tp);
+                    any |= r.is_ok();
+                    note(prog, r.map_err(|e| error_chain(&e)));
+                }
+                any.then_some(bpf)
+            }
+            Err(e) => {
+                for (prog, _) in TCP_PROGRAMS {
+                    note(prog, Err(error_chain(&e)));
+                }
+                None
+            }
+        };
+
+        if flows.is_none() && drops.is_none() && tcp.is_none() {
+            return Err(CollectorError::NothingLoaded(errors.join("; ")));
+        }
+        let flow_map = flows.as_mut().and_then(|b| b.take_map("flows"));
+        let dns = flows
+            .as_mut()
+            .and_then(|b| b.take_map("dns_events"))
+            .and_then(|m| RingBuf::try_from(m).ok());
+        let drop_map = drops.as_mut().and_then(|b| b.take_map("drops"));
+        let tcp_map = tcp.as_mut().and_then(|b| b.take_map("tcp_health"));
+        Ok(Programs {
+            flows,
+            drops,
+            tcp,
+            flow_map,
+            drop_map,
+            tcp_map,
+            dns,
+            attached: HashMap::new(),
+            exported: HashMap::new(),
+        })
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+fn load_classifier(bpf: &mut Ebpf, name: &str) -> Result<()> {
+    let prog: &mut SchedClassifier = bpf
+        .program_mut(name)
+        .ok_or_else(|| CollectorError::Config(format!("program {name} missing")))?
+        .try_into()
+        .map_err(|e| prog_err(name, e))?;
+    prog.load().map_err(|e| prog_err(name, e))
+}
+
+fn attach_tracepoint(bpf: &mut Ebpf, name: &str, category: &str, tp: &str) -> Result<()> {
+    let prog: &mut TracePoint = bpf
+        .program_mut(name)
+        .ok_or_else(|| CollectorError::Config(format!("program {name} missing")))?
+        .try_into()
+        .map_err(|e| prog_err(name, e))?;
+    prog.load().map_err(|e| prog_err(name, e))?;
+    prog.attach(category, tp).map_err(|e| prog_err(name, e))?;
+    Ok(())
+}
+
+fn prog_err(name: &str, e: aya::programs::ProgramError) -> CollectorError {
+    CollectorError::Program {
+        program: name.to_string(),
+        source: Box::new(e),
+    }
+}
+
+impl Programs {
+    /// Attaches the flow programs to both tc hooks of an interface (TCX on
+    /// kernels >= 6.6, clsact otherwise).
+    pub fn attach(&mut self, ifindex: u32, name: &str) -> Result<()> {
+        if self.attached.contains_key(&ifindex) {
+            return Ok(());
+        }
+        let Some(bpf) = self.flows.as_mut() else {
+            return Ok(());
+        };
+        if aya::util::KernelVersion::current()
+            .is_ok_and(|v| v < aya::util::KernelVersion::new(6, 6, 0))
+        {
+            // Legacy tc needs the clsact qdisc; it may already be there.
+            let _ = aya::programs::tc::qdisc_add_clsact(name);
+        }
+        let mut link = |prog: &str, hook: TcAttachType| -> Result<SchedClassifierLinkId> {
+            let p: &mut SchedClassifier = bpf
+                .program_mut(prog)
+                .ok_or_else(|| CollectorError::Config(format!("program {prog} missing")))?
+                .try_into()
+                .map_err(|e| prog_err(prog, e))?;
+            p.attach(name, hook).map_err(|e| prog_err(prog, e))
+        };
+        let ingress = link("flow_ingress", TcAttachType::Ingress)?;
+        let egress = match link("flow_egress", TcAttachType::Egress) {
+            Ok(l) => l,
+            Err(e) => {
+                self.detach_links(ingress, None);
+                return Err(e);
+            }
+        };
+        self.attached.insert(ifindex, Attached { ingress, egress });
+        Ok(())
+    }
+
+    fn detach_links(
+        &mut self,
+        ingress: SchedClassifierLinkId,
+        egress: Option<SchedClassifierLinkId>,
+    ) {
+        let Some(bpf) = self.flows.as_mut() else {
+            return;
+        };
+        if let Some(p) = bpf
+            .program_mut("flow_ingress")
+            .and_then(|p| <&mut SchedClassifier>::try_from(p).ok())
+        {
+            let _ = p.detach(ingress);
+        }
+        if let Some(egress) = egress
+            && let Some(p) = bpf
+                .program_mut("flow_egress")
+                .and_then(|p| <&mut SchedClassifier>::try_from(p).ok())
+        {
+            let _ = p.detach(egress);
+        }
+    }
+
+    /// Detaches from an interface (gone or no longer wanted).
+    pub fn detach(&mut self, ifindex: u32) {
+        if let Some(a) = self.attached.remove(&ifindex) {
+            self.detach_links(a.ingress, Some(a.egress));
+        }
+    }
+
+    /// Number of interfaces attached.
+    pub fn attached_count(&self) -> usize {
+        self.attached.len()
+    }
+
+    /// Whether the flow programs are running.
+    pub fn has_flows(&self) -> bool {
+        self.flows.is_some()
+    }
+
+    pub fn flow_map_fd(&self) -> Option<BorrowedFd<'_>> {
+        fd_of(&self.flow_map)
+    }
+
+    pub fn drop_map_fd(&self) -> Option<BorrowedFd<'_>> {
+        fd_of(&self.drop_map)
+    }
+
+    pub fn tcp_map_fd(&self) -> Option<BorrowedFd<'_>> {
+        fd_of(&self.tcp_map)
+    }
+
+    /// The DNS ring buffer (to poll its fd and read events).
+    pub fn dns_ring(&mut self) -> Option<&mut RingBuf<MapData>> {
+        self.dns.as_mut()
+    }
+
+    /// Adds the kernel-side loss counters' growth since the last call to the metrics.
+    pub fn export_losses(&mut self, metrics: &DatapathMetrics) {
+        let slots = [
+            ("flows", abi::LOSS_FLOW_MAP_FULL, LossKind::FlowMapFull),
+            (
+                "flows",
+                abi::LOSS_DNS_RINGBUF_FULL,
+                LossKind::DnsRingbufFull,
+            ),
+            ("drops", abi::LOSS_DROP_MAP_FULL, LossKind::DropMapFull),
+            ("tcp", abi::LOSS_TCP_MAP_FULL, LossKind::TcpMapFull),
+        ];
+        for (object, slot, kind) in slots {
+            let bpf = match object {
+                "flows" => self.flows.as_ref(),
+                "drops" => self.drops.as_ref(),
+                _ => self.tcp.as_ref(),
+            };
+            let Some(map) = bpf.and_then(|b| b.map("losses")) else {
+                continue;
+            };
+            let Ok(arr) = PerCpuArray::<_, u64>::try_from(map) else {
+                continue;
+            };
+            let Ok(values) = arr.get(&slot, 0) else {
+                continue;
+            };
+            let total: u64 = values.iter().sum();
+            let prev = self.exported.insert((object, slot), total).unwrap_or(0);
+            metrics.lost(kind).inc_by(total.saturating_sub(prev));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The committed objects in ebpf/obj were built from the current sources:
+    /// rebuild them with `FLOWLAKE_EBPF_UPDATE=1 cargo build -p flowlake-collector`.
+    #[test]
+    fn committed_objects_are_current() {
+        let recorded = include_str!("../../ebpf/obj/SOURCE_HASH").trim();
+        assert_eq!(
+            recorded,
+            super::objects::SOURCE_HASH,
+            "ebpf/obj is stale: run FLOWLAKE_EBPF_UPDATE=1 cargo build -p flowlake-collector"
+        );
+    }
+}

@@ -1,0 +1,7 @@
+//! The eBPF datapath on the real kernel: "pods" are network namespaces joined by
+//! veth pairs to a bridge in a "node" namespace, like a CNI builds them. Needs
+//! root and BPF; skips with a reason otherwise, fails when
+//! FLOWLAKE_REQUIRE_PRIVILEGED=1.
+
+mod harness;
+mod tests;

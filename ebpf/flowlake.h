@@ -1,0 +1,91 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Every struct shared between the eBPF programs and the collector's userspace.
+ * The Rust mirrors live in collector/src/abi.rs with compile-time size and
+ * offset assertions: change both together.
+ */
+#ifndef FLOWLAKE_H
+#define FLOWLAKE_H
+
+#define FLK_DIR_INGRESS 0
+#define FLK_DIR_EGRESS 1
+
+/* Bytes of DNS message (L4 payload) copied to userspace per packet. */
+#define FLK_DNS_MAX 512
+
+/* Indexes of the per-CPU `losses` array in every object. */
+#define FLK_LOSS_FLOW_MAP_FULL 0
+#define FLK_LOSS_DNS_RINGBUF_FULL 1
+#define FLK_LOSS_DROP_MAP_FULL 2
+#define FLK_LOSS_TCP_MAP_FULL 3
+#define FLK_LOSS_SLOTS 4
+
+/* One direction of one flow at one tc hook. Addresses are IPv6, IPv4 mapped
+ * as ::ffff:a.b.c.d. Ports in host byte order, 0 when the protocol has none. */
+struct flow_key {
+	__u8 src_ip[16];
+	__u8 dst_ip[16];
+	__u16 src_port;
+	__u16 dst_port;
+	__u8 proto;
+	__u8 ip_version;
+	__u8 icmp_type;
+	__u8 icmp_code;
+	__u32 ifindex;
+	__u32 direction; /* FLK_DIR_*: the tc hook */
+};
+
+struct flow_stats {
+	__u64 packets;
+	__u64 bytes; /* from the IP header on */
+	__u64 first_ns; /* bpf_ktime_get_boot_ns */
+	__u64 last_ns;
+	__u64 syn_ns; /* last SYN (without ACK) of this direction */
+	__u32 handshake_us; /* SYN -> SYN-ACK, set on the SYN direction */
+	__u32 tcp_flags;
+};
+
+/* A packet freed with a drop reason, aggregated per flow, reason and place. */
+struct drop_key {
+	struct flow_key flow; /* ifindex: skb->dev; direction: unused (0) */
+	__u32 reason;
+	__u32 netns; /* inode number of the device's network namespace */
+	__u32 iif; /* skb->skb_iif: 0 for locally generated packets */
+	__u32 pad;
+};
+
+struct drop_stats {
+	__u64 packets;
+	__u64 bytes;
+	__u64 last_ns;
+};
+
+/* TCP socket health, keyed from the socket's side: src = local end. */
+struct tcp_key {
+	__u8 src_ip[16];
+	__u8 dst_ip[16];
+	__u16 src_port;
+	__u16 dst_port;
+	__u8 ip_version;
+	__u8 pad[3];
+};
+
+struct tcp_stats {
+	__u32 retransmits;
+	__u32 resets; /* RST sent by src */
+	__u32 srtt_us; /* latest smoothed RTT, microseconds; 0 = none */
+	__u32 pad;
+	__u64 last_ns;
+};
+
+/* A DNS message (UDP or TCP port 53) seen at a tc hook, to userspace. */
+struct dns_event {
+	struct flow_key key;
+	__u64 ts_ns;
+	__u32 pkt_len; /* bytes from the IP header on */
+	__u16 dns_len; /* bytes valid in data */
+	__u16 pad;
+	__u8 data[FLK_DNS_MAX]; /* L4 payload (TCP: with its 2-byte length) */
+};
+
+#endif

@@ -1,0 +1,154 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * TCP health per socket 4-tuple (src = local end): retransmits
+ * (tcp:tcp_retransmit_skb), resets sent (tcp:tcp_send_reset) and received
+ * (tcp:tcp_receive_reset, counted on the peer's direction), smoothed RTT
+ * (tcp:tcp_probe, on every segment received by an established socket).
+ */
+#include "kernel.h"
+
+#define FLK_LOAD(ctx, off, dst, len) bpf_probe_read_kernel((dst), (len), (void *)((ctx) + (off)))
+#include "parse.h"
+
+#define FLK_AF_INET 2
+#define FLK_AF_INET6 10
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1 << 16);
+	__type(key, struct tcp_key);
+	__type(value, struct tcp_stats);
+} tcp_health SEC(".maps");
+
+static __always_inline struct tcp_stats *health(struct tcp_key *key)
+{
+	struct tcp_stats *st = bpf_map_lookup_elem(&tcp_health, key);
+	if (st)
+		return st;
+	struct tcp_stats init = {};
+	if (bpf_map_update_elem(&tcp_health, key, &init, BPF_NOEXIST)) {
+		st = bpf_map_lookup_elem(&tcp_health, key);
+		if (!st)
+			flk_count_loss(FLK_LOSS_TCP_MAP_FULL);
+		return st;
+	}
+	return bpf_map_lookup_elem(&tcp_health, key);
+}
+
+/* Fills the addresses from tracepoint fields (v4 + v6 arrays, ports in host order). */
+static __always_inline int key_from_fields(struct tcp_key *key, __u16 family, const __u8 *s4,
+					   const __u8 *d4, const __u8 *s6, const __u8 *d6)
+{
+	if (family == FLK_AF_INET) {
+		__u8 a[4], b[4];
+		bpf_probe_read_kernel(a, 4, s4);
+		bpf_probe_read_kernel(b, 4, d4);
+		flk_map_v4(key->src_ip, a);
+		flk_map_v4(key->dst_ip, b);
+		key->ip_version = 4;
+	} else if (family == FLK_AF_INET6) {
+		bpf_probe_read_kernel(key->src_ip, 16, s6);
+		bpf_probe_read_kernel(key->dst_ip, 16, d6);
+		key->ip_version = 6;
+	} else {
+		return -1;
+	}
+	return 0;
+}
+
+/* Fills one end from a struct sockaddr_in / sockaddr_in6 copy (28 bytes). */
+static __always_inline int end_from_sockaddr(const __u8 *sa, __u8 *ip, __u16 *port, __u8 *ver)
+{
+	__u16 family = sa[0] | (sa[1] << 8);
+	*port = (sa[2] << 8) | sa[3];
+	if (family == FLK_AF_INET) {
+		flk_map_v4(ip, sa + 4);
+		*ver = 4;
+	} else if (family == FLK_AF_INET6) {
+		__builtin_memcpy(ip, sa + 8, 16);
+		*ver = 6;
+	} else {
+		return -1;
+	}
+	return 0;
+}
+
+SEC("tracepoint/tcp/tcp_retransmit_skb")
+int tcp_retransmit(struct trace_event_raw_tcp_retransmit_skb *ctx)
+{
+	struct tcp_key key = {};
+	if (key_from_fields(&key, BPF_CORE_READ(ctx, family), ctx->saddr, ctx->daddr, ctx->saddr_v6,
+			    ctx->daddr_v6))
+		return 0;
+	key.src_port = BPF_CORE_READ(ctx, sport);
+	key.dst_port = BPF_CORE_READ(ctx, dport);
+	struct tcp_stats *st = health(&key);
+	if (st) {
+		__sync_fetch_and_add(&st->retransmits, 1);
+		st->last_ns = bpf_ktime_get_boot_ns();
+	}
+	return 0;
+}
+
+SEC("tracepoint/tcp/tcp_send_reset")
+int tcp_send_reset(struct trace_event_raw_tcp_send_reset *ctx)
+{
+	struct tcp_key key = {};
+	__u8 s[28], d[28];
+	__u8 v1, v2;
+	bpf_probe_read_kernel(s, sizeof(s), ctx->saddr);
+	bpf_probe_read_kernel(d, sizeof(d), ctx->daddr);
+	if (end_from_sockaddr(s, key.src_ip, &key.src_port, &v1) ||
+	    end_from_sockaddr(d, key.dst_ip, &key.dst_port, &v2))
+		return 0;
+	key.ip_version = v1;
+	struct tcp_stats *st = health(&key);
+	if (st) {
+		__sync_fetch_and_add(&st->resets, 1);
+		st->last_ns = bpf_ktime_get_boot_ns();
+	}
+	return 0;
+}
+
+SEC("tracepoint/tcp/tcp_receive_reset")
+int tcp_receive_reset(struct trace_event_raw_tcp_event_sk *ctx)
+{
+	struct tcp_key key = {};
+	/* The peer sent it: key from the peer's side. */
+	if (key_from_fields(&key, BPF_CORE_READ(ctx, family), ctx->daddr, ctx->saddr, ctx->daddr_v6,
+			    ctx->saddr_v6))
+		return 0;
+	key.src_port = BPF_CORE_READ(ctx, dport);
+	key.dst_port = BPF_CORE_READ(ctx, sport);
+	struct tcp_stats *st = health(&key);
+	if (st) {
+		__sync_fetch_and_add(&st->resets, 1);
+		st->last_ns = bpf_ktime_get_boot_ns();
+	}
+	return 0;
+}
+
+SEC("tracepoint/tcp/tcp_probe")
+int tcp_probe(struct trace_event_raw_tcp_probe *ctx)
+{
+	struct tcp_key key = {};
+	__u8 s[28], d[28];
+	__u8 v1, v2;
+	bpf_probe_read_kernel(s, sizeof(s), ctx->saddr);
+	bpf_probe_read_kernel(d, sizeof(d), ctx->daddr);
+	if (end_from_sockaddr(s, key.src_ip, &key.src_port, &v1) ||
+	    end_from_sockaddr(d, key.dst_ip, &key.dst_port, &v2))
+		return 0;
+	key.ip_version = v1;
+	__u32 srtt = BPF_CORE_READ(ctx, srtt);
+	if (!srtt)
+		return 0;
+	struct tcp_stats *st = health(&key);
+	if (st) {
+		st->srtt_us = srtt;
+		st->last_ns = bpf_ktime_get_boot_ns();
+	}
+	return 0;
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";

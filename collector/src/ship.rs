@@ -61,7 +61,7 @@ impl Outbox {
 
     fn push(&mut self, b: EncodedBatch) {
         if !self.spool.is_empty() {
-            self.to_spool(&b);
+            self.spool_one(&b);
             return;
         }
         self.memory_bytes += b.ipc.len() as u64;
@@ -71,7 +71,7 @@ impl Outbox {
         }
     }
 
-    fn to_spool(&mut self, b: &EncodedBatch) {
+    fn spool_one(&mut self, b: &EncodedBatch) {
         if let Err(e) = self.spool.write(b) {
             tracing::error!(error = %e, batch = %b.id, records = b.records, "cannot spool batch: dropped");
             self.metrics.dropped(DropReason::SpoolError, b.records);
@@ -81,7 +81,7 @@ impl Outbox {
     /// Everything in memory goes to the spool.
     fn spill(&mut self) {
         while let Some(b) = self.memory.pop_front() {
-            self.to_spool(&b);
+            self.spool_one(&b);
         }
         self.memory_bytes = 0;
     }
@@ -105,7 +105,7 @@ impl Outbox {
     fn failed(&mut self, b: &EncodedBatch, from: Source) {
         match from {
             Source::Spool => self.spool.release(),
-            Source::Memory => self.to_spool(b),
+            Source::Memory => self.spool_one(b),
         }
         self.spill();
     }

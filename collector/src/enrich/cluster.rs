@@ -33,12 +33,29 @@ use super::metrics::EnrichMetrics;
 /// The label EndpointSlices carry naming their service.
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
+/// Events are boxed where objects are large (pods), so the channel stays small.
+#[allow(clippy::large_enum_variant)] // Service events are moved once, through the channel.
 enum ClusterEvent {
+    Pod(Box<watcher::Event<Pod>>),
+    Service(watcher::Event<Service>),
+    Node(watcher::Event<Node>),
+    Slice(watcher::Event<EndpointSlice>),
+}
+
+/// The same events, unboxed for matching.
+#[allow(clippy::large_enum_variant)] // lives only on the indexing task's stack
+enum Unboxed {
     Pod(watcher::Event<Pod>),
     Service(watcher::Event<Service>),
     Node(watcher::Event<Node>),
     Slice(watcher::Event<EndpointSlice>),
 }
+
+/// Wraps a resource's events for the indexing task.
+type Forward<K> = Option<(
+    mpsc::Sender<ClusterEvent>,
+    fn(watcher::Event<K>) -> ClusterEvent,
+)>;
 
 /// Follows one resource: re-list diffs and per-owner address sets.
 #[derive(Default)]
@@ -148,10 +165,7 @@ where
 fn spawn_watch<K>(
     name: &'static str,
     stream: impl Stream<Item = watcher::Result<watcher::Event<K>>> + Send + 'static,
-    tx: Option<(
-        mpsc::Sender<ClusterEvent>,
-        fn(watcher::Event<K>) -> ClusterEvent,
-    )>,
+    tx: Forward<K>,
     metrics: EnrichMetrics,
     shutdown: CancellationToken,
 ) -> tokio::task::JoinHandle<()>
@@ -272,21 +286,27 @@ impl Indexer {
     fn handle(&mut self, ev: ClusterEvent) {
         use watcher::Event as E;
         let now = (self.clock)();
+        let ev = match ev {
+            ClusterEvent::Pod(p) => Unboxed::Pod(*p),
+            ClusterEvent::Service(e) => Unboxed::Service(e),
+            ClusterEvent::Node(e) => Unboxed::Node(e),
+            ClusterEvent::Slice(e) => Unboxed::Slice(e),
+        };
         match ev {
-            ClusterEvent::Pod(E::Apply(p) | E::InitApply(p)) => self.pod(&p),
-            ClusterEvent::Pod(E::Delete(p)) => {
+            Unboxed::Pod(E::Apply(p) | E::InitApply(p)) => self.pod(&p),
+            Unboxed::Pod(E::Delete(p)) => {
                 let owner = Owner::Pod(p.uid().unwrap_or_default());
                 self.pod_tracker
                     .delete(&mut self.index.write().expect("index lock"), &owner, now);
             }
-            ClusterEvent::Pod(E::Init) => self.pod_tracker.init(),
-            ClusterEvent::Pod(E::InitDone) => {
+            Unboxed::Pod(E::Init) => self.pod_tracker.init(),
+            Unboxed::Pod(E::InitDone) => {
                 let gone = self
                     .pod_tracker
                     .init_done(&mut self.index.write().expect("index lock"), now);
                 tracing::info!(resource = "pods", deleted_while_away = gone, "pods listed");
             }
-            ClusterEvent::Service(ev) => {
+            Unboxed::Service(ev) => {
                 let mut ix = self.index.write().expect("index lock");
                 let t = &mut self.service_tracker;
                 let key = |s: &Service| {
@@ -310,7 +330,7 @@ impl Indexer {
                     }
                 }
             }
-            ClusterEvent::Node(ev) => {
+            Unboxed::Node(ev) => {
                 let mut ix = self.index.write().expect("index lock");
                 let t = &mut self.node_tracker;
                 let key = |n: &Node| Owner::Node(n.name_any());
@@ -325,9 +345,9 @@ impl Indexer {
                     }
                 }
             }
-            ClusterEvent::Slice(E::Apply(s) | E::InitApply(s)) => self.slice(&s, false),
-            ClusterEvent::Slice(E::Delete(s)) => self.slice(&s, true),
-            ClusterEvent::Slice(E::Init | E::InitDone) => {}
+            Unboxed::Slice(E::Apply(s) | E::InitApply(s)) => self.slice(&s, false),
+            Unboxed::Slice(E::Delete(s)) => self.slice(&s, true),
+            Unboxed::Slice(E::Init | E::InitDone) => {}
         }
     }
 }
@@ -392,7 +412,7 @@ pub(super) fn start(
         spawn_watch(
             "pods",
             watch::<Pod>(&client, Some(pod_w), slim_pod),
-            Some((tx.clone(), ClusterEvent::Pod)),
+            Some((tx.clone(), |e| ClusterEvent::Pod(Box::new(e)))),
             m.clone(),
             s.clone(),
         ),

@@ -13,7 +13,7 @@ use flowlake_schemas::{Endpoint, FlowRecord};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::fake_kube::FakeKube;
+use super::fake_kube::FakeKube;
 
 const BASE: i64 = 1_767_225_600; // 2026-01-01T00:00:00Z
 

@@ -9,7 +9,7 @@ use flowlake_collector::enrich::{EnrichMetrics, Enricher, system_clock};
 use flowlake_collector::ship::{DropReason, ShipConfig, ShipMetrics, Shipper};
 use flowlake_schemas::FlowRecord;
 
-use crate::fake_ingester::{FakeIngester, Mode};
+use super::fake_ingester::{FakeIngester, Mode};
 
 /// `n` generated records, each with a unique `bytes` value `0..n`.
 fn records(n: usize) -> Vec<FlowRecord> {

@@ -1,0 +1,4 @@
+//! Kubernetes enrichment against a fake API server.
+
+mod fake_kube;
+mod kube_watch;

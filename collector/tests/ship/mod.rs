@@ -1,0 +1,4 @@
+//! Shipping against a fake ingester.
+
+mod fake_ingester;
+mod spool;

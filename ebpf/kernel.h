@@ -48,11 +48,16 @@ struct trace_entry {
 	unsigned short type;
 };
 
+/* Only the type matters for CO-RE (field kinds must match the kernel's). */
+enum skb_drop_reason {
+	FLK_SKB_DROP_REASON_PLACEHOLDER = 0,
+};
+
 struct trace_event_raw_kfree_skb {
 	struct trace_entry ent;
 	void *skbaddr;
 	void *location;
-	unsigned int reason;
+	enum skb_drop_reason reason;
 };
 
 struct trace_event_raw_tcp_retransmit_skb {

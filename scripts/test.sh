@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(clang llvm libbpf-dev bpftool iproute2 nftables iptables tcpdump tshark iperf3 dnsmasq prometheus)
+APT_PACKAGES=(clang llvm libbpf-dev bpftool iproute2 nftables iptables tcpdump tshark iperf3 dnsmasq prometheus golang-go golang-github-masterminds-sprig-dev golang-gopkg-yaml.v3-dev)
 PIP_PACKAGES=(pyarrow duckdb deltalake polars "moto[server]")
 
 install_apt() {

@@ -1,3 +1,4 @@
 //! End-to-end tests of the `flowlake` binary.
 
+mod deploy_chart;
 mod gen_cli;

@@ -9,6 +9,7 @@
 
 pub mod config;
 pub mod error;
+pub mod live;
 pub mod output;
 pub mod topology;
 pub mod workload;
@@ -16,6 +17,7 @@ pub mod zipf;
 
 pub use config::{GenArgs, GenConfig, OutputFormat};
 pub use error::{GenError, Result};
+pub use live::LiveFeed;
 pub use output::{GenSummary, generate, hour_plans};
 pub use topology::{Topology, TopologyConfig};
 pub use workload::{HourPlan, HourStream};

@@ -1,8 +1,305 @@
 //! Flowlake ingester: Arrow IPC batches over HTTP become a Delta Lake table of
 //! partitioned Parquet on object storage. Nothing acknowledged is ever lost.
 //!
-//! Module plan (write path, in order): `http` (axum routes, limits, auth) →
-//! `wal` (segments, checksums, group commit, replay) → `buffer` (memory bound,
-//! `FlushReason`) → `parquet` (the one owner of writer properties) → `table`
-//! (Delta commits on any object_store URL) → `compact` (merge, retention, vacuum,
-//! checkpoints); `metrics` and `error` beside them.
+//! Write path, in order: [`http`] (axum routes, limits, auth) → [`decode`] (IPC,
+//! validation) → [`writer`] (one thread: dedup, [`wal`] group commit, buffer) →
+//! [`flush`] (policy, [`parquet`] sort and writer properties) → [`table`] (Delta
+//! commits on any object_store URL) → [`compact`] (merge, retention, vacuum,
+//! checkpoints). [`metrics`] and [`error`] beside them.
+
+pub mod buffer;
+pub mod compact;
+pub mod config;
+pub mod decode;
+pub mod dedup;
+pub mod error;
+pub mod flush;
+pub mod frame;
+pub mod http;
+pub mod metrics;
+pub mod parquet;
+pub mod table;
+pub mod wal;
+pub mod writer;
+
+#[cfg(test)]
+mod testdata;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+
+use prometheus_client::registry::Registry;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use buffer::FlushReason;
+pub use compact::{CompactSummary, compact_once};
+pub use config::{
+    CompactArgs, CompactCommandArgs, CompactConfig, FlushPolicy, IngesterArgs, IngesterConfig,
+    TableArgs, TableConfig,
+};
+pub use decode::{BodyEncoding, decode_body, encode_ipc};
+pub use error::{IngestError, Result};
+pub use http::{BATCH_ID_HEADER, IngestResponse, routes};
+pub use table::{Table, TableFile, cloud_env_options};
+pub use wal::{BatchId, SegmentId, WalSeq};
+pub use writer::Clock;
+
+use crate::buffer::{Buffer, MemoryBudget, SharedStats};
+use crate::dedup::DedupWindow;
+use crate::error::error_chain;
+use crate::flush::{Flusher, WriterId};
+use crate::metrics::Metrics;
+use crate::wal::Wal;
+
+/// Entry point for starting an ingester.
+pub struct Ingester;
+
+/// A started ingester: its address, and a clean shutdown.
+pub struct RunningIngester {
+    addr: SocketAddr,
+    stop_http: CancellationToken,
+    stop_flush: CancellationToken,
+    http: tokio::task::JoinHandle<()>,
+    tasks: TaskTracker,
+    writer_thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Ingester {
+    /// Binds, replays the WAL, and serves; the returned handle reports the bound
+    /// address (use port 0 in tests).
+    pub async fn start(config: IngesterConfig) -> Result<RunningIngester> {
+        Self::start_with(config, Registry::default(), Arc::new(chrono::Utc::now)).await
+    }
+
+    /// [`Ingester::start`] with the caller's metrics registry and clock.
+    pub async fn start_with(
+        config: IngesterConfig,
+        mut registry: Registry,
+        clock: Clock,
+    ) -> Result<RunningIngester> {
+        let metrics = Metrics::new(&mut registry);
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| IngestError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| IngestError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        let budget = Arc::new(MemoryBudget::new(config.max_buffer_bytes));
+        let state = Arc::new(http::HttpState {
+            writer: OnceLock::new(),
+            budget: Arc::clone(&budget),
+            metrics: metrics.clone(),
+            registry,
+            token: config.token.clone(),
+            max_body_bytes: config.max_body_bytes,
+        });
+        let stop_http = CancellationToken::new();
+        let stop_flush = CancellationToken::new();
+        let app = http::router(Arc::clone(&state));
+        let graceful = stop_http.clone();
+        let http = tokio::spawn(async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { graceful.cancelled().await })
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "HTTP server failed");
+            }
+        });
+        tracing::info!(%addr, table = %config.table.location, "ingester listening; replaying WAL");
+
+        let opened = Self::recover(&config, &metrics, &budget, clock).await;
+        let (writer, writer_thread, table, writer_id, stats, flush_now) = match opened {
+            Ok(parts) => parts,
+            Err(e) => {
+                stop_http.cancel();
+                let _ = http.await;
+                return Err(e);
+            }
+        };
+        let _ = state.writer.set(writer.clone());
+        tracing::info!(%addr, "ingester ready");
+
+        let tasks = TaskTracker::new();
+        let flusher = Flusher {
+            writer,
+            table: table.clone(),
+            writer_id,
+            wal_dir: config.wal_dir.clone(),
+            stats,
+            policy: config.flush,
+            flush_now,
+            budget,
+            metrics: metrics.clone(),
+            retries_on_shutdown: config.store_retries,
+        };
+        tasks.spawn(flusher.run(stop_flush.clone()));
+        if let Some(every) = config.compact_every {
+            tasks.spawn(compact::run_scheduled(
+                table,
+                config.compact.clone(),
+                every,
+                metrics,
+                stop_flush.clone(),
+            ));
+        }
+        tasks.close();
+        Ok(RunningIngester {
+            addr,
+            stop_http,
+            stop_flush,
+            http,
+            tasks,
+            writer_thread: Some(writer_thread),
+        })
+    }
+
+    /// Opens the table, replays the WAL past what the table already holds, and
+    /// starts the writer thread.
+    #[allow(clippy::type_complexity)]
+    async fn recover(
+        config: &IngesterConfig,
+        metrics: &Metrics,
+        budget: &MemoryBudget,
+        clock: Clock,
+    ) -> Result<(
+        writer::WriterHandle,
+        std::thread::JoinHandle<()>,
+        Table,
+        WriterId,
+        Arc<SharedStats>,
+        Arc<Notify>,
+    )> {
+        let table = Table::open_or_create(&config.table).await?;
+        let writer_id = WriterId::load_or_create(&config.wal_dir)?;
+        let committed = table
+            .app_version(writer_id.as_str())
+            .await?
+            .unwrap_or(0)
+            .max(0) as u64;
+        let (wal, replay) = Wal::open(&config.wal_dir, config.wal_segment_bytes)?;
+        metrics
+            .wal_torn_segments
+            .inc_by(replay.torn_segments as u64);
+        metrics.wal_bytes.set(replay.bytes as i64);
+        let dedup = DedupWindow::open(&config.wal_dir, config.dedup_window, clock())?;
+        let mut buffer = Buffer::default();
+        let mut last = committed;
+        let mut replayed = 0;
+        let now = std::time::Instant::now();
+        for record in replay.records {
+            last = last.max(record.seq.0);
+            if record.seq.0 <= committed {
+                continue;
+            }
+            match decode_body(&record.body, record.encoding, usize::MAX) {
+                Ok(d) => {
+                    replayed += d.rows;
+                    budget.force_reserve(d.memory_bytes);
+                    buffer.push(d.batches, d.memory_bytes, record.seq, now);
+                }
+                Err(e) => {
+                    metrics.error("replay");
+                    tracing::error!(seq = record.seq.0, error = %error_chain(&e), "WAL record does not decode; skipped");
+                }
+            }
+        }
+        metrics.wal_replayed_rows.inc_by(replayed as u64);
+        tracing::info!(
+            committed_seq = committed,
+            replayed_rows = replayed,
+            torn_segments = replay.torn_segments,
+            "WAL replayed"
+        );
+        let stats = Arc::new(SharedStats::default());
+        stats.set(buffer.stats());
+        let flush_now = Arc::new(Notify::new());
+        let (handle, thread) = writer::spawn(writer::WriterState {
+            wal,
+            dedup,
+            buffer,
+            next_seq: WalSeq(last + 1),
+            stats: Arc::clone(&stats),
+            policy: config.flush,
+            flush_now: Arc::clone(&flush_now),
+            metrics: metrics.clone(),
+            clock,
+        })?;
+        Ok((handle, thread, table, writer_id, stats, flush_now))
+    }
+}
+
+impl RunningIngester {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting, finishes in-flight requests, flushes the buffer to the
+    /// table, and stops.
+    pub async fn shutdown(mut self) -> Result<()> {
+        self.stop_http.cancel();
+        let _ = (&mut self.http).await;
+        self.stop_flush.cancel();
+        self.tasks.wait().await;
+        if let Some(t) = self.writer_thread.take() {
+            tokio::task::spawn_blocking(move || t.join())
+                .await
+                .map_err(|e| IngestError::Internal(format!("joining WAL thread: {e}")))?
+                .map_err(|_| IngestError::Internal("WAL thread panicked".into()))?;
+        }
+        tracing::info!("ingester stopped");
+        Ok(())
+    }
+}
+
+/// Runs an ingester until `shutdown` is cancelled, then stops cleanly.
+pub async fn run(config: IngesterConfig, shutdown: CancellationToken) -> Result<()> {
+    let running = Ingester::start(config).await?;
+    shutdown.cancelled().await;
+    running.shutdown().await
+}
+
+/// [`run`] on a new multi-threaded runtime, stopping on Ctrl-C or SIGTERM: for the
+/// synchronous `flowlake` binary.
+pub fn run_blocking(config: IngesterConfig) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| IngestError::Internal(format!("tokio runtime: {e}")))?;
+    rt.block_on(async {
+        let shutdown = CancellationToken::new();
+        let signal = shutdown.clone();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("shutdown requested");
+            signal.cancel();
+        });
+        run(config, shutdown).await
+    })
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,263 @@
+//! Command-line flags of `flowlake ingester` / `flowlake compact` and the plain
+//! configuration structs behind them.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::error::{IngestError, Result};
+
+/// Where the Delta table lives and how to reach it.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TableArgs {
+    /// Table location: a local directory or an `s3://`, `gs://`, `az://` URL.
+    #[arg(long, default_value = "./flowlake-table", env = "FLOWLAKE_TABLE")]
+    pub table: String,
+    /// Object-store options `KEY=VALUE` (e.g. `aws_endpoint=http://127.0.0.1:9000`,
+    /// `aws_allow_http=true`); credentials also come from the usual `AWS_*`,
+    /// `GOOGLE_*`, `AZURE_*` environment variables.
+    #[arg(long = "storage-option", value_parser = parse_key_value, env = "FLOWLAKE_STORAGE_OPTIONS", value_delimiter = ',')]
+    pub storage_options: Vec<(String, String)>,
+}
+
+fn parse_key_value(s: &str) -> std::result::Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .ok_or_else(|| format!("expected KEY=VALUE, got {s:?}"))
+}
+
+/// Table location and object-store options, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableConfig {
+    /// A URL (`file:///…`, `s3://…`) or a local path.
+    pub location: String,
+    pub storage_options: HashMap<String, String>,
+}
+
+impl TableArgs {
+    pub fn into_config(self) -> TableConfig {
+        TableConfig {
+            location: self.table,
+            storage_options: self.storage_options.into_iter().collect(),
+        }
+    }
+}
+
+/// `flowlake ingester`: receive Arrow batches over HTTP and store them as a Delta table.
+#[derive(Debug, Clone, clap::Args)]
+pub struct IngesterArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "0.0.0.0:7070", env = "FLOWLAKE_INGESTER_LISTEN")]
+    pub listen: SocketAddr,
+    #[command(flatten)]
+    pub table: TableArgs,
+    /// Directory of the write-ahead log (local disk).
+    #[arg(
+        long,
+        default_value = "./flowlake-wal",
+        env = "FLOWLAKE_INGESTER_WAL_DIR"
+    )]
+    pub wal_dir: PathBuf,
+    /// Bearer token clients must present; no authentication when unset.
+    #[arg(long, env = "FLOWLAKE_INGESTER_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Flush when this many rows are buffered.
+    #[arg(
+        long,
+        default_value_t = 1_000_000,
+        env = "FLOWLAKE_INGESTER_FLUSH_ROWS"
+    )]
+    pub flush_rows: usize,
+    /// Flush when this many bytes (in memory) are buffered.
+    #[arg(long, default_value_t = 256 << 20, env = "FLOWLAKE_INGESTER_FLUSH_BYTES")]
+    pub flush_bytes: usize,
+    /// Flush when the oldest buffered row is this old.
+    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration, env = "FLOWLAKE_INGESTER_FLUSH_AGE")]
+    pub flush_age: Duration,
+    /// Hard limit of bytes held in memory (buffered or being flushed): above it
+    /// requests get 503 with Retry-After.
+    #[arg(long, default_value_t = 1 << 30, env = "FLOWLAKE_INGESTER_MAX_BUFFER_BYTES")]
+    pub max_buffer_bytes: usize,
+    /// Largest request body accepted (after Content-Encoding is removed).
+    #[arg(long, default_value_t = 64 << 20, env = "FLOWLAKE_INGESTER_MAX_BODY_BYTES")]
+    pub max_body_bytes: usize,
+    /// How long a client batch id is remembered for deduplication.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration, env = "FLOWLAKE_INGESTER_DEDUP_WINDOW")]
+    pub dedup_window: Duration,
+    /// Size at which a WAL segment is closed and a new one started.
+    #[arg(long, default_value_t = 64 << 20, env = "FLOWLAKE_INGESTER_WAL_SEGMENT_BYTES")]
+    pub wal_segment_bytes: u64,
+    /// Run compaction and retention in the ingester at this interval (off when unset).
+    #[arg(long, value_parser = humantime::parse_duration, env = "FLOWLAKE_INGESTER_COMPACT_EVERY")]
+    pub compact_every: Option<Duration>,
+    #[command(flatten)]
+    pub compact: CompactArgs,
+}
+
+/// Compaction and retention settings (`flowlake compact` and the ingester's schedule).
+#[derive(Debug, Clone, clap::Args)]
+pub struct CompactArgs {
+    /// Target size of compacted files.
+    #[arg(long, default_value_t = 256 << 20, env = "FLOWLAKE_COMPACT_TARGET_BYTES")]
+    pub target_file_bytes: u64,
+    /// Partitions whose hour ended at least this long ago are closed and compacted.
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration, env = "FLOWLAKE_COMPACT_GRACE")]
+    pub grace: Duration,
+    /// Drop partitions older than this many days (keep everything when unset).
+    #[arg(long, env = "FLOWLAKE_COMPACT_RETENTION_DAYS")]
+    pub retention_days: Option<u32>,
+    /// Removed files are deleted by vacuum once they are this old.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration, env = "FLOWLAKE_COMPACT_VACUUM_AFTER")]
+    pub vacuum_after: Duration,
+}
+
+/// `flowlake compact`: one compaction + retention pass over a table.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CompactCommandArgs {
+    #[command(flatten)]
+    pub table: TableArgs,
+    #[command(flatten)]
+    pub compact: CompactArgs,
+}
+
+/// When the buffer is written to the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlushPolicy {
+    pub max_rows: usize,
+    pub max_bytes: usize,
+    pub max_age: Duration,
+}
+
+impl Default for FlushPolicy {
+    fn default() -> Self {
+        FlushPolicy {
+            max_rows: 1_000_000,
+            max_bytes: 256 << 20,
+            max_age: Duration::from_secs(15),
+        }
+    }
+}
+
+/// Compaction and retention, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompactConfig {
+    pub target_file_bytes: u64,
+    pub grace: Duration,
+    pub retention_days: Option<u32>,
+    pub vacuum_after: Duration,
+}
+
+impl Default for CompactConfig {
+    fn default() -> Self {
+        CompactConfig {
+            target_file_bytes: 256 << 20,
+            grace: Duration::from_secs(600),
+            retention_days: None,
+            vacuum_after: Duration::from_secs(3600),
+        }
+    }
+}
+
+impl CompactArgs {
+    pub fn into_config(self) -> CompactConfig {
+        CompactConfig {
+            target_file_bytes: self.target_file_bytes,
+            grace: self.grace,
+            retention_days: self.retention_days,
+            vacuum_after: self.vacuum_after,
+        }
+    }
+}
+
+/// Everything the ingester needs, independent of how it was configured.
+#[derive(Debug, Clone)]
+pub struct IngesterConfig {
+    pub listen: SocketAddr,
+    pub table: TableConfig,
+    pub wal_dir: PathBuf,
+    pub token: Option<String>,
+    pub flush: FlushPolicy,
+    pub max_buffer_bytes: usize,
+    pub max_body_bytes: usize,
+    pub dedup_window: Duration,
+    pub wal_segment_bytes: u64,
+    pub compact_every: Option<Duration>,
+    pub compact: CompactConfig,
+    /// Object-store and commit retries before a flush attempt is given up (and retried later).
+    pub store_retries: usize,
+}
+
+impl Default for IngesterConfig {
+    fn default() -> Self {
+        IngesterConfig {
+            listen: ([0, 0, 0, 0], 7070).into(),
+            table: TableConfig {
+                location: "./flowlake-table".into(),
+                storage_options: HashMap::new(),
+            },
+            wal_dir: "./flowlake-wal".into(),
+            token: None,
+            flush: FlushPolicy::default(),
+            max_buffer_bytes: 1 << 30,
+            max_body_bytes: 64 << 20,
+            dedup_window: Duration::from_secs(3600),
+            wal_segment_bytes: 64 << 20,
+            compact_every: None,
+            compact: CompactConfig::default(),
+            store_retries: 8,
+        }
+    }
+}
+
+impl IngesterConfig {
+    /// Loopback on an ephemeral port, table and WAL below `dir`, quick flushes.
+    pub fn for_tests(dir: &std::path::Path) -> Self {
+        IngesterConfig {
+            listen: ([127, 0, 0, 1], 0).into(),
+            table: TableConfig {
+                location: dir.join("table").display().to_string(),
+                storage_options: HashMap::new(),
+            },
+            wal_dir: dir.join("wal"),
+            flush: FlushPolicy {
+                max_rows: 100_000,
+                max_bytes: 64 << 20,
+                max_age: Duration::from_millis(300),
+            },
+            max_buffer_bytes: 256 << 20,
+            max_body_bytes: 16 << 20,
+            wal_segment_bytes: 1 << 20,
+            store_retries: 3,
+            ..IngesterConfig::default()
+        }
+    }
+}
+
+impl IngesterArgs {
+    pub fn into_config(self) -> Result<IngesterConfig> {
+        if self.flush_rows == 0 || self.flush_bytes == 0 {
+            return Err(IngestError::Config(
+                "flush rows and bytes must be positive".into(),
+            ));
+        }
+        Ok(IngesterConfig {
+            listen: self.listen,
+            table: self.table.into_config(),
+            wal_dir: self.wal_dir,
+            token: self.token.filter(|t| !t.is_empty()),
+            flush: FlushPolicy {
+                max_rows: self.flush_rows,
+                max_bytes: self.flush_bytes,
+                max_age: self.flush_age,
+            },
+            max_buffer_bytes: self.max_buffer_bytes,
+            max_body_bytes: self.max_body_bytes,
+            dedup_window: self.dedup_window,
+            wal_segment_bytes: self.wal_segment_bytes,
+            compact_every: self.compact_every,
+            compact: self.compact.into_config(),
+            store_retries: IngesterConfig::default().store_retries,
+        })
+    }
+}

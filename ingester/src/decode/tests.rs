@@ -1,0 +1,152 @@
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, Int64Array};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Field, Schema};
+use arrow::ipc::CompressionType;
+use arrow::record_batch::RecordBatch;
+use flowlake_schemas::col;
+
+use super::*;
+use crate::testdata;
+
+#[test]
+fn decodes_plain_ipc_compressed_and_content_encoded() {
+    let batch = testdata::flows(500, 1);
+    for compression in [
+        None,
+        Some(CompressionType::ZSTD),
+        Some(CompressionType::LZ4_FRAME),
+    ] {
+        let ipc = encode_ipc(&[batch.slice(0, 200), batch.slice(200, 300)], compression).unwrap();
+        let d = decode_body(&ipc, BodyEncoding::Identity, 1 << 30).unwrap();
+        assert_eq!(d.rows, 500);
+        assert_eq!(d.batches[0].schema(), flowlake_schemas::flow_schema());
+        let zstd = zstd::encode_all(&ipc[..], 3).unwrap();
+        assert_eq!(
+            decode_body(&zstd, BodyEncoding::Zstd, 1 << 30)
+                .unwrap()
+                .rows,
+            500
+        );
+    }
+}
+
+#[test]
+fn refuses_with_the_right_error() {
+    let batch = testdata::flows(100, 1);
+    let ipc = encode_ipc(std::slice::from_ref(&batch), None).unwrap();
+    assert!(matches!(
+        decode_body(b"hello, not arrow", BodyEncoding::Identity, 1 << 20),
+        Err(IngestError::NotArrow(_))
+    ));
+    assert!(matches!(
+        decode_body(&ipc, BodyEncoding::Identity, 100),
+        Err(IngestError::TooLarge { .. })
+    ));
+    // A zstd bomb is cut off at the limit.
+    let zstd = zstd::encode_all(&ipc[..], 3).unwrap();
+    assert!(matches!(
+        decode_body(&zstd, BodyEncoding::Zstd, 1000),
+        Err(IngestError::TooLarge { .. })
+    ));
+    // dst_port as Int64: 422 with the column named.
+    let wrong = retype(&batch, col::DST_PORT, DataType::Int64);
+    let err = decode_body(
+        &encode_ipc(&[wrong], None).unwrap(),
+        BodyEncoding::Identity,
+        1 << 30,
+    )
+    .unwrap_err();
+    assert_eq!(err.status(), axum::http::StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        crate::error::error_chain(&err).contains("dst_port"),
+        "{err:?}"
+    );
+    assert!(matches!(
+        BodyEncoding::from_header(Some("br")),
+        Err(IngestError::UnsupportedEncoding(_))
+    ));
+}
+
+fn retype(batch: &RecordBatch, column: &str, to: DataType) -> RecordBatch {
+    let schema = batch.schema();
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            if f.name() == column {
+                Field::new(f.name(), to.clone(), f.is_nullable())
+            } else {
+                f.as_ref().clone()
+            }
+        })
+        .collect();
+    let columns: Vec<ArrayRef> = schema
+        .fields()
+        .iter()
+        .zip(batch.columns())
+        .map(|(f, c)| {
+            if f.name() == column {
+                cast(c, &to).unwrap()
+            } else {
+                Arc::clone(c)
+            }
+        })
+        .collect();
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap()
+}
+
+/// The fuzz target's property, run deterministically: truncated and bit-flipped
+/// bodies never panic, and whatever is accepted conforms to the flow schema.
+#[test]
+fn mutated_bodies_never_panic() {
+    let batch = testdata::flows(64, 1);
+    let mut seeds = vec![
+        encode_ipc(std::slice::from_ref(&batch), None).unwrap(),
+        encode_ipc(std::slice::from_ref(&batch), Some(CompressionType::ZSTD)).unwrap(),
+        encode_ipc(
+            std::slice::from_ref(&batch),
+            Some(CompressionType::LZ4_FRAME),
+        )
+        .unwrap(),
+    ];
+    let extra = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, false)])),
+        vec![Arc::new(Int64Array::from(vec![1, 2, 3]))],
+    )
+    .unwrap();
+    seeds.push(encode_ipc(&[extra], None).unwrap());
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut accepted = 0;
+    for seed in &seeds {
+        for cut in (0..seed.len()).step_by(seed.len() / 97 + 1) {
+            check(&seed[..cut], &mut accepted);
+        }
+        for _ in 0..300 {
+            let mut body = seed.clone();
+            for _ in 0..(next() % 8 + 1) {
+                let i = (next() as usize) % body.len();
+                body[i] ^= 1 << (next() % 8);
+            }
+            check(&body, &mut accepted);
+        }
+    }
+    assert!(accepted > 0, "some mutations keep a valid stream");
+}
+
+fn check(body: &[u8], accepted: &mut usize) {
+    if let Ok(d) = decode_body(body, BodyEncoding::Identity, 1 << 24) {
+        for b in &d.batches {
+            assert_eq!(b.schema(), flowlake_schemas::flow_schema());
+            flowlake_schemas::validate_batch(b).unwrap();
+        }
+        *accepted += 1;
+    }
+}

@@ -1,0 +1,154 @@
+//! The ingester's one error type, with its HTTP status mapped in exactly one place.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+/// Everything that can go wrong in the ingester.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("body is not an Arrow IPC stream")]
+    NotArrow(#[source] arrow::error::ArrowError),
+    #[error("batch does not match the flow schema")]
+    Schema(#[source] flowlake_schemas::SchemaError),
+    #[error("body larger than the limit of {limit} bytes")]
+    TooLarge { limit: usize },
+    #[error("missing or wrong bearer token")]
+    Unauthorized,
+    #[error("unsupported Content-Encoding {0:?} (supported: zstd, identity)")]
+    UnsupportedEncoding(String),
+    #[error("invalid batch id header: {0}")]
+    BadBatchId(String),
+    #[error("buffer full, retry later")]
+    Busy { retry_after: Duration },
+    #[error("not ready: write-ahead log replay in progress")]
+    NotReady,
+    #[error("shutting down")]
+    ShuttingDown,
+    #[error("write-ahead log I/O on {path}")]
+    Wal {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("Delta table operation failed")]
+    Table(#[from] deltalake_core::DeltaTableError),
+    #[error("object store operation failed")]
+    ObjectStore(#[from] object_store::Error),
+    #[error("parquet encoding failed")]
+    Parquet(#[from] parquet::errors::ParquetError),
+    #[error("arrow operation failed")]
+    Arrow(#[from] arrow::error::ArrowError),
+    #[error("invalid table location {location:?}")]
+    Location {
+        location: String,
+        #[source]
+        source: url::ParseError,
+    },
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("could not bind {addr}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+pub type Result<T, E = IngestError> = std::result::Result<T, E>;
+
+impl IngestError {
+    /// The HTTP status of this error: the only place errors become statuses.
+    pub fn status(&self) -> StatusCode {
+        use IngestError::*;
+        match self {
+            NotArrow(_) | BadBatchId(_) => StatusCode::BAD_REQUEST,
+            Schema(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Unauthorized => StatusCode::UNAUTHORIZED,
+            UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Busy { .. } | NotReady | ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            Wal { .. }
+            | Table(_)
+            | ObjectStore(_)
+            | Parquet(_)
+            | Arrow(_)
+            | Location { .. }
+            | Config(_)
+            | Bind { .. }
+            | Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// Whether the same request may succeed later.
+    pub fn retryable(&self) -> bool {
+        matches!(
+            self,
+            IngestError::Busy { .. }
+                | IngestError::NotReady
+                | IngestError::ShuttingDown
+                | IngestError::Table(_)
+                | IngestError::ObjectStore(_)
+        )
+    }
+
+    /// Label for the `batches rejected` metric.
+    pub fn reason(&self) -> &'static str {
+        use IngestError::*;
+        match self {
+            NotArrow(_) => "not_arrow",
+            Schema(_) => "schema",
+            TooLarge { .. } => "too_large",
+            Unauthorized => "unauthorized",
+            UnsupportedEncoding(_) => "encoding",
+            BadBatchId(_) => "batch_id",
+            Busy { .. } => "busy",
+            NotReady => "not_ready",
+            ShuttingDown => "shutting_down",
+            _ => "internal",
+        }
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            IngestError::Busy { retry_after } => Some(*retry_after),
+            IngestError::NotReady | IngestError::ShuttingDown => Some(Duration::from_secs(1)),
+            _ => None,
+        }
+    }
+}
+
+/// The error and all its causes, joined by `: `.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
+impl IntoResponse for IngestError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let body = serde_json::json!({
+            "error": error_chain(&self),
+            "reason": self.reason(),
+            "retryable": self.retryable(),
+        });
+        let mut response = (status, axum::Json(body)).into_response();
+        if let Some(after) = self.retry_after() {
+            let secs = after.as_secs().max(1).to_string();
+            if let Ok(v) = HeaderValue::from_str(&secs) {
+                response.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+        }
+        response
+    }
+}

@@ -1,0 +1,107 @@
+//! Helpers: test data from `flowlake gen`, an HTTP client, table totals.
+
+use std::path::Path;
+use std::time::Duration;
+
+use arrow::array::{AsArray, RecordBatch};
+use arrow::datatypes::Int64Type;
+use flowlake_ingester::{IngestResponse, IngesterConfig, Table, routes};
+
+/// `rows` generated flow records over `hours` hours from 2026-01-01T00:00Z.
+pub fn flows(rows: u64, hours: i64) -> RecordBatch {
+    let mut cfg = flowlake_gen::GenConfig::for_tests(std::env::temp_dir());
+    cfg.duration = chrono::Duration::hours(hours);
+    cfg.rate = rows as f64 / (hours * 3600) as f64;
+    let records = flowlake_gen::records(&cfg);
+    assert_eq!(records.len() as u64, rows);
+    flowlake_schemas::records_to_batch(&records)
+}
+
+pub fn sum_bytes(batch: &RecordBatch) -> i64 {
+    batch
+        .column_by_name(flowlake_schemas::col::BYTES)
+        .unwrap()
+        .as_primitive::<Int64Type>()
+        .iter()
+        .flatten()
+        .sum()
+}
+
+pub fn ipc(batch: &RecordBatch) -> Vec<u8> {
+    flowlake_ingester::encode_ipc(std::slice::from_ref(batch), None).unwrap()
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+pub fn flows_url(addr: std::net::SocketAddr) -> String {
+    format!("http://{addr}{}", routes::FLOWS)
+}
+
+/// Posts a body; returns the status and the parsed 200 answer if any.
+pub async fn post(
+    addr: std::net::SocketAddr,
+    body: Vec<u8>,
+    headers: &[(&str, &str)],
+) -> (reqwest::StatusCode, Option<IngestResponse>, String) {
+    let mut req = client().post(flows_url(addr)).body(body);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status();
+    let retry_after = resp
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_string());
+    let text = resp.text().await.unwrap();
+    let parsed = if status.is_success() {
+        Some(serde_json::from_str(&text).unwrap())
+    } else {
+        None
+    };
+    let text = match retry_after {
+        Some(r) => format!("retry-after={r} {text}"),
+        None => text,
+    };
+    (status, parsed, text)
+}
+
+/// Rows per the table's file statistics.
+pub async fn table_rows(cfg: &IngesterConfig) -> usize {
+    let table = Table::open(&cfg.table).await.unwrap();
+    table.files().unwrap().iter().map(|f| f.rows.unwrap()).sum()
+}
+
+/// Waits until the table holds `rows` rows (flushes are asynchronous).
+pub async fn wait_for_rows(cfg: &IngesterConfig, rows: usize) {
+    for _ in 0..200 {
+        if Table::open(&cfg.table).await.is_ok() && table_rows(cfg).await == rows {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!(
+        "table never reached {rows} rows (has {})",
+        table_rows(cfg).await
+    );
+}
+
+pub fn config(dir: &Path) -> IngesterConfig {
+    init_logging();
+    IngesterConfig::for_tests(dir)
+}
+
+/// Logs to the test output (`RUST_LOG`-style filter `warn` by default).
+pub fn init_logging() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(
+            "warn,flowlake_ingester=info",
+        ))
+        .with_test_writer()
+        .try_init();
+}

@@ -74,7 +74,7 @@ impl DatapathConfig {
 
     /// The role of a link, or None when it is not observed.
     pub fn role(&self, link: &crate::netlink::Link) -> Option<InterfaceRole> {
-        if self.exclude.iter().any(|e| *e == link.name) || link.hw_type == 772 {
+        if self.exclude.contains(&link.name) || link.hw_type == 772 {
             return None;
         }
         let veth = link.kind.as_deref() == Some("veth");
@@ -91,8 +91,7 @@ impl DatapathConfig {
             return (link.kind.is_none() && link.hw_type == 1).then_some(InterfaceRole::Node);
         }
         self.node_interfaces
-            .iter()
-            .any(|n| *n == link.name)
+            .contains(&link.name)
             .then_some(InterfaceRole::Node)
     }
 }

@@ -272,7 +272,7 @@ fn dns_queries_and_responses_with_latency() {
         ])
         .arg(format!("--listen-address={server}"))
         .args(["--bind-interfaces", "--local=/test/", "--pid-file="])
-        .arg(format!("--address=/known.test/10.77.13.99"))
+        .arg("--address=/known.test/10.77.13.99")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()

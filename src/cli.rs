@@ -31,11 +31,11 @@ pub enum Command {
     /// Receive Arrow batches over HTTP and store them as a Delta Lake table.
     Ingester,
     /// SQL over HTTP, per-pod questions and the Grafana datasource.
-    Query,
+    Query(flowlake_query::QueryArgs),
     /// Merge small files of closed partitions and apply retention.
     Compact,
     /// Export a query or time range to Parquet or Delta on any object store.
-    Export,
+    Export(flowlake_query::ExportArgs),
     /// Collector, ingester and query in one process on a local table.
     Standalone,
 }
@@ -74,9 +74,15 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Collector => not_built("collector"),
         Command::Ingester => not_built("ingester"),
-        Command::Query => not_built("query"),
+        Command::Query(args) => {
+            flowlake_query::query_main(args)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Compact => not_built("compact"),
-        Command::Export => not_built("export"),
+        Command::Export(args) => {
+            flowlake_query::export_main(args)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Standalone => not_built("standalone"),
     }
 }

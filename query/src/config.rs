@@ -1,0 +1,156 @@
+//! Command-line flags of `flowlake query` and the plain configuration behind them.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Where the Delta table lives and how to reach it (shared by `query` and `export`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct TableArgs {
+    /// Table location: a local directory or an `s3://`, `gs://`, `az://` URL.
+    #[arg(long, default_value = "./flowlake-table", env = "FLOWLAKE_TABLE")]
+    pub table: String,
+    /// Object-store options `KEY=VALUE` (e.g. `aws_endpoint=http://127.0.0.1:9000`,
+    /// `aws_allow_http=true`); credentials also come from the usual `AWS_*`,
+    /// `GOOGLE_*`, `AZURE_*` environment variables.
+    #[arg(long = "storage-option", value_parser = parse_key_value, env = "FLOWLAKE_STORAGE_OPTIONS", value_delimiter = ',')]
+    pub storage_options: Vec<(String, String)>,
+}
+
+pub(crate) fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .ok_or_else(|| format!("expected KEY=VALUE, got {s:?}"))
+}
+
+/// Table location and object-store options, resolved.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TableLocation {
+    /// A URL (`file:///…`, `s3://…`) or a local path.
+    pub location: String,
+    pub storage_options: HashMap<String, String>,
+}
+
+impl TableArgs {
+    pub fn into_location(self) -> TableLocation {
+        TableLocation {
+            location: self.table,
+            storage_options: self.storage_options.into_iter().collect(),
+        }
+    }
+}
+
+/// `flowlake query`: SQL over HTTP, per-pod questions and the Grafana datasource.
+#[derive(Debug, Clone, clap::Args)]
+pub struct QueryArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "0.0.0.0:7080", env = "FLOWLAKE_QUERY_LISTEN")]
+    pub listen: SocketAddr,
+    #[command(flatten)]
+    pub table: TableArgs,
+    /// How old the table snapshot may be before a query reloads it (0s: every query).
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration, env = "FLOWLAKE_QUERY_SNAPSHOT_MAX_AGE")]
+    pub snapshot_max_age: Duration,
+    /// Memory pool shared by all running queries, in bytes.
+    #[arg(long, default_value_t = 2 << 30, env = "FLOWLAKE_QUERY_MEMORY_LIMIT")]
+    pub memory_limit: usize,
+    /// Wall-clock limit of one query, planning and streaming included.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration, env = "FLOWLAKE_QUERY_TIMEOUT")]
+    pub timeout: Duration,
+    /// Largest number of rows one query may return.
+    #[arg(long, default_value_t = 1_000_000, env = "FLOWLAKE_QUERY_MAX_ROWS")]
+    pub max_rows: usize,
+    /// DataFusion target partitions (parallelism); default: all cores.
+    #[arg(long, env = "FLOWLAKE_QUERY_TARGET_PARTITIONS")]
+    pub target_partitions: Option<usize>,
+    /// Largest number of export jobs kept in memory with their status.
+    #[arg(long, default_value_t = 100, env = "FLOWLAKE_QUERY_MAX_EXPORT_JOBS")]
+    pub max_export_jobs: usize,
+}
+
+/// Resolved settings of the query service.
+#[derive(Debug, Clone)]
+pub struct QueryConfig {
+    pub listen: SocketAddr,
+    pub table: TableLocation,
+    pub snapshot_max_age: Duration,
+    pub limits: QueryLimits,
+    pub target_partitions: usize,
+    pub max_export_jobs: usize,
+}
+
+/// Limits applied to every query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueryLimits {
+    pub memory_bytes: usize,
+    pub timeout: Duration,
+    pub max_rows: usize,
+}
+
+impl Default for QueryLimits {
+    fn default() -> Self {
+        QueryLimits {
+            memory_bytes: 2 << 30,
+            timeout: Duration::from_secs(60),
+            max_rows: 1_000_000,
+        }
+    }
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+impl Default for QueryConfig {
+    fn default() -> Self {
+        QueryConfig {
+            listen: SocketAddr::from(([0, 0, 0, 0], 7080)),
+            table: TableLocation {
+                location: "./flowlake-table".into(),
+                storage_options: HashMap::new(),
+            },
+            snapshot_max_age: Duration::from_secs(2),
+            limits: QueryLimits::default(),
+            target_partitions: cores(),
+            max_export_jobs: 100,
+        }
+    }
+}
+
+impl QueryConfig {
+    /// Port 0 on loopback, a fresh snapshot for every query, small limits.
+    pub fn for_tests(table: impl Into<String>) -> Self {
+        QueryConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            table: TableLocation {
+                location: table.into(),
+                storage_options: HashMap::new(),
+            },
+            snapshot_max_age: Duration::ZERO,
+            limits: QueryLimits {
+                memory_bytes: 256 << 20,
+                timeout: Duration::from_secs(30),
+                max_rows: 100_000,
+            },
+            target_partitions: 2,
+            max_export_jobs: 10,
+        }
+    }
+}
+
+impl QueryArgs {
+    pub fn into_config(self) -> QueryConfig {
+        QueryConfig {
+            listen: self.listen,
+            table: self.table.into_location(),
+            snapshot_max_age: self.snapshot_max_age,
+            limits: QueryLimits {
+                memory_bytes: self.memory_limit,
+                timeout: self.timeout,
+                max_rows: self.max_rows,
+            },
+            target_partitions: self.target_partitions.unwrap_or_else(cores).max(1),
+            max_export_jobs: self.max_export_jobs.max(1),
+        }
+    }
+}

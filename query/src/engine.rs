@@ -1,0 +1,242 @@
+//! The query engine: one DataFusion `SessionContext` with `flows` and the per-pod
+//! views registered, a shared memory pool, and per-query time and row limits.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::dataframe::DataFrame;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
+use futures::stream::{BoxStream, StreamExt};
+
+use crate::config::{QueryConfig, QueryLimits};
+use crate::error::{QueryError, Result};
+use crate::metrics::QueryMetrics;
+use crate::questions;
+use crate::sandbox;
+use crate::table::FlowsTable;
+
+/// Name the Delta table is registered under.
+pub const FLOWS: &str = "flows";
+
+/// A running query: its schema, the batches already fetched (so errors at the start
+/// become a proper HTTP status) and the rest of the stream.
+pub struct QueryResult {
+    pub schema: SchemaRef,
+    pub head: Vec<RecordBatch>,
+    pub rest: BoxStream<'static, Result<RecordBatch>>,
+}
+
+impl QueryResult {
+    /// All batches, collected (for small internal results).
+    pub async fn collect(self) -> Result<Vec<RecordBatch>> {
+        let mut out = self.head;
+        let mut rest = self.rest;
+        while let Some(b) = rest.next().await {
+            out.push(b?);
+        }
+        Ok(out)
+    }
+
+    /// Head and rest as one stream.
+    pub fn into_stream(self) -> BoxStream<'static, Result<RecordBatch>> {
+        futures::stream::iter(self.head.into_iter().map(Ok))
+            .chain(self.rest)
+            .boxed()
+    }
+}
+
+/// DataFusion over the `flows` table.
+pub struct QueryEngine {
+    ctx: SessionContext,
+    table: Arc<FlowsTable>,
+    limits: QueryLimits,
+    metrics: QueryMetrics,
+}
+
+impl std::fmt::Debug for QueryEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueryEngine")
+            .field("table", &self.table)
+            .field("limits", &self.limits)
+            .finish()
+    }
+}
+
+impl QueryEngine {
+    /// Opens the table and builds the session.
+    pub async fn open(config: &QueryConfig, metrics: QueryMetrics) -> Result<Self> {
+        let table =
+            Arc::new(FlowsTable::open(config.table.clone(), config.snapshot_max_age).await?);
+        Self::with_table(table, config.limits, config.target_partitions, metrics).await
+    }
+
+    pub async fn with_table(
+        table: Arc<FlowsTable>,
+        limits: QueryLimits,
+        target_partitions: usize,
+        metrics: QueryMetrics,
+    ) -> Result<Self> {
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_limit(limits.memory_bytes, 1.0)
+            .build_arc()
+            .map_err(QueryError::Execution)?;
+        let session = SessionConfig::new()
+            .with_information_schema(true)
+            .with_target_partitions(target_partitions.max(1));
+        let ctx = SessionContext::new_with_config_rt(session, runtime);
+        table
+            .delta_table()
+            .await
+            .update_datafusion_session(&ctx.state())?;
+        ctx.register_table(FLOWS, Arc::clone(&table) as _)
+            .map_err(QueryError::Execution)?;
+        for (name, sql) in questions::VIEWS {
+            ctx.sql(&format!("CREATE VIEW {name} AS {sql}"))
+                .await
+                .map_err(|e| QueryError::Config(format!("view {name}: {e}")))?;
+        }
+        Ok(QueryEngine {
+            ctx,
+            table,
+            limits,
+            metrics,
+        })
+    }
+
+    pub fn table(&self) -> &Arc<FlowsTable> {
+        &self.table
+    }
+
+    pub fn metrics(&self) -> &QueryMetrics {
+        &self.metrics
+    }
+
+    pub fn limits(&self) -> QueryLimits {
+        self.limits
+    }
+
+    pub fn context(&self) -> &SessionContext {
+        &self.ctx
+    }
+
+    fn df_err(&self, e: datafusion::error::DataFusionError) -> QueryError {
+        QueryError::from_datafusion(e, self.limits.memory_bytes)
+    }
+
+    /// Runs user SQL through the sandbox, then [`Self::run`].
+    pub async fn execute_user_sql(&self, sql: &str, endpoint: &'static str) -> Result<QueryResult> {
+        sandbox::check(sql)?;
+        self.run(sql, endpoint, true).await
+    }
+
+    /// Plans SQL into a DataFrame with the read-only SQL options (no sandbox check:
+    /// for SQL built by the service itself).
+    pub async fn plan(&self, sql: &str) -> Result<DataFrame> {
+        self.table.refresh_if_stale().await?;
+        let options = SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false);
+        self.ctx
+            .sql_with_options(sql, options)
+            .await
+            .map_err(|e| self.df_err(e))
+    }
+
+    /// Plans and starts a query under the time, memory and (if `row_limit`) row limits.
+    pub async fn run(
+        &self,
+        sql: &str,
+        endpoint: &'static str,
+        row_limit: bool,
+    ) -> Result<QueryResult> {
+        let started = Instant::now();
+        let outcome = self.run_inner(sql, row_limit, started).await;
+        self.metrics.observe(endpoint, &outcome, started.elapsed());
+        outcome
+    }
+
+    async fn run_inner(&self, sql: &str, row_limit: bool, started: Instant) -> Result<QueryResult> {
+        let timeout = self.limits.timeout;
+        let deadline = tokio::time::Instant::from_std(started + timeout);
+        let max_rows = row_limit.then_some(self.limits.max_rows);
+        let memory = self.limits.memory_bytes;
+        let planned = tokio::time::timeout_at(deadline, async {
+            let mut df = self.plan(sql).await?;
+            let is_query = !matches!(
+                df.logical_plan(),
+                LogicalPlan::Explain(_) | LogicalPlan::Analyze(_) | LogicalPlan::DescribeTable(_)
+            );
+            if let (Some(max), true) = (max_rows, is_query) {
+                df = df
+                    .limit(0, Some(max.saturating_add(1)))
+                    .map_err(|e| self.df_err(e))?;
+            }
+            let schema = df.schema().inner().clone();
+            let stream = df.execute_stream().await.map_err(|e| self.df_err(e))?;
+            Ok::<_, QueryError>((schema, stream))
+        })
+        .await
+        .map_err(|_| QueryError::Timeout(timeout))??;
+        let (schema, inner) = planned;
+
+        struct State {
+            inner: datafusion::execution::SendableRecordBatchStream,
+            rows: usize,
+            done: bool,
+        }
+        let limited = futures::stream::unfold(
+            State {
+                inner,
+                rows: 0,
+                done: false,
+            },
+            move |mut st| async move {
+                if st.done {
+                    return None;
+                }
+                let item = match tokio::time::timeout_at(deadline, st.inner.next()).await {
+                    Err(_) => Err(QueryError::Timeout(timeout)),
+                    Ok(None) => return None,
+                    Ok(Some(Err(e))) => Err(QueryError::from_datafusion(e, memory)),
+                    Ok(Some(Ok(batch))) => {
+                        st.rows += batch.num_rows();
+                        match max_rows {
+                            Some(max) if st.rows > max => Err(QueryError::RowLimit(max)),
+                            _ => Ok(batch),
+                        }
+                    }
+                };
+                st.done = item.is_err();
+                Some((item, st))
+            },
+        )
+        .boxed();
+
+        // Fetch up to the first non-empty batch so start-up errors get their status.
+        let mut rest = limited;
+        let mut head = Vec::new();
+        loop {
+            match rest.next().await {
+                Some(Ok(b)) => {
+                    let non_empty = b.num_rows() > 0;
+                    head.push(b);
+                    if non_empty {
+                        break;
+                    }
+                }
+                Some(Err(e)) => return Err(e),
+                None => {
+                    // Finished: never poll the exhausted stream again.
+                    rest = futures::stream::empty().boxed();
+                    break;
+                }
+            }
+        }
+        Ok(QueryResult { schema, head, rest })
+    }
+}

@@ -1,0 +1,32 @@
+//! `POST /api/v1/export` (start a job) and `GET /api/v1/export/{id}` (its status).
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+
+use super::{ExportConfig, ExportJob};
+use crate::error::{QueryError, Result};
+use crate::server::AppState;
+
+pub async fn start(
+    State(state): State<AppState>,
+    body: std::result::Result<Json<ExportConfig>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, Json<ExportJob>)> {
+    let Json(cfg) = body.map_err(|e| QueryError::BadRequest(e.body_text()))?;
+    if let Some(sql) = &cfg.sql {
+        crate::sandbox::check(sql)?;
+    }
+    crate::storage::location_url(&cfg.destination)?;
+    Ok((StatusCode::ACCEPTED, Json(state.exports.start(cfg))))
+}
+
+pub async fn status(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<ExportJob>> {
+    state
+        .exports
+        .get(&id)
+        .map(Json)
+        .ok_or_else(|| QueryError::NotFound(format!("no export job {id}")))
+}

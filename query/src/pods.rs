@@ -1,0 +1,149 @@
+//! The per-pod questions as HTTP endpoints:
+//! `GET /api/v1/pods/{namespace}/{pod}/{question}`,
+//! `GET /api/v1/workloads/{namespace}/{workload}/{question}` and
+//! `GET /api/v1/questions/{question}?by=pod|workload` (every pod or workload, ranked).
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::response::Response;
+use chrono::{DateTime, Duration, Utc};
+use serde::Deserialize;
+
+use crate::error::{QueryError, Result};
+use crate::format::OutputFormat;
+use crate::questions::{Question, Scope, TimeRange, question_sql};
+use crate::server::AppState;
+use crate::sql::stream_response;
+
+/// Query string shared by the question endpoints.
+#[derive(Debug, Default, Deserialize)]
+pub struct RangeParams {
+    /// RFC 3339 time or milliseconds since the epoch; default `to` minus one hour.
+    pub from: Option<String>,
+    /// RFC 3339 time or milliseconds since the epoch; default now.
+    pub to: Option<String>,
+    pub limit: Option<usize>,
+    pub format: Option<OutputFormat>,
+    /// `pod` (default) or `workload`, for `/api/v1/questions/{question}`.
+    pub by: Option<String>,
+}
+
+/// Parses an RFC 3339 time or epoch milliseconds.
+pub fn parse_time(s: &str) -> Result<DateTime<Utc>> {
+    if let Ok(ms) = s.parse::<i64>() {
+        return DateTime::from_timestamp_millis(ms)
+            .ok_or_else(|| QueryError::BadRequest(format!("time {s} out of range")));
+    }
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| QueryError::BadRequest(format!("time {s:?} is not RFC 3339 or epoch ms: {e}")))
+}
+
+impl RangeParams {
+    pub fn range(&self, now: DateTime<Utc>) -> Result<TimeRange> {
+        let to = self
+            .to
+            .as_deref()
+            .map(parse_time)
+            .transpose()?
+            .unwrap_or(now);
+        let from = self
+            .from
+            .as_deref()
+            .map(parse_time)
+            .transpose()?
+            .unwrap_or(to - Duration::hours(1));
+        if from >= to {
+            return Err(QueryError::BadRequest("`from` must be before `to`".into()));
+        }
+        Ok(TimeRange { from, to })
+    }
+}
+
+fn question(name: &str) -> Result<Question> {
+    Question::parse(name).ok_or_else(|| {
+        QueryError::NotFound(format!(
+            "no question {name:?}; known: {}",
+            Question::ALL.map(|q| q.name()).join(", ")
+        ))
+    })
+}
+
+async fn answer(
+    state: &AppState,
+    q: Question,
+    scope: Scope,
+    params: &RangeParams,
+) -> Result<Response> {
+    let range = params.range((state.clock)())?;
+    let limit = params
+        .limit
+        .unwrap_or(100)
+        .min(state.engine.limits().max_rows);
+    let sql = question_sql(q, &scope, &range, &[], limit);
+    let result = state.engine.run(&sql, q.name(), true).await?;
+    stream_response(result, params.format.unwrap_or_default())
+}
+
+pub async fn pod(
+    State(state): State<AppState>,
+    Path((namespace, pod, name)): Path<(String, String, String)>,
+    Query(params): Query<RangeParams>,
+) -> Result<Response> {
+    answer(
+        &state,
+        question(&name)?,
+        Scope::Pod { namespace, pod },
+        &params,
+    )
+    .await
+}
+
+pub async fn workload(
+    State(state): State<AppState>,
+    Path((namespace, workload, name)): Path<(String, String, String)>,
+    Query(params): Query<RangeParams>,
+) -> Result<Response> {
+    answer(
+        &state,
+        question(&name)?,
+        Scope::Workload {
+            namespace,
+            workload,
+        },
+        &params,
+    )
+    .await
+}
+
+pub async fn ranked(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(params): Query<RangeParams>,
+) -> Result<Response> {
+    let scope = match params.by.as_deref() {
+        None | Some("pod") => Scope::AllPods,
+        Some("workload") => Scope::AllWorkloads,
+        Some(other) => {
+            return Err(QueryError::BadRequest(format!(
+                "by={other}: expected pod or workload"
+            )));
+        }
+    };
+    answer(&state, question(&name)?, scope, &params).await
+}
+
+pub async fn list() -> Json<serde_json::Value> {
+    Json(serde_json::Value::Array(
+        Question::ALL
+            .iter()
+            .map(|q| {
+                serde_json::json!({
+                    "name": q.name(),
+                    "view": q.view(),
+                    "description": q.description(),
+                })
+            })
+            .collect(),
+    ))
+}

@@ -1,0 +1,152 @@
+//! The HTTP service: route paths in one place, the router, and start/run.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::{get, post};
+use chrono::{DateTime, Utc};
+use prometheus_client::registry::Registry;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::QueryConfig;
+use crate::engine::QueryEngine;
+use crate::error::{QueryError, Result};
+use crate::export::ExportJobs;
+use crate::metrics::QueryMetrics;
+use crate::{export, grafana, openapi, pods, sql};
+
+/// Route paths.
+pub mod routes {
+    pub const HEALTH: &str = "/healthz";
+    pub const SQL: &str = "/api/v1/sql";
+    pub const OPENAPI: &str = "/api/v1/openapi.json";
+    pub const QUESTIONS: &str = "/api/v1/questions";
+    pub const QUESTION_RANKED: &str = "/api/v1/questions/{question}";
+    pub const POD_QUESTION: &str = "/api/v1/pods/{namespace}/{pod}/{question}";
+    pub const WORKLOAD_QUESTION: &str = "/api/v1/workloads/{namespace}/{workload}/{question}";
+    pub const EXPORT: &str = "/api/v1/export";
+    pub const EXPORT_JOB: &str = "/api/v1/export/{id}";
+    /// Prefix of the Grafana JSON datasource.
+    pub const GRAFANA: &str = "/grafana";
+    /// Grafana's health check calls the prefix with a trailing slash.
+    pub const GRAFANA_ROOT: &str = "/grafana/";
+}
+
+/// The current time (injected so tests control it).
+pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
+
+/// Shared state of all handlers.
+#[derive(Clone)]
+pub struct AppState {
+    pub engine: Arc<QueryEngine>,
+    pub exports: Arc<ExportJobs>,
+    pub clock: Clock,
+}
+
+impl AppState {
+    pub fn new(engine: Arc<QueryEngine>, max_export_jobs: usize) -> Self {
+        AppState {
+            exports: Arc::new(ExportJobs::new(Arc::clone(&engine), max_export_jobs)),
+            engine,
+            clock: Arc::new(Utc::now),
+        }
+    }
+}
+
+/// The whole HTTP API, for `flowlake query` or for mounting in another binary.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route(routes::HEALTH, get(|| async { "ok" }))
+        .route(routes::SQL, post(sql::handle))
+        .route(routes::OPENAPI, get(openapi::handle))
+        .route(routes::QUESTIONS, get(pods::list))
+        .route(routes::QUESTION_RANKED, get(pods::ranked))
+        .route(routes::POD_QUESTION, get(pods::pod))
+        .route(routes::WORKLOAD_QUESTION, get(pods::workload))
+        .route(routes::EXPORT, post(export::http::start))
+        .route(routes::EXPORT_JOB, get(export::http::status))
+        .route(routes::GRAFANA_ROOT, get(|| async { "ok" }))
+        .nest(routes::GRAFANA, grafana::router())
+        .with_state(state)
+}
+
+/// A running query service.
+pub struct RunningQuery {
+    addr: SocketAddr,
+    shutdown: CancellationToken,
+    task: JoinHandle<std::io::Result<()>>,
+    state: AppState,
+}
+
+impl RunningQuery {
+    /// The address the service listens on (the real port when started on port 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Stops accepting, lets running requests finish, and waits.
+    pub async fn stop(self) -> Result<()> {
+        self.shutdown.cancel();
+        self.task
+            .await
+            .map_err(|e| QueryError::Config(format!("server task failed: {e}")))??;
+        Ok(())
+    }
+}
+
+/// Builder-less entry point of the service.
+pub struct QueryService;
+
+impl QueryService {
+    /// Opens the table, binds the listener and serves in the background.
+    pub async fn start(config: QueryConfig) -> Result<RunningQuery> {
+        let mut registry = Registry::default();
+        Self::start_with(config, &mut registry, CancellationToken::new()).await
+    }
+
+    /// Like [`Self::start`], with metrics registered in `registry` and a shutdown token.
+    pub async fn start_with(
+        config: QueryConfig,
+        registry: &mut Registry,
+        shutdown: CancellationToken,
+    ) -> Result<RunningQuery> {
+        let metrics = QueryMetrics::new(registry);
+        let engine = Arc::new(QueryEngine::open(&config, metrics).await?);
+        let state = AppState::new(engine, config.max_export_jobs);
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| QueryError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let addr = listener.local_addr()?;
+        tracing::info!(%addr, table = %config.table.location, "query service listening");
+        let app = router(state.clone());
+        let token = shutdown.clone();
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move { token.cancelled().await })
+                .await
+        });
+        Ok(RunningQuery {
+            addr,
+            shutdown,
+            task,
+            state,
+        })
+    }
+}
+
+/// Runs the service until `shutdown` is cancelled.
+pub async fn run(config: QueryConfig, shutdown: CancellationToken) -> Result<()> {
+    let mut registry = Registry::default();
+    let running = QueryService::start_with(config, &mut registry, shutdown.clone()).await?;
+    shutdown.cancelled().await;
+    running.stop().await
+}

@@ -1,0 +1,70 @@
+//! `POST /api/v1/sql`: sandboxed SQL, results streamed in the requested format.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use serde::Deserialize;
+
+use crate::engine::QueryResult;
+use crate::error::{QueryError, Result};
+use crate::format::OutputFormat;
+use crate::server::AppState;
+
+/// Body of `POST /api/v1/sql`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SqlRequest {
+    pub sql: String,
+    #[serde(default)]
+    pub format: OutputFormat,
+}
+
+pub async fn handle(
+    State(state): State<AppState>,
+    body: std::result::Result<Json<SqlRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response> {
+    let Json(req) = body.map_err(|e| QueryError::BadRequest(e.body_text()))?;
+    let result = state.engine.execute_user_sql(&req.sql, "sql").await?;
+    stream_response(result, req.format)
+}
+
+/// Streams a query result as an HTTP body. Errors after the first bytes abort the
+/// body (the client sees a failed transfer, never a silently short result).
+pub fn stream_response(result: QueryResult, format: OutputFormat) -> Result<Response> {
+    let mut encoder = format.encoder(result.schema.clone())?;
+    let start = encoder.start();
+    let mut first = vec![start];
+    for b in &result.head {
+        first.push(encoder.batch(b)?);
+    }
+    let encoder = std::sync::Arc::new(std::sync::Mutex::new(Some(encoder)));
+    let enc_rest = std::sync::Arc::clone(&encoder);
+    let rest = result.rest.map(move |batch| {
+        let batch = batch?;
+        let mut guard = enc_rest.lock().expect("encoder lock");
+        guard
+            .as_mut()
+            .map_or(Ok(bytes::Bytes::new()), |e| e.batch(&batch))
+    });
+    let tail = futures::stream::once(async move {
+        let enc = encoder.lock().expect("encoder lock").take();
+        enc.map_or(Ok(bytes::Bytes::new()), |e| e.finish())
+    });
+    let body = futures::stream::iter(first.into_iter().map(Ok))
+        .chain(rest)
+        .chain(tail)
+        .map(|r: Result<bytes::Bytes>| {
+            r.map_err(|e| {
+                tracing::warn!(error = %e.full_message(), "result stream failed");
+                std::io::Error::other(e.full_message())
+            })
+        });
+    Ok((
+        [(header::CONTENT_TYPE, format.content_type())],
+        Body::from_stream(body),
+    )
+        .into_response())
+}

@@ -1,0 +1,127 @@
+//! Table and export locations: local paths or `s3://`, `gs://`, `az://` URLs, opened
+//! through `object_store`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Once};
+
+use deltalake_core::logstore::{
+    LogStore, LogStoreFactory, ObjectStoreFactory, ObjectStoreRef, StorageConfig, default_logstore,
+    logstore_factories, object_store_factories,
+};
+use deltalake_core::{DeltaResult, DeltaTable, DeltaTableBuilder, Path};
+use url::Url;
+
+use crate::error::{QueryError, Result};
+
+/// Cloud schemes served through `object_store` directly.
+const CLOUD_SCHEMES: [&str; 6] = ["s3", "s3a", "gs", "az", "abfs", "abfss"];
+
+/// Builds cloud object stores for deltalake from the URL and options.
+struct CloudStoreFactory;
+
+impl ObjectStoreFactory for CloudStoreFactory {
+    fn parse_url_opts(
+        &self,
+        url: &Url,
+        config: &StorageConfig,
+    ) -> DeltaResult<(ObjectStoreRef, Path)> {
+        let (store, path) = object_store::parse_url_opts(url, config.raw.iter())?;
+        Ok((Arc::from(store), path))
+    }
+}
+
+/// Plain log store (reads, and writes where the store supports conditional puts).
+struct CloudLogStoreFactory;
+
+impl LogStoreFactory for CloudLogStoreFactory {
+    fn with_options(
+        &self,
+        prefixed_store: ObjectStoreRef,
+        root_store: ObjectStoreRef,
+        location: &Url,
+        options: &StorageConfig,
+    ) -> DeltaResult<Arc<dyn LogStore>> {
+        Ok(default_logstore(
+            prefixed_store,
+            root_store,
+            location,
+            options,
+        ))
+    }
+}
+
+/// deltalake-core only knows `file://` and `memory://`; teach it the cloud schemes once.
+/// Existing registrations (e.g. by another crate in the same process) are kept.
+pub fn register_cloud_schemes() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let stores = object_store_factories();
+        let logs = logstore_factories();
+        for scheme in CLOUD_SCHEMES {
+            let key = Url::parse(&format!("{scheme}://")).expect("valid scheme URL");
+            if !stores.contains_key(&key) {
+                stores.insert(key.clone(), Arc::new(CloudStoreFactory));
+            }
+            if !logs.contains_key(&key) {
+                logs.insert(key, Arc::new(CloudLogStoreFactory));
+            }
+        }
+    });
+}
+
+/// Parses a location: a URL with a scheme, or a local path (made absolute).
+pub fn location_url(location: &str) -> Result<Url> {
+    let bad = |reason: String| QueryError::Location {
+        location: location.to_string(),
+        reason,
+    };
+    if location.contains("://") {
+        return Url::parse(location).map_err(|e| bad(e.to_string()));
+    }
+    let path = std::path::Path::new(location);
+    let abs = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir()?.join(path)
+    };
+    Url::from_directory_path(&abs).map_err(|()| bad("not a valid local path".into()))
+}
+
+/// Opens the Delta table at its newest version.
+pub async fn open_table(location: &str, options: &HashMap<String, String>) -> Result<DeltaTable> {
+    register_cloud_schemes();
+    let url = location_url(location)?;
+    let table = DeltaTableBuilder::from_url(url)?
+        .with_storage_options(options.clone())
+        .load()
+        .await?;
+    Ok(table)
+}
+
+/// An object store and the path inside it for an export destination.
+pub fn object_store_for(
+    url: &Url,
+    options: &HashMap<String, String>,
+) -> Result<(ObjectStoreRef, Path)> {
+    let (store, path) = object_store::parse_url_opts(url, options.iter())?;
+    Ok((Arc::from(store), path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_paths_become_file_urls() {
+        let url = location_url("/tmp/some table").unwrap();
+        assert_eq!(url.scheme(), "file");
+        assert!(url.path().ends_with("/tmp/some%20table/"));
+        assert_eq!(
+            location_url("s3://bucket/flows").unwrap().host_str(),
+            Some("bucket")
+        );
+        assert!(
+            location_url("s3://").is_err() || location_url("s3://").unwrap().host_str().is_none()
+        );
+    }
+}

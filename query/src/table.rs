@@ -1,0 +1,153 @@
+//! The `flows` table: a Delta snapshot as a DataFusion `TableProvider`, reloaded when
+//! older than the configured age, with `interval_start` ranges turned into `date`/`hour`
+//! partition predicates so only the partitions of the range are listed and read.
+
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::Session;
+use datafusion::datasource::{TableProvider, TableType};
+use datafusion::error::Result as DfResult;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::physical_plan::ExecutionPlan;
+use deltalake_core::DeltaTable;
+use tokio::sync::Mutex;
+
+use crate::config::TableLocation;
+use crate::error::Result;
+use crate::pruning::partition_filters;
+use crate::storage::open_table;
+
+/// The loaded Delta table and when it was last brought up to date.
+struct Loaded {
+    table: DeltaTable,
+    refreshed: Instant,
+}
+
+/// `flows`: the Delta table behind a refreshable snapshot.
+pub struct FlowsTable {
+    location: TableLocation,
+    max_age: Duration,
+    loaded: Mutex<Loaded>,
+    current: RwLock<Snapshot>,
+}
+
+/// One immutable snapshot: its provider and Delta version.
+#[derive(Clone)]
+pub struct Snapshot {
+    pub provider: Arc<dyn TableProvider>,
+    pub version: u64,
+}
+
+impl std::fmt::Debug for FlowsTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FlowsTable")
+            .field("location", &self.location.location)
+            .field("version", &self.version())
+            .finish()
+    }
+}
+
+async fn snapshot_of(table: &DeltaTable) -> Result<Snapshot> {
+    let provider = table
+        .table_provider()
+        .await
+        .map_err(crate::error::QueryError::Execution)?;
+    Ok(Snapshot {
+        provider,
+        version: table.version().unwrap_or(0),
+    })
+}
+
+impl FlowsTable {
+    /// Opens the table at its newest version.
+    pub async fn open(location: TableLocation, max_age: Duration) -> Result<Self> {
+        let table = open_table(&location.location, &location.storage_options).await?;
+        let snapshot = snapshot_of(&table).await?;
+        Ok(FlowsTable {
+            location,
+            max_age,
+            loaded: Mutex::new(Loaded {
+                table,
+                refreshed: Instant::now(),
+            }),
+            current: RwLock::new(snapshot),
+        })
+    }
+
+    /// The Delta table (for object-store registration and exports).
+    pub async fn delta_table(&self) -> DeltaTable {
+        self.loaded.lock().await.table.clone()
+    }
+
+    pub fn location(&self) -> &TableLocation {
+        &self.location
+    }
+
+    /// Delta version of the current snapshot.
+    pub fn version(&self) -> u64 {
+        self.snapshot().version
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        self.current.read().expect("snapshot lock").clone()
+    }
+
+    /// Brings the snapshot up to date if it is older than the configured age.
+    /// Returns the version queries will see.
+    pub async fn refresh_if_stale(&self) -> Result<u64> {
+        let mut loaded = self.loaded.lock().await;
+        if loaded.refreshed.elapsed() < self.max_age && !self.max_age.is_zero() {
+            return Ok(self.version());
+        }
+        let before = loaded.table.version();
+        loaded.table.update_incremental(None).await?;
+        loaded.refreshed = Instant::now();
+        if loaded.table.version() != before {
+            let snapshot = snapshot_of(&loaded.table).await?;
+            tracing::debug!(version = snapshot.version, "flows snapshot refreshed");
+            *self.current.write().expect("snapshot lock") = snapshot;
+        }
+        Ok(self.version())
+    }
+}
+
+#[async_trait]
+impl TableProvider for FlowsTable {
+    fn schema(&self) -> SchemaRef {
+        self.snapshot().provider.schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let provider = self.snapshot().provider;
+        let mut all = filters.to_vec();
+        let extra = partition_filters(filters);
+        if !extra.is_empty() {
+            tracing::debug!(
+                predicates = extra.len(),
+                "partition pruning from interval_start"
+            );
+        }
+        all.extend(extra);
+        provider.scan(state, projection, &all, limit).await
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> DfResult<Vec<TableProviderFilterPushDown>> {
+        self.snapshot().provider.supports_filters_pushdown(filters)
+    }
+}

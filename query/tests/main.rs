@@ -1,0 +1,8 @@
+//! Integration tests of the query service (one binary, one module per area).
+
+mod export;
+mod golden;
+mod grafana;
+mod http;
+mod sandbox;
+mod support;

@@ -1,0 +1,129 @@
+//! Test fixtures: Delta tables written from `flowlake gen` records exactly as the
+//! ingester writes them (partitioned by date/hour), and running services.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use deltalake_core::DeltaTable;
+use deltalake_core::protocol::SaveMode;
+use flowlake_gen::GenConfig;
+use flowlake_query::{QueryConfig, QueryService, RunningQuery};
+use flowlake_schemas::{FlowRecord, PARTITION_COLUMNS, records_to_batch};
+use url::Url;
+
+/// The fixed workload of the golden tests: `GenConfig::for_tests` (seed 42, 2 hours
+/// from 2026-01-01T00:00Z, 36,000 rows).
+pub fn gen_records() -> Vec<FlowRecord> {
+    flowlake_gen::records(&GenConfig::for_tests(PathBuf::from("unused")))
+}
+
+/// Appends records to the Delta table at `dir` (created if needed) in one commit.
+pub async fn append(dir: &Path, records: &[FlowRecord]) -> DeltaTable {
+    std::fs::create_dir_all(dir).unwrap();
+    let url = Url::from_directory_path(dir).unwrap();
+    let table = DeltaTable::try_from_url(url).await.unwrap();
+    table
+        .write(vec![records_to_batch(records)])
+        .with_partition_columns(PARTITION_COLUMNS)
+        .with_save_mode(SaveMode::Append)
+        .await
+        .unwrap()
+}
+
+/// Writes the gen workload as a table with one commit per hour.
+pub async fn write_gen_table(dir: &Path) {
+    let records = gen_records();
+    let hour1: chrono::DateTime<chrono::Utc> = "2026-01-01T01:00:00Z".parse().unwrap();
+    let split = records.partition_point(|r| r.interval_start < hour1);
+    append(dir, &records[..split]).await;
+    append(dir, &records[split..]).await;
+}
+
+/// A table shared by all read-only tests of this process (written once).
+pub fn shared_table() -> &'static Path {
+    static TABLE: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    &TABLE
+        .get_or_init(|| {
+            std::thread::spawn(|| {
+                let dir = tempfile::tempdir().unwrap();
+                let path = dir.path().join("flows");
+                tokio::runtime::Runtime::new()
+                    .unwrap()
+                    .block_on(write_gen_table(&path));
+                (dir, path)
+            })
+            .join()
+            .unwrap()
+        })
+        .1
+}
+
+pub async fn start(config: QueryConfig) -> RunningQuery {
+    QueryService::start(config).await.unwrap()
+}
+
+/// A service over the shared table.
+pub async fn start_shared() -> RunningQuery {
+    start(QueryConfig::for_tests(shared_table().to_str().unwrap())).await
+}
+
+pub fn url(running: &RunningQuery, path: &str) -> String {
+    format!("http://{}{path}", running.addr())
+}
+
+/// POST JSON, return status and body text.
+pub async fn post_json(url: &str, body: &serde_json::Value) -> (u16, String) {
+    let resp = reqwest::Client::new()
+        .post(url)
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(body).unwrap())
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.text().await.unwrap())
+}
+
+pub async fn sql_json(running: &RunningQuery, sql: &str) -> (u16, serde_json::Value) {
+    let (status, text) = post_json(
+        &url(running, "/api/v1/sql"),
+        &serde_json::json!({"sql": sql}),
+    )
+    .await;
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}")),
+    )
+}
+
+/// Whether a python module can be imported; prints why a test is skipped otherwise
+/// and fails when FLOWLAKE_REQUIRE_PRIVILEGED=1.
+pub fn python_has(module: &str) -> bool {
+    let ok = std::process::Command::new("python3")
+        .args(["-c", &format!("import {module}")])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !ok {
+        let msg = format!("python3 module {module} not available");
+        if std::env::var("FLOWLAKE_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
+            panic!("{msg} and FLOWLAKE_REQUIRE_PRIVILEGED=1");
+        }
+        eprintln!("skipping: {msg}");
+    }
+    ok
+}
+
+/// Runs a python snippet, returning stdout (panics with stderr on failure).
+pub fn python(code: &str) -> String {
+    let out = std::process::Command::new("python3")
+        .args(["-c", code])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "python failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}

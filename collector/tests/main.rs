@@ -1,4 +1,5 @@
 //! Integration tests of flowlake-collector (one binary, one module per area).
 
+mod datapath;
 mod enrich;
 mod ship;

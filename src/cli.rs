@@ -27,17 +27,17 @@ pub enum Command {
     /// Write a deterministic synthetic workload of flow records.
     Gen(flowlake_gen::GenArgs),
     /// Node agent: eBPF flows, drops, DNS and TCP health, shipped to the ingester.
-    Collector,
+    Collector(flowlake_collector::agent::AgentArgs),
     /// Receive Arrow batches over HTTP and store them as a Delta Lake table.
-    Ingester,
+    Ingester(flowlake_ingester::IngesterArgs),
     /// SQL over HTTP, per-pod questions and the Grafana datasource.
     Query(flowlake_query::QueryArgs),
     /// Merge small files of closed partitions and apply retention.
-    Compact,
+    Compact(flowlake_ingester::CompactCommandArgs),
     /// Export a query or time range to Parquet or Delta on any object store.
     Export(flowlake_query::ExportArgs),
     /// Collector, ingester and query in one process on a local table.
-    Standalone,
+    Standalone(crate::standalone::StandaloneArgs),
 }
 
 pub fn init_logging(args: &LogArgs) {
@@ -47,12 +47,6 @@ pub fn init_logging(args: &LogArgs) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
-}
-
-/// A role whose implementation has not landed: say so and fail.
-fn not_built(role: &str) -> anyhow::Result<ExitCode> {
-    eprintln!("flowlake {role}: not built yet in this version of Flowlake");
-    Ok(ExitCode::from(2))
 }
 
 pub fn run(command: Command) -> anyhow::Result<ExitCode> {
@@ -72,17 +66,39 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Collector => not_built("collector"),
-        Command::Ingester => not_built("ingester"),
+        Command::Collector(args) => {
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?
+                .block_on(async {
+                    let shutdown = crate::standalone::shutdown_signal();
+                    flowlake_collector::agent::run(args.into(), shutdown).await
+                })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Ingester(args) => {
+            let mut cfg = args.into_config()?;
+            cfg.table = cfg.table.with_env(std::env::vars());
+            flowlake_ingester::run_blocking(cfg)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Query(args) => {
             flowlake_query::query_main(args)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Compact => not_built("compact"),
+        Command::Compact(args) => {
+            let table = args.table.into_config().with_env(std::env::vars());
+            let summary = flowlake_ingester::compact_blocking(table, args.compact.into_config())?;
+            println!("{summary:?}");
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Export(args) => {
             flowlake_query::export_main(args)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Standalone => not_built("standalone"),
+        Command::Standalone(args) => {
+            crate::standalone::run(args)?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }

@@ -2,3 +2,4 @@
 
 mod deploy_chart;
 mod gen_cli;
+mod ingester_crash;

@@ -35,6 +35,17 @@ pub struct TableConfig {
     pub storage_options: HashMap<String, String>,
 }
 
+impl TableConfig {
+    /// Adds object-store options from the environment (see
+    /// [`crate::table::cloud_env_options`]); explicit options win.
+    pub fn with_env(mut self, vars: impl IntoIterator<Item = (String, String)>) -> Self {
+        let mut options = crate::table::cloud_env_options(vars);
+        options.extend(self.storage_options);
+        self.storage_options = options;
+        self
+    }
+}
+
 impl TableArgs {
     pub fn into_config(self) -> TableConfig {
         TableConfig {

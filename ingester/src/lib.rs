@@ -264,14 +264,25 @@ pub async fn run(config: IngesterConfig, shutdown: CancellationToken) -> Result<
     running.shutdown().await
 }
 
+/// One `flowlake compact` pass on a new runtime, for the synchronous binary.
+pub fn compact_blocking(table: TableConfig, cfg: CompactConfig) -> Result<CompactSummary> {
+    runtime()?.block_on(async {
+        let mut t = Table::open(&table).await?;
+        compact_once(&mut t, &cfg, chrono::Utc::now()).await
+    })
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| IngestError::Internal(format!("tokio runtime: {e}")))
+}
+
 /// [`run`] on a new multi-threaded runtime, stopping on Ctrl-C or SIGTERM: for the
 /// synchronous `flowlake` binary.
 pub fn run_blocking(config: IngesterConfig) -> Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| IngestError::Internal(format!("tokio runtime: {e}")))?;
-    rt.block_on(async {
+    runtime()?.block_on(async {
         let shutdown = CancellationToken::new();
         let signal = shutdown.clone();
         tokio::spawn(async move {

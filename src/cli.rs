@@ -27,7 +27,7 @@ pub enum Command {
     /// Write a deterministic synthetic workload of flow records.
     Gen(flowlake_gen::GenArgs),
     /// Node agent: eBPF flows, drops, DNS and TCP health, shipped to the ingester.
-    Collector(flowlake_collector::agent::AgentArgs),
+    Collector,
     /// Receive Arrow batches over HTTP and store them as a Delta Lake table.
     Ingester(flowlake_ingester::IngesterArgs),
     /// SQL over HTTP, per-pod questions and the Grafana datasource.
@@ -37,7 +37,7 @@ pub enum Command {
     /// Export a query or time range to Parquet or Delta on any object store.
     Export(flowlake_query::ExportArgs),
     /// Collector, ingester and query in one process on a local table.
-    Standalone(crate::standalone::StandaloneArgs),
+    Standalone,
 }
 
 pub fn init_logging(args: &LogArgs) {
@@ -47,6 +47,12 @@ pub fn init_logging(args: &LogArgs) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
+}
+
+/// A role whose implementation has not landed: say so and fail.
+fn not_built(role: &str) -> anyhow::Result<ExitCode> {
+    eprintln!("flowlake {role}: not built yet in this version of Flowlake");
+    Ok(ExitCode::from(2))
 }
 
 pub fn run(command: Command) -> anyhow::Result<ExitCode> {
@@ -66,16 +72,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Collector(args) => {
-            tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?
-                .block_on(async {
-                    let shutdown = crate::standalone::shutdown_signal();
-                    flowlake_collector::agent::run(args.into(), shutdown).await
-                })?;
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Collector => not_built("collector"),
         Command::Ingester(args) => {
             let mut cfg = args.into_config()?;
             cfg.table = cfg.table.with_env(std::env::vars());
@@ -96,9 +93,6 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
             flowlake_query::export_main(args)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Standalone(args) => {
-            crate::standalone::run(args)?;
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Standalone => not_built("standalone"),
     }
 }

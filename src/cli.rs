@@ -18,7 +18,12 @@ pub struct Cli {
 #[derive(Debug, Args)]
 pub struct LogArgs {
     /// Log filter (tracing `EnvFilter` syntax).
-    #[arg(long, global = true, default_value = "info", env = "FLOWLAKE_LOG")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "info,buoyant_kernel=warn,deltalake_core=warn",
+        env = "FLOWLAKE_LOG"
+    )]
     pub log: String,
 }
 
@@ -27,7 +32,7 @@ pub enum Command {
     /// Write a deterministic synthetic workload of flow records.
     Gen(flowlake_gen::GenArgs),
     /// Node agent: eBPF flows, drops, DNS and TCP health, shipped to the ingester.
-    Collector,
+    Collector(flowlake_collector::agent::AgentArgs),
     /// Receive Arrow batches over HTTP and store them as a Delta Lake table.
     Ingester(flowlake_ingester::IngesterArgs),
     /// SQL over HTTP, per-pod questions and the Grafana datasource.
@@ -37,7 +42,7 @@ pub enum Command {
     /// Export a query or time range to Parquet or Delta on any object store.
     Export(flowlake_query::ExportArgs),
     /// Collector, ingester and query in one process on a local table.
-    Standalone,
+    Standalone(crate::standalone::StandaloneArgs),
 }
 
 pub fn init_logging(args: &LogArgs) {
@@ -47,12 +52,6 @@ pub fn init_logging(args: &LogArgs) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
-}
-
-/// A role whose implementation has not landed: say so and fail.
-fn not_built(role: &str) -> anyhow::Result<ExitCode> {
-    eprintln!("flowlake {role}: not built yet in this version of Flowlake");
-    Ok(ExitCode::from(2))
 }
 
 pub fn run(command: Command) -> anyhow::Result<ExitCode> {
@@ -72,7 +71,16 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Collector => not_built("collector"),
+        Command::Collector(args) => {
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?
+                .block_on(async {
+                    let shutdown = crate::standalone::shutdown_signal();
+                    flowlake_collector::agent::run(args.into(), shutdown).await
+                })?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Ingester(args) => {
             let mut cfg = args.into_config()?;
             cfg.table = cfg.table.with_env(std::env::vars());
@@ -93,6 +101,9 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
             flowlake_query::export_main(args)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Standalone => not_built("standalone"),
+        Command::Standalone(args) => {
+            crate::standalone::run(args)?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }

@@ -2,6 +2,7 @@
 //! role's logic lives in its crate.
 
 mod cli;
+mod standalone;
 
 use clap::Parser;
 

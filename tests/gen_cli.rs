@@ -31,13 +31,6 @@ fn gen_into(dir: &Path, format: &str) {
     assert!(stdout.contains("wrote 20000 rows in 2 files"), "{stdout}");
 }
 
-#[test]
-fn roles_not_built_say_so_and_fail() {
-    let out = flowlake().arg("standalone").output().unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not built yet"));
-}
-
 /// Python with pyarrow and duckdb, or a printed reason why not.
 fn python_with(modules: &str) -> Option<Command> {
     let ok = Command::new("python3")

@@ -34,6 +34,12 @@ pub enum CollectorError {
     NothingLoaded(String),
     #[error("invalid configuration: {0}")]
     Config(String),
+    #[error("enrichment")]
+    Enrich(#[from] crate::enrich::EnrichError),
+    #[error("shipping")]
+    Ship(#[from] crate::ship::ShipError),
+    #[error("task failed: {0}")]
+    Task(String),
 }
 
 impl CollectorError {

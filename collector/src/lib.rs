@@ -7,6 +7,7 @@
 //! (Retina-compatible Prometheus).
 
 pub mod abi;
+pub mod agent;
 pub mod batch;
 pub mod btf;
 pub mod collector;

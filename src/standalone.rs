@@ -1,0 +1,223 @@
+//! `flowlake standalone`: ingester, query service and a flow source in one process,
+//! on a local table — the newcomer's first run.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use flowlake_collector::enrich::{EnrichMetrics, Enricher, system_clock};
+use flowlake_collector::ship::{ShipConfig, ShipMetrics, Shipper};
+use flowlake_collector::{Datapath, DatapathConfig, DatapathMetrics};
+use prometheus_client::registry::Registry;
+use tokio_util::sync::CancellationToken;
+
+/// Where standalone's flows come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Source {
+    /// eBPF on this machine when privileged, synthetic traffic otherwise.
+    Auto,
+    /// eBPF on this machine (needs root and BPF).
+    Ebpf,
+    /// `flowlake gen` traffic of a synthetic cluster.
+    Gen,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct StandaloneArgs {
+    /// Directory for the table, the WAL and the spool.
+    #[arg(long, default_value = "flowlake-data", env = "FLOWLAKE_DATA_DIR")]
+    pub data_dir: PathBuf,
+    /// Address of the query service (SQL, per-pod questions, Grafana).
+    #[arg(
+        long,
+        default_value = "127.0.0.1:8080",
+        env = "FLOWLAKE_STANDALONE_LISTEN"
+    )]
+    pub listen: SocketAddr,
+    #[arg(
+        long,
+        value_enum,
+        default_value = "auto",
+        env = "FLOWLAKE_STANDALONE_SOURCE"
+    )]
+    pub source: Source,
+    /// Synthetic flow records per second (with `--source gen`).
+    #[arg(long, default_value_t = 200.0, env = "FLOWLAKE_STANDALONE_GEN_RATE")]
+    pub gen_rate: f64,
+    /// How often buffered rows are committed to the table.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration, env = "FLOWLAKE_STANDALONE_FLUSH_AGE")]
+    pub flush_age: Duration,
+}
+
+/// Runs until Ctrl-C (or SIGTERM).
+pub fn run(args: StandaloneArgs) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(async { serve(args, shutdown_signal()).await })
+}
+
+/// A token cancelled by Ctrl-C or SIGTERM.
+pub fn shutdown_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term => {}
+        }
+        t.cancel();
+    });
+    token
+}
+
+/// A flow source feeding the shipper.
+enum Feed {
+    Ebpf(Datapath, tokio::task::JoinHandle<()>),
+    Gen(tokio::task::JoinHandle<()>),
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// Starts the eBPF datapath on this machine's interfaces, or says why it cannot.
+fn start_ebpf(shipper: &Shipper) -> anyhow::Result<Feed> {
+    let config = DatapathConfig {
+        cluster: "standalone".into(),
+        node: hostname(),
+        ..DatapathConfig::default()
+    };
+    let (datapath, flows) =
+        Datapath::start(config, DatapathMetrics::new(&mut Registry::default()))?;
+    let enricher = Enricher::disabled(EnrichMetrics::register(&mut Registry::default()));
+    let forward = tokio::spawn(flowlake_collector::agent::forward(
+        flows,
+        enricher,
+        shipper.sender(),
+    ));
+    println!(
+        "observing this machine's traffic on {:?}",
+        datapath.interfaces()
+    );
+    Ok(Feed::Ebpf(datapath, forward))
+}
+
+fn start_gen(shipper: &Shipper, rate: f64, stop: CancellationToken) -> Feed {
+    let mut cfg = flowlake_gen::GenConfig::for_tests(PathBuf::new());
+    cfg.topology = flowlake_gen::TopologyConfig::default();
+    cfg.rate = rate;
+    cfg.drop_share = 0.005;
+    let feed = flowlake_gen::LiveFeed::new(cfg);
+    let tx = shipper.sender();
+    let task = tokio::spawn(async move {
+        let mut next = feed.interval_start(chrono::Utc::now());
+        loop {
+            let wait = (next + chrono::Duration::seconds(10) - chrono::Utc::now())
+                .to_std()
+                .unwrap_or_default();
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(wait) => {}
+            }
+            // An interval is reported when it ends, like the collector does.
+            if tx.send(feed.interval(next)).await.is_err() {
+                return;
+            }
+            next += chrono::Duration::seconds(10);
+        }
+    });
+    println!("feeding synthetic traffic of a demo cluster ({rate} flow records/s)");
+    Feed::Gen(task)
+}
+
+async fn serve(args: StandaloneArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let data = &args.data_dir;
+    std::fs::create_dir_all(data).with_context(|| format!("creating {}", data.display()))?;
+    let table = data.join("table");
+    let table_location = table.to_string_lossy().into_owned();
+
+    let mut ingest = flowlake_ingester::IngesterConfig::default();
+    ingest.listen = ([127, 0, 0, 1], 0).into();
+    ingest.table.location = table_location.clone();
+    ingest.wal_dir = data.join("wal");
+    ingest.flush.max_age = args.flush_age;
+    let ingester = flowlake_ingester::Ingester::start(ingest)
+        .await
+        .context("starting the ingester")?;
+
+    let mut query = flowlake_query::QueryConfig::default();
+    query.listen = args.listen;
+    query.table.location = table_location;
+    let query = flowlake_query::QueryService::start(query)
+        .await
+        .with_context(|| format!("starting the query service on {}", args.listen))?;
+
+    let ship = ShipConfig {
+        ingester_url: format!("http://{}", ingester.addr()),
+        spool_dir: data.join("spool"),
+        ..ShipConfig::default()
+    };
+    let shipper = Shipper::start(
+        &ship,
+        Enricher::disabled(EnrichMetrics::register(&mut Registry::default())),
+        ShipMetrics::register(&mut Registry::default()),
+        system_clock(),
+    )?;
+
+    let feed = match args.source {
+        Source::Gen => start_gen(&shipper, args.gen_rate, shutdown.clone()),
+        Source::Ebpf => start_ebpf(&shipper)?,
+        Source::Auto => match start_ebpf(&shipper) {
+            Ok(feed) => feed,
+            Err(e) => {
+                println!(
+                    "cannot observe this machine with eBPF ({:#}); run as root with BPF for real traffic",
+                    anyhow::Error::from(e)
+                );
+                start_gen(&shipper, args.gen_rate, shutdown.clone())
+            }
+        },
+    };
+
+    let base = format!("http://{}", query.addr());
+    println!("flowlake standalone: table in {}", table.display());
+    println!(
+        "  SQL:       curl -s {base}/api/v1/sql -H 'content-type: application/json' -d '{{\"sql\": \"select count(*) from flows\"}}'"
+    );
+    println!("  questions: {base}/api/v1/questions/drops?by=pod");
+    println!("  Grafana:   {base}/grafana (JSON datasource), OpenAPI: {base}/api/v1/openapi.json");
+    println!(
+        "rows become queryable about {:?} after they are observed; Ctrl-C stops",
+        args.flush_age + Duration::from_secs(10)
+    );
+
+    shutdown.cancelled().await;
+    println!("stopping…");
+    match feed {
+        Feed::Ebpf(datapath, forward) => {
+            tokio::task::spawn_blocking(move || datapath.stop()).await??;
+            let _ = forward.await;
+        }
+        Feed::Gen(task) => {
+            let _ = task.await;
+        }
+    }
+    shipper.shutdown().await;
+    ingester.shutdown().await.context("stopping the ingester")?;
+    query.stop().await.context("stopping the query service")?;
+    Ok(())
+}

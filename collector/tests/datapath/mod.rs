@@ -4,4 +4,5 @@
 //! FLOWLAKE_REQUIRE_PRIVILEGED=1.
 
 mod harness;
+mod talkers;
 mod tests;

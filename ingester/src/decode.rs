@@ -194,7 +194,13 @@ fn read_stream(bytes: &[u8]) -> Result<StreamParts> {
         }
         let batch = flowlake_schemas::conform_batch(&batch).map_err(IngestError::Schema)?;
         rows += batch.num_rows();
-        memory_bytes += batch.get_array_memory_size();
+        // Bytes of this batch's slices (IPC arrays share one body buffer, which
+        // `get_array_memory_size` would count once per column).
+        memory_bytes += batch
+            .columns()
+            .iter()
+            .map(|c| c.to_data().get_slice_memory_size().unwrap_or(0))
+            .sum::<usize>();
         batches.push(batch);
     }
     Ok((batches, rows, memory_bytes))

@@ -1,0 +1,135 @@
+//! Whole-path ingest benchmark: HTTP body → WAL → sorted Parquet → Delta commit,
+//! with `flowlake gen` data, and the peer (Python `deltalake` + pyarrow writing the
+//! same rows to a partitioned Delta table) measured in the same run.
+//!
+//! `cargo bench -p flowlake-ingester --bench ingest -- [ROWS]`
+
+use std::time::{Duration, Instant};
+
+use flowlake_ingester::{Ingester, IngesterConfig, Table, encode_ipc, routes};
+
+fn main() {
+    let rows: u64 = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(2_000_000);
+    let dir = tempfile::tempdir().unwrap();
+    let mut gen_cfg = flowlake_gen::GenConfig::for_tests(dir.path().join("gen"));
+    gen_cfg.topology.nodes = 10;
+    gen_cfg.topology.namespaces = 6;
+    gen_cfg.topology.workloads_per_namespace = 6;
+    gen_cfg.topology.max_replicas = 5;
+    gen_cfg.duration = chrono::Duration::hours(2);
+    gen_cfg.rate = rows as f64 / 7200.0;
+    let records = flowlake_gen::records(&gen_cfg);
+    let batch = flowlake_schemas::records_to_batch(&records);
+    drop(records);
+    let per = 50_000;
+    let bodies: Vec<Vec<u8>> = (0..batch.num_rows().div_ceil(per))
+        .map(|i| {
+            let n = per.min(batch.num_rows() - i * per);
+            encode_ipc(&[batch.slice(i * per, n)], None).unwrap()
+        })
+        .collect();
+    let body_bytes: usize = bodies.iter().map(Vec::len).sum();
+    let ipc_path = dir.path().join("all.arrows");
+    std::fs::write(&ipc_path, encode_ipc(std::slice::from_ref(&batch), None).unwrap()).unwrap();
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (elapsed, table_bytes, files, ack_to_query) = rt.block_on(async {
+        let mut cfg = IngesterConfig::for_tests(&dir.path().join("ingest"));
+        cfg.flush.max_rows = 1_000_000;
+        cfg.flush.max_age = Duration::from_secs(60);
+        cfg.max_buffer_bytes = 4 << 30;
+        cfg.max_body_bytes = 256 << 20;
+        let ing = Ingester::start(cfg.clone()).await.unwrap();
+        let url = format!("http://{}{}", ing.addr(), routes::FLOWS);
+        let client = reqwest::Client::new();
+        let started = Instant::now();
+        for body in &bodies {
+            let r = client.post(&url).body(body.clone()).send().await.unwrap();
+            assert!(r.status().is_success());
+        }
+        ing.shutdown().await.unwrap();
+        let elapsed = started.elapsed();
+        let table = Table::open(&cfg.table).await.unwrap();
+        let files = table.files().unwrap();
+        let committed: usize = files.iter().map(|f| f.rows.unwrap()).sum();
+        assert_eq!(committed as u64, rows);
+        let bytes: i64 = files.iter().map(|f| f.size).sum();
+
+        // Ack-to-queryable with the default 15 s age flush shortened to 1 s.
+        let mut cfg2 = IngesterConfig::for_tests(&dir.path().join("fresh"));
+        cfg2.flush.max_age = Duration::from_secs(1);
+        let ing = Ingester::start(cfg2.clone()).await.unwrap();
+        let url = format!("http://{}{}", ing.addr(), routes::FLOWS);
+        let r = client
+            .post(&url)
+            .body(bodies[0].clone())
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+        let acked = Instant::now();
+        let mut table = Table::open(&cfg2.table).await.unwrap();
+        loop {
+            table.refresh().await.unwrap();
+            if !table.files().unwrap().is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let ack_to_query = acked.elapsed();
+        ing.shutdown().await.unwrap();
+        (elapsed, bytes, files.len(), ack_to_query)
+    });
+    let rps = rows as f64 / elapsed.as_secs_f64();
+    println!(
+        "flowlake ingester: {rows} rows in {elapsed:.2?} = {rps:.0} rows/s (2-core machine, server+client in one process)"
+    );
+    println!(
+        "  request bodies {body_bytes} B; table {table_bytes} B in {files} files = {:.1} B/row",
+        table_bytes as f64 / rows as f64
+    );
+    println!("  ack-to-queryable with 1 s flush age: {ack_to_query:.2?}");
+
+    let peer = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(PEER)
+        .arg(&ipc_path)
+        .arg(dir.path().join("peer"))
+        .output();
+    match peer {
+        Ok(out) if out.status.success() => {
+            let text = String::from_utf8_lossy(&out.stdout);
+            print!("{text}");
+            if let Some(secs) = text.lines().find_map(|l| l.strip_prefix("peer_seconds=")) {
+                let secs: f64 = secs.trim().parse().unwrap();
+                println!(
+                    "  ratio: flowlake {:.2}x the peer's rows/s",
+                    secs / elapsed.as_secs_f64()
+                );
+            }
+        }
+        Ok(out) => println!("peer failed: {}", String::from_utf8_lossy(&out.stderr)),
+        Err(e) => println!("peer skipped: python3 not runnable ({e})"),
+    }
+}
+
+/// Python deltalake + pyarrow: the same rows (already decoded in memory, no HTTP,
+/// no WAL) written as a date/hour-partitioned Delta table with ZSTD.
+const PEER: &str = r#"
+import sys, time, os, pyarrow as pa, pyarrow.ipc as ipc
+from deltalake import write_deltalake, WriterProperties
+src, out = sys.argv[1], sys.argv[2]
+t = ipc.open_stream(pa.memory_map(src)).read_all()
+t0 = time.perf_counter()
+write_deltalake(out, t, partition_by=["date", "hour"], writer_properties=WriterProperties(compression="ZSTD"))
+s = time.perf_counter() - t0
+size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(out) for f in fs if f.endswith(".parquet"))
+print(f"peer python deltalake {__import__('deltalake').__version__}: {t.num_rows} rows in {s:.2f}s = {t.num_rows/s:.0f} rows/s; {size} B = {size/t.num_rows:.1f} B/row")
+print(f"peer_seconds={s}")
+"#;

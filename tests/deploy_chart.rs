@@ -135,6 +135,36 @@ fn container<'a>(pod_spec: &'a [Container], name: &str) -> &'a Container {
     pod_spec.iter().find(|c| c.name == name).unwrap()
 }
 
+/// Every `FLOWLAKE_*` variable a container sets is a flag of its subcommand, so the
+/// chart cannot drift from the binary.
+fn env_matches_flags(docs: &[Value]) {
+    let mut help = std::collections::HashMap::new();
+    for doc in docs {
+        let containers = doc["spec"]["template"]["spec"]["containers"].as_array();
+        for c in containers.into_iter().flatten() {
+            let role = c["args"][0].as_str().unwrap().to_string();
+            let text = help.entry(role.clone()).or_insert_with(|| {
+                let out = Command::new(env!("CARGO_BIN_EXE_flowlake"))
+                    .args([role.as_str(), "--help"])
+                    .output()
+                    .unwrap();
+                String::from_utf8_lossy(&out.stdout).into_owned()
+            });
+            for e in c["env"].as_array().into_iter().flatten() {
+                let name = e["name"].as_str().unwrap();
+                if name.starts_with("FLOWLAKE_") && name != "FLOWLAKE_LOG" {
+                    // Secret-valued flags hide their value: `[env: NAME]`.
+                    assert!(
+                        text.contains(&format!("env: {name}="))
+                            || text.contains(&format!("env: {name}]")),
+                        "{role} has no flag for {name} set by the chart"
+                    );
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn default_chart_renders_valid_least_privilege_objects() {
     let tmp = tempfile::tempdir().unwrap();
@@ -144,6 +174,7 @@ fn default_chart_renders_valid_least_privilege_objects() {
     let docs = render(&bin, None);
     let kinds = check_all(&docs);
     assert!(kinds.len() >= 8, "{kinds:?}");
+    env_matches_flags(&docs);
 
     let ds: DaemonSet = typed(find(&docs, "DaemonSet", "flowlake-collector"));
     let pod = ds.spec.template.spec.unwrap();
@@ -160,7 +191,7 @@ fn default_chart_renders_valid_least_privilege_objects() {
     let env = c.env.clone().unwrap();
     let node = env
         .iter()
-        .find(|e| e.name == "FLOWLAKE_COLLECTOR_NODE_NAME")
+        .find(|e| e.name == "FLOWLAKE_COLLECTOR_NODE")
         .unwrap();
     let field = node
         .value_from
@@ -219,6 +250,7 @@ fn chart_with_every_option_renders_valid_objects() {
         Some(&root().join("tests/fixtures/chart-everything.yaml")),
     );
     let kinds = check_all(&docs);
+    env_matches_flags(&docs);
     for kind in [
         "Secret",
         "ServiceMonitor",
@@ -241,7 +273,7 @@ fn chart_with_every_option_renders_valid_objects() {
         .clone()
         .unwrap()
         .into_iter()
-        .find(|e| e.name == "FLOWLAKE_QUERY_TABLE_URL");
+        .find(|e| e.name == "FLOWLAKE_TABLE");
     assert_eq!(url.unwrap().value.as_deref(), Some("s3://flows/prod-eu"));
     assert_eq!(
         q.env_from.clone().unwrap()[0]

@@ -19,6 +19,7 @@ pub mod error;
 pub mod metrics;
 pub mod netlink;
 pub mod records;
+pub mod retina;
 
 pub mod ship;
 

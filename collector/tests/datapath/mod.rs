@@ -4,5 +4,6 @@
 //! FLOWLAKE_REQUIRE_PRIVILEGED=1.
 
 mod harness;
+mod rtt;
 mod talkers;
 mod tests;

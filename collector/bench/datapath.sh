@@ -94,13 +94,25 @@ snapshot() {
 		bpftool prog show id "$id" --json | jq -r --arg n "$name" '"\($n) \(.id) \(.run_time_ns // 0) \(.run_cnt // 0)"'
 	done
 }
-tcp_run() { # prints received bits/s
-	ip netns exec "$A" iperf3 -c "$IP_B" -t "$1" -J | jq '.end.sum_received.bits_per_second'
+# Runs iperf3 from A to B (extra flags "$@"), retrying when the server is still
+# busy with the previous test; prints the jq filter $1 of its JSON.
+iperf() {
+	local filter=$1 out
+	shift
+	for _ in 1 2 3 4 5; do
+		out=$(ip netns exec "$A" iperf3 -c "$IP_B" -J "$@" 2>/dev/null || true)
+		if echo "$out" | jq -e '.error == null and (.end.sum != null or .end.sum_received != null)' >/dev/null 2>&1; then
+			echo "$out" | jq "$filter"
+			return
+		fi
+		sleep 1
+	done
+	echo "iperf3 failed: $(echo "$out" | jq -r .error 2>/dev/null)" >&2
+	exit 1
 }
-udp_run() { # 64-byte datagrams, unlimited rate; prints datagrams/s received
-	ip netns exec "$A" iperf3 -c "$IP_B" -u -l 64 -b 0 -t "$1" -J |
-		jq '.end.sum | (.packets - .lost_packets) / .seconds'
-}
+tcp_run() { iperf '.end.sum_received.bits_per_second' -t "$1"; } # received bits/s
+# 64-byte datagrams, unlimited rate; datagrams/s that arrived.
+udp_run() { iperf '.end.sum | (.packets - .lost_packets) / .seconds' -u -l 64 -b 0 -t "$1"; }
 
 cost() {
 	local load=$1

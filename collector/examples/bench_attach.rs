@@ -2,7 +2,8 @@
 //! network namespace, optionally with the minimal packet counter
 //! (ebpf/counter.bpf.c) attached beside it on the same interfaces, until
 //! SIGINT/SIGTERM. Prints one `ready pid=.. progs=name:id,..` line once
-//! attached (ids for `bpftool prog show id N`), and `records=N` at exit.
+//! attached (ids for `bpftool prog show id N`), `records_total=N` after each
+//! batch of flow records, and `records=N` at exit.
 //!
 //! `cargo run -p flowlake-collector --example bench_attach -- --netns /var/run/netns/X --counter vethA`
 
@@ -73,6 +74,7 @@ fn main() -> Result<(), BoxError> {
             let mut n = 0u64;
             while let Some(batch) = rx.blocking_recv() {
                 n += batch.len() as u64;
+                println!("records_total={n}");
             }
             n
         });

@@ -1,19 +1,92 @@
 //! `flowlake standalone`, the README's run command, as a newcomer runs it (with
 //! synthetic traffic, so it needs no privileges): it prints its SQL endpoint, the
-//! flows it is fed become queryable, and SIGTERM stops it cleanly.
+//! flows it is fed become queryable, the shipped Grafana dashboards' queries are
+//! answered, and SIGTERM stops it cleanly.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn sql(base: &str, query: &str) -> Option<serde_json::Value> {
-    let body = serde_json::json!({ "sql": query }).to_string();
+fn post(url: &str, body: &serde_json::Value) -> Option<serde_json::Value> {
     let out = Command::new("curl")
-        .args(["-sf", "-H", "content-type: application/json", "-d", &body])
-        .arg(format!("{base}/api/v1/sql"))
+        .args([
+            "-sf",
+            "-H",
+            "content-type: application/json",
+            "-d",
+            &body.to_string(),
+        ])
+        .arg(url)
         .output()
         .ok()?;
     serde_json::from_slice(&out.stdout).ok()
+}
+
+fn sql(base: &str, query: &str) -> Option<serde_json::Value> {
+    post(
+        &format!("{base}/api/v1/sql"),
+        &serde_json::json!({ "sql": query }),
+    )
+}
+
+/// Every Flowlake panel of the shipped dashboards asks for a metric the datasource
+/// offers, and the datasource answers it (variables filled with a real pod).
+fn dashboards_work_against(base: &str) {
+    let offered = post(&format!("{base}/grafana/metrics"), &serde_json::json!({})).unwrap();
+    let offered: Vec<&str> = offered
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["value"].as_str())
+        .collect();
+    let pod = sql(
+        base,
+        "select src_namespace as ns, src_pod as pod from flows where src_pod is not null limit 1",
+    )
+    .unwrap();
+    let (ns, pod) = (
+        pod[0]["ns"].as_str().unwrap(),
+        pod[0]["pod"].as_str().unwrap(),
+    );
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/helm/flowlake/dashboards");
+    let mut panels = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace("$namespace", ns)
+            .replace("$pod", pod);
+        let dashboard: serde_json::Value = serde_json::from_str(&text).unwrap();
+        for panel in dashboard["panels"].as_array().unwrap() {
+            for target in panel["targets"].as_array().unwrap() {
+                if target["datasource"]["type"] != "simpod-json-datasource" {
+                    continue;
+                }
+                let metric = target["target"].as_str().unwrap();
+                assert!(
+                    offered.contains(&metric),
+                    "{}: {metric} not offered",
+                    path.display()
+                );
+                let now = chrono::Utc::now();
+                let request = serde_json::json!({
+                    "range": {"from": (now - chrono::Duration::hours(1)).to_rfc3339(), "to": now.to_rfc3339()},
+                    "interval": "30s", "intervalMs": 30000, "maxDataPoints": 500,
+                    "targets": [{"refId": "A", "target": metric, "payload": target["payload"]}],
+                    "adhocFilters": []
+                });
+                let answer = post(&format!("{base}/grafana/query"), &request);
+                assert!(
+                    answer.is_some_and(|a| a.is_array()),
+                    "{}: {metric} failed",
+                    path.display()
+                );
+                panels += 1;
+            }
+        }
+    }
+    assert!(panels >= 10, "{panels} Flowlake panels checked");
 }
 
 #[test]

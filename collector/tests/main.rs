@@ -2,4 +2,5 @@
 
 mod datapath;
 mod enrich;
+mod retina;
 mod ship;

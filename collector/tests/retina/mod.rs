@@ -1,0 +1,3 @@
+//! Retina-compatible metrics scraped by a real Prometheus.
+
+mod prometheus;

@@ -33,7 +33,11 @@ fn main() {
         .collect();
     let body_bytes: usize = bodies.iter().map(Vec::len).sum();
     let ipc_path = dir.path().join("all.arrows");
-    std::fs::write(&ipc_path, encode_ipc(std::slice::from_ref(&batch), None).unwrap()).unwrap();
+    std::fs::write(
+        &ipc_path,
+        encode_ipc(std::slice::from_ref(&batch), None).unwrap(),
+    )
+    .unwrap();
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -151,6 +151,7 @@ pub async fn run_scheduled(
     cfg: CompactConfig,
     every: Duration,
     metrics: Metrics,
+    clock: crate::writer::Clock,
     stop: CancellationToken,
 ) {
     loop {
@@ -158,7 +159,7 @@ pub async fn run_scheduled(
             () = stop.cancelled() => return,
             () = tokio::time::sleep(every) => {}
         }
-        match compact_once(&mut table, &cfg, Utc::now()).await {
+        match compact_once(&mut table, &cfg, clock()).await {
             Ok(s) => {
                 metrics.compactions.inc();
                 metrics.compacted_files.inc_by(s.files_removed);

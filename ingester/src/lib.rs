@@ -113,7 +113,7 @@ impl Ingester {
         });
         tracing::info!(%addr, table = %config.table.location, "ingester listening; replaying WAL");
 
-        let opened = Self::recover(&config, &metrics, &budget, clock).await;
+        let opened = Self::recover(&config, &metrics, &budget, Arc::clone(&clock)).await;
         let (writer, writer_thread, table, writer_id, stats, flush_now) = match opened {
             Ok(parts) => parts,
             Err(e) => {
@@ -145,6 +145,7 @@ impl Ingester {
                 config.compact.clone(),
                 every,
                 metrics,
+                clock,
                 stop_flush.clone(),
             ));
         }

@@ -45,6 +45,23 @@ async fn accepts_every_encoding_and_commits_sorted_partitions() {
         assert_eq!(resp.unwrap().rows, part.num_rows() as u64);
     }
     wait_for_rows(&cfg, 6000).await;
+    let metrics = client()
+        .get(format!("http://{addr}{}", routes::METRICS))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "flowlake_ingester_rows_total 6000",
+        "flowlake_ingester_batches_accepted_total 4",
+        "flowlake_ingester_rows_committed_total 6000",
+        "flowlake_ingester_flushes_total{reason=\"age\"}",
+        "flowlake_ingester_commit_seconds_count",
+    ] {
+        assert!(metrics.contains(line), "{line} missing in {metrics}");
+    }
     ing.shutdown().await.unwrap();
     let table = Table::open(&cfg.table).await.unwrap();
     let files = table.files().unwrap();

@@ -4,3 +4,4 @@ mod deploy_chart;
 mod gen_cli;
 mod ingester_crash;
 mod standalone;
+mod pipeline;

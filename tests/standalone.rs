@@ -138,6 +138,7 @@ fn standalone_feeds_stores_and_answers() {
         named[0]["n"].as_u64().unwrap() > 0,
         "synthetic flows carry pod names"
     );
+    dashboards_work_against(&base);
 
     let pid = child.id().to_string();
     assert!(

@@ -32,6 +32,13 @@ pub use metrics::EnrichMetrics;
 /// Injected wall clock (tests drive time by hand).
 pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
 
+/// Selects rustls's ring provider for the process unless one is chosen already.
+/// Needed before any kube client is built: a binary that also links the object
+/// stores carries two rustls providers, and rustls then refuses to pick one.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// The system clock.
 pub fn system_clock() -> Clock {
     Arc::new(Utc::now)
@@ -100,6 +107,7 @@ impl Enricher {
         shutdown: CancellationToken,
     ) -> Result<(Self, Option<ClusterWatch>)> {
         let metrics = EnrichMetrics::register(registry);
+        install_crypto_provider();
         let kube = |config: kube::Config| {
             let client = kube::Client::try_from(config).map_err(EnrichError::KubeClient)?;
             let (e, w) = Self::kubernetes(

@@ -46,7 +46,7 @@ pub struct StandaloneArgs {
     #[arg(long, default_value_t = 200.0, env = "FLOWLAKE_STANDALONE_GEN_RATE")]
     pub gen_rate: f64,
     /// How often buffered rows are committed to the table.
-    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration, env = "FLOWLAKE_STANDALONE_FLUSH_AGE")]
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration, env = "FLOWLAKE_STANDALONE_FLUSH_AGE")]
     pub flush_age: Duration,
 }
 
@@ -150,18 +150,23 @@ async fn serve(args: StandaloneArgs, shutdown: CancellationToken) -> anyhow::Res
     let table = data.join("table");
     let table_location = table.to_string_lossy().into_owned();
 
-    let mut ingest = flowlake_ingester::IngesterConfig::default();
-    ingest.listen = ([127, 0, 0, 1], 0).into();
+    let mut ingest = flowlake_ingester::IngesterConfig {
+        listen: ([127, 0, 0, 1], 0).into(),
+        wal_dir: data.join("wal"),
+        ..Default::default()
+    };
     ingest.table.location = table_location.clone();
-    ingest.wal_dir = data.join("wal");
     ingest.flush.max_age = args.flush_age;
     let ingester = flowlake_ingester::Ingester::start(ingest)
         .await
         .context("starting the ingester")?;
 
-    let mut query = flowlake_query::QueryConfig::default();
-    query.listen = args.listen;
+    let mut query = flowlake_query::QueryConfig {
+        listen: args.listen,
+        ..Default::default()
+    };
     query.table.location = table_location;
+    query.snapshot_max_age = Duration::from_secs(1);
     let query = flowlake_query::QueryService::start(query)
         .await
         .with_context(|| format!("starting the query service on {}", args.listen))?;
@@ -186,7 +191,7 @@ async fn serve(args: StandaloneArgs, shutdown: CancellationToken) -> anyhow::Res
             Err(e) => {
                 println!(
                     "cannot observe this machine with eBPF ({:#}); run as root with BPF for real traffic",
-                    anyhow::Error::from(e)
+                    e
                 );
                 start_gen(&shipper, args.gen_rate, shutdown.clone())
             }

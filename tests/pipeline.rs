@@ -167,10 +167,12 @@ async fn ebpf_to_sql_with_kubernetes_names() {
         .expect("initial sync");
 
     let table = dir.path().join("table");
-    let mut ingest = flowlake_ingester::IngesterConfig::default();
-    ingest.listen = ([127, 0, 0, 1], 0).into();
+    let mut ingest = flowlake_ingester::IngesterConfig {
+        listen: ([127, 0, 0, 1], 0).into(),
+        wal_dir: dir.path().join("wal"),
+        ..Default::default()
+    };
     ingest.table.location = table.to_string_lossy().into_owned();
-    ingest.wal_dir = dir.path().join("wal");
     ingest.flush.max_age = Duration::from_secs(1);
     let ingester = flowlake_ingester::Ingester::start(ingest).await.unwrap();
     let query = flowlake_query::QueryService::start(flowlake_query::QueryConfig::for_tests(

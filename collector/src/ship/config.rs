@@ -37,7 +37,7 @@ impl Default for ShipConfig {
             memory_max_bytes: 64 << 20,
             flush: FlushPolicy {
                 max_rows: 65_536,
-                max_age: Duration::from_secs(5),
+                max_age: Duration::from_secs(1),
             },
             attempts: 3,
             backoff_base: Duration::from_millis(200),
@@ -95,7 +95,7 @@ pub struct ShipArgs {
     #[arg(long, env = "FLOWLAKE_COLLECTOR_BATCH_ROWS", default_value_t = 65_536)]
     pub batch_rows: usize,
     /// Maximum time a record waits in a batch.
-    #[arg(long, env = "FLOWLAKE_COLLECTOR_BATCH_AGE", value_parser = humantime::parse_duration, default_value = "5s")]
+    #[arg(long, env = "FLOWLAKE_COLLECTOR_BATCH_AGE", value_parser = humantime::parse_duration, default_value = "1s")]
     pub batch_age: Duration,
     /// Tries per batch before it is spooled.
     #[arg(long, env = "FLOWLAKE_COLLECTOR_SHIP_ATTEMPTS", default_value_t = 3)]

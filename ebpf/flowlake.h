@@ -35,12 +35,14 @@ struct flow_key {
 	__u32 direction; /* FLK_DIR_*: the tc hook */
 };
 
+/* The flows map is per-CPU: one of these per CPU per key; userspace sums
+ * packets/bytes, ORs flags, keeps the earliest first_ns (of copies with
+ * packets) and the latest last_ns / largest handshake_us. */
 struct flow_stats {
 	__u64 packets;
 	__u64 bytes; /* from the IP header on */
 	__u64 first_ns; /* bpf_ktime_get_boot_ns */
 	__u64 last_ns;
-	__u64 syn_ns; /* last SYN (without ACK) of this direction */
 	__u32 handshake_us; /* SYN -> SYN-ACK, set on the SYN direction */
 	__u32 tcp_flags;
 };

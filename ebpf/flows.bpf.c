@@ -17,34 +17,52 @@
 #define TCP_SYN 0x02
 #define TCP_ACK 0x10
 
+/* Per-CPU values: each CPU updates its own copy without atomics or cache-line
+ * bouncing; userspace merges the copies when it evicts (abi.rs). */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
 	__uint(max_entries, 1 << 17);
 	__type(key, struct flow_key);
 	__type(value, struct flow_stats);
 } flows SEC(".maps");
+
+/* Time of the last SYN (without ACK) per flow key, shared across CPUs so the
+ * SYN-ACK finds it whichever CPU saw the SYN. Consumed by the SYN-ACK; LRU so
+ * unanswered SYNs cannot fill it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 1 << 14);
+	__type(key, struct flow_key);
+	__type(value, __u64);
+} syns SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 1 << 20);
 } dns_events SEC(".maps");
 
-static __always_inline void handshake(struct flow_key *key, struct flow_stats *st, __u16 flags,
-				      __u64 now)
+/* SYN -> SYN-ACK latency, written on the SYN direction's entry (this CPU's
+ * copy; userspace keeps the largest). Only runs for SYN packets. */
+static __always_inline void handshake(struct flow_key *key, __u16 flags, __u64 now)
 {
-	if ((flags & (TCP_SYN | TCP_ACK)) == TCP_SYN) {
-		st->syn_ns = now;
-	} else if ((flags & (TCP_SYN | TCP_ACK)) == (TCP_SYN | TCP_ACK)) {
-		struct flow_key rev = *key;
-		__builtin_memcpy(rev.src_ip, key->dst_ip, 16);
-		__builtin_memcpy(rev.dst_ip, key->src_ip, 16);
-		rev.src_port = key->dst_port;
-		rev.dst_port = key->src_port;
-		rev.direction = key->direction ^ 1;
-		struct flow_stats *syn = bpf_map_lookup_elem(&flows, &rev);
-		if (syn && syn->syn_ns && now > syn->syn_ns)
-			syn->handshake_us = (now - syn->syn_ns) / 1000;
+	if (!(flags & TCP_ACK)) {
+		bpf_map_update_elem(&syns, key, &now, BPF_ANY);
+		return;
 	}
+	struct flow_key rev = *key;
+	__builtin_memcpy(rev.src_ip, key->dst_ip, 16);
+	__builtin_memcpy(rev.dst_ip, key->src_ip, 16);
+	rev.src_port = key->dst_port;
+	rev.dst_port = key->src_port;
+	rev.direction = key->direction ^ 1;
+	__u64 *syn = bpf_map_lookup_elem(&syns, &rev);
+	if (!syn)
+		return;
+	__u64 syn_ns = *syn;
+	bpf_map_delete_elem(&syns, &rev);
+	struct flow_stats *st = bpf_map_lookup_elem(&flows, &rev);
+	if (st && now > syn_ns)
+		st->handshake_us = (now - syn_ns) / 1000;
 }
 
 static __always_inline void dns(struct __sk_buff *skb, struct flow_key *key,
@@ -70,26 +88,90 @@ static __always_inline void dns(struct __sk_buff *skb, struct flow_key *key,
 	bpf_ringbuf_submit(ev, 0);
 }
 
+
+/* The common case read straight from the linear area (direct packet access):
+ * IPv4 without options and not a fragment, or IPv6 without extension headers,
+ * carrying TCP or UDP whose header is in the linear area. Returns 0 when it
+ * filled key and p; anything else (options, extension headers, fragments,
+ * ICMP, SCTP, headers in paged data) goes through flk_parse. */
+static __always_inline int fast_parse(struct __sk_buff *skb, struct flow_key *key,
+				      struct flk_parsed *p)
+{
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	void *l4;
+	__u8 proto;
+
+	if (skb->protocol == bpf_htons(FLK_ETH_P_IP)) {
+		struct flk_ipv4 *ip = data + FLK_ETH_HLEN;
+		if ((void *)(ip + 1) > end)
+			return -1;
+		if (ip->ver_ihl != 0x45 || (ip->frag_off & bpf_htons(0x1fff)))
+			return -1;
+		proto = ip->protocol;
+		*(__u64 *)&key->src_ip[0] = 0;
+		*(__u32 *)&key->src_ip[8] = bpf_htonl(0xffff);
+		*(__u32 *)&key->src_ip[12] = *(__u32 *)ip->saddr;
+		*(__u64 *)&key->dst_ip[0] = 0;
+		*(__u32 *)&key->dst_ip[8] = bpf_htonl(0xffff);
+		*(__u32 *)&key->dst_ip[12] = *(__u32 *)ip->daddr;
+		key->ip_version = 4;
+		p->l3_len = bpf_ntohs(ip->tot_len);
+		l4 = ip + 1;
+	} else if (skb->protocol == bpf_htons(FLK_ETH_P_IPV6)) {
+		struct flk_ipv6 *ip6 = data + FLK_ETH_HLEN;
+		if ((void *)(ip6 + 1) > end)
+			return -1;
+		if ((ip6->ver_tc_flow & 0xf0) != 0x60)
+			return -1;
+		proto = ip6->nexthdr;
+		__builtin_memcpy(key->src_ip, ip6->saddr, 16);
+		__builtin_memcpy(key->dst_ip, ip6->daddr, 16);
+		key->ip_version = 6;
+		p->l3_len = bpf_ntohs(ip6->payload_len) + sizeof(*ip6);
+		l4 = ip6 + 1;
+	} else {
+		return -1;
+	}
+	if (proto == FLK_IPPROTO_TCP) {
+		__u8 *th = l4;
+		if ((void *)(th + 14) > end)
+			return -1;
+		p->tcp_flags = th[13] | ((th[12] & 1) << 8);
+		p->payload_off = (__u32)((void *)th - data) + (th[12] >> 4) * 4;
+	} else if (proto == FLK_IPPROTO_UDP) {
+		if (l4 + 8 > end)
+			return -1;
+		p->payload_off = (__u32)(l4 - data) + 8;
+	} else {
+		return -1;
+	}
+	__u16 *ports = l4;
+	key->src_port = bpf_ntohs(ports[0]);
+	key->dst_port = bpf_ntohs(ports[1]);
+	key->proto = proto;
+	p->l4_off = (__u32)(l4 - data);
+	return 0;
+}
+
 static __always_inline int observe(struct __sk_buff *skb, __u32 direction)
 {
 	struct flow_key key = {};
 	struct flk_parsed p = {};
 
-	if (flk_parse(skb, FLK_ETH_HLEN, skb->protocol, &key, &p))
-		return TC_ACT_UNSPEC;
+	if (fast_parse(skb, &key, &p)) {
+		__builtin_memset(&key, 0, sizeof(key));
+		__builtin_memset(&p, 0, sizeof(p));
+		if (flk_parse(skb, FLK_ETH_HLEN, skb->protocol, &key, &p))
+			return TC_ACT_UNSPEC;
+	}
 	key.ifindex = skb->ifindex;
 	key.direction = direction;
 
 	__u64 now = bpf_ktime_get_boot_ns();
 	__u64 bytes = skb->len - FLK_ETH_HLEN;
 	struct flow_stats *st = bpf_map_lookup_elem(&flows, &key);
-	if (st) {
-		__sync_fetch_and_add(&st->packets, 1);
-		__sync_fetch_and_add(&st->bytes, bytes);
-		st->last_ns = now;
-		if (p.tcp_flags && (st->tcp_flags | p.tcp_flags) != st->tcp_flags)
-			__sync_fetch_and_or(&st->tcp_flags, p.tcp_flags);
-	} else {
+	if (!st) {
 		struct flow_stats init = {
 			.packets = 1,
 			.bytes = bytes,
@@ -97,22 +179,28 @@ static __always_inline int observe(struct __sk_buff *skb, __u32 direction)
 			.last_ns = now,
 			.tcp_flags = p.tcp_flags,
 		};
+		/* Writes this CPU's copy and zeroes the others; NOEXIST keeps a
+		 * key another CPU created meanwhile. */
 		long err = bpf_map_update_elem(&flows, &key, &init, BPF_NOEXIST);
 		if (err == -17 /* EEXIST: another CPU created it */) {
 			st = bpf_map_lookup_elem(&flows, &key);
-			if (st) {
-				__sync_fetch_and_add(&st->packets, 1);
-				__sync_fetch_and_add(&st->bytes, bytes);
-				__sync_fetch_and_or(&st->tcp_flags, p.tcp_flags);
-			}
 		} else if (err) {
 			flk_count_loss(FLK_LOSS_FLOW_MAP_FULL);
 			return TC_ACT_UNSPEC;
 		}
-		st = bpf_map_lookup_elem(&flows, &key);
 	}
-	if (st && key.proto == FLK_IPPROTO_TCP)
-		handshake(&key, st, p.tcp_flags, now);
+	if (st) {
+		/* This CPU's copy, and tc programs do not nest on one CPU (BH
+		 * disabled, not PREEMPT_RT): plain adds, no atomics. */
+		if (!st->packets)
+			st->first_ns = now; /* first packet on this CPU */
+		st->packets += 1;
+		st->bytes += bytes;
+		st->last_ns = now;
+		st->tcp_flags |= p.tcp_flags;
+	}
+	if (p.tcp_flags & TCP_SYN)
+		handshake(&key, p.tcp_flags, now);
 
 	if ((key.proto == FLK_IPPROTO_UDP || key.proto == FLK_IPPROTO_TCP) &&
 	    (key.src_port == 53 || key.dst_port == 53))

@@ -39,9 +39,28 @@ pub struct FlowStats {
     pub bytes: u64,
     pub first_ns: u64,
     pub last_ns: u64,
-    pub syn_ns: u64,
     pub handshake_us: u32,
     pub tcp_flags: u32,
+}
+
+impl FlowStats {
+    /// Merges the per-CPU copies of one key of the (per-CPU) flows map:
+    /// packets and bytes summed, flags ORed, the earliest first_ns of the
+    /// copies that saw packets, the latest last_ns, the largest handshake.
+    pub fn merge(copies: &[FlowStats]) -> FlowStats {
+        let mut out = FlowStats::default();
+        for c in copies {
+            if c.packets > 0 && (out.packets == 0 || c.first_ns < out.first_ns) {
+                out.first_ns = c.first_ns;
+            }
+            out.packets += c.packets;
+            out.bytes += c.bytes;
+            out.last_ns = out.last_ns.max(c.last_ns);
+            out.handshake_us = out.handshake_us.max(c.handshake_us);
+            out.tcp_flags |= c.tcp_flags;
+        }
+        out
+    }
 }
 
 #[repr(C)]
@@ -106,13 +125,12 @@ const _: () = {
     assert!(offset_of!(FlowKey, icmp_code) == 39);
     assert!(offset_of!(FlowKey, ifindex) == 40);
     assert!(offset_of!(FlowKey, direction) == 44);
-    assert!(size_of::<FlowStats>() == 48);
+    assert!(size_of::<FlowStats>() == 40);
     assert!(offset_of!(FlowStats, bytes) == 8);
     assert!(offset_of!(FlowStats, first_ns) == 16);
     assert!(offset_of!(FlowStats, last_ns) == 24);
-    assert!(offset_of!(FlowStats, syn_ns) == 32);
-    assert!(offset_of!(FlowStats, handshake_us) == 40);
-    assert!(offset_of!(FlowStats, tcp_flags) == 44);
+    assert!(offset_of!(FlowStats, handshake_us) == 32);
+    assert!(offset_of!(FlowStats, tcp_flags) == 36);
     assert!(size_of::<DropKey>() == 64);
     assert!(offset_of!(DropKey, reason) == 48);
     assert!(offset_of!(DropKey, netns) == 52);
@@ -182,6 +200,43 @@ impl DnsEvent {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn per_cpu_flow_copies_merge() {
+        let a = FlowStats {
+            packets: 3,
+            bytes: 300,
+            first_ns: 20,
+            last_ns: 50,
+            handshake_us: 0,
+            tcp_flags: 0x02,
+        };
+        let idle = FlowStats {
+            handshake_us: 7,
+            ..FlowStats::default()
+        };
+        let b = FlowStats {
+            packets: 2,
+            bytes: 80,
+            first_ns: 10,
+            last_ns: 40,
+            handshake_us: 0,
+            tcp_flags: 0x10,
+        };
+        let m = FlowStats::merge(&[idle, a, b]);
+        assert_eq!(
+            m,
+            FlowStats {
+                packets: 5,
+                bytes: 380,
+                first_ns: 10,
+                last_ns: 50,
+                handshake_us: 7,
+                tcp_flags: 0x12,
+            }
+        );
+        assert_eq!(FlowStats::merge(&[a]), a);
+    }
 
     #[test]
     fn mapped_ipv4_reads_back_as_ipv4() {

@@ -58,6 +58,21 @@ pub fn drain<K: aya::Pod + Default, V: aya::Pod + Default>(
     delete: bool,
     out: &mut Vec<(K, V)>,
 ) -> io::Result<()> {
+    drain_percpu(fd, delete, 1, |v: &[V]| v[0], out)
+}
+
+/// `drain` for a per-CPU hash map: the kernel returns `cpus` (possible CPUs)
+/// copies of each value, folded into one by `merge`. With `cpus == 1` it reads
+/// an ordinary map. Per-CPU values must be a multiple of 8 bytes (the kernel's
+/// per-copy stride).
+pub fn drain_percpu<K: aya::Pod + Default, V: aya::Pod + Default>(
+    fd: BorrowedFd<'_>,
+    delete: bool,
+    cpus: usize,
+    merge: impl Fn(&[V]) -> V,
+    out: &mut Vec<(K, V)>,
+) -> io::Result<()> {
+    check_stride::<V>(cpus)?;
     let cmd = if delete {
         BPF_MAP_LOOKUP_AND_DELETE_BATCH
     } else {
@@ -65,7 +80,7 @@ pub fn drain<K: aya::Pod + Default, V: aya::Pod + Default>(
     };
     let mut chunk = CHUNK;
     let mut keys = vec![K::default(); chunk];
-    let mut values = vec![V::default(); chunk];
+    let mut values = vec![V::default(); chunk * cpus];
     let mut token = [0u64; 2];
     let mut first = true;
     loop {
@@ -81,7 +96,12 @@ pub fn drain<K: aya::Pod + Default, V: aya::Pod + Default>(
         };
         let res = sys_bpf(cmd, &mut attr);
         let n = (attr.count as usize).min(chunk);
-        out.extend(keys[..n].iter().copied().zip(values[..n].iter().copied()));
+        out.extend(
+            keys[..n]
+                .iter()
+                .copied()
+                .zip(values[..n * cpus].chunks_exact(cpus).map(&merge)),
+        );
         match res {
             Ok(()) => {}
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
@@ -89,7 +109,7 @@ pub fn drain<K: aya::Pod + Default, V: aya::Pod + Default>(
                 // One bucket holds more entries than fit: grow and retry.
                 chunk *= 2;
                 keys.resize(chunk, K::default());
-                values.resize(chunk, V::default());
+                values.resize(chunk * cpus, V::default());
                 continue;
             }
             Err(e) => return Err(e),
@@ -99,20 +119,41 @@ pub fn drain<K: aya::Pod + Default, V: aya::Pod + Default>(
     }
 }
 
+fn check_stride<V>(cpus: usize) -> io::Result<()> {
+    if cpus == 0 || (cpus > 1 && !size_of::<V>().is_multiple_of(8)) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "per-CPU values must be a multiple of 8 bytes, for at least one CPU",
+        ));
+    }
+    Ok(())
+}
+
 /// Atomically reads and removes one entry; `None` when it is gone.
 pub fn take<K: aya::Pod, V: aya::Pod + Default>(
     fd: BorrowedFd<'_>,
     key: &K,
 ) -> io::Result<Option<V>> {
-    let mut value = V::default();
+    take_percpu(fd, key, 1, |v: &[V]| v[0])
+}
+
+/// `take` for a per-CPU hash map (see `drain_percpu`).
+pub fn take_percpu<K: aya::Pod, V: aya::Pod + Default>(
+    fd: BorrowedFd<'_>,
+    key: &K,
+    cpus: usize,
+    merge: impl Fn(&[V]) -> V,
+) -> io::Result<Option<V>> {
+    check_stride::<V>(cpus)?;
+    let mut values = vec![V::default(); cpus];
     let mut attr = ElemAttr {
         map_fd: fd.as_raw_fd() as u32,
         key: (key as *const K) as u64,
-        value: (&mut value as *mut V) as u64,
+        value: values.as_mut_ptr() as u64,
         ..Default::default()
     };
     match sys_bpf(BPF_MAP_LOOKUP_AND_DELETE_ELEM, &mut attr) {
-        Ok(()) => Ok(Some(value)),
+        Ok(()) => Ok(Some(merge(&values))),
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
         Err(e) => Err(e),
     }

@@ -349,8 +349,8 @@ impl Run {
         {
             warn!(error = %e, "drain tcp_health");
         }
-        if let Some(fd) = self.programs.flow_map_fd()
-            && let Err(e) = batch::drain(fd, true, &mut flows)
+        if let Some((fd, cpus)) = self.programs.flow_map()
+            && let Err(e) = batch::drain_percpu(fd, true, cpus, FlowStats::merge, &mut flows)
         {
             warn!(error = %e, "drain flows");
         }
@@ -399,11 +399,11 @@ impl Run {
     /// Evicts flows idle for longer than the idle timeout, one atomic
     /// lookup-and-delete each.
     fn evict_idle(&mut self) {
-        let Some(fd) = self.programs.flow_map_fd() else {
+        let Some((fd, cpus)) = self.programs.flow_map() else {
             return;
         };
         let mut all: Vec<(FlowKey, FlowStats)> = Vec::new();
-        if let Err(e) = batch::drain(fd, false, &mut all) {
+        if let Err(e) = batch::drain_percpu(fd, false, cpus, FlowStats::merge, &mut all) {
             warn!(error = %e, "scan flows");
             return;
         }
@@ -414,7 +414,7 @@ impl Run {
             if s.last_ns >= cutoff {
                 continue;
             }
-            match batch::take::<FlowKey, FlowStats>(fd, &k) {
+            match batch::take_percpu(fd, &k, cpus, FlowStats::merge) {
                 Ok(Some(v)) => taken.push((k, v)),
                 Ok(None) => {}
                 Err(e) => warn!(error = %e, "evict idle flow"),

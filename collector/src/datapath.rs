@@ -49,6 +49,8 @@ pub struct Programs {
     drops: Option<Ebpf>,
     tcp: Option<Ebpf>,
     flow_map: Option<Map>,
+    /// Possible CPUs: copies per key of the per-CPU flows map.
+    cpus: usize,
     drop_map: Option<Map>,
     tcp_map: Option<Map>,
     dns: Option<RingBuf<MapData>>,
@@ -59,7 +61,7 @@ pub struct Programs {
 
 fn fd_of(map: &Option<Map>) -> Option<BorrowedFd<'_>> {
     match map.as_ref()? {
-        Map::HashMap(d) | Map::LruHashMap(d) => Some(d.fd().as_fd()),
+        Map::HashMap(d) | Map::LruHashMap(d) | Map::PerCpuHashMap(d) => Some(d.fd().as_fd()),
         _ => None,
     }
 }
@@ -164,6 +166,7 @@ impl Programs {
             return Err(CollectorError::NothingLoaded(errors.join("; ")));
         }
         let flow_map = flows.as_mut().and_then(|b| b.take_map("flows"));
+        let cpus = aya::util::nr_cpus().map_err(|(what, e)| CollectorError::io(what, e))?;
         let dns = flows
             .as_mut()
             .and_then(|b| b.take_map("dns_events"))
@@ -175,6 +178,7 @@ impl Programs {
             drops,
             tcp,
             flow_map,
+            cpus,
             drop_map,
             tcp_map,
             dns,
@@ -298,8 +302,9 @@ impl Programs {
         self.flows.is_some()
     }
 
-    pub fn flow_map_fd(&self) -> Option<BorrowedFd<'_>> {
-        fd_of(&self.flow_map)
+    /// The per-CPU flows map and its copies per key (possible CPUs).
+    pub fn flow_map(&self) -> Option<(BorrowedFd<'_>, usize)> {
+        fd_of(&self.flow_map).map(|fd| (fd, self.cpus))
     }
 
     pub fn drop_map_fd(&self) -> Option<BorrowedFd<'_>> {

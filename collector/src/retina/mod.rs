@@ -152,17 +152,22 @@ impl RetinaMetrics {
             );
         }
         if let Some(dns) = &r.dns {
-            let l = with(vec![
-                (names::QUERY, dns.query.clone().unwrap_or_default()),
-                (names::QUERY_TYPE, dns.qtype.clone().unwrap_or_default()),
-                (names::RETURN_CODE, dns.rcode.clone().unwrap_or_default()),
-                (names::RESPONSE, dns.answers.join(",")),
-                (names::NUM_RESPONSE, dns.answers.len().to_string()),
-            ]);
-            let metric = if dns.rcode.is_some() {
-                AdvMetric::DnsResponseCount
-            } else {
-                AdvMetric::DnsRequestCount
+            // Retina's label sets: requests {query_type, query}; responses
+            // {return_code, query_type, query, response, num_response}.
+            let query = (names::QUERY, dns.query.clone().unwrap_or_default());
+            let qtype = (names::QUERY_TYPE, dns.qtype.clone().unwrap_or_default());
+            let (metric, l) = match &dns.rcode {
+                None => (AdvMetric::DnsRequestCount, with(vec![qtype, query])),
+                Some(rcode) => (
+                    AdvMetric::DnsResponseCount,
+                    with(vec![
+                        (names::RETURN_CODE, rcode.clone()),
+                        qtype,
+                        query,
+                        (names::RESPONSE, dns.answers.join(",")),
+                        (names::NUM_RESPONSE, dns.answers.len().to_string()),
+                    ]),
+                ),
             };
             self.adv.add(metric, l, 1, now);
         }

@@ -267,14 +267,25 @@ fn remote_context_labels_and_pod_level_values() {
     assert_eq!(adv.value(AdvMetric::DropCount, &drop), Some(6));
     assert_eq!(adv.value(AdvMetric::DropBytes, &drop), Some(360));
     let dns = with(&[
-        ("query", "api.shop.svc.cluster.local"),
-        ("query_type", "A"),
         ("return_code", "NOERROR"),
+        ("query_type", "A"),
+        ("query", "api.shop.svc.cluster.local"),
         ("response", "10.96.0.7,10.96.0.8"),
         ("num_response", "2"),
     ]);
     assert_eq!(adv.value(AdvMetric::DnsResponseCount, &dns), Some(1));
     assert_eq!(adv.len(AdvMetric::DnsRequestCount), 0);
+    // A request (seen on the node interface: no adv_forward series from it).
+    let mut request = rec(ToNetwork, Verdict::Forwarded, 1, 60);
+    request.dns = Some(DnsInfo {
+        query: Some("db.shop".into()),
+        qtype: Some("AAAA".into()),
+        ..DnsInfo::default()
+    });
+    f.m.observe(&[request.clone(), request]);
+    let req = with(&[("query_type", "AAAA"), ("query", "db.shop")]);
+    assert_eq!(adv.value(AdvMetric::DnsRequestCount, &req), Some(2));
+    assert_eq!(adv.len(AdvMetric::ForwardCount), 2);
     let out = text(&f);
     assert!(
         out.contains("# TYPE networkobservability_adv_forward_count counter"),

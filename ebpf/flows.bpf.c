@@ -22,6 +22,10 @@
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
 	__uint(max_entries, 1 << 17);
+	/* Not preallocated: a per-CPU entry costs one value per CPU, so a full
+	 * preallocated map would take max_entries x CPUs x 40 B (670 MiB on a
+	 * 128-CPU node); allocated on demand it follows the active flows. */
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, struct flow_key);
 	__type(value, struct flow_stats);
 } flows SEC(".maps");

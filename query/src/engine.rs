@@ -129,7 +129,12 @@ impl QueryEngine {
 
     /// Runs user SQL through the sandbox, then [`Self::run`].
     pub async fn execute_user_sql(&self, sql: &str, endpoint: &'static str) -> Result<QueryResult> {
-        sandbox::check(sql)?;
+        if let Err(e) = sandbox::check(sql) {
+            let refused = Err(e);
+            self.metrics
+                .observe(endpoint, &refused, std::time::Duration::ZERO);
+            return refused;
+        }
         self.run(sql, endpoint, true).await
     }
 

@@ -4,6 +4,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use chrono::{DateTime, Utc};
 use prometheus_client::registry::Registry;
@@ -20,6 +23,8 @@ use crate::{export, grafana, openapi, pods, sql};
 /// Route paths.
 pub mod routes {
     pub const HEALTH: &str = "/healthz";
+    /// Prometheus scrape endpoint (OpenMetrics text).
+    pub const METRICS: &str = "/metrics";
     pub const SQL: &str = "/api/v1/sql";
     pub const OPENAPI: &str = "/api/v1/openapi.json";
     pub const QUESTIONS: &str = "/api/v1/questions";
@@ -43,6 +48,8 @@ pub struct AppState {
     pub engine: Arc<QueryEngine>,
     pub exports: Arc<ExportJobs>,
     pub clock: Clock,
+    /// Served on [`routes::METRICS`].
+    pub registry: Arc<Registry>,
 }
 
 impl AppState {
@@ -51,7 +58,34 @@ impl AppState {
             exports: Arc::new(ExportJobs::new(Arc::clone(&engine), max_export_jobs)),
             engine,
             clock: Arc::new(Utc::now),
+            registry: Arc::new(Registry::default()),
         }
+    }
+
+    /// Serves `registry` on `/metrics`.
+    pub fn with_registry(mut self, registry: Registry) -> Self {
+        self.registry = Arc::new(registry);
+        self
+    }
+}
+
+/// `GET /metrics`: the registry in the OpenMetrics text format.
+async fn metrics(State(state): State<AppState>) -> Response {
+    let mut text = String::new();
+    match prometheus_client::encoding::text::encode(&mut text, &state.registry) {
+        Ok(()) => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("encoding metrics: {e}"),
+        )
+            .into_response(),
     }
 }
 
@@ -59,6 +93,7 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route(routes::HEALTH, get(|| async { "ok" }))
+        .route(routes::METRICS, get(metrics))
         .route(routes::SQL, post(sql::handle))
         .route(routes::OPENAPI, get(openapi::handle))
         .route(routes::QUESTIONS, get(pods::list))
@@ -106,19 +141,19 @@ pub struct QueryService;
 impl QueryService {
     /// Opens the table, binds the listener and serves in the background.
     pub async fn start(config: QueryConfig) -> Result<RunningQuery> {
-        let mut registry = Registry::default();
-        Self::start_with(config, &mut registry, CancellationToken::new()).await
+        Self::start_with(config, Registry::default(), CancellationToken::new()).await
     }
 
-    /// Like [`Self::start`], with metrics registered in `registry` and a shutdown token.
+    /// Like [`Self::start`], with the service's metrics registered in `registry`
+    /// (served with whatever else it holds on `/metrics`) and a shutdown token.
     pub async fn start_with(
         config: QueryConfig,
-        registry: &mut Registry,
+        mut registry: Registry,
         shutdown: CancellationToken,
     ) -> Result<RunningQuery> {
-        let metrics = QueryMetrics::new(registry);
+        let metrics = QueryMetrics::new(&mut registry);
         let engine = Arc::new(QueryEngine::open(&config, metrics).await?);
-        let state = AppState::new(engine, config.max_export_jobs);
+        let state = AppState::new(engine, config.max_export_jobs).with_registry(registry);
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|source| QueryError::Bind {
@@ -145,8 +180,7 @@ impl QueryService {
 
 /// Runs the service until `shutdown` is cancelled.
 pub async fn run(config: QueryConfig, shutdown: CancellationToken) -> Result<()> {
-    let mut registry = Registry::default();
-    let running = QueryService::start_with(config, &mut registry, shutdown.clone()).await?;
+    let running = QueryService::start_with(config, Registry::default(), shutdown.clone()).await?;
     shutdown.cancelled().await;
     running.stop().await
 }

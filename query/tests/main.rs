@@ -4,5 +4,6 @@ mod export;
 mod golden;
 mod grafana;
 mod http;
+mod metrics;
 mod sandbox;
 mod support;

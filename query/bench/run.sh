@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Query benchmark: the per-pod questions (per pod and ranked across pods) through
+# Flowlake's QueryEngine (release) and DuckDB on the same SQL over the same Parquet
+# files, p50 of RUNS runs after one warm-up each.
+#
+#   query/bench/run.sh                 # 10 M rows
+#   ROWS="10000000 100000000" query/bench/run.sh
+#
+# Tables are built once per row count under $BENCH_DIR (kept for re-runs).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/root/.cache/flowlake-target}
+ROWS=${ROWS:-10000000}
+RUNS=${RUNS:-5}
+BENCH_DIR=${BENCH_DIR:-/tmp/flowlake-query-bench}
+START=2026-01-01T00:00:00Z
+END=2026-01-02T00:00:00Z
+THREADS=${THREADS:-$(nproc)}
+python3 -c 'import duckdb' 2>/dev/null || pip install --quiet duckdb
+
+bench() { cargo bench -q --profile release -p flowlake-query --bench questions -- "$@"; }
+mkdir -p "$BENCH_DIR"
+for n in $ROWS; do
+  table="$BENCH_DIR/flows-$n"
+  if [ ! -d "$table/_delta_log" ]; then
+    rm -rf "$table" "$table.gen"
+    bench build --table "$table" --rows "$n" --start "$START" --duration 24h --seed 1
+  fi
+  out="$BENCH_DIR/results-$n.json"
+  bench run --table "$table" --from "$START" --to "$END" --runs "$RUNS" \
+    --target-partitions "$THREADS" --out "$out"
+  python3 query/bench/duckdb_compare.py "$out" "$table" --runs "$RUNS" --threads "$THREADS" \
+    --label "($n rows)" --markdown "$BENCH_DIR/table-$n.md"
+done

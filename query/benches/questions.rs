@@ -1,0 +1,284 @@
+//! The per-pod questions through the real engine, for `query/bench/run.sh`, which runs
+//! DuckDB on the same SQL over the same Parquet files and prints both.
+//!
+//! ```sh
+//! # a Delta table from `flowlake gen` rows (gen flags after --table DIR):
+//! cargo bench -p flowlake-query --bench questions -- build --table DIR --rows 10000000 --duration 24h
+//! # time every question (pod and ranked) through QueryEngine, p50 of --runs:
+//! cargo bench -p flowlake-query --bench questions -- run --table DIR --from T --to T --runs 5 --out F.json
+//! # EXPLAIN ANALYZE of one question (name as in the JSON, e.g. talkers/ranked):
+//! cargo bench -p flowlake-query --bench questions -- explain --table DIR --from T --to T --name N
+//! ```
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use arrow::array::RecordBatch;
+use arrow::compute::{SortColumn, concat_batches, lexsort_to_indices, take_record_batch};
+use arrow::util::display::array_value_to_string;
+use clap::Parser;
+use deltalake_core::DeltaTable;
+use deltalake_core::protocol::SaveMode;
+use flowlake_gen::GenArgs;
+use flowlake_query::metrics::QueryMetrics;
+use flowlake_query::questions::{Question, Scope, TimeRange, VIEWS, question_sql};
+use flowlake_query::{QueryConfig, QueryEngine};
+use flowlake_schemas::{PARTITION_COLUMNS, col, flow_schema};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterVersion};
+use parquet::schema::types::ColumnPath;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// `flowlake gen`'s own flags.
+#[derive(Parser)]
+struct Gen {
+    #[command(flatten)]
+    args: GenArgs,
+}
+
+/// The layout the ingester writes (ingester/src/parquet.rs): rows sorted by
+/// partition, source pod, destination namespace and time; 256 Ki-row row groups,
+/// page statistics and bloom filters on pod names and IPs.
+const SORT_COLUMNS: [&str; 4] = [
+    col::SRC_NAMESPACE,
+    col::SRC_POD,
+    col::DST_NAMESPACE,
+    col::INTERVAL_START,
+];
+
+fn writer_properties() -> WriterProperties {
+    let mut b = WriterProperties::builder()
+        .set_writer_version(WriterVersion::PARQUET_2_0)
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("level")))
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_max_row_group_row_count(Some(256 * 1024));
+    for c in [col::SRC_POD, col::DST_POD, col::SRC_IP, col::DST_IP] {
+        let path = ColumnPath::from(c);
+        b = b
+            .set_column_bloom_filter_enabled(path.clone(), true)
+            .set_column_bloom_filter_fpp(path.clone(), 0.01)
+            .set_column_bloom_filter_max_ndv(path, 50_000);
+    }
+    b.build()
+}
+
+fn sorted(batches: &[RecordBatch]) -> Result<RecordBatch, BoxError> {
+    let all = concat_batches(&flow_schema(), batches)?;
+    let keys: Vec<SortColumn> = SORT_COLUMNS
+        .iter()
+        .map(|c| SortColumn {
+            values: all.column_by_name(c).expect("flow column").clone(),
+            options: None,
+        })
+        .collect();
+    Ok(take_record_batch(&all, &lexsort_to_indices(&keys, None)?)?)
+}
+
+/// `flowlake gen` into `<table>.gen`, then one Delta commit per hour partition.
+async fn build(table: &Path, gen_flags: &[String]) -> Result<(), BoxError> {
+    let gen_dir = table.with_extension("gen");
+    let mut argv = vec!["gen".to_string(), "--out".into()];
+    argv.push(gen_dir.display().to_string());
+    argv.extend(gen_flags.iter().cloned());
+    let cfg = Gen::try_parse_from(argv)?
+        .args
+        .into_config(chrono::Utc::now())?;
+    let started = Instant::now();
+    let summary = tokio::task::spawn_blocking(move || flowlake_gen::generate(&cfg)).await??;
+    eprintln!(
+        "generated {} rows in {} files in {:.1}s",
+        summary.rows,
+        summary.files.len(),
+        started.elapsed().as_secs_f64()
+    );
+    let mut by_hour: BTreeMap<PathBuf, Vec<PathBuf>> = BTreeMap::new();
+    for f in &summary.files {
+        let dir = f.parent().expect("partition dir").to_path_buf();
+        by_hour.entry(dir).or_default().push(f.clone());
+    }
+    std::fs::create_dir_all(table)?;
+    let url = url::Url::from_directory_path(std::path::absolute(table)?)
+        .map_err(|()| "table path is not absolute")?;
+    let mut delta = DeltaTable::try_from_url(url).await?;
+    for (dir, files) in by_hour {
+        let mut batches = Vec::new();
+        for f in files {
+            let reader =
+                ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(f)?)?.build()?;
+            for b in reader {
+                batches.push(b?);
+            }
+        }
+        let batch = tokio::task::spawn_blocking(move || sorted(&batches)).await??;
+        delta = delta
+            .write(vec![batch])
+            .with_partition_columns(PARTITION_COLUMNS)
+            .with_save_mode(SaveMode::Append)
+            .with_writer_properties(writer_properties())
+            .await?;
+        eprintln!("committed {}", dir.display());
+    }
+    std::fs::remove_dir_all(&gen_dir)?;
+    eprintln!("table built in {:.1}s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+async fn open(opts: &HashMap<String, String>) -> Result<QueryEngine, BoxError> {
+    let mut config = QueryConfig::default();
+    config.table.location = opts["table"].clone();
+    config.snapshot_max_age = Duration::from_secs(3600);
+    config.limits.memory_bytes = 8 << 30;
+    config.limits.timeout = Duration::from_secs(600);
+    if let Some(tp) = opts.get("target-partitions") {
+        config.target_partitions = tp.parse()?;
+    }
+    Ok(QueryEngine::open(&config, QueryMetrics::unregistered()).await?)
+}
+
+async fn collect(engine: &QueryEngine, sql: &str) -> Result<Vec<RecordBatch>, BoxError> {
+    Ok(engine
+        .execute_user_sql(sql, "bench")
+        .await?
+        .collect()
+        .await?)
+}
+
+/// The benchmark's questions: each per-pod question for the pod with the most drops
+/// in the first hour, and ranked across all pods, over `[from, to)`.
+async fn questions(
+    engine: &QueryEngine,
+    range: &TimeRange,
+) -> Result<(String, Vec<(String, String)>), BoxError> {
+    let first_hour = TimeRange {
+        from: range.from,
+        to: range.from + chrono::Duration::hours(1),
+    };
+    let top = collect(
+        engine,
+        &format!(
+            "SELECT namespace, pod, sum(packets) AS p FROM pod_drops WHERE {} \
+             GROUP BY 1, 2 ORDER BY p DESC, 1, 2 LIMIT 1",
+            first_hour.predicate()
+        ),
+    )
+    .await?;
+    let batch = top.iter().find(|b| b.num_rows() > 0).ok_or("no drops")?;
+    let namespace = array_value_to_string(batch.column(0), 0)?;
+    let pod = array_value_to_string(batch.column(1), 0)?;
+    let pod_scope = Scope::Pod {
+        namespace: namespace.clone(),
+        pod: pod.clone(),
+    };
+    let mut out = Vec::new();
+    for q in Question::ALL {
+        let name = q.name();
+        out.push((
+            format!("{name}/pod"),
+            question_sql(q, &pod_scope, range, &[], 100),
+        ));
+        out.push((
+            format!("{name}/ranked"),
+            question_sql(q, &Scope::AllPods, range, &[], 100),
+        ));
+    }
+    Ok((format!("{namespace}/{pod}"), out))
+}
+
+fn to_json(batches: &[RecordBatch]) -> Result<serde_json::Value, BoxError> {
+    let mut writer = arrow::json::ArrayWriter::new(Vec::new());
+    for b in batches {
+        writer.write(b)?;
+    }
+    writer.finish()?;
+    let bytes = writer.into_inner();
+    if bytes.is_empty() {
+        return Ok(serde_json::json!([]));
+    }
+    Ok(serde_json::from_slice(&bytes)?)
+}
+
+fn range_of(opts: &HashMap<String, String>) -> Result<TimeRange, BoxError> {
+    Ok(TimeRange {
+        from: opts["from"].parse()?,
+        to: opts["to"].parse()?,
+    })
+}
+
+async fn run(opts: &HashMap<String, String>) -> Result<(), BoxError> {
+    let engine = open(opts).await?;
+    let range = range_of(opts)?;
+    let runs: usize = opts.get("runs").map_or(Ok(5), |r| r.parse())?;
+    let (pod, list) = questions(&engine, &range).await?;
+    let mut results = Vec::new();
+    for (name, sql) in list {
+        let answer = collect(&engine, &sql).await?; // warm-up, and the answer
+        let mut ms = Vec::new();
+        for _ in 0..runs {
+            let t = Instant::now();
+            let batches = collect(&engine, &sql).await?;
+            ms.push(t.elapsed().as_secs_f64() * 1000.0);
+            std::hint::black_box(batches);
+        }
+        let mut s = ms.clone();
+        s.sort_by(f64::total_cmp);
+        eprintln!("{name:<20} p50 {:>9.1} ms", s[s.len() / 2]);
+        results.push(serde_json::json!({
+            "name": name, "sql": sql, "flowlake_ms": ms, "flowlake_result": to_json(&answer)?,
+        }));
+    }
+    let doc = serde_json::json!({
+        "pod": pod,
+        "from": opts["from"], "to": opts["to"],
+        "target_partitions": engine.context().state().config().target_partitions(),
+        "views": VIEWS.iter().map(|(n, s)| serde_json::json!({"name": n, "sql": s})).collect::<Vec<_>>(),
+        "queries": results,
+    });
+    std::fs::write(&opts["out"], serde_json::to_vec_pretty(&doc)?)?;
+    Ok(())
+}
+
+async fn explain(opts: &HashMap<String, String>) -> Result<(), BoxError> {
+    let engine = open(opts).await?;
+    let (_, list) = questions(&engine, &range_of(opts)?).await?;
+    let (_, sql) = list
+        .iter()
+        .find(|(n, _)| *n == opts["name"])
+        .ok_or("unknown --name")?;
+    println!("{sql}\n");
+    let plan = collect(&engine, &format!("EXPLAIN ANALYZE {sql}")).await?;
+    println!("{}", arrow::util::pretty::pretty_format_batches(&plan)?);
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> Result<(), BoxError> {
+    // `cargo bench` appends `--bench`.
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    let Some((command, rest)) = args.split_first() else {
+        return Err("usage: questions build|run|explain --table DIR ...".into());
+    };
+    let mut opts = HashMap::new();
+    let mut extra = Vec::new();
+    let mut it = rest.iter();
+    while let Some(a) = it.next() {
+        match a.strip_prefix("--") {
+            Some(k) if command != "build" || k == "table" => {
+                let v = it.next().ok_or_else(|| format!("--{k} needs a value"))?;
+                opts.insert(k.to_string(), v.clone());
+            }
+            _ => extra.push(a.clone()),
+        }
+    }
+    match command.as_str() {
+        "build" => build(Path::new(&opts["table"]), &extra).await,
+        "run" => run(&opts).await,
+        "explain" => explain(&opts).await,
+        other => Err(format!("unknown command {other}").into()),
+    }
+}

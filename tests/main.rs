@@ -3,5 +3,5 @@
 mod deploy_chart;
 mod gen_cli;
 mod ingester_crash;
-mod standalone;
 mod pipeline;
+mod standalone;

@@ -99,7 +99,11 @@ fn workload_has_a_realistic_shape() {
     let mut rtt: HashMap<&str, Vec<u64>> = HashMap::new();
     for r in &rows {
         let srtt = r.tcp.and_then(|t| t.srtt_us);
-        let workload = r.dst.identity.as_ref().and_then(|id| id.workload.as_deref());
+        let workload = r
+            .dst
+            .identity
+            .as_ref()
+            .and_then(|id| id.workload.as_deref());
         if let (Some(srtt), Some(w)) = (srtt, workload) {
             rtt.entry(w).or_default().push(srtt);
         }

@@ -270,7 +270,8 @@ impl Capture {
     pub fn start(ns: &str, iface: &str, direction: &str, file: PathBuf) -> Capture {
         let mut child = Command::new("ip")
             .args([
-                "netns", "exec", ns, "tcpdump", "-i", iface, "-Q", direction, "-U", "-w",
+                "netns", "exec", ns, "tcpdump", "-i", iface, "-Q", direction, "-U", "-B", "8192",
+                "-w",
             ])
             .arg(&file)
             .stdout(Stdio::null())
@@ -282,13 +283,15 @@ impl Capture {
         let mut err = child.stderr.take().unwrap();
         let mut buf = [0u8; 256];
         let _ = err.read(&mut buf);
-        std::thread::sleep(Duration::from_millis(200));
+        std::thread::sleep(Duration::from_millis(500));
         Capture { child, file }
     }
 
     /// Stops tcpdump and sums packets / L3 bytes per tuple with tshark.
     pub fn stop(mut self) -> HashMap<Tuple, (u64, u64)> {
-        std::thread::sleep(Duration::from_millis(300));
+        // Let tcpdump read what the kernel buffered before it is interrupted (a
+        // loaded machine delays it).
+        std::thread::sleep(Duration::from_millis(1000));
         // SAFETY: signalling our own child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
         let _ = self.child.wait();

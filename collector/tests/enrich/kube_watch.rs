@@ -129,6 +129,7 @@ async fn kube_enrichment_follows_the_cluster() {
         Arc::new(move || DateTime::from_timestamp(now.load(Ordering::SeqCst), 0).unwrap())
     };
     let config = kube::Config::new(format!("http://{addr}").parse().unwrap());
+    flowlake_collector::enrich::install_crypto_provider();
     let client = kube::Client::try_from(config).unwrap();
     let shutdown = CancellationToken::new();
     let metrics = EnrichMetrics::default();

@@ -108,6 +108,7 @@ fn start_ebpf(shipper: &Shipper) -> anyhow::Result<Feed> {
         flows,
         enricher,
         shipper.sender(),
+        None,
     ));
     println!(
         "observing this machine's traffic on {:?}",

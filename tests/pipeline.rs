@@ -197,6 +197,7 @@ async fn ebpf_to_sql_with_kubernetes_names() {
         flows,
         enricher.clone(),
         shipper.sender(),
+        None,
     ));
 
     let capture = Capture::start(

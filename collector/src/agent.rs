@@ -2,13 +2,9 @@
 //! datapath, Kubernetes enrichment, shipping to the ingester, and an HTTP endpoint
 //! for metrics and health.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
 use axum::routing::get;
 use flowlake_schemas::FlowRecord;
 use prometheus_client::registry::Registry;
@@ -20,6 +16,7 @@ use crate::config::{CollectorArgs, DatapathConfig};
 use crate::enrich::{EnrichArgs, EnrichConfig, EnrichMetrics, Enricher, system_clock};
 use crate::error::{CollectorError, Result};
 use crate::metrics::DatapathMetrics;
+use crate::retina::{self, LossSources, RetinaArgs, RetinaConfig, RetinaMetrics};
 use crate::ship::{ShipArgs, ShipConfig, ShipMetrics, Shipper};
 
 /// Every flag of `flowlake collector`.
@@ -31,13 +28,9 @@ pub struct AgentArgs {
     pub enrich: EnrichArgs,
     #[command(flatten)]
     pub ship: ShipArgs,
-    /// Address of the metrics and health endpoint (`/metrics`, `/healthz`, `/readyz`).
-    #[arg(
-        long,
-        env = "FLOWLAKE_COLLECTOR_METRICS_ADDR",
-        default_value = "0.0.0.0:10093"
-    )]
-    pub metrics_addr: SocketAddr,
+    /// Retina-compatible metrics, served with `/healthz` and `/readyz` on their address.
+    #[command(flatten)]
+    pub metrics: RetinaArgs,
 }
 
 /// The agent's configuration, resolved.
@@ -46,7 +39,7 @@ pub struct AgentConfig {
     pub datapath: DatapathConfig,
     pub enrich: EnrichConfig,
     pub ship: ShipConfig,
-    pub metrics_addr: SocketAddr,
+    pub metrics: RetinaConfig,
 }
 
 impl From<AgentArgs> for AgentConfig {
@@ -55,59 +48,52 @@ impl From<AgentArgs> for AgentConfig {
             datapath: a.datapath.into(),
             enrich: a.enrich.into(),
             ship: a.ship.into(),
-            metrics_addr: a.metrics_addr,
+            metrics: a.metrics.into(),
         }
     }
 }
 
-/// Forwards datapath batches to the shipper, naming both ends on the way.
+/// Forwards datapath batches to the shipper, naming both ends on the way (and
+/// counting them in the Retina-compatible metrics, when given).
 pub async fn forward(
     mut flows: mpsc::Receiver<Vec<FlowRecord>>,
     enricher: Enricher,
     shipper: mpsc::Sender<Vec<FlowRecord>>,
+    metrics: Option<RetinaMetrics>,
 ) {
     while let Some(mut records) = flows.recv().await {
         enricher.enrich_all(&mut records);
+        if let Some(m) = &metrics {
+            m.observe(&records);
+        }
         if shipper.send(records).await.is_err() {
             break;
         }
     }
 }
 
-async fn metrics(State(registry): State<Arc<Registry>>) -> impl IntoResponse {
-    let mut body = String::new();
-    match prometheus_client::encoding::text::encode(&mut body, &registry) {
-        Ok(()) => (
-            StatusCode::OK,
-            [(
-                header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
-            body,
-        )
-            .into_response(),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
-    }
-}
-
-/// `/metrics`, `/healthz` and `/readyz` over a registry.
+/// `/metrics` (Retina-compatible), `/healthz` and `/readyz` over a registry.
 pub fn metrics_router(registry: Arc<Registry>) -> Router {
-    Router::new()
-        .route("/metrics", get(metrics))
+    retina::router(registry)
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(|| async { "ok" }))
-        .with_state(registry)
 }
 
 /// Runs the agent until `shutdown`: programs attached, flows enriched and shipped.
 /// On shutdown the datapath reports its last interval, the shipper drains (or
 /// spools) and the programs are removed.
 pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<()> {
-    let mut registry = Registry::with_prefix("flowlake_collector");
+    let mut registry = Registry::default();
     let datapath_metrics = DatapathMetrics::new(&mut registry);
     let (enricher, watch) =
         Enricher::from_config(&config.enrich, &mut registry, shutdown.clone()).await?;
     let ship_metrics = ShipMetrics::register(&mut registry);
+    let losses = LossSources {
+        datapath: Some(datapath_metrics.clone()),
+        ship: Some(ship_metrics.clone()),
+    };
+    let retina = RetinaMetrics::register(&mut registry, &config.metrics, losses, system_clock());
+    let expiry = tokio::spawn(retina.clone().run_expiry(shutdown.clone()));
     let shipper = Shipper::start(
         &config.ship,
         Enricher::disabled(EnrichMetrics::register(&mut Registry::default())),
@@ -121,17 +107,13 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<()>
             .map_err(|e| CollectorError::Task(e.to_string()))??;
     tracing::info!(interfaces = ?datapath.interfaces(), "datapath attached");
 
-    let listener = tokio::net::TcpListener::bind(config.metrics_addr)
+    let listen = config.metrics.listen;
+    let listener = tokio::net::TcpListener::bind(listen)
         .await
-        .map_err(|e| CollectorError::io(format!("binding {}", config.metrics_addr), e))?;
+        .map_err(|e| CollectorError::io(format!("binding {listen}"), e))?;
     let app = metrics_router(Arc::new(registry));
-    let stop_http = shutdown.clone();
-    let http = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move { stop_http.cancelled().await })
-            .await
-    });
-    let forwarder = tokio::spawn(forward(flows, enricher, shipper.sender()));
+    let http = tokio::spawn(retina::serve(listener, app, shutdown.clone()));
+    let forwarder = tokio::spawn(forward(flows, enricher, shipper.sender(), Some(retina)));
 
     shutdown.cancelled().await;
     tracing::info!("stopping: last interval, drain, detach");
@@ -144,5 +126,6 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<()>
         w.join().await;
     }
     let _ = http.await;
+    let _ = expiry.await;
     Ok(())
 }

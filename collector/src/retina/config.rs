@@ -115,6 +115,7 @@ pub struct RetinaArgs {
     pub listen: SocketAddr,
     /// basic (node level), remote (adv_* with source/destination context) or local (adv_* with the local pod).
     #[arg(
+        id = "metrics_mode",
         long = "metrics-mode",
         env = "FLOWLAKE_COLLECTOR_METRICS_MODE",
         value_enum,

@@ -1,25 +1,89 @@
 //! Records → RecordBatch builder throughput on one core, with `flowlake gen` records.
 //!
 //! `cargo bench -p flowlake-gen --bench builder`
+//!
+//! Peers in the same run: the same rows decoded from NDJSON by arrow-json (the generic
+//! row → columnar path), and a plain clone of the records (touching the data once).
 
+use std::io::Cursor;
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+
+use arrow::json::ReaderBuilder;
+use arrow::json::writer::LineDelimitedWriter;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use flowlake_gen::{GenConfig, records};
-use flowlake_schemas::FlowBatchBuilder;
+use flowlake_schemas::{FlowBatchBuilder, flow_schema, records_to_batch};
+
+fn json_schema() -> SchemaRef {
+    let fields: Vec<Field> = flow_schema()
+        .fields()
+        .iter()
+        .map(|f| match f.data_type() {
+            DataType::Timestamp(unit, Some(_)) => {
+                let tz = DataType::Timestamp(*unit, Some("+00:00".into()));
+                f.as_ref().clone().with_data_type(tz)
+            }
+            _ => f.as_ref().clone(),
+        })
+        .collect();
+    Arc::new(Schema::new(fields))
+}
 
 fn builder(c: &mut Criterion) {
     let mut cfg = GenConfig::for_tests(std::env::temp_dir());
     cfg.duration = chrono::Duration::minutes(10);
     cfg.rate = 200.0;
     let rows = records(&cfg);
-    let batch = 65_536.min(rows.len());
+    let n = 65_536.min(rows.len());
+    let rows = &rows[..n];
+
+    // arrow-json knows offset time zones only (no chrono-tz): the peer reads and
+    // writes the timestamps as "+00:00", the same instants.
+    let json_schema = json_schema();
+    let batch = records_to_batch(rows);
+    let batch = RecordBatch::try_new(
+        Arc::clone(&json_schema),
+        batch
+            .columns()
+            .iter()
+            .zip(json_schema.fields())
+            .map(|(c, f)| cast(c, f.data_type()).unwrap())
+            .collect(),
+    )
+    .unwrap();
+    let mut ndjson = Vec::new();
+    {
+        let mut w = LineDelimitedWriter::new(&mut ndjson);
+        w.write(&batch).unwrap();
+        w.finish().unwrap();
+    }
+
     let mut group = c.benchmark_group("builder");
-    group.throughput(Throughput::Elements(batch as u64));
-    let mut b = FlowBatchBuilder::with_capacity(batch);
-    group.bench_function("records_to_batch_64k", |bench| {
+    group.throughput(Throughput::Elements(n as u64));
+    let mut b = FlowBatchBuilder::with_capacity(n);
+    group.bench_function("flowlake_builder_64k", |bench| {
         bench.iter(|| {
-            b.extend(&rows[..batch]);
+            b.extend(rows);
             std::hint::black_box(b.finish())
         })
+    });
+    group.bench_function("peer_arrow_json_decode_64k", |bench| {
+        bench.iter(|| {
+            let reader = ReaderBuilder::new(Arc::clone(&json_schema))
+                .with_batch_size(n)
+                .build(Cursor::new(&ndjson))
+                .unwrap();
+            for batch in reader {
+                std::hint::black_box(batch.unwrap());
+            }
+        })
+    });
+    group.bench_function("peer_clone_records_64k", |bench| {
+        bench.iter(|| std::hint::black_box(rows.to_vec()))
     });
     group.finish();
 }

@@ -1,6 +1,7 @@
 //! Records → `RecordBatch`: one typed Arrow builder per column, appended in place.
 
 use std::fmt::Write as _;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use arrow::array::{
@@ -131,6 +132,39 @@ pub struct FlowBatchBuilder {
     partition: Option<PartitionCache>,
 }
 
+/// Appends an address in canonical text. IPv4 (nearly every row) is formatted by
+/// hand: `Display` goes through the formatting machinery four times per address
+/// and was a third of the builder's cost.
+fn append_ip(b: &mut StringBuilder, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            let mut buf = [0u8; 15];
+            let mut n = 0;
+            for (i, o) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    buf[n] = b'.';
+                    n += 1;
+                }
+                if o >= 100 {
+                    buf[n] = b'0' + o / 100;
+                    n += 1;
+                }
+                if o >= 10 {
+                    buf[n] = b'0' + (o / 10) % 10;
+                    n += 1;
+                }
+                buf[n] = b'0' + o % 10;
+                n += 1;
+            }
+            b.append_value(std::str::from_utf8(&buf[..n]).expect("ASCII digits and dots"));
+        }
+        IpAddr::V6(_) => {
+            write!(b, "{ip}").expect("writing to a builder cannot fail");
+            b.append_value("");
+        }
+    }
+}
+
 fn ts_builder(n: usize) -> TimestampMicrosecondBuilder {
     TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC")
 }
@@ -220,10 +254,8 @@ impl FlowBatchBuilder {
         self.direction.append_value(r.direction().as_str());
         self.ip_version.append_value(r.ip_version() as i8);
         self.protocol.append_value(r.protocol.name());
-        write!(self.src_ip, "{}", r.src.ip).expect("writing to a builder cannot fail");
-        self.src_ip.append_value("");
-        write!(self.dst_ip, "{}", r.dst.ip).expect("writing to a builder cannot fail");
-        self.dst_ip.append_value("");
+        append_ip(&mut self.src_ip, r.src.ip);
+        append_ip(&mut self.dst_ip, r.dst.ip);
         self.src_port.append_option(r.src.port.map(i32::from));
         self.dst_port.append_option(r.dst.port.map(i32::from));
         self.icmp_type

@@ -136,6 +136,26 @@ fn ip_text_is_canonical() {
 }
 
 #[test]
+fn every_ipv4_octet_is_formatted_like_display() {
+    let mut b = FlowBatchBuilder::with_capacity(256);
+    let mut expected = Vec::new();
+    for o in 0..=255u8 {
+        let mut r = tcp_record();
+        r.src.ip = IpAddr::from([o, 255 - o, o / 2, 10]);
+        expected.push(r.src.ip.to_string());
+        b.append(&r);
+    }
+    let batch = b.finish();
+    let col = batch.column_by_name(col::SRC_IP).unwrap();
+    for (i, want) in expected.iter().enumerate() {
+        assert_eq!(
+            &arrow::util::display::array_value_to_string(col, i).unwrap(),
+            want
+        );
+    }
+}
+
+#[test]
 fn builder_is_reusable_after_finish() {
     let mut b = FlowBatchBuilder::with_capacity(2);
     b.append(&tcp_record());

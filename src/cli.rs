@@ -32,7 +32,7 @@ pub enum Command {
     /// Write a deterministic synthetic workload of flow records.
     Gen(flowlake_gen::GenArgs),
     /// Node agent: eBPF flows, drops, DNS and TCP health, shipped to the ingester.
-    Collector(flowlake_collector::agent::AgentArgs),
+    Collector(Box<flowlake_collector::agent::AgentArgs>),
     /// Receive Arrow batches over HTTP and store them as a Delta Lake table.
     Ingester(flowlake_ingester::IngesterArgs),
     /// SQL over HTTP, per-pod questions and the Grafana datasource.
@@ -77,7 +77,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
                 .build()?
                 .block_on(async {
                     let shutdown = crate::standalone::shutdown_signal();
-                    flowlake_collector::agent::run(args.into(), shutdown).await
+                    flowlake_collector::agent::run((*args).into(), shutdown).await
                 })?;
             Ok(ExitCode::SUCCESS)
         }

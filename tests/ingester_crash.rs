@@ -252,7 +252,10 @@ n, b = duckdb.connect().execute("select count(*), sum(bytes) from read_parquet(?
 print(n, b)
 "#;
     let out = python
-        .args(["-c", script])
+        .args([
+            "-c",
+            &format!("{script}\nimport os, sys\nsys.stdout.flush()\nos._exit(0)"),
+        ])
         .arg(dir.path().join("table"))
         .output()
         .unwrap();

@@ -54,7 +54,11 @@ async fn python_deltalake_and_duckdb_read_what_was_sent() {
     }
     ing.shutdown().await.unwrap();
     let out = python
-        .args(["-c", READ, &cfg.table.location])
+        .args([
+            "-c",
+            &format!("{READ}\nimport os, sys\nsys.stdout.flush()\nos._exit(0)"),
+            &cfg.table.location,
+        ])
         .output()
         .unwrap();
     assert!(

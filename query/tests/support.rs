@@ -114,10 +114,13 @@ pub fn python_has(module: &str) -> bool {
     ok
 }
 
-/// Runs a python snippet, returning stdout (panics with stderr on failure).
+/// Runs a python snippet, returning stdout (panics with stderr on failure). The
+/// snippet leaves through `os._exit`: python deltalake's runtime threads can abort
+/// an otherwise successful interpreter at shutdown.
 pub fn python(code: &str) -> String {
+    let code = format!("{code}\nimport os, sys\nsys.stdout.flush()\nos._exit(0)");
     let out = std::process::Command::new("python3")
-        .args(["-c", code])
+        .args(["-c", &code])
         .output()
         .unwrap();
     assert!(

@@ -31,8 +31,9 @@ fn gen_into(dir: &Path, format: &str) {
     assert!(stdout.contains("wrote 20000 rows in 2 files"), "{stdout}");
 }
 
-/// Python with pyarrow and duckdb, or a printed reason why not.
-fn python_with(modules: &str) -> Option<Command> {
+/// Python with `modules`, or a printed reason why not (a failure under
+/// FLOWLAKE_REQUIRE_PRIVILEGED=1). Shared by the e2e modules.
+pub(crate) fn python_with(modules: &str) -> Option<Command> {
     let ok = Command::new("python3")
         .args(["-c", &format!("import {modules}")])
         .status()

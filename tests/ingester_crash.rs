@@ -7,22 +7,6 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Python with `modules`, or a printed reason (a failure under
-/// FLOWLAKE_REQUIRE_PRIVILEGED=1).
-fn python_with(modules: &str) -> Option<Command> {
-    let ok = Command::new("python3")
-        .args(["-c", &format!("import {modules}")])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok && std::env::var("FLOWLAKE_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
-        panic!("python3 with {modules} is required");
-    }
-    if !ok {
-        eprintln!("skipping the reader check: python3 with {modules} is not installed");
-    }
-    ok.then(|| Command::new("python3"))
-}
-
 fn free_addr() -> SocketAddr {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -241,7 +225,7 @@ fn kill_9_mid_stream_loses_and_duplicates_nothing() {
     assert_eq!(table_rows(dir.path()), acked_total);
     let acked_batches = acked_total / per;
     let want_bytes: u64 = records[..acked_batches * per].iter().map(|r| r.bytes).sum();
-    let Some(mut python) = python_with("deltalake, duckdb") else {
+    let Some(mut python) = crate::gen_cli::python_with("deltalake, duckdb") else {
         return;
     };
     let script = r#"

@@ -73,6 +73,33 @@ static __always_inline int end_from_sockaddr(const __u8 *sa, __u8 *ip, __u16 *po
 	return 0;
 }
 
+/* The key of a socket event that carries both ends as sockaddrs (v4 or v6). */
+static __always_inline int key_from_sockaddrs(struct tcp_key *key, const void *saddr, const void *daddr)
+{
+	__u8 s[28], d[28];
+	__u8 v1, v2;
+	bpf_probe_read_kernel(s, sizeof(s), saddr);
+	bpf_probe_read_kernel(d, sizeof(d), daddr);
+	if (end_from_sockaddr(s, key->src_ip, &key->src_port, &v1) ||
+	    end_from_sockaddr(d, key->dst_ip, &key->dst_port, &v2))
+		return -1;
+	key->ip_version = v1;
+	return 0;
+}
+
+/* Adds one to a counter of the flow's health entry. */
+static __always_inline void count(struct tcp_key *key, int resets)
+{
+	struct tcp_stats *st = health(key);
+	if (!st)
+		return;
+	if (resets)
+		__sync_fetch_and_add(&st->resets, 1);
+	else
+		__sync_fetch_and_add(&st->retransmits, 1);
+	st->last_ns = bpf_ktime_get_boot_ns();
+}
+
 SEC("tracepoint/tcp/tcp_retransmit_skb")
 int tcp_retransmit(struct trace_event_raw_tcp_retransmit_skb *ctx)
 {
@@ -82,11 +109,7 @@ int tcp_retransmit(struct trace_event_raw_tcp_retransmit_skb *ctx)
 		return 0;
 	key.src_port = BPF_CORE_READ(ctx, sport);
 	key.dst_port = BPF_CORE_READ(ctx, dport);
-	struct tcp_stats *st = health(&key);
-	if (st) {
-		__sync_fetch_and_add(&st->retransmits, 1);
-		st->last_ns = bpf_ktime_get_boot_ns();
-	}
+	count(&key, 0);
 	return 0;
 }
 
@@ -94,19 +117,9 @@ SEC("tracepoint/tcp/tcp_send_reset")
 int tcp_send_reset(struct trace_event_raw_tcp_send_reset *ctx)
 {
 	struct tcp_key key = {};
-	__u8 s[28], d[28];
-	__u8 v1, v2;
-	bpf_probe_read_kernel(s, sizeof(s), ctx->saddr);
-	bpf_probe_read_kernel(d, sizeof(d), ctx->daddr);
-	if (end_from_sockaddr(s, key.src_ip, &key.src_port, &v1) ||
-	    end_from_sockaddr(d, key.dst_ip, &key.dst_port, &v2))
+	if (key_from_sockaddrs(&key, ctx->saddr, ctx->daddr))
 		return 0;
-	key.ip_version = v1;
-	struct tcp_stats *st = health(&key);
-	if (st) {
-		__sync_fetch_and_add(&st->resets, 1);
-		st->last_ns = bpf_ktime_get_boot_ns();
-	}
+	count(&key, 1);
 	return 0;
 }
 
@@ -120,11 +133,7 @@ int tcp_receive_reset(struct trace_event_raw_tcp_event_sk *ctx)
 		return 0;
 	key.src_port = BPF_CORE_READ(ctx, dport);
 	key.dst_port = BPF_CORE_READ(ctx, sport);
-	struct tcp_stats *st = health(&key);
-	if (st) {
-		__sync_fetch_and_add(&st->resets, 1);
-		st->last_ns = bpf_ktime_get_boot_ns();
-	}
+	count(&key, 1);
 	return 0;
 }
 
@@ -132,14 +141,8 @@ SEC("tracepoint/tcp/tcp_probe")
 int tcp_probe(struct trace_event_raw_tcp_probe *ctx)
 {
 	struct tcp_key key = {};
-	__u8 s[28], d[28];
-	__u8 v1, v2;
-	bpf_probe_read_kernel(s, sizeof(s), ctx->saddr);
-	bpf_probe_read_kernel(d, sizeof(d), ctx->daddr);
-	if (end_from_sockaddr(s, key.src_ip, &key.src_port, &v1) ||
-	    end_from_sockaddr(d, key.dst_ip, &key.dst_port, &v2))
+	if (key_from_sockaddrs(&key, ctx->saddr, ctx->daddr))
 		return 0;
-	key.ip_version = v1;
 	__u32 srtt = BPF_CORE_READ(ctx, srtt);
 	if (!srtt)
 		return 0;

@@ -36,15 +36,34 @@ struct flow_key {
 };
 
 /* The flows map is per-CPU: one of these per CPU per key; userspace sums
- * packets/bytes, ORs flags, keeps the earliest first_ns (of copies with
- * packets) and the latest last_ns / largest handshake_us. */
+ * packets/bytes, ORs flags, keeps the earliest first (of copies with
+ * packets) and the latest last / largest handshake_us. */
 struct flow_stats {
 	__u64 packets;
 	__u64 bytes; /* from the IP header on */
-	__u64 first_ns; /* bpf_ktime_get_boot_ns */
-	__u64 last_ns;
+	__u64 first_jiffies; /* bpf_jiffies64: see struct flk_clock_sample */
+	__u64 last_jiffies;
 	__u32 handshake_us; /* SYN -> SYN-ACK, set on the SYN direction */
 	__u32 tcp_flags;
+};
+
+/* The per-CPU flow cache in front of the flows hash (flows.bpf.c): slots per
+ * bank, two banks; index = bank * FLK_CACHE_SLOTS + slot. */
+#define FLK_CACHE_SLOTS_LOG2 6
+#define FLK_CACHE_SLOTS (1 << FLK_CACHE_SLOTS_LOG2)
+
+/* One slot: a key and its packets since the slot took it (packets == 0:
+ * empty). handshake_us is always 0 here. */
+struct flow_cache_slot {
+	struct flow_key key;
+	struct flow_stats stats;
+};
+
+/* One instant read on both clocks (flows.bpf.c clock_sample): userspace
+ * converts flow times from jiffies to boot time with two of these. */
+struct flk_clock_sample {
+	__u64 jiffies;
+	__u64 boot_ns; /* bpf_ktime_get_boot_ns */
 };
 
 /* A packet freed with a drop reason, aggregated per flow, reason and place. */

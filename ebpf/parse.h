@@ -158,11 +158,16 @@ struct {
 	__type(value, __u64);
 } losses SEC(".maps");
 
-static __always_inline void flk_count_loss(__u32 slot)
+static __always_inline void flk_count_losses(__u32 slot, __u64 n)
 {
 	__u64 *v = bpf_map_lookup_elem(&losses, &slot);
 	if (v)
-		*v += 1;
+		*v += n;
+}
+
+static __always_inline void flk_count_loss(__u32 slot)
+{
+	flk_count_losses(slot, 1);
 }
 
 #endif

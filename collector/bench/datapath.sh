@@ -9,7 +9,8 @@
 #
 # Env: LOADER (bench_attach binary; default: release build, else debug build),
 #      GEN (flow_gen binary), PAIRS (throughput pairs, 10), SECS (seconds per iperf3 run, 3),
-#      COST_SECS (iperf3 seconds in the cost run, 10).
+#      COST_SECS (iperf3 seconds in the cost run, 10),
+#      COUNTER_FIRST=1 (cost: attach the counter before the flow programs instead of after).
 set -euo pipefail
 
 MODE=${1:-all}
@@ -117,13 +118,15 @@ udp_run() { iperf '.end.sum | (.packets - .lost_packets) / .seconds' -u -l 64 -b
 cost() {
 	local load=$1
 	sysctl -qw kernel.bpf_stats_enabled=1
-	start_loader --counter "$VA" --counter "$VB"
+	local order=()
+	[ "${COUNTER_FIRST:-0}" = 1 ] && order=(--counter-first)
+	start_loader --counter "$VA" --counter "$VB" "${order[@]}"
 	snapshot >"$LOG/before"
 	if [ "$load" = tcp ]; then tcp_run "$COST_SECS" >/dev/null; else udp_run "$COST_SECS" >/dev/null; fi
 	snapshot >"$LOG/after"
 	stop_loader
 	sysctl -qw kernel.bpf_stats_enabled=0
-	echo "### datapath cost per packet, iperf3 $load load ${COST_SECS}s, A -> B across the bridge"
+	echo "### datapath cost per packet, iperf3 $load load ${COST_SECS}s, A -> B across the bridge, counter $([ "${COUNTER_FIRST:-0}" = 1 ] && echo first || echo last)"
 	printf "| %-18s | %12s | %10s | %9s |\n" program runs ns/run "x counter"
 	echo "|--------------------|--------------|------------|-----------|"
 	join <(sort "$LOG/before") <(sort "$LOG/after") | awk '

@@ -12,7 +12,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use aya::EbpfLoader;
-use aya::programs::{SchedClassifier, TcAttachType};
+use aya::programs::tc::TcAttachOptions;
+use aya::programs::{LinkOrder, SchedClassifier, TcAttachType};
 use clap::Parser;
 use flowlake_collector::datapath::objects;
 use flowlake_collector::{Datapath, DatapathConfig, DatapathMetrics};
@@ -26,6 +27,10 @@ struct Args {
     /// Interfaces (in that namespace) that also get the minimal counter, both hooks.
     #[arg(long)]
     counter: Vec<String>,
+    /// Attach the counter before the flow programs on each hook instead of
+    /// after them (the fairness check of the cost comparison).
+    #[arg(long)]
+    counter_first: bool,
     /// Run only the counter, not the collector datapath.
     #[arg(long)]
     no_datapath: bool,
@@ -81,8 +86,8 @@ fn main() -> Result<(), BoxError> {
         Some((dp, consumer))
     };
 
-    // The counter runs after the flow programs on each hook (TCX appends), so
-    // it never pays for a cold skb the flow program warmed.
+    // By default the counter runs after the flow programs on each hook (TCX
+    // appends); `--counter-first` puts it in front, so it meets the skb first.
     let mut counter = EbpfLoader::new().load(objects::COUNTER)?;
     if !args.counter.is_empty() {
         let prog: &mut SchedClassifier = counter
@@ -91,8 +96,17 @@ fn main() -> Result<(), BoxError> {
             .try_into()?;
         prog.load()?;
         for iface in &args.counter {
-            prog.attach(iface, TcAttachType::Ingress)?;
-            prog.attach(iface, TcAttachType::Egress)?;
+            for hook in [TcAttachType::Ingress, TcAttachType::Egress] {
+                if args.counter_first {
+                    prog.attach_with_options(
+                        iface,
+                        hook,
+                        TcAttachOptions::TcxOrder(LinkOrder::first()),
+                    )?;
+                } else {
+                    prog.attach(iface, hook)?;
+                }
+            }
         }
     }
 

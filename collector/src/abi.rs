@@ -37,30 +37,51 @@ pub struct FlowKey {
 pub struct FlowStats {
     pub packets: u64,
     pub bytes: u64,
-    pub first_ns: u64,
-    pub last_ns: u64,
+    pub first_jiffies: u64,
+    pub last_jiffies: u64,
     pub handshake_us: u32,
     pub tcp_flags: u32,
 }
 
 impl FlowStats {
     /// Merges the per-CPU copies of one key of the (per-CPU) flows map:
-    /// packets and bytes summed, flags ORed, the earliest first_ns of the
-    /// copies that saw packets, the latest last_ns, the largest handshake.
+    /// packets and bytes summed, flags ORed, the earliest first time of the
+    /// copies that saw packets, the latest last time, the largest handshake.
+    /// Also merges a key's cached packets (flow cache) with its hash entry.
     pub fn merge(copies: &[FlowStats]) -> FlowStats {
         let mut out = FlowStats::default();
         for c in copies {
-            if c.packets > 0 && (out.packets == 0 || c.first_ns < out.first_ns) {
-                out.first_ns = c.first_ns;
+            if c.packets > 0 && (out.packets == 0 || c.first_jiffies < out.first_jiffies) {
+                out.first_jiffies = c.first_jiffies;
             }
             out.packets += c.packets;
             out.bytes += c.bytes;
-            out.last_ns = out.last_ns.max(c.last_ns);
+            out.last_jiffies = out.last_jiffies.max(c.last_jiffies);
             out.handshake_us = out.handshake_us.max(c.handshake_us);
             out.tcp_flags |= c.tcp_flags;
         }
         out
     }
+}
+
+/// Slots per bank of the per-CPU flow cache (`FLK_CACHE_SLOTS`); two banks.
+pub const CACHE_SLOTS: u32 = 64;
+
+/// One slot of the flow cache (`struct flow_cache_slot`); empty when
+/// `stats.packets == 0`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FlowCacheSlot {
+    pub key: FlowKey,
+    pub stats: FlowStats,
+}
+
+/// One instant read as jiffies and as boot time (`struct flk_clock_sample`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ClockSample {
+    pub jiffies: u64,
+    pub boot_ns: u64,
 }
 
 #[repr(C)]
@@ -127,10 +148,14 @@ const _: () = {
     assert!(offset_of!(FlowKey, direction) == 44);
     assert!(size_of::<FlowStats>() == 40);
     assert!(offset_of!(FlowStats, bytes) == 8);
-    assert!(offset_of!(FlowStats, first_ns) == 16);
-    assert!(offset_of!(FlowStats, last_ns) == 24);
+    assert!(offset_of!(FlowStats, first_jiffies) == 16);
+    assert!(offset_of!(FlowStats, last_jiffies) == 24);
     assert!(offset_of!(FlowStats, handshake_us) == 32);
     assert!(offset_of!(FlowStats, tcp_flags) == 36);
+    assert!(size_of::<FlowCacheSlot>() == 88);
+    assert!(offset_of!(FlowCacheSlot, stats) == 48);
+    assert!(size_of::<ClockSample>() == 16);
+    assert!(offset_of!(ClockSample, boot_ns) == 8);
     assert!(size_of::<DropKey>() == 64);
     assert!(offset_of!(DropKey, reason) == 48);
     assert!(offset_of!(DropKey, netns) == 52);
@@ -154,6 +179,8 @@ const _: () = {
 // that Rust would read as invalid values (all fields are integers/arrays).
 unsafe impl aya::Pod for FlowKey {}
 unsafe impl aya::Pod for FlowStats {}
+unsafe impl aya::Pod for FlowCacheSlot {}
+unsafe impl aya::Pod for ClockSample {}
 unsafe impl aya::Pod for DropKey {}
 unsafe impl aya::Pod for DropStats {}
 unsafe impl aya::Pod for TcpKey {}
@@ -206,8 +233,8 @@ mod tests {
         let a = FlowStats {
             packets: 3,
             bytes: 300,
-            first_ns: 20,
-            last_ns: 50,
+            first_jiffies: 20,
+            last_jiffies: 50,
             handshake_us: 0,
             tcp_flags: 0x02,
         };
@@ -218,8 +245,8 @@ mod tests {
         let b = FlowStats {
             packets: 2,
             bytes: 80,
-            first_ns: 10,
-            last_ns: 40,
+            first_jiffies: 10,
+            last_jiffies: 40,
             handshake_us: 0,
             tcp_flags: 0x10,
         };
@@ -229,8 +256,8 @@ mod tests {
             FlowStats {
                 packets: 5,
                 bytes: 380,
-                first_ns: 10,
-                last_ns: 50,
+                first_jiffies: 10,
+                last_jiffies: 50,
                 handshake_us: 7,
                 tcp_flags: 0x12,
             }

@@ -27,15 +27,20 @@ struct BatchAttr {
 
 #[repr(C)]
 #[derive(Default)]
-struct ElemAttr {
-    map_fd: u32,
-    _pad: u32,
-    key: u64,
-    value: u64,
-    flags: u64,
+pub(crate) struct ElemAttr {
+    pub(crate) map_fd: u32,
+    pub(crate) _pad: u32,
+    pub(crate) key: u64,
+    pub(crate) value: u64,
+    pub(crate) flags: u64,
 }
 
-fn sys_bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<()> {
+pub(crate) fn sys_bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<()> {
+    sys_bpf_ret(cmd, attr).map(|_| ())
+}
+
+/// bpf(2) returning the syscall's value (a new fd for the create commands).
+pub(crate) fn sys_bpf_ret<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<libc::c_long> {
     // SAFETY: attr points at a live, correctly laid out bpf_attr prefix of size_of::<T>().
     let rc = unsafe {
         libc::syscall(
@@ -48,7 +53,7 @@ fn sys_bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<()> {
     if rc < 0 {
         Err(io::Error::last_os_error())
     } else {
-        Ok(())
+        Ok(rc)
     }
 }
 

@@ -22,6 +22,7 @@ use crate::config::DatapathConfig;
 use crate::datapath::Programs;
 use crate::dns::DnsTracker;
 use crate::error::{CollectorError, Result};
+use crate::flowcache::{self, JiffiesClock};
 use crate::metrics::{DatapathMetrics, LossKind};
 use crate::netlink::{LinkEvent, LinkWatcher};
 use crate::records::{BootClock, Iface, RecordContext, observation_point};
@@ -139,6 +140,11 @@ struct Run {
     cluster: Arc<str>,
     node: Arc<str>,
     interval_start: DateTime<Utc>,
+    /// Packets taken from the flow cache by idle scans, per key, not yet
+    /// evicted with their key's hash entry.
+    pending: HashMap<FlowKey, FlowStats>,
+    /// Flow times (jiffies) against boot time; None without flow programs.
+    clock: Option<JiffiesClock>,
 }
 
 impl Run {
@@ -160,6 +166,11 @@ impl Run {
         };
         let programs = Programs::load(config.flow_map_entries, reasons.min_counted(), &metrics)?;
         let links = LinkWatcher::open()?;
+        let clock = match programs.clock_sample() {
+            Some(Ok(s)) => Some(JiffiesClock::new(s)),
+            Some(Err(e)) => return Err(CollectorError::io("sample the flow clock", e)),
+            None => None,
+        };
         let mut run = Run {
             cluster: config.cluster.as_str().into(),
             node: config.node.as_str().into(),
@@ -176,6 +187,8 @@ impl Run {
             dns: DnsTracker::default(),
             netns: own_netns_inode(),
             interval_start: Utc::now(),
+            pending: HashMap::new(),
+            clock,
         };
         // The initial dump: attach before returning so callers can send traffic.
         for _ in 0..20 {
@@ -349,11 +362,22 @@ impl Run {
         {
             warn!(error = %e, "drain tcp_health");
         }
+        // The cache bank first: packets counted after the switch go to the
+        // hash (drained next) or the new bank (the next interval).
+        let cached = self.programs.take_cached().unwrap_or_else(|e| {
+            warn!(error = %e, "take flow cache");
+            Vec::new()
+        });
         if let Some((fd, cpus)) = self.programs.flow_map()
             && let Err(e) = batch::drain_percpu(fd, true, cpus, FlowStats::merge, &mut flows)
         {
             warn!(error = %e, "drain flows");
         }
+        let mut merged = std::mem::take(&mut self.pending);
+        for (k, s) in flows.drain(..).chain(cached) {
+            flowcache::merge_into(&mut merged, k, s);
+        }
+        flows.extend(merged);
         if let Some(fd) = self.programs.drop_map_fd()
             && let Err(e) = batch::drain(fd, true, &mut drops)
         {
@@ -397,8 +421,34 @@ impl Run {
     }
 
     /// Evicts flows idle for longer than the idle timeout, one atomic
-    /// lookup-and-delete each.
+    /// lookup-and-delete each, with their packets taken from the flow cache.
     fn evict_idle(&mut self) {
+        if !self.programs.has_flows() {
+            return;
+        }
+        match self.programs.take_cached() {
+            Ok(cached) => {
+                for (k, s) in cached {
+                    flowcache::merge_into(&mut self.pending, k, s);
+                }
+            }
+            Err(e) => warn!(error = %e, "take flow cache"),
+        }
+        let cutoff = match (self.programs.clock_sample(), self.clock.as_mut()) {
+            (Some(Ok(sample)), Some(clock)) => {
+                clock.update(sample);
+                clock.idle_cutoff(self.config.idle_timeout)
+            }
+            (Some(Err(e)), _) => {
+                warn!(error = %e, "sample the flow clock");
+                None
+            }
+            _ => None,
+        };
+        // Not calibrated yet (the first ticks after start): no idle flow.
+        let Some(cutoff) = cutoff else {
+            return;
+        };
         let Some((fd, cpus)) = self.programs.flow_map() else {
             return;
         };
@@ -407,17 +457,38 @@ impl Run {
             warn!(error = %e, "scan flows");
             return;
         }
-        let cutoff =
-            BootClock::boot_now_ns().saturating_sub(self.config.idle_timeout.as_nanos() as u64);
         let mut taken = Vec::new();
         for (k, s) in all {
-            if s.last_ns >= cutoff {
+            let last = self
+                .pending
+                .get(&k)
+                .map_or(s.last_jiffies, |p| p.last_jiffies.max(s.last_jiffies));
+            if last >= cutoff {
                 continue;
             }
-            match batch::take_percpu(fd, &k, cpus, FlowStats::merge) {
-                Ok(Some(v)) => taken.push((k, v)),
-                Ok(None) => {}
-                Err(e) => warn!(error = %e, "evict idle flow"),
+            let hash = match batch::take_percpu(fd, &k, cpus, FlowStats::merge) {
+                Ok(v) => v,
+                Err(e) => {
+                    warn!(error = %e, "evict idle flow");
+                    continue;
+                }
+            };
+            let merged = match (hash, self.pending.remove(&k)) {
+                (Some(h), Some(p)) => FlowStats::merge(&[h, p]),
+                (Some(v), None) | (None, Some(v)) => v,
+                (None, None) => continue,
+            };
+            taken.push((k, merged));
+        }
+        let idle: Vec<FlowKey> = self
+            .pending
+            .iter()
+            .filter(|(_, s)| s.last_jiffies < cutoff)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in idle {
+            if let Some(s) = self.pending.remove(&k) {
+                taken.push((k, s));
             }
         }
         if taken.is_empty() {

@@ -8,13 +8,14 @@
 use std::collections::HashMap;
 use std::os::fd::{AsFd, BorrowedFd};
 
-use aya::maps::{Map, MapData, PerCpuArray, RingBuf};
+use aya::maps::{Array, Map, MapData, PerCpuArray, RingBuf};
 use aya::programs::{SchedClassifier, TcAttachType, TracePoint, tc::SchedClassifierLinkId};
 use aya::{Ebpf, EbpfLoader};
 use tracing::{info, warn};
 
-use crate::abi;
+use crate::abi::{self, ClockSample, FlowKey, FlowStats};
 use crate::error::{CollectorError, Result};
+use crate::flowcache::{self, FlowCache};
 use crate::metrics::{DatapathMetrics, LossKind};
 
 /// The compiled objects (built by build.rs from `ebpf/`, or the committed copies).
@@ -54,6 +55,10 @@ pub struct Programs {
     drop_map: Option<Map>,
     tcp_map: Option<Map>,
     dns: Option<RingBuf<MapData>>,
+    /// The flow programs' per-CPU cache in front of `flow_map`.
+    cache: Option<FlowCache>,
+    /// `clock_sample`'s output map (jiffies and boot time at one instant).
+    clock: Option<Array<MapData, ClockSample>>,
     attached: HashMap<u32, Attached>,
     /// Loss counters already exported, per (object, slot).
     exported: HashMap<(&'static str, u32), u64>,
@@ -118,6 +123,11 @@ impl Programs {
                     ok &= r.is_ok();
                     note(name, r.map_err(|e| error_chain(&e)));
                 }
+                // Never attached: run by userspace to calibrate flow times.
+                if let Err(e) = load_classifier(&mut bpf, "clock_sample") {
+                    ok = false;
+                    note("flow_ingress", Err(error_chain(&e)));
+                }
                 ok.then_some(bpf)
             }
             Err(e) => {
@@ -171,6 +181,23 @@ impl Programs {
             .as_mut()
             .and_then(|b| b.take_map("dns_events"))
             .and_then(|m| RingBuf::try_from(m).ok());
+        let cache = match flows.as_mut().map(|b| {
+            (
+                b.take_map("cache_bank").map(Array::try_from),
+                b.take_map("flow_cache").map(PerCpuArray::try_from),
+            )
+        }) {
+            Some((Some(Ok(bank)), Some(Ok(slots)))) => Some(
+                FlowCache::new(bank, slots, cpus)
+                    .map_err(|e| CollectorError::io("flow cache", e))?,
+            ),
+            Some(_) => return Err(CollectorError::Config("flow cache maps missing".into())),
+            None => None,
+        };
+        let clock = flows
+            .as_mut()
+            .and_then(|b| b.take_map("clock"))
+            .and_then(|m| Array::try_from(m).ok());
         let drop_map = drops.as_mut().and_then(|b| b.take_map("drops"));
         let tcp_map = tcp.as_mut().and_then(|b| b.take_map("tcp_health"));
         Ok(Programs {
@@ -182,6 +209,8 @@ impl Programs {
             drop_map,
             tcp_map,
             dns,
+            cache,
+            clock,
             attached: HashMap::new(),
             exported: HashMap::new(),
         })
@@ -305,6 +334,30 @@ impl Programs {
     /// The per-CPU flows map and its copies per key (possible CPUs).
     pub fn flow_map(&self) -> Option<(BorrowedFd<'_>, usize)> {
         fd_of(&self.flow_map).map(|fd| (fd, self.cpus))
+    }
+
+    /// Switches the flow cache's bank and returns the packets of the old one
+    /// (see [`FlowCache::take`]); empty without flow programs.
+    pub fn take_cached(&mut self) -> std::io::Result<Vec<(FlowKey, FlowStats)>> {
+        match self.cache.as_mut() {
+            Some(c) => c.take(),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Jiffies and boot time at one instant (None without flow programs).
+    pub fn clock_sample(&self) -> Option<std::io::Result<ClockSample>> {
+        let prog: &SchedClassifier = self
+            .flows
+            .as_ref()?
+            .program("clock_sample")?
+            .try_into()
+            .ok()?;
+        let fd = match prog.fd() {
+            Ok(fd) => fd.as_fd(),
+            Err(e) => return Some(Err(std::io::Error::other(e))),
+        };
+        Some(flowcache::sample_clock(fd, self.clock.as_ref()?))
     }
 
     pub fn drop_map_fd(&self) -> Option<BorrowedFd<'_>> {

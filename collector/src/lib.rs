@@ -16,6 +16,7 @@ pub mod datapath;
 pub mod dns;
 pub mod enrich;
 pub mod error;
+pub mod flowcache;
 pub mod metrics;
 pub mod netlink;
 pub mod records;

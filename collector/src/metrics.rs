@@ -105,6 +105,12 @@ impl DatapathMetrics {
             .inc_by(n);
     }
 
+    pub fn evicted_count(&self, reason: &str) -> u64 {
+        self.evicted
+            .get_or_create(&vec![("reason", reason.to_string())])
+            .get()
+    }
+
     pub fn set_program(&self, program: &str, loaded: bool) {
         self.program_loaded
             .get_or_create(&vec![("program", program.to_string())])

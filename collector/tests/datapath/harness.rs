@@ -177,9 +177,40 @@ impl Topology {
         PathBuf::from(format!("/var/run/netns/{}", self.pods[i].ns))
     }
 
-    /// Starts a datapath observing the node namespace.
+    /// Captures of both directions of every pod's host-side veth, in `dir`
+    /// (file names start with `prefix`): ingress is `from_pod`, egress `to_pod`.
+    pub fn capture_pods(&self, dir: &Path, prefix: &str) -> Vec<(ObservationPoint, Capture)> {
+        let node = self.node_ns();
+        let mut caps = Vec::new();
+        for (i, p) in self.pods.iter().enumerate() {
+            for (q, point) in [
+                ("in", ObservationPoint::FromPod),
+                ("out", ObservationPoint::ToPod),
+            ] {
+                let file = dir.join(format!("{prefix}{i}{q}.pcap"));
+                caps.push((point, Capture::start(&node, &p.host_if, q, file)));
+            }
+        }
+        caps
+    }
+
+    /// Starts a datapath observing the node namespace (timeouts long enough
+    /// that only the stop evicts).
     pub fn collector(
         &self,
+    ) -> (
+        Datapath,
+        tokio::sync::mpsc::Receiver<Vec<FlowRecord>>,
+        DatapathMetrics,
+    ) {
+        self.collector_with(Duration::from_secs(60), Duration::from_secs(60))
+    }
+
+    /// `collector` with the given active and idle timeouts.
+    pub fn collector_with(
+        &self,
+        active_timeout: Duration,
+        idle_timeout: Duration,
     ) -> (
         Datapath,
         tokio::sync::mpsc::Receiver<Vec<FlowRecord>>,
@@ -189,8 +220,8 @@ impl Topology {
         let metrics = DatapathMetrics::new(&mut registry);
         let config = DatapathConfig {
             netns: Some(self.node_ns_path()),
-            active_timeout: Duration::from_secs(60),
-            idle_timeout: Duration::from_secs(60),
+            active_timeout,
+            idle_timeout,
             ..DatapathConfig::for_tests()
         };
         let (dp, rx) = Datapath::start(config, metrics.clone()).expect("start datapath");
@@ -241,6 +272,28 @@ pub fn finish(
 
 /// Flow identity used to compare with captures.
 pub type Tuple = (IpAddr, IpAddr, u16, u16, u8);
+
+/// Stops the captures and asserts that packets and bytes of every captured
+/// tuple `keep` selects equal the collector's totals at the same observation
+/// point; returns how many were compared.
+pub fn assert_equal_captures(
+    caps: Vec<(ObservationPoint, Capture)>,
+    got: &HashMap<(Tuple, ObservationPoint), (u64, u64)>,
+    keep: impl Fn(&Tuple) -> bool,
+) -> usize {
+    let mut compared = 0;
+    for (point, cap) in caps {
+        for (tuple, want) in cap.stop().into_iter().filter(|(t, _)| keep(t)) {
+            let have = got.get(&(tuple, point)).copied().unwrap_or_default();
+            assert_eq!(
+                have, want,
+                "{tuple:?} at {point}: collector vs capture (packets, bytes)"
+            );
+            compared += 1;
+        }
+    }
+    compared
+}
 
 /// Packets and bytes per (tuple, observation point) of forwarded rows.
 pub fn totals(records: &[FlowRecord]) -> HashMap<(Tuple, ObservationPoint), (u64, u64)> {

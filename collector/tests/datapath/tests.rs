@@ -66,17 +66,7 @@ fn flows_equal_tcpdump_capture_exactly() {
     }
     let t = Topology::new(11, 2);
     let dir = tempfile::tempdir().unwrap();
-    let node = t.node_ns();
-    let mut caps = Vec::new();
-    for (i, p) in t.pods.iter().enumerate() {
-        for (q, point) in [
-            ("in", ObservationPoint::FromPod),
-            ("out", ObservationPoint::ToPod),
-        ] {
-            let file = dir.path().join(format!("p{i}{q}.pcap"));
-            caps.push((point, Capture::start(&node, &p.host_if, q, file)));
-        }
-    }
+    let caps = t.capture_pods(dir.path(), "p");
     let (dp, rx, metrics) = t.collector();
     assert_eq!(dp.interfaces().len(), 2, "{:?}", dp.interfaces());
 
@@ -92,20 +82,7 @@ fn flows_equal_tcpdump_capture_exactly() {
 
     let records = finish(dp, rx);
     let got = totals(&records);
-    let mut compared = 0;
-    for (point, cap) in caps {
-        for (tuple, want) in cap.stop() {
-            if !ours(&t, tuple.0) || !ours(&t, tuple.1) {
-                continue;
-            }
-            let have = got.get(&(tuple, point)).copied().unwrap_or_default();
-            assert_eq!(
-                have, want,
-                "{tuple:?} at {point}: collector vs capture (packets, bytes)"
-            );
-            compared += 1;
-        }
-    }
+    let compared = assert_equal_captures(caps, &got, |tu| ours(&t, tu.0) && ours(&t, tu.1));
     assert!(compared >= 8, "only {compared} flows compared");
     // The transfer itself, both directions, both observation points.
     let tcp = got

@@ -329,3 +329,54 @@ fn conformed_batch_nulls_array_lengths_match() {
         assert_eq!(c.len(), 1);
     }
 }
+
+#[test]
+fn identities_dropped_after_append_are_not_confused_with_new_ones() {
+    // The builder remembers identities by address: a record appended and then
+    // dropped must not let a new identity at a reused address take its place.
+    let mut b = FlowBatchBuilder::with_capacity(4);
+    let mut expected = Vec::new();
+    for i in 0..200 {
+        let mut r = tcp_record();
+        r.src.identity = Some(pod("shop", &format!("web-{i}")));
+        r.interface = Some(format!("veth{i}").into());
+        b.append(&r);
+        // Keep a copy in its own allocation; `r` and its identity are dropped at the
+        // end of the iteration, so only the builder still refers to them.
+        let mut copy = r.clone();
+        copy.src.identity = Some(Arc::new(Identity::clone(
+            r.src.identity.as_deref().unwrap(),
+        )));
+        copy.interface = Some(Arc::from(&*r.interface.unwrap()));
+        expected.push(copy);
+    }
+    let batch = b.finish();
+    assert_eq!(batch_to_records(&batch).unwrap(), expected);
+}
+
+#[test]
+fn reused_builder_mixes_shared_and_missing_identities_across_batches() {
+    let a = pod("shop", "web-1");
+    let c = pod("billing", "api-7");
+    let mut b = FlowBatchBuilder::with_capacity(8);
+    for round in 0..3 {
+        let mut records = Vec::new();
+        for i in 0..50 {
+            let mut r = match i % 3 {
+                0 => tcp_record(),
+                1 => dns_record(),
+                _ => drop_record(),
+            };
+            r.src.identity = [Some(&a), Some(&c), None][(i + round) % 3].cloned();
+            r.dst.identity = [None, Some(&c), Some(&a)][i % 3].cloned();
+            if i % 7 == 0 {
+                r.protocol = Protocol::Other(47);
+            }
+            records.push(r);
+        }
+        b.extend(&records);
+        let batch = b.finish();
+        validate_batch(&batch).unwrap();
+        assert_eq!(batch_to_records(&batch).unwrap(), records, "round {round}");
+    }
+}

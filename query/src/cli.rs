@@ -1,8 +1,8 @@
 //! Entry points for the `flowlake` binary: each builds a runtime and runs a role.
 
-use std::io::Write;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use indicatif::{ProgressBar, ProgressStyle};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::QueryArgs;
@@ -35,21 +35,25 @@ pub fn export_main(args: ExportArgs) -> Result<ExportSummary> {
     let cfg = args.into_config();
     runtime()?.block_on(async move {
         let started = Instant::now();
-        let spinner = (!quiet).then(|| {
-            tokio::spawn(async move {
-                let frames = ['|', '/', '-', '\\'];
-                for i in 0.. {
-                    eprint!("\r{} exporting… {:.0?}", frames[i % 4], started.elapsed());
-                    let _ = std::io::stderr().flush();
-                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-                }
-            })
+        // The export is one DataFusion write (no row count before it ends): a spinner
+        // with the elapsed time, then the rows written. Hidden when quiet or not a TTY.
+        let bar = if quiet {
+            ProgressBar::hidden()
+        } else {
+            ProgressBar::new_spinner()
+        };
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} {msg} {elapsed_precise}")
+                .expect("static progress template"),
+        );
+        bar.set_message(format!("exporting to {}", cfg.destination));
+        bar.enable_steady_tick(Duration::from_millis(120));
+        let progress_bar = bar.clone();
+        let progress: crate::export::Progress = std::sync::Arc::new(move |rows| {
+            progress_bar.set_message(format!("{rows} rows written"));
         });
-        let outcome = run_export(&cfg, None).await;
-        if let Some(s) = spinner {
-            s.abort();
-            eprintln!("\r");
-        }
+        let outcome = run_export(&cfg, Some(progress)).await;
+        bar.finish_and_clear();
         let summary = outcome?;
         if !quiet {
             eprintln!(

@@ -6,8 +6,9 @@
 //! cargo bench -p flowlake-query --bench questions -- build --table DIR --rows 10000000 --duration 24h
 //! # time every question (pod and ranked) through QueryEngine, p50 of --runs:
 //! cargo bench -p flowlake-query --bench questions -- run --table DIR --from T --to T --runs 5 --out F.json
-//! # EXPLAIN ANALYZE of one question (name as in the JSON, e.g. talkers/ranked):
+//! # EXPLAIN ANALYZE of one question (name as in the JSON, e.g. talkers/ranked) or of --sql:
 //! cargo bench -p flowlake-query --bench questions -- explain --table DIR --from T --to T --name N
+//! # diagnostics: --only N1,N2 (run a subset), --set "k=v;k=v" (session options)
 //! ```
 
 use std::collections::{BTreeMap, HashMap};
@@ -135,7 +136,17 @@ async fn open(opts: &HashMap<String, String>) -> Result<QueryEngine, BoxError> {
     if let Some(tp) = opts.get("target-partitions") {
         config.target_partitions = tp.parse()?;
     }
-    Ok(QueryEngine::open(&config, QueryMetrics::unregistered()).await?)
+    let engine = QueryEngine::open(&config, QueryMetrics::unregistered()).await?;
+    // Diagnostics only: `--set "key=value;key=value"` session options.
+    for kv in opts.get("set").map_or("", String::as_str).split(';') {
+        if let Some((k, v)) = kv.split_once('=') {
+            engine
+                .context()
+                .sql(&format!("SET {} = {}", k.trim(), v.trim()))
+                .await?;
+        }
+    }
+    Ok(engine)
 }
 
 async fn collect(engine: &QueryEngine, sql: &str) -> Result<Vec<RecordBatch>, BoxError> {
@@ -212,8 +223,14 @@ async fn run(opts: &HashMap<String, String>) -> Result<(), BoxError> {
     let range = range_of(opts)?;
     let runs: usize = opts.get("runs").map_or(Ok(5), |r| r.parse())?;
     let (pod, list) = questions(&engine, &range).await?;
+    let only: Vec<&str> = opts
+        .get("only")
+        .map_or(Vec::new(), |o| o.split(',').collect());
     let mut results = Vec::new();
     for (name, sql) in list {
+        if !only.is_empty() && !only.contains(&name.as_str()) {
+            continue;
+        }
         let answer = collect(&engine, &sql).await?; // warm-up, and the answer
         let mut ms = Vec::new();
         for _ in 0..runs {
@@ -236,20 +253,33 @@ async fn run(opts: &HashMap<String, String>) -> Result<(), BoxError> {
         "views": VIEWS.iter().map(|(n, s)| serde_json::json!({"name": n, "sql": s})).collect::<Vec<_>>(),
         "queries": results,
     });
-    std::fs::write(&opts["out"], serde_json::to_vec_pretty(&doc)?)?;
+    if let Some(out) = opts.get("out") {
+        std::fs::write(out, serde_json::to_vec_pretty(&doc)?)?;
+    }
     Ok(())
 }
 
 async fn explain(opts: &HashMap<String, String>) -> Result<(), BoxError> {
     let engine = open(opts).await?;
     let (_, list) = questions(&engine, &range_of(opts)?).await?;
-    let (_, sql) = list
-        .iter()
-        .find(|(n, _)| *n == opts["name"])
-        .ok_or("unknown --name")?;
+    let sql = match opts.get("sql") {
+        Some(sql) => sql,
+        None => {
+            &list
+                .iter()
+                .find(|(n, _)| *n == opts["name"])
+                .ok_or("unknown --name")?
+                .1
+        }
+    };
     println!("{sql}\n");
     let plan = collect(&engine, &format!("EXPLAIN ANALYZE {sql}")).await?;
-    println!("{}", arrow::util::pretty::pretty_format_batches(&plan)?);
+    for batch in &plan {
+        let text = batch.column(1);
+        for row in 0..batch.num_rows() {
+            println!("{}", array_value_to_string(text, row)?);
+        }
+    }
     Ok(())
 }
 

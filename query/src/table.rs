@@ -8,10 +8,13 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::Session;
+use datafusion::datasource::physical_plan::{FileScanConfig, FileScanConfigBuilder, ParquetSource};
+use datafusion::datasource::source::DataSourceExec;
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::error::Result as DfResult;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::execution_plan::{ChildrenPropertiesMode, ReplaceChildrenOptions};
 use deltalake_core::DeltaTable;
 use tokio::sync::Mutex;
 
@@ -114,6 +117,49 @@ impl FlowsTable {
     }
 }
 
+/// The Delta scan always turns its predicate into a Parquet row filter (decode the
+/// predicate columns, build a row selection, then decode the rest through it). On the
+/// flow table the predicates keep rows scattered through every page, so that selection
+/// costs more than it saves (`RowSelection` work was a third of the profile). This sets
+/// the Parquet sources under `plan` to the session's `pushdown_filters` instead
+/// (DataFusion's default: off). The predicate stays on the source for file, row-group,
+/// page-index and bloom-filter pruning; the Delta scan reports its filters as inexact,
+/// so DataFusion keeps a `FilterExec` above the scan and the answer is unchanged.
+fn with_row_filter_pushdown(
+    plan: Arc<dyn ExecutionPlan>,
+    enabled: bool,
+) -> DfResult<Arc<dyn ExecutionPlan>> {
+    if let Some(exec) = plan.downcast_ref::<DataSourceExec>() {
+        let Some(config) = exec.data_source().downcast_ref::<FileScanConfig>() else {
+            return Ok(plan);
+        };
+        let Some(parquet) = config.file_source().downcast_ref::<ParquetSource>() else {
+            return Ok(plan);
+        };
+        if parquet.table_parquet_options().global.pushdown_filters == enabled {
+            return Ok(plan);
+        }
+        let source = parquet.clone().with_pushdown_filters(enabled);
+        let config = FileScanConfigBuilder::from(config.clone())
+            .with_source(Arc::new(source))
+            .build();
+        return Ok(DataSourceExec::from_data_source(config));
+    }
+    let children = plan
+        .children()
+        .into_iter()
+        .map(|c| with_row_filter_pushdown(Arc::clone(c), enabled))
+        .collect::<DfResult<Vec<_>>>()?;
+    if children.is_empty() {
+        return Ok(plan);
+    }
+    // Same partitioning and ordering: only the filtering inside the source changed.
+    plan.replace_children(
+        children,
+        ReplaceChildrenOptions::new(ChildrenPropertiesMode::Keep),
+    )
+}
+
 #[async_trait]
 impl TableProvider for FlowsTable {
     fn schema(&self) -> SchemaRef {
@@ -141,7 +187,9 @@ impl TableProvider for FlowsTable {
             );
         }
         all.extend(extra);
-        provider.scan(state, projection, &all, limit).await
+        let plan = provider.scan(state, projection, &all, limit).await?;
+        let row_filters = state.config().options().execution.parquet.pushdown_filters;
+        with_row_filter_pushdown(plan, row_filters)
     }
 
     fn supports_filters_pushdown(

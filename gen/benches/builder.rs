@@ -1,4 +1,5 @@
-//! Records → RecordBatch builder throughput on one core, with `flowlake gen` records.
+//! Records → RecordBatch builder throughput on one core, with `flowlake gen` records,
+//! in batches of 8k and 64k records.
 //!
 //! `cargo bench -p flowlake-gen --bench builder`
 //!
@@ -37,10 +38,16 @@ fn builder(c: &mut Criterion) {
     let mut cfg = GenConfig::for_tests(std::env::temp_dir());
     cfg.duration = chrono::Duration::minutes(10);
     cfg.rate = 200.0;
-    let rows = records(&cfg);
-    let n = 65_536.min(rows.len());
-    let rows = &rows[..n];
+    let all = records(&cfg);
+    // A collector ships a batch per second or per 64k records, whichever comes first:
+    // 8k records is a node at 8k flows/s, 64k the largest batch.
+    for n in [8_192, 65_536] {
+        bench_batch(c, &all[..n.min(all.len())]);
+    }
+}
 
+fn bench_batch(c: &mut Criterion, rows: &[flowlake_schemas::FlowRecord]) {
+    let n = rows.len();
     // arrow-json knows offset time zones only (no chrono-tz): the peer reads and
     // writes the timestamps as "+00:00", the same instants.
     let json_schema = json_schema();
@@ -62,16 +69,16 @@ fn builder(c: &mut Criterion) {
         w.finish().unwrap();
     }
 
-    let mut group = c.benchmark_group("builder");
+    let mut group = c.benchmark_group(format!("builder_{n}"));
     group.throughput(Throughput::Elements(n as u64));
     let mut b = FlowBatchBuilder::with_capacity(n);
-    group.bench_function("flowlake_builder_64k", |bench| {
+    group.bench_function("flowlake_builder", |bench| {
         bench.iter(|| {
             b.extend(rows);
             std::hint::black_box(b.finish())
         })
     });
-    group.bench_function("peer_arrow_json_decode_64k", |bench| {
+    group.bench_function("peer_arrow_json_decode", |bench| {
         bench.iter(|| {
             let reader = ReaderBuilder::new(Arc::clone(&json_schema))
                 .with_batch_size(n)
@@ -82,7 +89,7 @@ fn builder(c: &mut Criterion) {
             }
         })
     });
-    group.bench_function("peer_clone_records_64k", |bench| {
+    group.bench_function("peer_clone_records", |bench| {
         bench.iter(|| std::hint::black_box(rows.to_vec()))
     });
     group.finish();

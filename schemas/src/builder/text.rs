@@ -36,15 +36,19 @@ impl Hasher for AddrHasher {
 /// of each `Arc` until `clear`, so no address can be freed and reused by another value
 /// while its id is remembered.
 pub(super) struct Interner<T: ?Sized> {
-    last: (usize, u32),
+    /// Direct-mapped cache in front of `ids`: most lookups end here.
+    recent: Box<[(usize, u32); RECENT]>,
     ids: HashMap<usize, u32, BuildHasherDefault<AddrHasher>>,
     kept: Vec<Arc<T>>,
 }
 
+/// Slots of an [`Interner`]'s cache.
+const RECENT: usize = 256;
+
 impl<T: ?Sized> Default for Interner<T> {
     fn default() -> Self {
         Interner {
-            last: (0, NULL_ID),
+            recent: Box::new([(0, NULL_ID); RECENT]),
             ids: HashMap::default(),
             kept: Vec::new(),
         }
@@ -53,10 +57,13 @@ impl<T: ?Sized> Default for Interner<T> {
 
 impl<T: ?Sized> Interner<T> {
     /// The id of `value`, calling `assign` to create one the first time it is seen.
+    #[inline]
     pub(super) fn id(&mut self, value: &Arc<T>, assign: impl FnOnce(&T) -> u32) -> u32 {
         let addr = Arc::as_ptr(value).cast::<u8>() as usize;
-        if self.last.0 == addr {
-            return self.last.1;
+        // Allocations are at least 16-byte aligned: skip the bits that never vary.
+        let slot = &mut self.recent[(addr >> 4) % RECENT];
+        if slot.0 == addr {
+            return slot.1;
         }
         let id = match self.ids.entry(addr) {
             Entry::Occupied(e) => *e.get(),
@@ -65,12 +72,12 @@ impl<T: ?Sized> Interner<T> {
                 *e.insert(assign(value))
             }
         };
-        self.last = (addr, id);
+        *slot = (addr, id);
         id
     }
 
     pub(super) fn clear(&mut self) {
-        self.last = (0, NULL_ID);
+        self.recent.fill((0, NULL_ID));
         self.ids.clear();
         self.kept.clear();
     }

@@ -96,7 +96,7 @@ struct tcp_stats {
 	__u32 resets; /* RST sent by src */
 	__u32 srtt_us; /* latest smoothed RTT, microseconds; 0 = none */
 	__u32 pad;
-	__u64 last_ns;
+	__u64 last_jiffies; /* bpf_jiffies64, as flow times */
 };
 
 /* A DNS message (UDP or TCP port 53) seen at a tc hook, to userspace. */

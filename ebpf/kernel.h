@@ -101,4 +101,14 @@ struct trace_event_raw_tcp_probe {
 
 #pragma clang attribute pop
 
+/* The start of the tcp_probe record, unchanged since the tracepoint got its
+ * sockaddrs (4.16): read with plain context loads. (CO-RE relocated offsets
+ * come in a register, and the verifier refuses loads through a modified
+ * context pointer.) */
+struct flk_tcp_probe_head {
+	__u64 ent;
+	__u32 saddr[7]; /* struct sockaddr_in or sockaddr_in6 */
+	__u32 daddr[7];
+};
+
 #endif

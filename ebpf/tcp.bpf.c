@@ -97,7 +97,7 @@ static __always_inline void count(struct tcp_key *key, int resets)
 		__sync_fetch_and_add(&st->resets, 1);
 	else
 		__sync_fetch_and_add(&st->retransmits, 1);
-	st->last_ns = bpf_ktime_get_boot_ns();
+	st->last_jiffies = bpf_jiffies64();
 }
 
 SEC("tracepoint/tcp/tcp_retransmit_skb")
@@ -137,19 +137,89 @@ int tcp_receive_reset(struct trace_event_raw_tcp_event_sk *ctx)
 	return 0;
 }
 
+/* The socket each CPU last recorded the smoothed RTT of, per slot, and the
+ * jiffy it did: tcp_probe records a socket's RTT at most once per jiffy per
+ * CPU, so most segments of a busy socket skip the hash. */
+#define FLK_PROBE_SLOTS_LOG2 6
+
+struct probe_seen {
+	struct tcp_key key;
+	__u64 jiffies;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1 << FLK_PROBE_SLOTS_LOG2);
+	__type(key, __u32);
+	__type(value, struct probe_seen);
+} probe_seen SEC(".maps");
+
+/* Whether this CPU recorded the socket's RTT in this jiffy already; marks
+ * it recorded otherwise. */
+static __always_inline int seen_this_jiffy(const struct tcp_key *key, __u64 now)
+{
+	const __u64 *k = (const __u64 *)key;
+	__u32 slot = ((__u32)(k[1] >> 32) ^ (__u32)(k[3] >> 32) ^ (__u32)k[4]) * 0x9E3779B1u;
+	slot >>= 32 - FLK_PROBE_SLOTS_LOG2;
+	struct probe_seen *p = bpf_map_lookup_elem(&probe_seen, &slot);
+	if (!p)
+		return 0;
+	const __u64 *q = (const __u64 *)&p->key;
+	if (p->jiffies == now &&
+	    ((k[0] ^ q[0]) | (k[1] ^ q[1]) | (k[2] ^ q[2]) | (k[3] ^ q[3]) | (k[4] ^ q[4])) == 0)
+		return 1;
+	p->key = *key;
+	p->jiffies = now;
+	return 0;
+}
+
+/* One end from a sockaddr copied as words (little-endian family, then the
+ * port in network order); returns the IP version, -1 for another family. */
+static __always_inline int end_from_words(const __u32 *w, __u8 *ip, __u16 *port)
+{
+	__u16 family = w[0] & 0xffff;
+	*port = bpf_ntohs(w[0] >> 16);
+	if (family == FLK_AF_INET) {
+		*(__u64 *)ip = 0;
+		*(__u32 *)(ip + 8) = bpf_htonl(0xffff);
+		*(__u32 *)(ip + 12) = w[1];
+		return 4;
+	}
+	if (family == FLK_AF_INET6) {
+		__builtin_memcpy(ip, &w[2], 16);
+		return 6;
+	}
+	return -1;
+}
+
+/* tcp_probe runs on every segment an established socket receives: its
+ * record is read with plain context loads, no helper call. */
 SEC("tracepoint/tcp/tcp_probe")
 int tcp_probe(struct trace_event_raw_tcp_probe *ctx)
 {
 	struct tcp_key key = {};
-	if (key_from_sockaddrs(&key, ctx->saddr, ctx->daddr))
-		return 0;
-	__u32 srtt = BPF_CORE_READ(ctx, srtt);
+	__u32 srtt = ctx->srtt;
 	if (!srtt)
+		return 0;
+	const struct flk_tcp_probe_head *h = (const void *)ctx;
+	__u32 s[7], d[7];
+#pragma unroll
+	for (int i = 0; i < 7; i++) {
+		/* volatile: each word one load at a constant context offset */
+		s[i] = *(volatile const __u32 *)&h->saddr[i];
+		d[i] = *(volatile const __u32 *)&h->daddr[i];
+	}
+	int v = end_from_words(s, key.src_ip, &key.src_port);
+	if (v < 0 || end_from_words(d, key.dst_ip, &key.dst_port) != v)
+		return 0;
+	key.ip_version = v;
+	__u64 now = bpf_jiffies64();
+	if (seen_this_jiffy(&key, now))
 		return 0;
 	struct tcp_stats *st = health(&key);
 	if (st) {
 		st->srtt_us = srtt;
-		st->last_ns = bpf_ktime_get_boot_ns();
+		st->last_jiffies = now;
 	}
 	return 0;
 }

@@ -120,7 +120,7 @@ pub struct TcpStats {
     pub resets: u32,
     pub srtt_us: u32,
     pub pad: u32,
-    pub last_ns: u64,
+    pub last_jiffies: u64,
 }
 
 #[repr(C)]
@@ -167,7 +167,7 @@ const _: () = {
     assert!(offset_of!(TcpKey, ip_version) == 36);
     assert!(size_of::<TcpStats>() == 24);
     assert!(offset_of!(TcpStats, srtt_us) == 8);
-    assert!(offset_of!(TcpStats, last_ns) == 16);
+    assert!(offset_of!(TcpStats, last_jiffies) == 16);
     assert!(size_of::<DnsEvent>() == 48 + 16 + DNS_MAX);
     assert!(offset_of!(DnsEvent, ts_ns) == 48);
     assert!(offset_of!(DnsEvent, pkt_len) == 56);

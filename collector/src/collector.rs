@@ -373,11 +373,20 @@ impl Run {
         {
             warn!(error = %e, "drain flows");
         }
-        let mut merged = std::mem::take(&mut self.pending);
-        for (k, s) in flows.drain(..).chain(cached) {
-            flowcache::merge_into(&mut merged, k, s);
+        // Cached and pending packets are few keys (at most two banks per
+        // CPU per scan): merged into the drained entries by lookup.
+        let mut extra = std::mem::take(&mut self.pending);
+        for (k, s) in cached {
+            flowcache::merge_into(&mut extra, k, s);
         }
-        flows.extend(merged);
+        if !extra.is_empty() {
+            for (k, s) in flows.iter_mut() {
+                if let Some(e) = extra.remove(k) {
+                    *s = FlowStats::merge(&[*s, e]);
+                }
+            }
+            flows.extend(extra);
+        }
         if let Some(fd) = self.programs.drop_map_fd()
             && let Err(e) = batch::drain(fd, true, &mut drops)
         {
@@ -459,11 +468,13 @@ impl Run {
         }
         let mut taken = Vec::new();
         for (k, s) in all {
-            let last = self
-                .pending
-                .get(&k)
-                .map_or(s.last_jiffies, |p| p.last_jiffies.max(s.last_jiffies));
-            if last >= cutoff {
+            // Pending packets are looked up only for flows idle in the hash.
+            if s.last_jiffies >= cutoff
+                || self
+                    .pending
+                    .get(&k)
+                    .is_some_and(|p| p.last_jiffies >= cutoff)
+            {
                 continue;
             }
             let hash = match batch::take_percpu(fd, &k, cpus, FlowStats::merge) {

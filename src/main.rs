@@ -6,6 +6,12 @@ mod standalone;
 
 use clap::Parser;
 
+/// jemalloc keeps freed pages for reuse: every role builds and drops large Arrow
+/// buffers batch after batch, and the system allocator's unmap/fault cycle on them
+/// cost the record builder about 40% of its time (docs/BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
     cli::init_logging(&cli.log);

@@ -5,7 +5,7 @@
 //!
 //! `cargo bench -p flowlake-collector --bench enrich_ship`
 
-use std::alloc::{GlobalAlloc, Layout, System};
+use std::alloc::{GlobalAlloc, Layout};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::atomic::{AtomicIsize, Ordering};
 use std::sync::{Arc, RwLock};
@@ -17,26 +17,28 @@ use flowlake_collector::enrich::{EnrichMetrics, Enricher};
 use flowlake_gen::{GenConfig, TopologyConfig, records};
 use flowlake_schemas::{FlowRecord, Identity, records_to_batch};
 
-/// Counts live heap bytes.
+/// Counts live heap bytes, allocating with the `flowlake` binary's allocator.
 struct Counting;
+
+const INNER: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 static LIVE: AtomicIsize = AtomicIsize::new(0);
 
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        unsafe { System.alloc(layout) }
+        unsafe { INNER.alloc(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-        unsafe { System.dealloc(ptr, layout) }
+        unsafe { INNER.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         LIVE.fetch_add(
             new_size as isize - layout.size() as isize,
             Ordering::Relaxed,
         );
-        unsafe { System.realloc(ptr, layout, new_size) }
+        unsafe { INNER.realloc(ptr, layout, new_size) }
     }
 }
 

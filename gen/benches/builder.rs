@@ -19,6 +19,10 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use flowlake_gen::{GenConfig, records};
 use flowlake_schemas::{FlowBatchBuilder, flow_schema, records_to_batch};
 
+/// The `flowlake` binary's allocator.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn json_schema() -> SchemaRef {
     let fields: Vec<Field> = flow_schema()
         .fields()

@@ -38,6 +38,7 @@ impl EndpointColumns {
         }
     }
 
+    #[inline]
     pub(super) fn append(&mut self, end: &Endpoint) {
         let id = match &end.identity {
             Some(identity) => self.interner.id(identity, |id| {

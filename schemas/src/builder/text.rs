@@ -99,6 +99,7 @@ impl SharedTextColumn {
         }
     }
 
+    #[inline]
     pub(super) fn append(&mut self, text: Option<&Arc<str>>) {
         let id = match text {
             Some(t) => self.interner.id(t, |s| self.dict.push([Some(s)])),

@@ -163,13 +163,15 @@ impl<const K: usize> Dict<K> {
         }
         let entries = self.entries.as_slice();
         let masks: Vec<u32> = rows.iter().map(|&id| entries[id as usize].nulls).collect();
+        // The null bits the rows actually have.
+        let used = masks.iter().fold(0, |acc, m| acc | m);
         std::array::from_fn(|c| {
             let bit = 1 << c;
-            if seen & bit == 0 {
-                return None;
-            }
-            let valid = BooleanBuffer::collect_bool(masks.len(), |i| masks[i] & bit == 0);
-            (valid.count_set_bits() < valid.len()).then(|| NullBuffer::new(valid))
+            (used & bit != 0).then(|| {
+                NullBuffer::new(BooleanBuffer::collect_bool(masks.len(), |i| {
+                    masks[i] & bit == 0
+                }))
+            })
         })
     }
 }

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, MapArray, StructArray};
-use arrow::buffer::{BooleanBuffer, NullBuffer, OffsetBuffer};
+use arrow::buffer::{BooleanBuffer, NullBuffer, OffsetBuffer, ScalarBuffer};
 use arrow::datatypes::DataType;
 
 use super::dict::{Dict, NULL_ID};
@@ -63,12 +63,14 @@ impl EndpointColumns {
     }
 
     fn labels_column(&self) -> ArrayRef {
-        let mut entries = Vec::new();
-        let mut lengths = Vec::with_capacity(self.rows.len());
+        let ranges = self.label_ranges.as_slice();
+        let total = self.rows.iter().map(|&r| ranges[r as usize].len()).sum();
+        let mut entries = Vec::with_capacity(total);
+        let mut offsets = Vec::with_capacity(self.rows.len() + 1);
+        offsets.push(0);
         for &r in &self.rows {
-            let range = self.label_ranges[r as usize].clone();
-            lengths.push(range.len());
-            entries.extend(range.map(|e| e as u32));
+            entries.extend(ranges[r as usize].clone().map(|e| e as u32));
+            offsets.push(i32::try_from(entries.len()).expect("under 2G labels per batch"));
         }
         let DataType::Map(entries_field, sorted) = labels_type() else {
             unreachable!("labels are a map");
@@ -90,7 +92,7 @@ impl EndpointColumns {
         });
         Arc::new(MapArray::new(
             entries_field,
-            OffsetBuffer::from_lengths(lengths),
+            OffsetBuffer::new(ScalarBuffer::from(offsets)),
             entries,
             nulls,
             sorted,

@@ -35,9 +35,10 @@ struct flow_key {
 	__u32 direction; /* FLK_DIR_*: the tc hook */
 };
 
-/* The flows map is per-CPU: one of these per CPU per key; userspace sums
- * packets/bytes, ORs flags, keeps the earliest first (of copies with
- * packets) and the latest last / largest handshake_us. */
+/* Packets of one key: a flows map entry (shared by the CPUs) or a flow cache
+ * slot (one CPU). Userspace merges a key's entries: sums packets/bytes, ORs
+ * flags, keeps the earliest first (of those with packets) and the latest
+ * last / largest handshake_us. */
 struct flow_stats {
 	__u64 packets;
 	__u64 bytes; /* from the IP header on */

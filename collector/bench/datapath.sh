@@ -3,6 +3,7 @@
 # Needs root, iperf3, bpftool, jq. Traffic only between namespaces it creates.
 #
 #   collector/bench/datapath.sh cost        # kernel run_time_ns/run_cnt per program vs the minimal counter
+#   collector/bench/datapath.sh cost-flows  # the same with FLOWS distinct UDP flows at RATE (cache misses)
 #   collector/bench/datapath.sh throughput  # iperf3 TCP + small-packet UDP, attached vs detached, interleaved
 #   collector/bench/datapath.sh userspace   # loader CPU per 10k flows/s and RSS with 100k active flows
 #   collector/bench/datapath.sh all
@@ -122,11 +123,26 @@ cost() {
 	[ "${COUNTER_FIRST:-0}" = 1 ] && order=(--counter-first)
 	start_loader --counter "$VA" --counter "$VB" "${order[@]}"
 	snapshot >"$LOG/before"
-	if [ "$load" = tcp ]; then tcp_run "$COST_SECS" >/dev/null; else udp_run "$COST_SECS" >/dev/null; fi
+	case "$load" in
+	tcp) tcp_run "$COST_SECS" >/dev/null ;;
+	udp) udp_run "$COST_SECS" >/dev/null ;;
+	flows) # FLOWS distinct UDP 5-tuples cycled at RATE packets/s, A -> node
+		local gen
+		gen=${GEN:-$(pick flow_gen)}
+		ip netns exec "$NODE" "$gen" sink --addr "$IP_NODE" --ports 2 &
+		local sink=$!
+		ip netns exec "$A" "$gen" send --src "$IP_A" --dst "$IP_NODE" --flows "${FLOWS:-100000}" \
+			--rate "${RATE:-40000}" --secs "$COST_SECS" >/dev/null
+		kill "$sink" 2>/dev/null || true
+		wait "$sink" 2>/dev/null || true
+		;;
+	esac
 	snapshot >"$LOG/after"
 	stop_loader
 	sysctl -qw kernel.bpf_stats_enabled=0
-	echo "### datapath cost per packet, iperf3 $load load ${COST_SECS}s, A -> B across the bridge, counter $([ "${COUNTER_FIRST:-0}" = 1 ] && echo first || echo last)"
+	local what="iperf3 $load load ${COST_SECS}s, A -> B across the bridge"
+	[ "$load" = flows ] && what="flow_gen ${FLOWS:-100000} UDP flows at ${RATE:-40000} packets/s ${COST_SECS}s, A -> node"
+	echo "### datapath cost per packet, $what, counter $([ "${COUNTER_FIRST:-0}" = 1 ] && echo first || echo last)"
 	printf "| %-18s | %12s | %10s | %9s |\n" program runs ns/run "x counter"
 	echo "|--------------------|--------------|------------|-----------|"
 	join <(sort "$LOG/before") <(sort "$LOG/after") | awk '
@@ -176,6 +192,7 @@ throughput() {
 
 case "$MODE" in
 cost) cost tcp; cost udp ;;
+cost-flows) cost flows ;; # many flows: most packets miss the flow cache
 throughput) throughput ;;
 userspace) . "$(dirname "$0")/userspace.sh" ;;
 all)

@@ -44,10 +44,9 @@ pub struct FlowStats {
 }
 
 impl FlowStats {
-    /// Merges the per-CPU copies of one key of the (per-CPU) flows map:
+    /// Merges entries of one key (flows map entry, flow cache slots of each CPU):
     /// packets and bytes summed, flags ORed, the earliest first time of the
     /// copies that saw packets, the latest last time, the largest handshake.
-    /// Also merges a key's cached packets (flow cache) with its hash entry.
     pub fn merge(copies: &[FlowStats]) -> FlowStats {
         let mut out = FlowStats::default();
         for c in copies {

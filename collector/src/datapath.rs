@@ -50,8 +50,6 @@ pub struct Programs {
     drops: Option<Ebpf>,
     tcp: Option<Ebpf>,
     flow_map: Option<Map>,
-    /// Possible CPUs: copies per key of the per-CPU flows map.
-    cpus: usize,
     drop_map: Option<Map>,
     tcp_map: Option<Map>,
     dns: Option<RingBuf<MapData>>,
@@ -205,7 +203,6 @@ impl Programs {
             drops,
             tcp,
             flow_map,
-            cpus,
             drop_map,
             tcp_map,
             dns,
@@ -331,9 +328,10 @@ impl Programs {
         self.flows.is_some()
     }
 
-    /// The per-CPU flows map and its copies per key (possible CPUs).
+    /// The flows hash and its copies per key: one (shared by the CPUs; the
+    /// per-CPU counting happens in the flow cache in front of it).
     pub fn flow_map(&self) -> Option<(BorrowedFd<'_>, usize)> {
-        fd_of(&self.flow_map).map(|fd| (fd, self.cpus))
+        fd_of(&self.flow_map).map(|fd| (fd, 1))
     }
 
     /// Switches the flow cache's bank and returns the packets of the old one

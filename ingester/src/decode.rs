@@ -6,8 +6,10 @@
 
 use std::io::Read;
 
-use arrow::ipc::reader::StreamReader;
+use arrow::buffer::Buffer;
+use arrow::ipc::reader::StreamDecoder;
 use arrow::record_batch::RecordBatch;
+use bytes::Bytes;
 
 use crate::error::{IngestError, Result};
 
@@ -84,18 +86,22 @@ fn remove_encoding(body: &[u8], encoding: BodyEncoding, max_bytes: usize) -> Res
 /// Decodes and validates a body: every batch must conform to the flow schema, or
 /// the whole body is refused with the column named.
 pub fn decode_body(body: &[u8], encoding: BodyEncoding, max_bytes: usize) -> Result<DecodedBody> {
-    let plain;
-    let bytes: &[u8] = match encoding {
-        BodyEncoding::Identity if body.len() <= max_bytes => body,
-        _ => {
-            plain = remove_encoding(body, encoding, max_bytes)?;
-            &plain
-        }
+    decode_bytes(Bytes::copy_from_slice(body), encoding, max_bytes)
+}
+
+/// [`decode_body`] of a body already in shared memory: the arrays of a plain
+/// Arrow IPC body point into it instead of being copied out.
+pub fn decode_bytes(body: Bytes, encoding: BodyEncoding, max_bytes: usize) -> Result<DecodedBody> {
+    let plain = match encoding {
+        BodyEncoding::Identity if body.len() <= max_bytes => Buffer::from(body),
+        _ => Buffer::from_vec(remove_encoding(&body, encoding, max_bytes)?),
     };
-    guard_compressed_lengths(bytes, max_bytes)?;
+    let end = guard_compressed_lengths(plain.as_slice(), max_bytes)?;
     // arrow-ipc can panic on malformed buffers (found by the mutation test): a bad
     // body must be a 400, never a crashed request or replay.
-    let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| read_stream(bytes)));
+    let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        read_stream(plain.slice_with_length(0, end))
+    }));
     let (batches, rows, memory_bytes) = read.unwrap_or_else(|_| {
         Err(IngestError::NotArrow(arrow::error::ArrowError::IpcError(
             "malformed IPC stream".into(),
@@ -117,8 +123,9 @@ fn malformed(what: &str) -> IngestError {
 /// Walks the IPC stream's messages and refuses compressed buffers that claim to
 /// inflate past `max_bytes` in total. arrow-ipc allocates the claimed size up
 /// front, so without this a 100-byte body could abort the process (found by the
-/// mutation test).
-fn guard_compressed_lengths(bytes: &[u8], max_bytes: usize) -> Result<()> {
+/// mutation test). Returns where the stream ends (after its end-of-stream marker;
+/// bytes after it are ignored).
+fn guard_compressed_lengths(bytes: &[u8], max_bytes: usize) -> Result<usize> {
     let mut at = 0usize;
     let mut inflated = 0u64;
     let word = |at: usize| -> Result<i32> {
@@ -135,7 +142,7 @@ fn guard_compressed_lengths(bytes: &[u8], max_bytes: usize) -> Result<()> {
             at += 4;
         }
         if len == 0 {
-            break; // end-of-stream marker
+            return Ok(at); // end-of-stream marker
         }
         let len = usize::try_from(len).map_err(|_| malformed("negative metadata length"))?;
         let meta = bytes
@@ -175,20 +182,24 @@ fn guard_compressed_lengths(bytes: &[u8], max_bytes: usize) -> Result<()> {
             }
         }
     }
-    Ok(())
+    Ok(bytes.len())
 }
 
 type StreamParts = (Vec<RecordBatch>, usize, usize);
 
-fn read_stream(bytes: &[u8]) -> Result<StreamParts> {
-    let reader =
-        StreamReader::try_new(std::io::Cursor::new(bytes), None).map_err(IngestError::NotArrow)?;
-    flowlake_schemas::validate_schema(&reader.schema()).map_err(IngestError::Schema)?;
+fn read_stream(mut bytes: Buffer) -> Result<StreamParts> {
+    let mut decoder = StreamDecoder::new();
+    let mut schema_checked = false;
     let mut batches = Vec::new();
     let mut rows = 0;
     let mut memory_bytes = 0;
-    for batch in reader {
-        let batch = batch.map_err(IngestError::NotArrow)?;
+    loop {
+        let next = decoder.decode(&mut bytes).map_err(IngestError::NotArrow)?;
+        if !schema_checked && let Some(schema) = decoder.schema() {
+            flowlake_schemas::validate_schema(&schema).map_err(IngestError::Schema)?;
+            schema_checked = true;
+        }
+        let Some(batch) = next else { break };
         if batch.num_rows() == 0 {
             continue;
         }
@@ -202,6 +213,10 @@ fn read_stream(bytes: &[u8]) -> Result<StreamParts> {
             .map(|c| c.to_data().get_slice_memory_size().unwrap_or(0))
             .sum::<usize>();
         batches.push(batch);
+    }
+    decoder.finish().map_err(IngestError::NotArrow)?;
+    if !schema_checked {
+        return Err(malformed("no schema message"));
     }
     Ok((batches, rows, memory_bytes))
 }

@@ -5,6 +5,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arrow::record_batch::RecordBatch;
+use deltalake_core::kernel::Add;
+use futures::StreamExt;
+use tokio::runtime::{Handle, RuntimeFlavor};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -12,7 +16,7 @@ use crate::buffer::{Drained, FlushReason, MemoryBudget, SharedStats};
 use crate::config::FlushPolicy;
 use crate::error::{IngestError, Result, error_chain};
 use crate::metrics::{Metrics, ReasonLabel};
-use crate::parquet::sort_into_partitions;
+use crate::sort::sort_plan;
 use crate::table::Table;
 use crate::wal::Wal;
 use crate::writer::WriterHandle;
@@ -69,6 +73,55 @@ pub struct Flusher {
 
 fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(100u64.saturating_mul(1 << attempt.min(7))).min(Duration::from_secs(10))
+}
+
+/// Sorts the drained rows and writes one Parquet file per partition, several
+/// partitions at once on blocking threads (gathering rows and encoding Parquet are
+/// seconds of CPU per flush: they must not hold up the runtime's workers, which
+/// keep serving and acknowledging requests meanwhile).
+async fn write_partitions(table: &Table, batches: Vec<RecordBatch>) -> Result<Vec<Add>> {
+    let batches = Arc::new(batches);
+    let sorting = Arc::clone(&batches);
+    let started = Instant::now();
+    let plan = tokio::task::spawn_blocking(move || sort_plan(&sorting))
+        .await
+        .map_err(|e| IngestError::Internal(format!("sort task: {e}")))?;
+    tracing::debug!(partitions = plan.len(), elapsed = ?started.elapsed(), "flush sorted");
+    let handle = Handle::current();
+    if handle.runtime_flavor() != RuntimeFlavor::MultiThread {
+        // A current-thread runtime (unit tests) cannot drive IO from other threads.
+        let mut adds = Vec::new();
+        for p in plan {
+            adds.extend(table.write_run(p.gather(&batches)?).await?);
+        }
+        return Ok(adds);
+    }
+    let parallel = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let written: Vec<Result<Vec<Add>>> = futures::stream::iter(plan)
+        .map(|p| {
+            let (batches, table, handle) = (Arc::clone(&batches), table.clone(), handle.clone());
+            async move {
+                tokio::task::spawn_blocking(move || {
+                    let started = Instant::now();
+                    let (rows, hour) = (p.num_rows(), p.hour.clone());
+                    let run = p.gather(&batches)?;
+                    let gathered = started.elapsed();
+                    let adds = handle.block_on(table.write_run(run));
+                    tracing::debug!(rows, hour, ?gathered, elapsed = ?started.elapsed(), "partition written");
+                    adds
+                })
+                .await
+                .map_err(|e| IngestError::Internal(format!("write task: {e}")))?
+            }
+        })
+        .buffer_unordered(parallel)
+        .collect()
+        .await;
+    let mut adds = Vec::new();
+    for w in written {
+        adds.extend(w?);
+    }
+    Ok(adds)
 }
 
 impl Flusher {
@@ -128,14 +181,10 @@ impl Flusher {
     async fn commit(&mut self, drained: &Drained, reason: FlushReason) -> Result<()> {
         let started = Instant::now();
         if let Some(seq) = drained.last_seq.filter(|_| drained.rows > 0) {
-            let batches = drained.batches.clone();
-            let runs = tokio::task::spawn_blocking(move || sort_into_partitions(&batches))
-                .await
-                .map_err(|e| IngestError::Internal(format!("sort task: {e}")))??;
-            let partitions = runs.len();
+            let adds = write_partitions(&self.table, drained.batches.clone()).await?;
             let done = self
                 .table
-                .append(runs, Some((self.writer_id.as_str(), seq.0 as i64)))
+                .commit_adds(adds, Some((self.writer_id.as_str(), seq.0 as i64)))
                 .await?;
             self.metrics
                 .commit_seconds
@@ -151,7 +200,6 @@ impl Flusher {
             tracing::info!(
                 reason = reason.as_str(),
                 rows = drained.rows,
-                partitions,
                 files = done.files,
                 bytes = done.bytes,
                 version = done.version,

@@ -11,9 +11,21 @@ pub const MAX_PAYLOAD: usize = 1 << 30;
 
 /// Appends one framed record to `out`.
 pub fn encode(payload: &[u8], out: &mut Vec<u8>) {
-    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    out.extend_from_slice(&crc32c::crc32c(payload).to_le_bytes());
+    out.extend_from_slice(&header(&[payload]));
     out.extend_from_slice(payload);
+}
+
+/// The frame header of a payload given in pieces (written after the header in
+/// this order), so large payloads are framed without being copied together.
+pub fn header(pieces: &[&[u8]]) -> [u8; HEADER_BYTES] {
+    let len: usize = pieces.iter().map(|p| p.len()).sum();
+    let crc = pieces
+        .iter()
+        .fold(0, |crc, p| crc32c::crc32c_append(crc, p));
+    let mut h = [0; HEADER_BYTES];
+    h[0..4].copy_from_slice(&(len as u32).to_le_bytes());
+    h[4..8].copy_from_slice(&crc.to_le_bytes());
+    h
 }
 
 /// The records of a file, and where a torn tail starts if there is one.
@@ -79,5 +91,15 @@ mod tests {
         let d = decode(&bad);
         assert_eq!(d.records.len(), 2);
         assert_eq!(d.torn_at, Some(19));
+    }
+
+    #[test]
+    fn header_of_pieces_frames_their_concatenation() {
+        let mut joined = Vec::new();
+        encode(b"head and body", &mut joined);
+        let mut pieces = header(&[b"head", b" and ", b"body"]).to_vec();
+        pieces.extend_from_slice(b"head and body");
+        assert_eq!(pieces, joined);
+        assert_eq!(decode(&pieces).records, vec![&b"head and body"[..]]);
     }
 }

@@ -13,7 +13,7 @@ use prometheus_client::registry::Registry;
 use serde::Serialize;
 
 use crate::buffer::MemoryBudget;
-use crate::decode::{BodyEncoding, decode_body};
+use crate::decode::{BodyEncoding, decode_bytes};
 use crate::error::{IngestError, Result};
 use crate::metrics::{Metrics, ReasonLabel};
 use crate::wal::BatchId;
@@ -145,7 +145,7 @@ async fn ingest(s: &HttpState, headers: &HeaderMap, body: Body) -> Result<Ingest
     let body: Bytes = axum::body::to_bytes(body, limit)
         .await
         .map_err(|_| IngestError::TooLarge { limit })?;
-    let decoded = decode_body(&body, encoding, limit)?;
+    let decoded = decode_bytes(body.clone(), encoding, limit)?;
     let rows = decoded.rows as u64;
     let memory = decoded.memory_bytes;
     if !s.budget.try_reserve(memory) {

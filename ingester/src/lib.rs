@@ -18,6 +18,7 @@ pub mod frame;
 pub mod http;
 pub mod metrics;
 pub mod parquet;
+pub mod sort;
 pub mod table;
 pub mod wal;
 pub mod writer;
@@ -39,7 +40,7 @@ pub use config::{
     CompactArgs, CompactCommandArgs, CompactConfig, FlushPolicy, IngesterArgs, IngesterConfig,
     TableArgs, TableConfig,
 };
-pub use decode::{BodyEncoding, decode_body, encode_ipc};
+pub use decode::{BodyEncoding, decode_body, decode_bytes, encode_ipc};
 pub use error::{IngestError, Result};
 pub use http::{BATCH_ID_HEADER, IngestResponse, routes};
 pub use table::{Table, TableFile, cloud_env_options};
@@ -198,7 +199,7 @@ impl Ingester {
             if record.seq.0 <= committed {
                 continue;
             }
-            match decode_body(&record.body, record.encoding, usize::MAX) {
+            match decode_bytes(record.body.clone(), record.encoding, usize::MAX) {
                 Ok(d) => {
                     replayed += d.rows;
                     budget.force_reserve(d.memory_bytes);

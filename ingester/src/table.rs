@@ -12,13 +12,13 @@ use std::time::Instant;
 
 use deltalake_core::kernel::engine::arrow_conversion::TryIntoKernel;
 use deltalake_core::kernel::transaction::{CommitBuilder, CommitProperties};
-use deltalake_core::kernel::{Action, StructType, Transaction};
+use deltalake_core::kernel::{Action, Add, StructType, Transaction};
 use deltalake_core::logstore::{
     LogStore, LogStoreFactory, ObjectStoreFactory, ObjectStoreRef, StorageConfig, default_logstore,
     logstore_factories, object_store_factories,
 };
 use deltalake_core::protocol::{DeltaOperation, SaveMode};
-use deltalake_core::writer::{DeltaWriter, RecordBatchWriter};
+use deltalake_core::writer::{DeltaWriter, RecordBatchWriter, WriteMode};
 use deltalake_core::{DeltaResult, DeltaTable, DeltaTableBuilder, DeltaTableError};
 use flowlake_schemas::{PARTITION_COLUMNS, flow_schema};
 use url::Url;
@@ -220,13 +220,43 @@ impl Table {
         runs: Vec<PartitionRun>,
         txn: Option<(&str, i64)>,
     ) -> Result<Appended> {
+        let mut adds = Vec::new();
+        for run in runs {
+            adds.extend(self.write_run(run).await?);
+        }
+        self.commit_adds(adds, txn).await
+    }
+
+    /// Writes one partition's rows as Parquet data files of the table, invisible
+    /// until their `Add` actions are committed ([`Table::commit_adds`]). Several
+    /// runs may be written at once from clones of this handle.
+    pub async fn write_run(&self, run: PartitionRun) -> Result<Vec<Add>> {
         let mut writer =
             RecordBatchWriter::for_table(&self.delta)?.with_writer_properties(writer_properties());
         let target = writer.arrow_schema();
-        for run in runs {
-            writer.write(to_table_types(&run.batch, &target)?).await?;
-        }
-        let adds = writer.flush().await?;
+        // The run holds one partition: `write_partition` skips the writer's own
+        // split by partition values (a second sort and copy of every row).
+        let partition = [
+            (PARTITION_COLUMNS[0].to_string(), run.date.into()),
+            (PARTITION_COLUMNS[1].to_string(), run.hour.into()),
+        ];
+        writer
+            .write_partition(
+                to_table_types(&run.batch, &target)?,
+                &partition.into_iter().collect(),
+                WriteMode::Default,
+            )
+            .await?;
+        Ok(writer.flush().await?)
+    }
+
+    /// Commits written data files in one Delta commit, with the application
+    /// transaction `(app_id, version)` when given.
+    pub async fn commit_adds(
+        &mut self,
+        adds: Vec<Add>,
+        txn: Option<(&str, i64)>,
+    ) -> Result<Appended> {
         let files = adds.len();
         let bytes = adds.iter().map(|a| a.size).sum();
         let actions: Vec<Action> = adds.into_iter().map(Action::Add).collect();

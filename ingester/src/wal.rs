@@ -74,16 +74,25 @@ pub struct WalRecord {
 }
 
 impl WalRecord {
-    /// `seq u64 | encoding u8 | id_len u16 | id | body`.
+    /// `seq u64 | encoding u8 | id_len u16 | id | body`, framed.
     pub fn encode(&self, out: &mut Vec<u8>) {
+        for piece in self.frame() {
+            out.extend_from_slice(&piece);
+        }
+    }
+
+    /// The framed record as two pieces to write in order: the frame header with
+    /// the record's own header, then the body (shared, not copied).
+    pub fn frame(&self) -> [Bytes; 2] {
         let id = self.batch_id.as_ref().map(BatchId::as_str).unwrap_or("");
-        let mut payload = Vec::with_capacity(11 + id.len() + self.body.len());
-        payload.extend_from_slice(&self.seq.0.to_le_bytes());
-        payload.push(self.encoding.as_byte());
-        payload.extend_from_slice(&(id.len() as u16).to_le_bytes());
-        payload.extend_from_slice(id.as_bytes());
-        payload.extend_from_slice(&self.body);
-        frame::encode(&payload, out);
+        let mut head = Vec::with_capacity(11 + id.len());
+        head.extend_from_slice(&self.seq.0.to_le_bytes());
+        head.push(self.encoding.as_byte());
+        head.extend_from_slice(&(id.len() as u16).to_le_bytes());
+        head.extend_from_slice(id.as_bytes());
+        let mut framed = frame::header(&[&head, &self.body]).to_vec();
+        framed.extend_from_slice(&head);
+        [Bytes::from(framed), self.body.clone()]
     }
 
     pub fn decode(payload: &[u8]) -> Option<Self> {
@@ -199,13 +208,22 @@ impl Wal {
 
     /// Writes already-framed records and makes them durable (one fdatasync).
     pub fn append_durable(&mut self, framed: &[u8]) -> Result<()> {
+        self.append_durable_pieces(&[framed])
+    }
+
+    /// [`Wal::append_durable`] for framed records given in pieces, written in
+    /// order without joining them first.
+    pub fn append_durable_pieces<B: AsRef<[u8]>>(&mut self, pieces: &[B]) -> Result<()> {
         if self.current_bytes >= self.segment_bytes {
             self.rotate()?;
         }
         let path = self.dir.join(self.current_id.file_name());
-        self.current.write_all(framed).map_err(io_err(&path))?;
+        for piece in pieces {
+            let piece = piece.as_ref();
+            self.current.write_all(piece).map_err(io_err(&path))?;
+            self.current_bytes += piece.len() as u64;
+        }
         self.current.sync_data().map_err(io_err(&path))?;
-        self.current_bytes += framed.len() as u64;
         Ok(())
     }
 

@@ -150,7 +150,7 @@ impl WriterState {
                 encoding: req.encoding,
                 body: req.body,
             };
-            record.encode(&mut framed);
+            framed.extend(record.frame());
             if let Some(id) = record.batch_id {
                 self.dedup.record(id.clone(), req.decoded.rows as u64, now);
                 ids.push(id);
@@ -160,9 +160,10 @@ impl WriterState {
         if accepted.is_empty() {
             return;
         }
+        let started = Instant::now();
         let durable = self
             .wal
-            .append_durable(&framed)
+            .append_durable_pieces(&framed)
             .and_then(|()| self.dedup.sync(now));
         if let Err(e) = durable {
             tracing::error!(error = %error_chain(&e), "WAL write failed; refusing the group");
@@ -173,7 +174,9 @@ impl WriterState {
             }
             return;
         }
-        self.metrics.wal_bytes.inc_by(framed.len() as i64);
+        let framed_bytes: usize = framed.iter().map(Bytes::len).sum();
+        tracing::trace!(bytes = framed_bytes, records = accepted.len(), elapsed = ?started.elapsed(), "WAL group synced");
+        self.metrics.wal_bytes.inc_by(framed_bytes as i64);
         let t = Instant::now();
         for (decoded, seq, reply) in accepted {
             let rows = decoded.rows;

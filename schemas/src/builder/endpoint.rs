@@ -23,24 +23,23 @@ pub(super) struct EndpointColumns {
     label_ranges: Vec<std::ops::Range<usize>>,
     /// `(key, value)` entries of every distinct identity's labels, one after another.
     labels: Dict<2>,
-    rows: Vec<u32>,
 }
 
 impl EndpointColumns {
-    pub(super) fn with_capacity(n: usize) -> Self {
+    pub(super) fn new() -> Self {
         EndpointColumns {
             interner: Interner::default(),
             texts: Dict::default(),
             // Entry 0 (no identity) has no labels.
             label_ranges: std::iter::once(0..0).collect(),
             labels: Dict::default(),
-            rows: Vec::with_capacity(n),
         }
     }
 
+    /// The id of `end`'s identity in this batch (`NULL_ID` for none).
     #[inline]
-    pub(super) fn append(&mut self, end: &Endpoint) {
-        let id = match &end.identity {
+    pub(super) fn id(&mut self, end: &Endpoint) -> u32 {
+        match &end.identity {
             Some(identity) => self.interner.id(identity, |id| {
                 let first = self.labels.len();
                 for (k, v) in &id.labels {
@@ -58,17 +57,16 @@ impl EndpointColumns {
                 ])
             }),
             None => NULL_ID,
-        };
-        self.rows.push(id);
+        }
     }
 
-    fn labels_column(&self) -> ArrayRef {
+    fn labels_column(&self, rows: &[u32]) -> ArrayRef {
         let ranges = self.label_ranges.as_slice();
-        let total = self.rows.iter().map(|&r| ranges[r as usize].len()).sum();
+        let total = rows.iter().map(|&r| ranges[r as usize].len()).sum();
         let mut entries = Vec::with_capacity(total);
-        let mut offsets = Vec::with_capacity(self.rows.len() + 1);
+        let mut offsets = Vec::with_capacity(rows.len() + 1);
         offsets.push(0);
-        for &r in &self.rows {
+        for &r in rows {
             entries.extend(ranges[r as usize].clone().map(|e| e as u32));
             offsets.push(i32::try_from(entries.len()).expect("under 2G labels per batch"));
         }
@@ -84,7 +82,6 @@ impl EndpointColumns {
             vec![Arc::new(keys), Arc::new(values)],
             None,
         );
-        let rows = self.rows.as_slice();
         let nulls = rows.contains(&NULL_ID).then(|| {
             NullBuffer::new(BooleanBuffer::collect_bool(rows.len(), |i| {
                 rows[i] != NULL_ID
@@ -99,13 +96,14 @@ impl EndpointColumns {
         ))
     }
 
-    /// Pushes the eight columns in schema order and empties the builder.
-    pub(super) fn finish_into(&mut self, out: &mut Vec<ArrayRef>) {
-        let [namespace, pod, workload, kind, node, service, zone] = self.texts.columns(&self.rows);
+    /// Pushes the eight columns of `rows` (ids from `id`) in schema order and forgets
+    /// the identities.
+    pub(super) fn finish_into(&mut self, rows: &[u32], out: &mut Vec<ArrayRef>) {
+        let [namespace, pod, workload, kind, node, service, zone] = self.texts.columns(rows);
         for c in [namespace, pod, workload, kind] {
             out.push(Arc::new(c));
         }
-        out.push(self.labels_column());
+        out.push(self.labels_column(rows));
         for c in [node, service, zone] {
             out.push(Arc::new(c));
         }
@@ -113,6 +111,5 @@ impl EndpointColumns {
         self.texts.clear();
         self.label_ranges.truncate(1);
         self.labels.clear();
-        self.rows.clear();
     }
 }

@@ -43,7 +43,8 @@ pub(super) struct Interner<T: ?Sized> {
 }
 
 /// Slots of an [`Interner`]'s cache.
-const RECENT: usize = 256;
+const RECENT_BITS: u32 = 8;
+const RECENT: usize = 1 << RECENT_BITS;
 
 impl<T: ?Sized> Default for Interner<T> {
     fn default() -> Self {
@@ -60,11 +61,24 @@ impl<T: ?Sized> Interner<T> {
     #[inline]
     pub(super) fn id(&mut self, value: &Arc<T>, assign: impl FnOnce(&T) -> u32) -> u32 {
         let addr = Arc::as_ptr(value).cast::<u8>() as usize;
-        // Allocations are at least 16-byte aligned: skip the bits that never vary.
-        let slot = &mut self.recent[(addr >> 4) % RECENT];
-        if slot.0 == addr {
-            return slot.1;
+        // Fibonacci hashing: the top bits of the product mix every bit of the address.
+        let slot = (addr as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> (64 - RECENT_BITS);
+        let (cached, id) = self.recent[slot as usize];
+        if cached == addr {
+            return id;
         }
+        self.id_uncached(value, addr, slot as usize, assign)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn id_uncached(
+        &mut self,
+        value: &Arc<T>,
+        addr: usize,
+        slot: usize,
+        assign: impl FnOnce(&T) -> u32,
+    ) -> u32 {
         let id = match self.ids.entry(addr) {
             Entry::Occupied(e) => *e.get(),
             Entry::Vacant(e) => {
@@ -72,7 +86,7 @@ impl<T: ?Sized> Interner<T> {
                 *e.insert(assign(value))
             }
         };
-        *slot = (addr, id);
+        self.recent[slot] = (addr, id);
         id
     }
 
@@ -83,69 +97,54 @@ impl<T: ?Sized> Interner<T> {
     }
 }
 
-/// A Utf8 column of shared texts (`Arc<str>`), such as cluster, node and interface names.
+/// The texts of a Utf8 column of shared texts (`Arc<str>`), such as cluster, node
+/// and interface names; rows keep the ids it gives.
 #[derive(Default)]
-pub(super) struct SharedTextColumn {
+pub(super) struct SharedTexts {
     interner: Interner<str>,
     dict: Dict<1>,
-    rows: Vec<u32>,
 }
 
-impl SharedTextColumn {
-    pub(super) fn with_capacity(n: usize) -> Self {
-        SharedTextColumn {
-            rows: Vec::with_capacity(n),
-            ..Default::default()
+impl SharedTexts {
+    /// The id of `text` in this batch (`NULL_ID` for `None`).
+    #[inline]
+    pub(super) fn id(&mut self, text: Option<&Arc<str>>) -> u32 {
+        match text {
+            Some(t) => self.interner.id(t, |s| self.dict.push([Some(s)])),
+            None => NULL_ID,
         }
     }
 
-    #[inline]
-    pub(super) fn append(&mut self, text: Option<&Arc<str>>) {
-        let id = match text {
-            Some(t) => self.interner.id(t, |s| self.dict.push([Some(s)])),
-            None => NULL_ID,
-        };
-        self.rows.push(id);
-    }
-
-    pub(super) fn finish(&mut self) -> StringArray {
-        let array = self.dict.column(&self.rows);
-        self.rows.clear();
+    /// The column of `rows` (ids from `id`); forgets the texts.
+    pub(super) fn finish(&mut self, rows: &[u32]) -> StringArray {
+        let array = self.dict.column(rows);
         self.dict.clear();
         self.interner.clear();
         array
     }
 }
 
-/// A Utf8 column over a fixed set of names: rows hold ids of a prepared dictionary.
-pub(super) struct NamedColumn {
+/// The texts of a Utf8 column over a fixed set of names.
+pub(super) struct Names {
     dict: Dict<1>,
-    rows: Vec<u32>,
 }
 
-impl NamedColumn {
-    /// A column whose id `i + 1` is `names[i]`.
-    pub(super) fn new<'a>(names: impl IntoIterator<Item = &'a str>, capacity: usize) -> Self {
-        NamedColumn {
+impl Names {
+    /// Names whose id `i + 1` is `names[i]`.
+    pub(super) fn new<'a>(names: impl IntoIterator<Item = &'a str>) -> Self {
+        Names {
             dict: Dict::with_texts(names),
-            rows: Vec::with_capacity(capacity),
         }
     }
 
     /// Adds a name and returns its id.
-    pub(super) fn add_name(&mut self, name: &str) -> u32 {
+    pub(super) fn add(&mut self, name: &str) -> u32 {
         self.dict.push([Some(name)])
     }
 
-    pub(super) fn append_id(&mut self, id: u32) {
-        self.rows.push(id);
-    }
-
-    /// Builds the column; the names stay for the next batch.
-    pub(super) fn finish(&mut self) -> StringArray {
-        let array = self.dict.column(&self.rows);
-        self.rows.clear();
-        array
+    /// The column of `rows` (ids of names); the names stay for the next batch.
+    pub(super) fn column(&self, rows: &[u32]) -> StringArray {
+        self.dict.column(rows)
     }
 }
 
@@ -232,22 +231,22 @@ mod tests {
 
     #[test]
     fn interner_gives_one_id_per_shared_value_and_forgets_on_clear() {
-        let mut col = SharedTextColumn::default();
+        let mut texts = SharedTexts::default();
         let x: Arc<str> = "x".into();
         let y: Arc<str> = "y".into();
         let x_again: Arc<str> = "x".into(); // same text, another allocation
-        for v in [&x, &y, &x, &x_again, &y] {
-            col.append(Some(v));
-        }
-        col.append(None);
-        assert_eq!(col.dict.len(), 4, "null entry + x, y, x_again");
-        let array = col.finish();
+        let rows: Vec<u32> = [Some(&x), Some(&y), Some(&x), Some(&x_again), Some(&y), None]
+            .into_iter()
+            .map(|t| texts.id(t))
+            .collect();
+        assert_eq!(texts.dict.len(), 4, "null entry + x, y, x_again");
+        let array = texts.finish(&rows);
         let got: Vec<_> = array.iter().collect();
         assert_eq!(
             got,
             [Some("x"), Some("y"), Some("x"), Some("x"), Some("y"), None]
         );
-        assert!(col.interner.kept.is_empty() && col.rows.is_empty());
+        assert!(texts.interner.kept.is_empty() && texts.dict.len() == 1);
     }
 
     #[test]

@@ -23,8 +23,11 @@ mkdir -p "$BENCH_DIR"
 for n in $ROWS; do
   table="$BENCH_DIR/flows-$n"
   if [ ! -d "$table/_delta_log" ]; then
-    rm -rf "$table" "$table.gen"
-    bench build --table "$table" --rows "$n" --start "$START" --duration 24h --seed 1
+    # Built aside and renamed when complete: a killed build (e.g. out of memory at
+    # 100 M rows) never leaves a partial table that a later run would measure.
+    rm -rf "$table" "$table.building" "$table.gen"
+    bench build --table "$table.building" --rows "$n" --start "$START" --duration 24h --seed 1
+    mv "$table.building" "$table"
   fi
   out="$BENCH_DIR/results-$n.json"
   bench run --table "$table" --from "$START" --to "$END" --runs "$RUNS" \

@@ -10,7 +10,7 @@ mod text;
 
 use std::sync::Arc;
 
-use arrow::array::ArrayRef;
+use arrow::array::{ArrayRef, PrimitiveArray};
 use arrow::datatypes::{Int8Type, Int16Type, Int32Type, Int64Type, TimestampMicrosecondType};
 use arrow::record_batch::RecordBatch;
 
@@ -20,7 +20,7 @@ use crate::schema::flow_schema;
 use dict::{Dict, NULL_ID};
 use dns::DnsColumns;
 use endpoint::EndpointColumns;
-use staged::{Staged, has, ids, numbers, optional};
+use staged::{Fields, Staged, has, numbers, optional};
 use text::{IpColumn, Names, SharedTexts};
 
 /// The `date` and `hour` texts. Each hour seen in the batch gets one entry holding
@@ -228,62 +228,70 @@ impl FlowBatchBuilder {
 
     /// The batch of everything appended so far; the builder is empty afterwards.
     pub fn finish(&mut self) -> RecordBatch {
-        let s = self.staged.as_slice();
+        let f = Fields::from_rows(&self.staged);
+        let n = self.staged.len();
+        self.staged.clear();
         let mut cols: Vec<ArrayRef> = Vec::with_capacity(flow_schema().fields().len());
-        let utc = |a: arrow::array::PrimitiveArray<TimestampMicrosecondType>| {
-            Arc::new(a.with_timezone("UTC"))
-        };
-        cols.push(utc(numbers(s, |r| r.start_us)));
-        cols.push(utc(numbers(s, |r| r.end_us)));
-        cols.push(Arc::new(self.cluster.finish(&ids(s, |r| r.cluster))));
-        cols.push(Arc::new(self.node.finish(&ids(s, |r| r.node))));
-        let observation_points = ids(s, |r| r.observation_point);
+        let utc = |a: PrimitiveArray<TimestampMicrosecondType>| Arc::new(a.with_timezone("UTC"));
+        cols.push(utc(numbers(f.start_us)));
+        cols.push(utc(numbers(f.end_us)));
+        cols.push(Arc::new(self.cluster.finish(&f.cluster)));
+        cols.push(Arc::new(self.node.finish(&f.node)));
         cols.push(Arc::new(
-            self.observation_points.column(&observation_points),
+            self.observation_points.column(&f.observation_point),
         ));
-        cols.push(Arc::new(self.interface.finish(&ids(s, |r| r.interface))));
-        cols.push(Arc::new(self.directions.column(&ids(s, |r| r.direction))));
-        cols.push(Arc::new(numbers::<Int8Type>(s, |r| r.ip_version)));
-        cols.push(Arc::new(
-            self.protocols.names.column(&ids(s, |r| r.protocol)),
-        ));
+        cols.push(Arc::new(self.interface.finish(&f.interface)));
+        cols.push(Arc::new(self.directions.column(&f.direction)));
+        cols.push(Arc::new(numbers::<Int8Type>(f.ip_version)));
+        cols.push(Arc::new(self.protocols.names.column(&f.protocol)));
         cols.push(Arc::new(self.src_ip.finish()));
         cols.push(Arc::new(self.dst_ip.finish()));
-        cols.push(Arc::new(optional::<Int32Type>(s, has::SRC_PORT, |r| {
-            r.src_port
-        })));
-        cols.push(Arc::new(optional::<Int32Type>(s, has::DST_PORT, |r| {
-            r.dst_port
-        })));
-        cols.push(Arc::new(optional::<Int16Type>(s, has::ICMP, |r| {
-            r.icmp_type
-        })));
-        cols.push(Arc::new(optional::<Int16Type>(s, has::ICMP, |r| {
-            r.icmp_code
-        })));
-        cols.push(Arc::new(numbers::<Int64Type>(s, |r| r.packets)));
-        cols.push(Arc::new(numbers::<Int64Type>(s, |r| r.bytes)));
-        cols.push(Arc::new(optional::<Int16Type>(s, has::TCP_FLAGS, |r| {
-            r.tcp_flags
-        })));
-        cols.push(Arc::new(self.verdicts.column(&ids(s, |r| r.verdict))));
-        cols.push(Arc::new(
-            self.drop_reason.finish(&ids(s, |r| r.drop_reason)),
-        ));
-        cols.push(Arc::new(optional::<Int32Type>(s, has::TCP, |r| {
-            r.retransmits
-        })));
-        cols.push(Arc::new(optional::<Int32Type>(s, has::TCP, |r| r.resets)));
-        cols.push(Arc::new(optional::<Int64Type>(s, has::SRTT, |r| r.srtt_us)));
-        cols.push(Arc::new(optional::<Int64Type>(s, has::HANDSHAKE, |r| {
-            r.handshake_us
-        })));
-        self.dns.finish_into(s.len(), &mut cols);
-        self.src.finish_into(&ids(s, |r| r.src), &mut cols);
-        self.dst.finish_into(&ids(s, |r| r.dst), &mut cols);
-        self.partitions
-            .finish_into(&ids(s, |r| r.partition), &mut cols);
-        self.staged.clear();
+        let valid = f.valid.as_slice();
+        cols.push(Arc::new(optional::<Int32Type>(
+            f.src_port,
+            valid,
+            has::SRC_PORT,
+        )));
+        cols.push(Arc::new(optional::<Int32Type>(
+            f.dst_port,
+            valid,
+            has::DST_PORT,
+        )));
+        cols.push(Arc::new(optional::<Int16Type>(
+            f.icmp_type,
+            valid,
+            has::ICMP,
+        )));
+        cols.push(Arc::new(optional::<Int16Type>(
+            f.icmp_code,
+            valid,
+            has::ICMP,
+        )));
+        cols.push(Arc::new(numbers::<Int64Type>(f.packets)));
+        cols.push(Arc::new(numbers::<Int64Type>(f.bytes)));
+        cols.push(Arc::new(optional::<Int16Type>(
+            f.tcp_flags,
+            valid,
+            has::TCP_FLAGS,
+        )));
+        cols.push(Arc::new(self.verdicts.column(&f.verdict)));
+        cols.push(Arc::new(self.drop_reason.finish(&f.drop_reason)));
+        cols.push(Arc::new(optional::<Int32Type>(
+            f.retransmits,
+            valid,
+            has::TCP,
+        )));
+        cols.push(Arc::new(optional::<Int32Type>(f.resets, valid, has::TCP)));
+        cols.push(Arc::new(optional::<Int64Type>(f.srtt_us, valid, has::SRTT)));
+        cols.push(Arc::new(optional::<Int64Type>(
+            f.handshake_us,
+            valid,
+            has::HANDSHAKE,
+        )));
+        self.dns.finish_into(n, &mut cols);
+        self.src.finish_into(&f.src, &mut cols);
+        self.dst.finish_into(&f.dst, &mut cols);
+        self.partitions.finish_into(&f.partition, &mut cols);
         RecordBatch::try_new(flow_schema(), cols)
             .expect("builder columns follow the flow schema (checked by tests)")
     }

@@ -3,7 +3,7 @@
 //!
 //! Write path, in order: [`http`] (axum routes, limits, auth) → [`decode`] (IPC,
 //! validation) → [`writer`] (one thread: dedup, [`wal`] group commit, buffer) →
-//! [`flush`] (policy, [`parquet`] sort and writer properties) → [`table`] (Delta
+//! [`flush`] (policy, [`sort`] order, [`parquet`] writer properties) → [`table`] (Delta
 //! commits on any object_store URL) → [`compact`] (merge, retention, vacuum,
 //! checkpoints). [`metrics`] and [`error`] beside them.
 

@@ -37,9 +37,9 @@ pub struct TableConfig {
 
 impl TableConfig {
     /// Adds object-store options from the environment (see
-    /// [`crate::table::cloud_env_options`]); explicit options win.
+    /// [`flowlake_storage::cloud_env_options`]); explicit options win.
     pub fn with_env(mut self, vars: impl IntoIterator<Item = (String, String)>) -> Self {
-        let mut options = crate::table::cloud_env_options(vars);
+        let mut options = flowlake_storage::cloud_env_options(vars);
         options.extend(self.storage_options);
         self.storage_options = options;
         self

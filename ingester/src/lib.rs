@@ -42,8 +42,9 @@ pub use config::{
 };
 pub use decode::{BodyEncoding, decode_body, decode_bytes, encode_ipc};
 pub use error::{IngestError, Result};
+pub use flowlake_storage::cloud_env_options;
 pub use http::{BATCH_ID_HEADER, IngestResponse, routes};
-pub use table::{Table, TableFile, cloud_env_options};
+pub use table::{Table, TableFile};
 pub use wal::{BatchId, SegmentId, WalSeq};
 pub use writer::Clock;
 

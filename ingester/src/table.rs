@@ -6,20 +6,15 @@
 //! Each commit carries an application transaction (`txn`) with the writer's id and
 //! WAL sequence number, so a replay after a crash can skip what is already in.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Once};
+use std::sync::Arc;
 use std::time::Instant;
 
 use deltalake_core::kernel::engine::arrow_conversion::TryIntoKernel;
 use deltalake_core::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake_core::kernel::{Action, Add, StructType, Transaction};
-use deltalake_core::logstore::{
-    LogStore, LogStoreFactory, ObjectStoreFactory, ObjectStoreRef, StorageConfig, default_logstore,
-    logstore_factories, object_store_factories,
-};
 use deltalake_core::protocol::{DeltaOperation, SaveMode};
 use deltalake_core::writer::{DeltaWriter, RecordBatchWriter, WriteMode};
-use deltalake_core::{DeltaResult, DeltaTable, DeltaTableBuilder, DeltaTableError};
+use deltalake_core::{DeltaTable, DeltaTableBuilder, DeltaTableError};
 use flowlake_schemas::{PARTITION_COLUMNS, flow_schema};
 use url::Url;
 
@@ -77,68 +72,8 @@ pub fn table_url(location: &str) -> Result<Url> {
         .map_err(|()| IngestError::Config(format!("not an absolute path: {}", abs.display())))
 }
 
-/// Cloud stores straight from `object_store` (credentials from options and the
-/// environment); commits use the default log store, whose atomic commit is a
-/// conditional put (`If-None-Match: *`), supported by S3, GCS and Azure.
-struct CloudStores;
-
-impl ObjectStoreFactory for CloudStores {
-    fn parse_url_opts(
-        &self,
-        url: &Url,
-        config: &StorageConfig,
-    ) -> DeltaResult<(ObjectStoreRef, object_store::path::Path)> {
-        let (store, path) = object_store::parse_url_opts(url, config.raw.clone())?;
-        Ok((Arc::from(store), path))
-    }
-}
-
-/// Object-store options from `AWS_*`, `GOOGLE_*`, `AZURE_*` environment variables
-/// (keys lowercased), as the object_store builders' `from_env` would read them. The
-/// binary passes `std::env::vars()`; explicit `--storage-option`s win.
-pub fn cloud_env_options(
-    vars: impl IntoIterator<Item = (String, String)>,
-) -> HashMap<String, String> {
-    vars.into_iter()
-        .filter(|(k, _)| {
-            ["AWS_", "GOOGLE_", "AZURE_"]
-                .iter()
-                .any(|p| k.starts_with(p))
-        })
-        .map(|(k, v)| (k.to_ascii_lowercase(), v))
-        .collect()
-}
-
-impl LogStoreFactory for CloudStores {
-    fn with_options(
-        &self,
-        prefixed_store: ObjectStoreRef,
-        root_store: ObjectStoreRef,
-        location: &Url,
-        options: &StorageConfig,
-    ) -> DeltaResult<Arc<dyn LogStore>> {
-        Ok(default_logstore(
-            prefixed_store,
-            root_store,
-            location,
-            options,
-        ))
-    }
-}
-
-fn register_cloud_stores() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        for scheme in ["s3://", "s3a://", "gs://", "az://", "abfs://", "abfss://"] {
-            let url = Url::parse(scheme).expect("valid scheme URL");
-            object_store_factories().insert(url.clone(), Arc::new(CloudStores));
-            logstore_factories().insert(url, Arc::new(CloudStores));
-        }
-    });
-}
-
 fn builder(cfg: &TableConfig) -> Result<(DeltaTableBuilder, Url)> {
-    register_cloud_stores();
+    flowlake_storage::register_cloud_schemes();
     let url = table_url(&cfg.location)?;
     let b =
         DeltaTableBuilder::from_url(url.clone())?.with_storage_options(cfg.storage_options.clone());

@@ -2,72 +2,15 @@
 //! through `object_store`.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Once};
+use std::sync::Arc;
 
-use deltalake_core::logstore::{
-    LogStore, LogStoreFactory, ObjectStoreFactory, ObjectStoreRef, StorageConfig, default_logstore,
-    logstore_factories, object_store_factories,
-};
-use deltalake_core::{DeltaResult, DeltaTable, DeltaTableBuilder, Path};
+use deltalake_core::logstore::ObjectStoreRef;
+use deltalake_core::{DeltaTable, DeltaTableBuilder, Path};
 use url::Url;
 
 use crate::error::{QueryError, Result};
 
-/// Cloud schemes served through `object_store` directly.
-const CLOUD_SCHEMES: [&str; 6] = ["s3", "s3a", "gs", "az", "abfs", "abfss"];
-
-/// Builds cloud object stores for deltalake from the URL and options.
-struct CloudStoreFactory;
-
-impl ObjectStoreFactory for CloudStoreFactory {
-    fn parse_url_opts(
-        &self,
-        url: &Url,
-        config: &StorageConfig,
-    ) -> DeltaResult<(ObjectStoreRef, Path)> {
-        let (store, path) = object_store::parse_url_opts(url, config.raw.iter())?;
-        Ok((Arc::from(store), path))
-    }
-}
-
-/// Plain log store (reads, and writes where the store supports conditional puts).
-struct CloudLogStoreFactory;
-
-impl LogStoreFactory for CloudLogStoreFactory {
-    fn with_options(
-        &self,
-        prefixed_store: ObjectStoreRef,
-        root_store: ObjectStoreRef,
-        location: &Url,
-        options: &StorageConfig,
-    ) -> DeltaResult<Arc<dyn LogStore>> {
-        Ok(default_logstore(
-            prefixed_store,
-            root_store,
-            location,
-            options,
-        ))
-    }
-}
-
-/// deltalake-core only knows `file://` and `memory://`; teach it the cloud schemes once.
-/// Existing registrations (e.g. by another crate in the same process) are kept.
-pub fn register_cloud_schemes() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let stores = object_store_factories();
-        let logs = logstore_factories();
-        for scheme in CLOUD_SCHEMES {
-            let key = Url::parse(&format!("{scheme}://")).expect("valid scheme URL");
-            if !stores.contains_key(&key) {
-                stores.insert(key.clone(), Arc::new(CloudStoreFactory));
-            }
-            if !logs.contains_key(&key) {
-                logs.insert(key, Arc::new(CloudLogStoreFactory));
-            }
-        }
-    });
-}
+pub use flowlake_storage::register_cloud_schemes;
 
 /// Parses a location: a URL with a scheme, or a local path (made absolute).
 pub fn location_url(location: &str) -> Result<Url> {

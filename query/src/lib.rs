@@ -16,6 +16,7 @@ pub mod export;
 pub mod format;
 pub mod grafana;
 pub mod metrics;
+mod native_scan;
 pub mod openapi;
 pub mod pods;
 pub mod pruning;

@@ -20,6 +20,7 @@ use tokio::sync::Mutex;
 
 use crate::config::TableLocation;
 use crate::error::Result;
+use crate::native_scan::NativeScan;
 use crate::pruning::partition_filters;
 use crate::storage::open_table;
 
@@ -37,11 +38,13 @@ pub struct FlowsTable {
     current: RwLock<Snapshot>,
 }
 
-/// One immutable snapshot: its provider and Delta version.
+/// One immutable snapshot: its provider and Delta version, and the direct Parquet
+/// scan when the table allows it (see [`NativeScan`]).
 #[derive(Clone)]
 pub struct Snapshot {
     pub provider: Arc<dyn TableProvider>,
     pub version: u64,
+    native: Option<NativeScan>,
 }
 
 impl std::fmt::Debug for FlowsTable {
@@ -58,9 +61,11 @@ async fn snapshot_of(table: &DeltaTable) -> Result<Snapshot> {
         .table_provider()
         .await
         .map_err(crate::error::QueryError::Execution)?;
+    let native = NativeScan::try_new(table, &provider.schema());
     Ok(Snapshot {
         provider,
         version: table.version().unwrap_or(0),
+        native,
     })
 }
 
@@ -117,8 +122,9 @@ impl FlowsTable {
     }
 }
 
-/// The Delta scan always turns its predicate into a Parquet row filter (decode the
-/// predicate columns, build a row selection, then decode the rest through it). On the
+/// For tables [`NativeScan`] cannot read. The Delta scan always turns its predicate into
+/// a Parquet row filter (decode the predicate columns, build a row selection, then decode
+/// the rest through it). On the
 /// flow table the predicates keep rows scattered through every page, so that selection
 /// costs more than it saves (`RowSelection` work was a third of the profile). This sets
 /// the Parquet sources under `plan` to the session's `pushdown_filters` instead
@@ -177,7 +183,7 @@ impl TableProvider for FlowsTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        let provider = self.snapshot().provider;
+        let snapshot = self.snapshot();
         let mut all = filters.to_vec();
         let extra = partition_filters(filters);
         if !extra.is_empty() {
@@ -187,7 +193,13 @@ impl TableProvider for FlowsTable {
             );
         }
         all.extend(extra);
-        let plan = provider.scan(state, projection, &all, limit).await?;
+        if let Some(native) = &snapshot.native {
+            return native.scan(state, projection, &all, limit).await;
+        }
+        let plan = snapshot
+            .provider
+            .scan(state, projection, &all, limit)
+            .await?;
         let row_filters = state.config().options().execution.parquet.pushdown_filters;
         with_row_filter_pushdown(plan, row_filters)
     }
@@ -196,6 +208,12 @@ impl TableProvider for FlowsTable {
         &self,
         filters: &[&Expr],
     ) -> DfResult<Vec<TableProviderFilterPushDown>> {
-        self.snapshot().provider.supports_filters_pushdown(filters)
+        let snapshot = self.snapshot();
+        if snapshot.native.is_some() {
+            // Files are skipped by these filters, rows are not: DataFusion keeps a
+            // `FilterExec` and pushes the predicate into the Parquet source for pruning.
+            return Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()]);
+        }
+        snapshot.provider.supports_filters_pushdown(filters)
     }
 }

@@ -125,6 +125,15 @@ async fn time_range_prunes_partitions() {
     assert_eq!(status, 200);
     let plan = body.to_string();
     assert!(plan.contains("interval_start"), "{plan}");
+    // Read by DataFusion's Parquet source directly (no deltalake transform layer), and
+    // only the files of hour 01 are in the scan.
+    assert!(!plan.contains("DeltaScan"), "{plan}");
+    assert!(plan.contains("DataSourceExec"), "{plan}");
+    assert!(plan.contains("hour=01/"), "{plan}");
+    assert!(
+        !plan.contains("hour=00/") && !plan.contains("hour=02/"),
+        "{plan}"
+    );
     let (_, one) = sql_json(&svc, "SELECT count(*) AS n FROM flows WHERE interval_start >= '2026-01-01T01:00:00Z' AND interval_start < '2026-01-01T01:30:00Z'").await;
     let (_, direct) = sql_json(&svc, "SELECT count(*) AS n FROM flows WHERE date = '2026-01-01' AND hour = '01' AND interval_start < '2026-01-01T01:30:00Z'").await;
     assert_eq!(one, direct);

@@ -3,6 +3,8 @@
 use std::path::Path;
 use std::process::Command;
 
+use flowlake_testkit::python_with;
+
 fn flowlake() -> Command {
     Command::new(env!("CARGO_BIN_EXE_flowlake"))
 }
@@ -29,23 +31,6 @@ fn gen_into(dir: &Path, format: &str) {
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("wrote 20000 rows in 2 files"), "{stdout}");
-}
-
-/// Python with `modules`, or a printed reason why not (a failure under
-/// FLOWLAKE_REQUIRE_PRIVILEGED=1). Shared by the e2e modules.
-pub(crate) fn python_with(modules: &str) -> Option<Command> {
-    let ok = Command::new("python3")
-        .args(["-c", &format!("import {modules}")])
-        .status()
-        .is_ok_and(|s| s.success());
-    if ok {
-        Some(Command::new("python3"))
-    } else if std::env::var("FLOWLAKE_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
-        panic!("python3 with {modules} is required (run .ci/run or the README's set-up)");
-    } else {
-        eprintln!("skipping: python3 with {modules} is not installed");
-        None
-    }
 }
 
 #[test]

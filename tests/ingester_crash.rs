@@ -225,7 +225,7 @@ fn kill_9_mid_stream_loses_and_duplicates_nothing() {
     assert_eq!(table_rows(dir.path()), acked_total);
     let acked_batches = acked_total / per;
     let want_bytes: u64 = records[..acked_batches * per].iter().map(|r| r.bytes).sum();
-    let Some(mut python) = crate::gen_cli::python_with("deltalake, duckdb") else {
+    let Some(mut python) = flowlake_testkit::python_with("deltalake, duckdb") else {
         return;
     };
     let script = r#"

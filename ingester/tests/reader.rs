@@ -1,29 +1,11 @@
 //! The table as other engines see it: Python `deltalake` + pyarrow and DuckDB read
 //! back exactly the rows and sums that were sent.
 
-use std::process::Command;
-
 use flowlake_ingester::Ingester;
+use flowlake_testkit::python_with;
 use reqwest::StatusCode;
 
 use crate::common::*;
-
-/// `python3` with `modules`, or a printed reason (a failure under
-/// FLOWLAKE_REQUIRE_PRIVILEGED=1).
-pub fn python_with(modules: &str) -> Option<Command> {
-    let ok = Command::new("python3")
-        .args(["-c", &format!("import {modules}")])
-        .status()
-        .is_ok_and(|s| s.success());
-    if ok {
-        Some(Command::new("python3"))
-    } else if std::env::var("FLOWLAKE_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
-        panic!("python3 with {modules} is required");
-    } else {
-        eprintln!("skipping: python3 with {modules} is not installed");
-        None
-    }
-}
 
 const READ: &str = r#"
 import sys, json, duckdb

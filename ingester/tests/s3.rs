@@ -10,7 +10,7 @@ use flowlake_ingester::{Ingester, Table};
 use reqwest::StatusCode;
 
 use crate::common::*;
-use crate::reader::python_with;
+use flowlake_testkit::python_with;
 
 struct Moto(Child);
 

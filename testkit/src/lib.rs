@@ -1,0 +1,45 @@
+//! Helpers for tests that use tools from the machine (Python with pyarrow, DuckDB,
+//! deltalake, …). Without the tool a test skips with a printed reason; under
+//! `FLOWLAKE_REQUIRE_PRIVILEGED=1` (CI) it fails instead.
+
+use std::process::Command;
+
+/// Whether the environment demands that every test really runs (CI).
+pub fn required() -> bool {
+    std::env::var("FLOWLAKE_REQUIRE_PRIVILEGED").as_deref() == Ok("1")
+}
+
+/// `python3` that can import `modules` (comma-separated, as in an `import`
+/// statement), or `None` after printing why the test skips.
+///
+/// # Panics
+/// When the modules are missing and [`required`] is true.
+pub fn python_with(modules: &str) -> Option<Command> {
+    let ok = Command::new("python3")
+        .args(["-c", &format!("import {modules}")])
+        .status()
+        .is_ok_and(|s| s.success());
+    if ok {
+        Some(Command::new("python3"))
+    } else if required() {
+        panic!("python3 with {modules} is required (run .ci/run or the README's set-up)");
+    } else {
+        eprintln!("skipping: python3 with {modules} is not installed");
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_module_skips_unless_required() {
+        if required() {
+            let missing = std::panic::catch_unwind(|| python_with("flowlake_no_such_module"));
+            assert!(missing.is_err(), "required: a missing module fails");
+        } else {
+            assert!(python_with("flowlake_no_such_module").is_none());
+        }
+    }
+}

@@ -11,6 +11,8 @@ cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(clang llvm libbpf-dev bpftool iproute2 nftables iptables tcpdump tshark iperf3 dnsmasq prometheus golang-go golang-github-masterminds-sprig-dev golang-gopkg-yaml.v3-dev)
 PIP_PACKAGES=(pyarrow duckdb deltalake polars "moto[server]")
+# Azurite 3.36+ needs node >= 21; 3.35.0 runs on Debian's/NodeSource's node 20.
+AZURITE_VERSION=3.35.0
 
 install_apt() {
   local missing=()
@@ -43,6 +45,18 @@ install_pip() {
   fi
 }
 
+install_npm() {
+  command -v azurite-blob >/dev/null && return 0
+  if ! command -v npm >/dev/null; then
+    echo "test.sh: no npm — the Azure (Azurite) tests will skip" >&2
+    return 0
+  fi
+  echo "test.sh: installing azurite@${AZURITE_VERSION}" >&2
+  npm install -g --silent --no-fund --no-audit "azurite@${AZURITE_VERSION}" \
+    || echo "test.sh: npm install failed — the Azure (Azurite) tests will skip" >&2
+}
+
 install_apt
 install_pip
+install_npm
 exec cargo test --workspace "$@"

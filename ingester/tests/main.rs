@@ -1,7 +1,9 @@
 //! Integration tests of the ingester: real HTTP, real WAL on disk, real Delta table,
-//! real S3-protocol server, independent readers.
+//! real S3- and Azure-protocol servers, independent readers.
 
 mod api;
+mod azure;
+mod cloud;
 mod common;
 mod compaction;
 mod reader;

@@ -46,9 +46,22 @@ pub fn tool(program: &str) -> Option<()> {
     }
 }
 
+/// Python `deltalake` + pyarrow reading a table with object_store `options`: rows
+/// and the sum of `bytes`.
+const READ: &str = r#"
+import json, os, sys
+import pyarrow.compute as pc
+from deltalake import DeltaTable
+t = DeltaTable(sys.argv[1], storage_options=json.loads(sys.argv[2])).to_pyarrow_table()
+print(json.dumps({"rows": t.num_rows, "bytes": pc.sum(t.column("bytes")).as_py()}))
+sys.stdout.flush()
+os._exit(0)
+"#;
+
 /// Two ingesters write 6000 rows over two hours to `location` with `options`
 /// (object_store keys); the table then holds every row once, from at least two
-/// commits, and compacts to one file per partition.
+/// commits, compacts to one file per partition, and an independent reader (Python
+/// `deltalake`, when installed) sees the rows and byte sums that were sent.
 pub async fn two_ingesters_commit_to(location: &str, options: &[(&str, &str)]) {
     let dir = tempfile::tempdir().unwrap();
     let mut a_cfg = config(&dir.path().join("a"));
@@ -97,4 +110,19 @@ pub async fn two_ingesters_commit_to(location: &str, options: &[(&str, &str)]) {
     let reopened = Table::open(&a_cfg.table).await.unwrap();
     assert_eq!(reopened.files().unwrap().len(), 2);
     assert_eq!(rows(&reopened), 6000);
+    let Some(mut python) = flowlake_testkit::python_with("deltalake, pyarrow") else {
+        return;
+    };
+    let options: serde_json::Map<_, _> = options
+        .iter()
+        .map(|(k, v)| (k.to_string(), serde_json::Value::from(*v)))
+        .collect();
+    let got = json_output(python.args([
+        "-c",
+        READ,
+        location,
+        &serde_json::to_string(&options).unwrap(),
+    ]));
+    assert_eq!(got["rows"], 6000, "{got}");
+    assert_eq!(got["bytes"], sum_bytes(&batch), "{got}");
 }

@@ -35,20 +35,11 @@ async fn python_deltalake_and_duckdb_read_what_was_sent() {
         assert_eq!(s, StatusCode::OK, "{text}");
     }
     ing.shutdown().await.unwrap();
-    let out = python
-        .args([
-            "-c",
-            &format!("{READ}\nimport os, sys\nsys.stdout.flush()\nos._exit(0)"),
-            &cfg.table.location,
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let got = json_output(python.args([
+        "-c",
+        &format!("{READ}\nimport os, sys\nsys.stdout.flush()\nos._exit(0)"),
+        &cfg.table.location,
+    ]));
     let want_bytes = sum_bytes(&batch);
     assert_eq!(got["rows"], 5000, "{got}");
     assert_eq!(got["bytes"], want_bytes, "{got}");

@@ -352,8 +352,11 @@ fn lost_segments_show_retransmits_and_rtt() {
         t.in_pod(
             1,
             &[
-                "nft", "add", "rule", "inet", "flk", "in", "tcp", "dport", "5101", "numgen",
-                "random", "mod", "20", "0", "drop",
+                // Every tenth segment, counting from the sixth (the SYN passes): a
+                // transfer of ~46 GRO'd segments loses several, every run. A random
+                // 5 % lost none in about one run of ten.
+                "nft", "add", "rule", "inet", "flk", "in", "tcp", "dport", "5101", "numgen", "inc",
+                "mod", "10", "5", "drop",
             ],
         );
     }

@@ -2,7 +2,7 @@
 //! with `flowlake gen` data, and the peer (Python `deltalake` + pyarrow writing the
 //! same rows to a partitioned Delta table) measured in the same run.
 //!
-//! `cargo bench -p flowlake-ingester --bench ingest -- [ROWS]`
+//! `cargo bench -p flowlake-ingester --bench ingest -- [ROWS] [zstd]`
 
 use std::time::{Duration, Instant};
 
@@ -13,6 +13,11 @@ fn main() {
         .skip(1)
         .find_map(|a| a.parse().ok())
         .unwrap_or(2_000_000);
+    // `zstd`: request bodies compressed as the collector ships them (Arrow IPC with
+    // ZSTD buffers); the default is uncompressed bodies.
+    let compression = std::env::args()
+        .any(|a| a == "zstd")
+        .then_some(arrow::ipc::CompressionType::ZSTD);
     let dir = tempfile::tempdir().unwrap();
     let mut gen_cfg = flowlake_gen::GenConfig::for_tests(dir.path().join("gen"));
     gen_cfg.topology.nodes = 10;
@@ -28,7 +33,7 @@ fn main() {
     let bodies: Vec<Vec<u8>> = (0..batch.num_rows().div_ceil(per))
         .map(|i| {
             let n = per.min(batch.num_rows() - i * per);
-            encode_ipc(&[batch.slice(i * per, n)], None).unwrap()
+            encode_ipc(&[batch.slice(i * per, n)], compression).unwrap()
         })
         .collect();
     let body_bytes: usize = bodies.iter().map(Vec::len).sum();

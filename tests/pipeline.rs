@@ -88,25 +88,7 @@ async fn sql(base: &str, query: &str) -> Vec<Value> {
 /// A TCP transfer from pod 0 to pod 1, and connection attempts that an nftables
 /// rule in pod 1 drops. Returns the client's source port of the transfer.
 fn traffic(t: &Topology, server: IpAddr) -> u16 {
-    t.in_pod(1, &["nft", "add", "table", "inet", "pol"]);
-    t.in_pod(
-        1,
-        &[
-            "nft",
-            "add",
-            "chain",
-            "inet",
-            "pol",
-            "in",
-            "{ type filter hook input priority 0; }",
-        ],
-    );
-    t.in_pod(
-        1,
-        &[
-            "nft", "add", "rule", "inet", "pol", "in", "tcp", "dport", "5002", "drop",
-        ],
-    );
+    t.drop_input_in_pod(1, &["tcp", "dport", "5002"]);
     let to = SocketAddr::new(server, 5001);
     let listener = in_netns(t.pod_ns_path(1), move || TcpListener::bind(to).unwrap())
         .join()

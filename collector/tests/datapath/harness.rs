@@ -103,6 +103,18 @@ impl Topology {
         sh(&v);
     }
 
+    /// An nftables rule in pod `i` that drops input packets matching `rule` (nft
+    /// syntax, e.g. `["udp", "dport", "9999"]`): drops with a netfilter reason.
+    pub fn drop_input_in_pod(&self, i: usize, rule: &[&str]) {
+        self.in_pod(i, &["nft", "add", "table", "inet", "flk"]);
+        let chain = "{ type filter hook input priority 0; }";
+        self.in_pod(i, &["nft", "add", "chain", "inet", "flk", "in", chain]);
+        let mut add = vec!["nft", "add", "rule", "inet", "flk", "in"];
+        add.extend_from_slice(rule);
+        add.push("drop");
+        self.in_pod(i, &add);
+    }
+
     /// Adds pod `i`: its namespace, a veth with the host side on the bridge.
     pub fn add_pod(&mut self, i: usize) -> &Pod {
         let ns = format!("{}p{i}", self.id);

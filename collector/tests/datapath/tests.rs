@@ -128,25 +128,7 @@ fn drops_have_kernel_reason_names() {
         return;
     }
     let t = Topology::new(12, 2);
-    t.in_pod(1, &["nft", "add", "table", "inet", "flk"]);
-    t.in_pod(
-        1,
-        &[
-            "nft",
-            "add",
-            "chain",
-            "inet",
-            "flk",
-            "in",
-            "{ type filter hook input priority 0; }",
-        ],
-    );
-    t.in_pod(
-        1,
-        &[
-            "nft", "add", "rule", "inet", "flk", "in", "udp", "dport", "9999", "drop",
-        ],
-    );
+    t.drop_input_in_pod(1, &["udp", "dport", "9999"]);
     let (dp, rx, m) = t.collector();
     assert_eq!(
         m.program_status("kfree_skb"),
@@ -336,29 +318,11 @@ fn lost_segments_show_retransmits_and_rtt() {
         eprintln!(
             "no sch_netem in this kernel: loss via nftables, RTT checked without added delay"
         );
-        t.in_pod(1, &["nft", "add", "table", "inet", "flk"]);
-        t.in_pod(
-            1,
-            &[
-                "nft",
-                "add",
-                "chain",
-                "inet",
-                "flk",
-                "in",
-                "{ type filter hook input priority 0; }",
-            ],
-        );
-        t.in_pod(
-            1,
-            &[
-                // Every tenth segment, counting from the sixth (the SYN passes): a
-                // transfer of ~46 GRO'd segments loses several, every run. A random
-                // 5 % lost none in about one run of ten.
-                "nft", "add", "rule", "inet", "flk", "in", "tcp", "dport", "5101", "numgen", "inc",
-                "mod", "10", "5", "drop",
-            ],
-        );
+        // Every tenth segment, counting from the sixth (the SYN passes): a transfer of
+        // ~46 GRO'd segments loses several, every run. A random 5 % lost none in about
+        // one run of ten.
+        let rule = ["tcp", "dport", "5101", "numgen", "inc", "mod", "10", "5"];
+        t.drop_input_in_pod(1, &rule);
     }
     let (dp, rx, _m) = t.collector();
     let b = t.pods[1].v4;

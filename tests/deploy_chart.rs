@@ -144,7 +144,7 @@ fn env_matches_flags(docs: &[Value]) {
         for c in containers.into_iter().flatten() {
             let role = c["args"][0].as_str().unwrap().to_string();
             let text = help.entry(role.clone()).or_insert_with(|| {
-                let out = Command::new(env!("CARGO_BIN_EXE_flowlake"))
+                let out = crate::flowlake()
                     .args([role.as_str(), "--help"])
                     .output()
                     .unwrap();

@@ -1,35 +1,31 @@
 //! `flowlake gen` as a user runs it: files that independent readers understand.
 
+use std::ffi::OsStr;
 use std::path::Path;
-use std::process::Command;
 
 use flowlake_testkit::python_with;
 
-fn flowlake() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_flowlake"))
-}
+use crate::flowlake_ok;
 
 fn gen_into(dir: &Path, format: &str) {
-    let out = flowlake()
-        .args([
-            "gen",
-            "--seed",
-            "3",
-            "--start",
-            "2026-02-01T10:00:00Z",
-            "--duration",
-            "90m",
-        ])
-        .args(["--rows", "20000", "--format", format, "--out"])
-        .arg(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let mut args: Vec<&OsStr> = [
+        "gen",
+        "--seed",
+        "3",
+        "--start",
+        "2026-02-01T10:00:00Z",
+        "--duration",
+        "90m",
+        "--rows",
+        "20000",
+        "--format",
+        format,
+        "--out",
+    ]
+    .map(OsStr::new)
+    .to_vec();
+    args.push(dir.as_os_str());
+    let stdout = flowlake_ok(args);
     assert!(stdout.contains("wrote 20000 rows in 2 files"), "{stdout}");
 }
 

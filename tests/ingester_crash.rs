@@ -4,7 +4,7 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 fn free_addr() -> SocketAddr {
@@ -15,7 +15,7 @@ fn free_addr() -> SocketAddr {
 }
 
 fn start(dir: &Path, addr: SocketAddr) -> Child {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_flowlake"))
+    let mut child = crate::flowlake()
         .args(["ingester", "--listen", &addr.to_string()])
         .arg("--table")
         .arg(dir.join("table"))
@@ -203,24 +203,18 @@ fn kill_9_mid_stream_loses_and_duplicates_nothing() {
 
     // `flowlake compact` merges the closed hours; an independent reader (Python
     // deltalake + DuckDB) sees exactly the acknowledged rows and their byte sum.
-    let out = Command::new(env!("CARGO_BIN_EXE_flowlake"))
-        .args([
-            "compact",
-            "--vacuum-after",
-            "0s",
-            "--log",
-            "warn",
-            "--table",
-        ])
-        .arg(dir.path().join("table"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let summary = String::from_utf8_lossy(&out.stdout);
+    let table = dir.path().join("table");
+    let compact = [
+        "compact",
+        "--vacuum-after",
+        "0s",
+        "--log",
+        "warn",
+        "--table",
+    ];
+    let mut args: Vec<&std::ffi::OsStr> = compact.map(std::ffi::OsStr::new).to_vec();
+    args.push(table.as_os_str());
+    let summary = crate::flowlake_ok(args);
     assert!(!summary.contains("partitions_compacted: 0"), "{summary}");
     assert_eq!(table_rows(dir.path()), acked_total);
     let acked_batches = acked_total / per;

@@ -92,7 +92,7 @@ fn dashboards_work_against(base: &str) {
 #[test]
 fn standalone_feeds_stores_and_answers() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_flowlake"))
+    let mut child = crate::flowlake()
         .args(["standalone", "--source", "gen", "--listen", "127.0.0.1:0"])
         .args(["--gen-rate", "100", "--flush-age", "1s", "--data-dir"])
         .arg(dir.path())

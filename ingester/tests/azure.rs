@@ -3,9 +3,8 @@
 //! concurrent writers, conditional puts (`If-None-Match: *`) and compaction.
 
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
-use crate::cloud::{Server, free_port, tool, two_ingesters_commit_to};
+use crate::cloud::{Server, free_port, spawn_server, tool, two_ingesters_commit_to};
 
 /// Azurite's well-known development account and key (public, documented by
 /// Microsoft; Azurite accepts nothing else by default).
@@ -39,43 +38,34 @@ async fn start_azurite(workspace: &std::path::Path) -> Option<(Server, String)> 
     tool("azurite-blob")?;
     tool("node")?;
     let port = free_port();
-    let child = Command::new("azurite-blob")
-        .args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string()])
-        .arg("--location")
-        .arg(workspace)
-        .args(["--silent", "--disableTelemetry"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
+    let (server, endpoint) = spawn_server(
+        Command::new("azurite-blob")
+            .args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string()])
+            .arg("--location")
+            .arg(workspace)
+            .args(["--silent", "--disableTelemetry"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+        port,
+    )
+    .await;
+    let out = Command::new("node")
+        .args([
+            "-e",
+            CREATE_CONTAINER_JS,
+            &endpoint,
+            ACCOUNT,
+            KEY,
+            "flowlake",
+        ])
+        .output()
         .unwrap();
-    let server = Server(child);
-    let endpoint = format!("http://127.0.0.1:{port}");
-    for _ in 0..200 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            let out = Command::new("node")
-                .args([
-                    "-e",
-                    CREATE_CONTAINER_JS,
-                    &endpoint,
-                    ACCOUNT,
-                    KEY,
-                    "flowlake",
-                ])
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "creating the container: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            return Some((server, endpoint));
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("azurite-blob did not start on {endpoint}");
+    assert!(
+        out.status.success(),
+        "creating the container: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some((server, endpoint))
 }
 
 /// The write path runs in a child test process: object_store's emulator mode

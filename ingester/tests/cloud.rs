@@ -29,6 +29,23 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Spawns `cmd`, a server told to listen on loopback `port`, and waits (up to 10 s)
+/// until it accepts connections: the server and its endpoint URL.
+pub async fn spawn_server(cmd: &mut std::process::Command, port: u16) -> (Server, String) {
+    let server = Server(cmd.spawn().unwrap());
+    let endpoint = format!("http://127.0.0.1:{port}");
+    for _ in 0..200 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return (server, endpoint);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{cmd:?} did not start on {endpoint}");
+}
+
 /// Whether `program` runs (`--version`); else `None` after printing why the test
 /// skips, or a panic under `FLOWLAKE_REQUIRE_PRIVILEGED=1`.
 pub fn tool(program: &str) -> Option<()> {

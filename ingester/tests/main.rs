@@ -1,10 +1,11 @@
 //! Integration tests of the ingester: real HTTP, real WAL on disk, real Delta table,
-//! real S3- and Azure-protocol servers, independent readers.
+//! real S3- and Azure-protocol servers, a GCS XML API fake, independent readers.
 
 mod api;
 mod azure;
 mod cloud;
 mod common;
 mod compaction;
+mod gcs;
 mod reader;
 mod s3;

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Query benchmark: the per-pod questions (per pod and ranked across pods) through
 # Flowlake's QueryEngine (release) and DuckDB on the same SQL over the same Parquet
-# files, p50 of RUNS runs after one warm-up each.
+# files, p50 of RUNS runs after one warm-up each. Flowlake runs twice: `exact` (the
+# flow rows only) and `rollups` (as its endpoints answer: hourly rollups where current).
 #
 #   query/bench/run.sh                 # 10 M rows
 #   ROWS="10000000 100000000" query/bench/run.sh
@@ -31,9 +32,13 @@ for n in $ROWS; do
     MALLOC_ARENA_MAX=2 bench build --table "$table.building" --rows "$n" --start "$START" --duration 24h --seed 1
     mv "$table.building" "$table"
   fi
-  out="$BENCH_DIR/results-$n.json"
-  bench run --table "$table" --from "$START" --to "$END" --runs "$RUNS" \
-    --target-partitions "$THREADS" --out "$out"
-  python3 query/bench/duckdb_compare.py "$out" "$table" --runs "$RUNS" --threads "$THREADS" \
-    --label "($n rows)" --markdown "$BENCH_DIR/table-$n.md"
+  # Hourly rollups (what `flowlake query` builds in the background); idempotent.
+  bench rollup --table "$table"
+  for mode in exact rollups; do
+    out="$BENCH_DIR/results-$n-$mode.json"
+    bench run --table "$table" --from "$START" --to "$END" --runs "$RUNS" \
+      --target-partitions "$THREADS" --mode "$mode" --out "$out"
+    python3 query/bench/duckdb_compare.py "$out" "$table" --runs "$RUNS" --threads "$THREADS" \
+      --label "($n rows, $mode)" --markdown "$BENCH_DIR/table-$n-$mode.md"
+  done
 done

@@ -23,7 +23,9 @@ use deltalake_core::DeltaTable;
 use deltalake_core::protocol::SaveMode;
 use flowlake_gen::GenArgs;
 use flowlake_query::metrics::QueryMetrics;
-use flowlake_query::questions::{Question, Scope, TimeRange, VIEWS, question_sql};
+use flowlake_query::questions::{Question, QuestionRequest, Scope, TimeRange, VIEWS};
+use flowlake_query::rollup::build::{RollupPolicy, build_rollups};
+use flowlake_query::rollup::sketch::RELATIVE_ACCURACY;
 use flowlake_query::{QueryConfig, QueryEngine};
 use flowlake_schemas::{PARTITION_COLUMNS, col, flow_schema};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -186,7 +188,7 @@ async fn collect(engine: &QueryEngine, sql: &str) -> Result<Vec<RecordBatch>, Bo
 async fn questions(
     engine: &QueryEngine,
     range: &TimeRange,
-) -> Result<(String, Vec<(String, String)>), BoxError> {
+) -> Result<(String, Vec<(String, Question, Scope)>), BoxError> {
     let first_hour = TimeRange {
         from: range.from,
         to: range.from + chrono::Duration::hours(1),
@@ -210,14 +212,8 @@ async fn questions(
     let mut out = Vec::new();
     for q in Question::ALL {
         let name = q.name();
-        out.push((
-            format!("{name}/pod"),
-            question_sql(q, &pod_scope, range, &[], 100),
-        ));
-        out.push((
-            format!("{name}/ranked"),
-            question_sql(q, &Scope::AllPods, range, &[], 100),
-        ));
+        out.push((format!("{name}/pod"), q, pod_scope.clone()));
+        out.push((format!("{name}/ranked"), q, Scope::AllPods));
     }
     Ok((format!("{namespace}/{pod}"), out))
 }
@@ -250,24 +246,41 @@ async fn run(opts: &HashMap<String, String>) -> Result<(), BoxError> {
     let only: Vec<&str> = opts
         .get("only")
         .map_or(Vec::new(), |o| o.split(',').collect());
+    // `exact`: the flow rows only; `rollups`: as the endpoints answer (hourly rollups
+    // where current, see `questions rollup`). DuckDB always runs the exact SQL.
+    let exact = match opts.get("mode").map_or("exact", String::as_str) {
+        "exact" => true,
+        "rollups" => false,
+        other => return Err(format!("--mode {other}: exact or rollups").into()),
+    };
     let mut results = Vec::new();
-    for (name, sql) in list {
+    for (name, q, scope) in list {
         if !only.is_empty() && !only.contains(&name.as_str()) {
             continue;
         }
-        let answer = collect(&engine, &sql).await?; // warm-up, and the answer
+        let request = QuestionRequest {
+            exact,
+            ..QuestionRequest::new(q, scope, range, 100)
+        };
+        let sql = request.exact_sql();
+        let answer = answer_batches(&engine, &request).await?; // warm-up, and the answer
         let mut ms = Vec::new();
         for _ in 0..runs {
             let t = Instant::now();
-            let batches = collect(&engine, &sql).await?;
+            let batches = answer_batches(&engine, &request).await?;
             ms.push(t.elapsed().as_secs_f64() * 1000.0);
             std::hint::black_box(batches);
         }
         let mut s = ms.clone();
         s.sort_by(f64::total_cmp);
         eprintln!("{name:<20} p50 {:>9.1} ms", s[s.len() / 2]);
+        let flowlake_sql = engine.question_sql(&request).await?;
+        let approximate = flowlake_sql.contains("sketch_quantile");
         results.push(serde_json::json!({
-            "name": name, "sql": sql, "flowlake_ms": ms, "flowlake_result": to_json(&answer)?,
+            "name": name, "sql": sql, "flowlake_sql": flowlake_sql,
+            "flowlake_ms": ms, "flowlake_result": to_json(&answer)?,
+            // Latency quantiles from rollups are within the sketch's relative accuracy.
+            "approx_rel": if approximate { Some(RELATIVE_ACCURACY) } else { None },
         }));
     }
     let doc = serde_json::json!({
@@ -283,17 +296,43 @@ async fn run(opts: &HashMap<String, String>) -> Result<(), BoxError> {
     Ok(())
 }
 
+/// The batches of a question as the engine answers it.
+async fn answer_batches(
+    engine: &QueryEngine,
+    request: &QuestionRequest,
+) -> Result<Vec<RecordBatch>, BoxError> {
+    Ok(engine.answer(request).await?.collect().await?)
+}
+
+/// Builds the rollups of every hour of the table (all closed: the data is in the past).
+async fn rollup(opts: &HashMap<String, String>) -> Result<(), BoxError> {
+    let engine = open(opts).await?;
+    let started = Instant::now();
+    let report = build_rollups(&engine, chrono::Utc::now(), RollupPolicy::default()).await?;
+    eprintln!(
+        "rollups: {report:?} in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
 async fn explain(opts: &HashMap<String, String>) -> Result<(), BoxError> {
     let engine = open(opts).await?;
-    let (_, list) = questions(&engine, &range_of(opts)?).await?;
+    let range = range_of(opts)?;
+    let (_, list) = questions(&engine, &range).await?;
+    let exact = opts.get("mode").is_none_or(|m| m == "exact");
     let sql = match opts.get("sql") {
-        Some(sql) => sql,
+        Some(sql) => sql.clone(),
         None => {
-            &list
+            let (_, q, scope) = list
                 .iter()
-                .find(|(n, _)| *n == opts["name"])
-                .ok_or("unknown --name")?
-                .1
+                .find(|(n, _, _)| *n == opts["name"])
+                .ok_or("unknown --name")?;
+            let request = QuestionRequest {
+                exact,
+                ..QuestionRequest::new(*q, scope.clone(), range, 100)
+            };
+            engine.question_sql(&request).await?
         }
     };
     println!("{sql}\n");
@@ -333,6 +372,7 @@ async fn main() -> Result<(), BoxError> {
         "build" => build(Path::new(&opts["table"]), &extra).await,
         "run" => run(&opts).await,
         "explain" => explain(&opts).await,
+        "rollup" => rollup(&opts).await,
         other => Err(format!("unknown command {other}").into()),
     }
 }

@@ -4,6 +4,8 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::rollup::build::RollupPolicy;
+
 /// Where the Delta table lives and how to reach it (shared by `query` and `export`).
 #[derive(Debug, Clone, clap::Args)]
 pub struct TableArgs {
@@ -66,6 +68,17 @@ pub struct QueryArgs {
     /// Largest number of export jobs kept in memory with their status.
     #[arg(long, default_value_t = 100, env = "FLOWLAKE_QUERY_MAX_EXPORT_JOBS")]
     pub max_export_jobs: usize,
+    /// Answer the per-pod questions from hourly rollups where they are current
+    /// (`false`: always from the flow rows).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, env = "FLOWLAKE_QUERY_ROLLUPS")]
+    pub rollups: bool,
+    /// How often to build the rollups of newly closed hours (0s: never, e.g. when another
+    /// replica builds them).
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration, env = "FLOWLAKE_QUERY_ROLLUP_EVERY")]
+    pub rollup_every: Duration,
+    /// An hour is rolled up once it ended this long ago.
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration, env = "FLOWLAKE_QUERY_ROLLUP_GRACE")]
+    pub rollup_grace: Duration,
 }
 
 /// Resolved settings of the query service.
@@ -77,6 +90,11 @@ pub struct QueryConfig {
     pub limits: QueryLimits,
     pub target_partitions: usize,
     pub max_export_jobs: usize,
+    /// Use rollups for the per-pod questions.
+    pub rollups: bool,
+    /// Build rollups this often (`None`: never in this process).
+    pub rollup_every: Option<Duration>,
+    pub rollup_policy: RollupPolicy,
 }
 
 /// Limits applied to every query.
@@ -113,6 +131,9 @@ impl Default for QueryConfig {
             limits: QueryLimits::default(),
             target_partitions: cores(),
             max_export_jobs: 100,
+            rollups: true,
+            rollup_every: Some(Duration::from_secs(60)),
+            rollup_policy: RollupPolicy::default(),
         }
     }
 }
@@ -134,6 +155,10 @@ impl QueryConfig {
             },
             target_partitions: 2,
             max_export_jobs: 10,
+            // Tests build rollups when they mean to.
+            rollups: true,
+            rollup_every: None,
+            rollup_policy: RollupPolicy::default(),
         }
     }
 }
@@ -151,6 +176,13 @@ impl QueryArgs {
             },
             target_partitions: self.target_partitions.unwrap_or_else(cores).max(1),
             max_export_jobs: self.max_export_jobs.max(1),
+            rollups: self.rollups,
+            rollup_every: (self.rollups && !self.rollup_every.is_zero())
+                .then_some(self.rollup_every),
+            rollup_policy: RollupPolicy {
+                grace: self.rollup_grace,
+                ..RollupPolicy::default()
+            },
         }
     }
 }

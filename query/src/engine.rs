@@ -15,7 +15,9 @@ use futures::stream::{BoxStream, StreamExt};
 use crate::config::{QueryConfig, QueryLimits};
 use crate::error::{QueryError, Result};
 use crate::metrics::QueryMetrics;
-use crate::questions;
+use crate::questions::{self, Question, QuestionRequest};
+use crate::rollup::table::{ROLLUP_FUNCTION, RollupFunction};
+use crate::rollup::{Coverage, RollupSpec, RollupStore, sketch};
 use crate::sandbox;
 use crate::table::FlowsTable;
 
@@ -55,6 +57,7 @@ pub struct QueryEngine {
     table: Arc<FlowsTable>,
     limits: QueryLimits,
     metrics: QueryMetrics,
+    rollups: Option<Arc<RollupStore>>,
 }
 
 impl std::fmt::Debug for QueryEngine {
@@ -71,7 +74,13 @@ impl QueryEngine {
     pub async fn open(config: &QueryConfig, metrics: QueryMetrics) -> Result<Self> {
         let table =
             Arc::new(FlowsTable::open(config.table.clone(), config.snapshot_max_age).await?);
-        Self::with_table(table, config.limits, config.target_partitions, metrics).await
+        let engine =
+            Self::with_table(table, config.limits, config.target_partitions, metrics).await?;
+        Ok(if config.rollups {
+            engine.with_rollups(config.snapshot_max_age).await?
+        } else {
+            engine
+        })
     }
 
     pub async fn with_table(
@@ -94,6 +103,9 @@ impl QueryEngine {
             .update_datafusion_session(&ctx.state())?;
         ctx.register_table(FLOWS, Arc::clone(&table) as _)
             .map_err(QueryError::Execution)?;
+        for udaf in sketch::udafs() {
+            ctx.register_udaf(udaf);
+        }
         for (name, sql) in questions::VIEWS {
             ctx.sql(&format!("CREATE VIEW {name} AS {sql}"))
                 .await
@@ -104,7 +116,65 @@ impl QueryEngine {
             table,
             limits,
             metrics,
+            rollups: None,
         })
+    }
+
+    /// Answers the per-pod questions from hourly rollups where they are current (see
+    /// [`crate::rollup`]); the rollup files are listed again when older than `max_age`.
+    pub async fn with_rollups(mut self, max_age: std::time::Duration) -> Result<Self> {
+        let mut schemas = std::collections::HashMap::new();
+        for q in Question::ALL {
+            let sql = RollupSpec::of(q).partial_sql(q, "false");
+            let df = self.ctx.sql(&sql).await.map_err(|e| self.df_err(e))?;
+            schemas.insert(q, Arc::new(df.schema().as_arrow().clone()));
+        }
+        let log_store = self.table.delta_table().await.log_store();
+        let store = Arc::new(RollupStore::new(log_store, schemas, max_age));
+        self.ctx.register_udtf(
+            ROLLUP_FUNCTION,
+            Arc::new(RollupFunction {
+                store: Arc::clone(&store),
+            }),
+        );
+        self.rollups = Some(store);
+        Ok(self)
+    }
+
+    pub fn rollups(&self) -> Option<&Arc<RollupStore>> {
+        self.rollups.as_ref()
+    }
+
+    /// The SQL answering a question: from rollups for the whole hours they cover (unless
+    /// `exact`, extra filters, or no current rollup), else from the flow rows.
+    pub async fn question_sql(&self, request: &QuestionRequest) -> Result<String> {
+        let usable = !request.exact && request.extra.is_empty();
+        let Some(store) = self.rollups.as_ref().filter(|_| usable) else {
+            return Ok(request.exact_sql());
+        };
+        self.table.refresh_if_stale().await?;
+        let Some(fingerprints) = self.table.snapshot().fingerprints else {
+            return Ok(request.exact_sql());
+        };
+        store.list_if_stale().await?;
+        let coverage = Coverage::plan(request.question, &request.range, &fingerprints, |p| {
+            store.exists(p)
+        });
+        if coverage.files.is_empty() {
+            return Ok(request.exact_sql());
+        }
+        Ok(questions::rollup_question_sql(
+            request.question,
+            &request.scope,
+            &coverage,
+            request.limit,
+        ))
+    }
+
+    /// Answers a per-pod question (see [`Self::question_sql`]) under the limits.
+    pub async fn answer(&self, request: &QuestionRequest) -> Result<QueryResult> {
+        let sql = self.question_sql(request).await?;
+        self.run(&sql, request.question.name(), true).await
     }
 
     pub fn table(&self) -> &Arc<FlowsTable> {

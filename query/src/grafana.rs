@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use crate::error::{QueryError, Result};
 use crate::format::{OutputFormat, encode_all};
 use crate::pods::parse_time;
-use crate::questions::{Question, Scope, TimeRange, question_sql, quote, where_clause};
+use crate::questions::{Question, QuestionRequest, Scope, TimeRange, quote, where_clause};
 use crate::server::AppState;
 
 /// Metric name of free SQL.
@@ -316,12 +316,12 @@ async fn answer_target(state: &AppState, req: &QueryRequest, t: &Target) -> Resu
         .and_then(|l| l.parse().ok())
         .unwrap_or(100);
     if payload_str(&t.payload, "view") == Some("table") {
-        let (cols, objs) = rows(
-            state,
-            &question_sql(q, &scope, &range, &extra, limit),
-            "grafana",
-        )
-        .await?;
+        let request = QuestionRequest {
+            extra: extra.clone(),
+            ..QuestionRequest::new(q, scope.clone(), range, limit)
+        };
+        let sql = state.engine.question_sql(&request).await?;
+        let (cols, objs) = rows(state, &sql, "grafana").await?;
         return Ok(vec![table_frame(&cols, &objs)]);
     }
     // Time series: buckets of the panel interval (at least a second, at most maxDataPoints).

@@ -6,6 +6,7 @@
 //! [`sandbox`] (read-only SQL) → [`sql`] (`/api/v1/sql`, [`format`]s) →
 //! [`questions`] / [`pods`] (per-pod views and endpoints) → [`grafana`] (JSON
 //! datasource) → [`export`] (Parquet/Delta to any object store, incremental).
+//! [`rollup`] keeps hourly per-pod rollups next to the table for the questions.
 //! [`server`] holds the routes; [`error`], [`config`], [`metrics`] beside them.
 
 pub mod cli;
@@ -21,6 +22,7 @@ pub mod openapi;
 pub mod pods;
 pub mod pruning;
 pub mod questions;
+pub mod rollup;
 pub mod sandbox;
 pub mod server;
 pub mod sql;

@@ -11,6 +11,7 @@
 //! pruning. Tables with reader features (protocol reader version > 1), other partition
 //! columns or absolute file paths are left to deltalake's scan.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, FieldRef, Schema, SchemaRef};
@@ -31,7 +32,9 @@ use deltalake_core::DeltaTable;
 use deltalake_core::kernel::LogicalFileView;
 use deltalake_core::logstore::LogStoreRef;
 use deltalake_core::table::state::DeltaTableState;
-use flowlake_schemas::PARTITION_COLUMNS;
+use flowlake_schemas::{PARTITION_COLUMNS, PartitionPath};
+
+use crate::rollup::{Fingerprint, Fingerprints};
 use object_store::ObjectMeta;
 
 /// Partition values are strings; deltalake's schema gives them as dictionaries.
@@ -102,6 +105,40 @@ impl NativeScan {
         (!absolute).then_some(scan)
     }
 
+    /// The fingerprint of each hour partition's files in this snapshot.
+    pub fn fingerprints(&self) -> Fingerprints {
+        let mut files: HashMap<PartitionPath, Vec<(String, u64)>> = HashMap::new();
+        for file in self.state.log_data().iter() {
+            let values = file.partition_values_map();
+            let value = |c: &str| values.get(c).cloned().flatten();
+            let (Some(date), Some(hour)) =
+                (value(PARTITION_COLUMNS[0]), value(PARTITION_COLUMNS[1]))
+            else {
+                continue;
+            };
+            let Ok(partition) = format!(
+                "{}={date}/{}={hour}",
+                PARTITION_COLUMNS[0], PARTITION_COLUMNS[1]
+            )
+            .parse::<PartitionPath>() else {
+                continue;
+            };
+            files.entry(partition).or_default().push((
+                file.path().to_string(),
+                u64::try_from(file.size()).unwrap_or(0),
+            ));
+        }
+        files
+            .into_iter()
+            .map(|(p, f)| {
+                (
+                    p,
+                    Fingerprint::of_files(f.iter().map(|(path, size)| (path.as_str(), *size))),
+                )
+            })
+            .collect()
+    }
+
     fn partitioned_file(&self, file: &LogicalFileView) -> DfResult<PartitionedFile> {
         let values = file.partition_values_map();
         let mut partition_values = Vec::with_capacity(self.partition_fields.len());
@@ -161,33 +198,62 @@ impl NativeScan {
             "flows files after pruning"
         );
         if files.is_empty() {
-            let schema = match projection {
-                Some(p) => Arc::new(self.schema.project(p)?),
-                None => Arc::clone(&self.schema),
-            };
-            return Ok(Arc::new(EmptyExec::new(schema)));
+            return empty_scan(&self.schema, projection);
         }
-        files.sort_by(|a, b| a.object_meta.location.cmp(&b.object_meta.location));
-        let groups = FileGroup::from(files).split_files(session.config().target_partitions());
-
-        let store_url = self.log_store.object_store_url();
-        session
-            .runtime_env()
-            .register_object_store(store_url.as_ref(), self.log_store.object_store(None));
-        let mut options = session.table_options().parquet.clone();
-        options.global = session.config().options().execution.parquet.clone();
         let table_schema = TableSchema::builder(Arc::clone(&self.file_schema))
             .with_table_partition_cols(self.partition_fields.clone())
             .build();
-        let source = ParquetSource::new(table_schema).with_table_parquet_options(options.clone());
-        let config = FileScanConfigBuilder::new(store_url, Arc::new(source))
-            .with_file_groups(groups)
-            .with_projection_indices(projection.cloned())?
-            .with_limit(limit)
-            .build();
-        ParquetFormat::default()
-            .with_options(options)
-            .create_physical_plan(session, config)
-            .await
+        parquet_scan(
+            session,
+            &self.log_store,
+            table_schema,
+            files,
+            projection,
+            limit,
+        )
+        .await
     }
+}
+
+/// A `DataSourceExec` reading `files` (relative to the table root of `log_store`) with
+/// DataFusion's `ParquetSource` and the session's Parquet options, split over the
+/// session's target partitions.
+pub(crate) async fn parquet_scan(
+    session: &dyn Session,
+    log_store: &LogStoreRef,
+    table_schema: TableSchema,
+    mut files: Vec<PartitionedFile>,
+    projection: Option<&Vec<usize>>,
+    limit: Option<usize>,
+) -> DfResult<Arc<dyn ExecutionPlan>> {
+    files.sort_by(|a, b| a.object_meta.location.cmp(&b.object_meta.location));
+    let groups = FileGroup::from(files).split_files(session.config().target_partitions());
+    let store_url = log_store.object_store_url();
+    session
+        .runtime_env()
+        .register_object_store(store_url.as_ref(), log_store.object_store(None));
+    let mut options = session.table_options().parquet.clone();
+    options.global = session.config().options().execution.parquet.clone();
+    let source = ParquetSource::new(table_schema).with_table_parquet_options(options.clone());
+    let config = FileScanConfigBuilder::new(store_url, Arc::new(source))
+        .with_file_groups(groups)
+        .with_projection_indices(projection.cloned())?
+        .with_limit(limit)
+        .build();
+    ParquetFormat::default()
+        .with_options(options)
+        .create_physical_plan(session, config)
+        .await
+}
+
+/// A scan of no files: no rows, the projected schema.
+pub(crate) fn empty_scan(
+    schema: &SchemaRef,
+    projection: Option<&Vec<usize>>,
+) -> DfResult<Arc<dyn ExecutionPlan>> {
+    let schema = match projection {
+        Some(p) => Arc::new(schema.project(p)?),
+        None => Arc::clone(schema),
+    };
+    Ok(Arc::new(EmptyExec::new(schema)))
 }

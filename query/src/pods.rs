@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use crate::error::{QueryError, Result};
 use crate::format::OutputFormat;
-use crate::questions::{Question, Scope, TimeRange, question_sql};
+use crate::questions::{Question, QuestionRequest, Scope, TimeRange};
 use crate::server::AppState;
 use crate::sql::stream_response;
 
@@ -26,6 +26,10 @@ pub struct RangeParams {
     pub format: Option<OutputFormat>,
     /// `pod` (default) or `workload`, for `/api/v1/questions/{question}`.
     pub by: Option<String>,
+    /// `true`: answer from the flow rows only (exact latency percentiles), never from
+    /// the hourly rollups.
+    #[serde(default)]
+    pub exact: bool,
 }
 
 /// Parses an RFC 3339 time or epoch milliseconds.
@@ -80,8 +84,11 @@ async fn answer(
         .limit
         .unwrap_or(100)
         .min(state.engine.limits().max_rows);
-    let sql = question_sql(q, &scope, &range, &[], limit);
-    let result = state.engine.run(&sql, q.name(), true).await?;
+    let request = QuestionRequest {
+        exact: params.exact,
+        ..QuestionRequest::new(q, scope, range, limit)
+    };
+    let result = state.engine.answer(&request).await?;
     stream_response(result, params.format.unwrap_or_default())
 }
 

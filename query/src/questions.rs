@@ -5,6 +5,9 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::rollup::table::rollup_call;
+use crate::rollup::{Coverage, RollupSpec};
+
 /// `(name, SQL)` of the views registered next to `flows`.
 pub const VIEWS: [(&str, &str); 5] = [
     ("pod_drops", POD_DROPS),
@@ -61,7 +64,7 @@ dst_port AS port, tcp_retransmits, tcp_resets, packets FROM flows \
 WHERE observation_point = 'from_pod' AND src_pod IS NOT NULL AND tcp_retransmits IS NOT NULL";
 
 /// One of the per-pod questions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Question {
     Drops,
@@ -146,6 +149,43 @@ pub enum Scope {
     },
 }
 
+/// One per-pod question to answer: what, whose, when, and how.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuestionRequest {
+    pub question: Question,
+    pub scope: Scope,
+    pub range: TimeRange,
+    /// Further SQL conditions on the question's view (answered from the flow rows).
+    pub extra: Vec<String>,
+    pub limit: usize,
+    /// Only from the flow rows, never from rollups (exact latency percentiles).
+    pub exact: bool,
+}
+
+impl QuestionRequest {
+    pub fn new(question: Question, scope: Scope, range: TimeRange, limit: usize) -> Self {
+        QuestionRequest {
+            question,
+            scope,
+            range,
+            extra: Vec::new(),
+            limit,
+            exact: false,
+        }
+    }
+
+    /// The SQL answering it from the flow rows.
+    pub fn exact_sql(&self) -> String {
+        question_sql(
+            self.question,
+            &self.scope,
+            &self.range,
+            &self.extra,
+            self.limit,
+        )
+    }
+}
+
 /// Quotes a string literal for SQL.
 pub fn quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
@@ -208,17 +248,16 @@ pub fn where_clause(range: &TimeRange, scope: &Scope, extra: &[String]) -> Strin
     parts.join(" AND ")
 }
 
-fn percentiles(column: &str, prefix: &str) -> String {
-    [("p50", 0.5), ("p95", 0.95), ("p99", 0.99)]
-        .iter()
-        .map(|(name, p)| {
-            format!("percentile_cont({p}) WITHIN GROUP (ORDER BY {column}) AS {prefix}_{name}_us")
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
+/// How a question's measures are computed: from flow rows, or by merging the partial
+/// aggregates of [`RollupSpec`] (rollup rows and table rows rolled up the same way).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Measures {
+    Exact,
+    Merged,
 }
 
-/// The SQL that answers `question` for `scope` over `range`, at most `limit` rows.
+/// The SQL that answers `question` for `scope` over `range`, at most `limit` rows, from
+/// the flow rows.
 pub fn question_sql(
     question: Question,
     scope: &Scope,
@@ -226,7 +265,87 @@ pub fn question_sql(
     extra: &[String],
     limit: usize,
 ) -> String {
-    let filter = where_clause(range, scope, extra);
+    let source = format!(
+        "{} WHERE {}",
+        question.view(),
+        where_clause(range, scope, extra)
+    );
+    render(question, scope, &source, Measures::Exact, limit)
+}
+
+/// The same answer as [`question_sql`] over the coverage's range: the rollup files of
+/// the hours it covers, and the rest of the range rolled up from the flow rows.
+pub fn rollup_question_sql(
+    question: Question,
+    scope: &Scope,
+    coverage: &Coverage,
+    limit: usize,
+) -> String {
+    let spec = RollupSpec::of(question);
+    let scoped = |filter: String| match scope.predicate() {
+        Some(s) => format!("{filter} AND {s}"),
+        None => filter,
+    };
+    let mut parts = vec![format!(
+        "SELECT {} FROM {} WHERE {}",
+        spec.columns().join(", "),
+        rollup_call(question, &coverage.files),
+        scoped("true".into())
+    )];
+    if !coverage.raw.is_empty() {
+        let time = coverage
+            .raw
+            .iter()
+            .map(|r| format!("({})", r.predicate()))
+            .collect::<Vec<_>>()
+            .join(" OR ");
+        parts.push(spec.partial_sql(question, &scoped(format!("({time})"))));
+    }
+    let source = format!("({}) AS rolled_up", parts.join(" UNION ALL "));
+    render(question, scope, &source, Measures::Merged, limit)
+}
+
+fn merged(m: Measures, exact: &'static str, merged: &'static str) -> &'static str {
+    match m {
+        Measures::Exact => exact,
+        Measures::Merged => merged,
+    }
+}
+
+/// Sample counts of RTT and DNS, and p50/p95/p99 of all three latencies.
+fn latency_measures(m: Measures) -> String {
+    let metrics = [
+        ("tcp_srtt_us", "rtt"),
+        ("tcp_handshake_us", "handshake"),
+        ("dns_latency_us", "dns"),
+    ];
+    metrics
+        .iter()
+        .map(|(column, prefix)| {
+            let quantiles = [("p50", 0.5), ("p95", 0.95), ("p99", 0.99)].map(|(name, p)| {
+                let measure = match m {
+                    Measures::Exact => {
+                        format!("percentile_cont({p}) WITHIN GROUP (ORDER BY {column})")
+                    }
+                    Measures::Merged => format!("sketch_quantile({prefix}, {p})"),
+                };
+                format!("{measure} AS {prefix}_{name}_us")
+            });
+            let samples = match m {
+                _ if *prefix == "handshake" => String::new(),
+                Measures::Exact => format!("count({column}) AS {prefix}_samples, "),
+                Measures::Merged => {
+                    format!("coalesce(sum({prefix}_samples), 0) AS {prefix}_samples, ")
+                }
+            };
+            format!("{samples}{}", quantiles.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The question's `SELECT … FROM {source} … LIMIT`.
+fn render(question: Question, scope: &Scope, source: &str, m: Measures, limit: usize) -> String {
     let subject = scope.subject();
     let with_subject = |cols: &[&str]| -> String {
         subject
@@ -260,22 +379,20 @@ pub fn question_sql(
             format!(", {s}")
         }
     };
-    let view = question.view();
     match question {
         Question::Drops => format!(
-            "SELECT {sel}sum(packets) AS packets, sum(bytes) AS bytes, count(*) AS records \
-             FROM {view} WHERE {filter}{grp} ORDER BY packets DESC{ord} LIMIT {limit}",
+            "SELECT {sel}sum(packets) AS packets, sum(bytes) AS bytes, {records} AS records \
+             FROM {source}{grp} ORDER BY packets DESC{ord} LIMIT {limit}",
+            records = merged(m, "count(*)", "sum(records)"),
             sel = select(&["drop_reason", "direction"]),
             grp = group(&["drop_reason", "direction"]),
             ord = order_tail(&["drop_reason", "direction"]),
         ),
         Question::Latency => format!(
-            "SELECT {sel}count(tcp_srtt_us) AS rtt_samples, {rtt}, {hs}, count(dns_latency_us) AS dns_samples, {dns} \
-             FROM {view} WHERE {filter}{grp} ORDER BY rtt_p99_us DESC NULLS LAST{ord} LIMIT {limit}",
+            "SELECT {sel}{measures} \
+             FROM {source}{grp} ORDER BY rtt_p99_us DESC NULLS LAST{ord} LIMIT {limit}",
             sel = select(&[]),
-            rtt = percentiles("tcp_srtt_us", "rtt"),
-            hs = percentiles("tcp_handshake_us", "handshake"),
-            dns = percentiles("dns_latency_us", "dns"),
+            measures = latency_measures(m),
             grp = group(&[]),
             ord = order_tail(&[]),
         ),
@@ -284,7 +401,7 @@ pub fn question_sql(
                 // One subject: its peers.
                 format!(
                     "SELECT direction, peer_namespace, coalesce(peer_pod, peer_service, peer_ip) AS peer, \
-                     sum(bytes) AS bytes, sum(packets) AS packets FROM {view} WHERE {filter} \
+                     sum(bytes) AS bytes, sum(packets) AS packets FROM {source} \
                      GROUP BY direction, peer_namespace, coalesce(peer_pod, peer_service, peer_ip) \
                      ORDER BY bytes DESC, direction, peer_namespace, peer LIMIT {limit}"
                 )
@@ -292,7 +409,7 @@ pub fn question_sql(
                 format!(
                     "SELECT {sel}sum(bytes) AS bytes, sum(packets) AS packets, \
                      count(DISTINCT coalesce(peer_pod, peer_ip)) AS peers \
-                     FROM {view} WHERE {filter}{grp} ORDER BY bytes DESC{ord} LIMIT {limit}",
+                     FROM {source}{grp} ORDER BY bytes DESC{ord} LIMIT {limit}",
                     sel = select(&[]),
                     grp = group(&[]),
                     ord = order_tail(&[]),
@@ -300,8 +417,10 @@ pub fn question_sql(
             }
         }
         Question::DnsErrors => format!(
-            "SELECT {sel}count(*) AS errors, max(dns_latency_us) AS max_latency_us \
-             FROM {view} WHERE {filter}{grp} ORDER BY errors DESC{ord} LIMIT {limit}",
+            "SELECT {sel}{errors} AS errors, {max} AS max_latency_us \
+             FROM {source}{grp} ORDER BY errors DESC{ord} LIMIT {limit}",
+            errors = merged(m, "count(*)", "sum(errors)"),
+            max = merged(m, "max(dns_latency_us)", "max(max_latency_us)"),
             sel = select(&["dns_rcode", "dns_query"]),
             grp = group(&["dns_rcode", "dns_query"]),
             ord = order_tail(&["dns_rcode", "dns_query"]),
@@ -320,7 +439,7 @@ pub fn question_sql(
             };
             format!(
                 "SELECT {sel}{peer}sum(tcp_retransmits) AS retransmits, sum(tcp_resets) AS resets, \
-                 sum(packets) AS packets FROM {view} WHERE {filter}{grp} \
+                 sum(packets) AS packets FROM {source}{grp} \
                  ORDER BY retransmits DESC{ord} LIMIT {limit}",
                 sel = select(&[]),
                 ord = order_tail(by),

@@ -18,6 +18,7 @@ use crate::engine::QueryEngine;
 use crate::error::{QueryError, Result};
 use crate::export::ExportJobs;
 use crate::metrics::QueryMetrics;
+use crate::rollup::build::{RollupPolicy, build_rollups};
 use crate::{export, grafana, openapi, pods, sql};
 
 /// Route paths.
@@ -162,6 +163,14 @@ impl QueryService {
             })?;
         let addr = listener.local_addr()?;
         tracing::info!(%addr, table = %config.table.location, "query service listening");
+        if let Some(every) = config.rollup_every {
+            tokio::spawn(rollup_loop(
+                state.clone(),
+                every,
+                config.rollup_policy,
+                shutdown.clone(),
+            ));
+        }
         let app = router(state.clone());
         let token = shutdown.clone();
         let task = tokio::spawn(async move {
@@ -175,6 +184,28 @@ impl QueryService {
             task,
             state,
         })
+    }
+}
+
+/// Builds the rollups of newly closed hours every `every` until shutdown. A failed pass
+/// is logged and retried at the next tick (questions fall back to the flow rows).
+async fn rollup_loop(
+    state: AppState,
+    every: std::time::Duration,
+    policy: RollupPolicy,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let now = (state.clock)();
+        if let Err(e) = build_rollups(&state.engine, now, policy).await {
+            tracing::warn!(error = %e, "building rollups failed; retrying next pass");
+        }
     }
 }
 

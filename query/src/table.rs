@@ -22,6 +22,7 @@ use crate::config::TableLocation;
 use crate::error::Result;
 use crate::native_scan::NativeScan;
 use crate::pruning::partition_filters;
+use crate::rollup::Fingerprints;
 use crate::storage::open_table;
 
 /// The loaded Delta table and when it was last brought up to date.
@@ -45,6 +46,9 @@ pub struct Snapshot {
     pub provider: Arc<dyn TableProvider>,
     pub version: u64,
     native: Option<NativeScan>,
+    /// Each hour partition's file fingerprint, when the table is read natively (the
+    /// rollups need both).
+    pub fingerprints: Option<Arc<Fingerprints>>,
 }
 
 impl std::fmt::Debug for FlowsTable {
@@ -62,10 +66,12 @@ async fn snapshot_of(table: &DeltaTable) -> Result<Snapshot> {
         .await
         .map_err(crate::error::QueryError::Execution)?;
     let native = NativeScan::try_new(table, &provider.schema());
+    let fingerprints = native.as_ref().map(|n| Arc::new(n.fingerprints()));
     Ok(Snapshot {
         provider,
         version: table.version().unwrap_or(0),
         native,
+        fingerprints,
     })
 }
 

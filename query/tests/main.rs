@@ -5,5 +5,6 @@ mod golden;
 mod grafana;
 mod http;
 mod metrics;
+mod rollup;
 mod sandbox;
 mod support;

@@ -5,20 +5,19 @@ use std::time::Duration;
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use flowlake_wire::DecodeError;
 
 /// Everything that can go wrong in the ingester.
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
-    #[error("body is not an Arrow IPC stream")]
-    NotArrow(#[source] arrow::error::ArrowError),
-    #[error("batch does not match the flow schema")]
-    Schema(#[source] flowlake_schemas::SchemaError),
+    /// The body was refused by the decoder (not Arrow, wrong schema, too large
+    /// once inflated, unknown Content-Encoding).
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
     #[error("body larger than the limit of {limit} bytes")]
     TooLarge { limit: usize },
     #[error("missing or wrong bearer token")]
     Unauthorized,
-    #[error("unsupported Content-Encoding {0:?} (supported: zstd, identity)")]
-    UnsupportedEncoding(String),
     #[error("invalid batch id header: {0}")]
     BadBatchId(String),
     #[error("buffer full, retry later")]
@@ -66,11 +65,14 @@ impl IngestError {
     pub fn status(&self) -> StatusCode {
         use IngestError::*;
         match self {
-            NotArrow(_) | BadBatchId(_) => StatusCode::BAD_REQUEST,
-            Schema(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Decode(DecodeError::NotArrow(_))
+            | Decode(DecodeError::Malformed(_))
+            | Decode(DecodeError::Encoding { .. })
+            | BadBatchId(_) => StatusCode::BAD_REQUEST,
+            Decode(DecodeError::Schema(_)) => StatusCode::UNPROCESSABLE_ENTITY,
+            Decode(DecodeError::TooLarge { .. }) | TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Unauthorized => StatusCode::UNAUTHORIZED,
-            UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Decode(DecodeError::UnsupportedEncoding(_)) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Busy { .. } | NotReady | ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Wal { .. }
             | Table(_)
@@ -100,11 +102,13 @@ impl IngestError {
     pub fn reason(&self) -> &'static str {
         use IngestError::*;
         match self {
-            NotArrow(_) => "not_arrow",
-            Schema(_) => "schema",
-            TooLarge { .. } => "too_large",
+            Decode(DecodeError::NotArrow(_))
+            | Decode(DecodeError::Malformed(_))
+            | Decode(DecodeError::Encoding { .. }) => "not_arrow",
+            Decode(DecodeError::Schema(_)) => "schema",
+            Decode(DecodeError::TooLarge { .. }) | TooLarge { .. } => "too_large",
             Unauthorized => "unauthorized",
-            UnsupportedEncoding(_) => "encoding",
+            Decode(DecodeError::UnsupportedEncoding(_)) => "encoding",
             BadBatchId(_) => "batch_id",
             Busy { .. } => "busy",
             NotReady => "not_ready",

@@ -287,3 +287,96 @@ async fn object_store_gcs_copy_modes_are_swapped() {
     let b_now = store.get(&b).await.unwrap().bytes().await.unwrap();
     assert_eq!(b_now.as_ref(), b"from a", "copy_if_not_exists overwrote");
 }
+
+/// `batch` with four free-text columns replaced by 64 pseudo-random hex characters
+/// per row: rows that do not compress, so 60k of them make a file larger than one
+/// 5 MiB upload part (generated flows take ~11 B a row).
+fn incompressible(batch: arrow::array::RecordBatch) -> arrow::array::RecordBatch {
+    use flowlake_schemas::col;
+    let mut state = 0x9E37_79B9_7F4A_7C15_u64;
+    let mut random_hex = || {
+        (0..4)
+            .map(|_| {
+                // splitmix64
+                state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+                let mut z = state;
+                z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+                format!("{:016x}", z ^ (z >> 31))
+            })
+            .collect::<String>()
+    };
+    let mut columns = batch.columns().to_vec();
+    for name in [
+        col::INTERFACE,
+        col::DROP_REASON,
+        col::DNS_QUERY,
+        col::DNS_QTYPE,
+    ] {
+        let i = batch.schema().index_of(name).unwrap();
+        let values: arrow::array::StringArray =
+            (0..batch.num_rows()).map(|_| Some(random_hex())).collect();
+        columns[i] = std::sync::Arc::new(values);
+    }
+    arrow::array::RecordBatch::try_new(batch.schema(), columns).unwrap()
+}
+
+/// A flush larger than deltalake's 5 MiB upload part goes to the fake as an XML
+/// multipart upload (parts of exactly 5 MiB but the last, which the fake checks
+/// as GCS does), commits, and reads back whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_flush_uploads_in_parts() {
+    let Some(gcs) = start_fake_gcs().await else {
+        return;
+    };
+    let cfg = flowlake_ingester::TableConfig {
+        location: "gs://flowlake/big".into(),
+        storage_options: options(&gcs.endpoint)
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+    };
+    let mut table = flowlake_ingester::Table::open_or_create(&cfg)
+        .await
+        .unwrap();
+    let rows = 60_000;
+    let batch = incompressible(flows(rows, 1));
+    let runs = flowlake_ingester::parquet::sort_into_partitions(&[batch]).unwrap();
+    table.append(runs, None).await.unwrap();
+    let files = flowlake_ingester::Table::open(&cfg)
+        .await
+        .unwrap()
+        .files()
+        .unwrap();
+    assert_eq!(
+        files.iter().map(|f| f.rows.unwrap()).sum::<usize>(),
+        rows as usize
+    );
+    let size = files.iter().map(|f| f.size).max().unwrap();
+    assert!(size > 5 << 20, "a data file over one part: {size} bytes");
+    // The assembled objects are whole Parquet files with every row.
+    let store = store(&gcs.endpoint);
+    let mut parquet_rows = 0;
+    for f in &files {
+        let path = object_store::path::Path::from(format!("big/{}", f.path));
+        let bytes = store.get(&path).await.unwrap().bytes().await.unwrap();
+        assert_eq!(bytes.len() as i64, f.size);
+        let reader =
+            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes).unwrap();
+        parquet_rows += reader.metadata().file_metadata().num_rows();
+    }
+    assert_eq!(parquet_rows, rows as i64);
+    let reqs = requests(&gcs.log);
+    let parts = reqs
+        .iter()
+        .filter(|r| r["method"] == "PUT" && r["query"].to_string().contains("partNumber"))
+        .count();
+    let completed = reqs
+        .iter()
+        .filter(|r| r["method"] == "POST" && r["query"] == serde_json::json!(["uploadId"]))
+        .map(|r| r["status"].clone())
+        .collect::<Vec<_>>();
+    eprintln!("largest file {size} bytes, {parts} parts, completions {completed:?}");
+    assert!(parts >= 2, "{:?}", kinds(&reqs));
+    assert_eq!(completed, [serde_json::json!(200)], "{:?}", kinds(&reqs));
+}

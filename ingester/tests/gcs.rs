@@ -380,3 +380,44 @@ async fn large_flush_uploads_in_parts() {
     assert!(parts >= 2, "{:?}", kinds(&reqs));
     assert_eq!(completed, [serde_json::json!(200)], "{:?}", kinds(&reqs));
 }
+
+/// The `GOOGLE_*` environment variables alone configure a `gs://` table (as the
+/// binary passes `std::env::vars()` to `TableConfig::with_env`): the key, the
+/// endpoint and plain HTTP.
+#[tokio::test]
+async fn google_environment_variables_configure_the_table() {
+    let Some(gcs) = start_fake_gcs().await else {
+        return;
+    };
+    let vars = [
+        ("GOOGLE_SERVICE_ACCOUNT_KEY", EMULATOR_KEY),
+        ("GOOGLE_BASE_URL", gcs.endpoint.as_str()),
+        ("GOOGLE_ALLOW_HTTP", "true"),
+        ("HOME", "/nonexistent"),
+    ]
+    .map(|(k, v)| (k.to_string(), v.to_string()));
+    let cfg = flowlake_ingester::TableConfig {
+        location: "gs://flowlake/env".into(),
+        storage_options: Default::default(),
+    }
+    .with_env(vars);
+    let mut table = flowlake_ingester::Table::open_or_create(&cfg)
+        .await
+        .unwrap();
+    let runs = flowlake_ingester::parquet::sort_into_partitions(&[flows(100, 1)]).unwrap();
+    table.append(runs, None).await.unwrap();
+    let reopened = flowlake_ingester::Table::open(&cfg).await.unwrap();
+    let rows: usize = reopened
+        .files()
+        .unwrap()
+        .iter()
+        .map(|f| f.rows.unwrap())
+        .sum();
+    assert_eq!(rows, 100);
+    let commit = "env/_delta_log/00000000000000000001.json";
+    let created = |r: &Value| r["method"] == "PUT" && r["object"] == commit && r["status"] == 200;
+    assert!(
+        requests(&gcs.log).iter().any(created),
+        "the commit reached the fake"
+    );
+}

@@ -15,6 +15,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
+use flowlake_ingester::{Table, TableConfig};
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutPayload};
 use serde_json::Value;
 
@@ -321,6 +322,19 @@ fn incompressible(batch: arrow::array::RecordBatch) -> arrow::array::RecordBatch
     arrow::array::RecordBatch::try_new(batch.schema(), columns).unwrap()
 }
 
+/// A new flow table at `gs://flowlake/{dir}` on the fake, and its configuration.
+async fn new_table(gcs: &FakeGcs, dir: &str) -> (TableConfig, Table) {
+    let cfg = TableConfig {
+        location: format!("gs://{BUCKET}/{dir}"),
+        storage_options: options(&gcs.endpoint)
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+    };
+    let table = Table::open_or_create(&cfg).await.unwrap();
+    (cfg, table)
+}
+
 /// A flush larger than deltalake's 5 MiB upload part goes to the fake as an XML
 /// multipart upload (parts of exactly 5 MiB but the last, which the fake checks
 /// as GCS does), commits, and reads back whole.
@@ -329,25 +343,12 @@ async fn large_flush_uploads_in_parts() {
     let Some(gcs) = start_fake_gcs().await else {
         return;
     };
-    let cfg = flowlake_ingester::TableConfig {
-        location: "gs://flowlake/big".into(),
-        storage_options: options(&gcs.endpoint)
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect(),
-    };
-    let mut table = flowlake_ingester::Table::open_or_create(&cfg)
-        .await
-        .unwrap();
+    let (cfg, mut table) = new_table(&gcs, "big").await;
     let rows = 60_000;
     let batch = incompressible(flows(rows, 1));
     let runs = flowlake_ingester::parquet::sort_into_partitions(&[batch]).unwrap();
     table.append(runs, None).await.unwrap();
-    let files = flowlake_ingester::Table::open(&cfg)
-        .await
-        .unwrap()
-        .files()
-        .unwrap();
+    let files = Table::open(&cfg).await.unwrap().files().unwrap();
     assert_eq!(
         files.iter().map(|f| f.rows.unwrap()).sum::<usize>(),
         rows as usize
@@ -396,17 +397,15 @@ async fn google_environment_variables_configure_the_table() {
         ("HOME", "/nonexistent"),
     ]
     .map(|(k, v)| (k.to_string(), v.to_string()));
-    let cfg = flowlake_ingester::TableConfig {
+    let cfg = TableConfig {
         location: "gs://flowlake/env".into(),
         storage_options: Default::default(),
     }
     .with_env(vars);
-    let mut table = flowlake_ingester::Table::open_or_create(&cfg)
-        .await
-        .unwrap();
+    let mut table = Table::open_or_create(&cfg).await.unwrap();
     let runs = flowlake_ingester::parquet::sort_into_partitions(&[flows(100, 1)]).unwrap();
     table.append(runs, None).await.unwrap();
-    let reopened = flowlake_ingester::Table::open(&cfg).await.unwrap();
+    let reopened = Table::open(&cfg).await.unwrap();
     let rows: usize = reopened
         .files()
         .unwrap()
@@ -459,4 +458,83 @@ async fn listing_follows_continuation_tokens() {
         .filter(|r| r["method"] == "GET" && r["object"] == "")
         .count();
     assert_eq!(pages, 2, "1000 + 5 keys");
+}
+
+/// Compaction, vacuum (object DELETEs), retention and checkpoints on the fake:
+/// the bucket holds exactly the table's live data files after each pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vacuum_and_retention_delete_objects() {
+    use futures::TryStreamExt;
+    let Some(gcs) = start_fake_gcs().await else {
+        return;
+    };
+    let (_, mut table) = new_table(&gcs, "vac").await;
+    let batch = flows(2000, 2);
+    for i in 0..2 {
+        // Half of each hour's rows: a file in both partitions.
+        let halves = [batch.slice(i * 500, 500), batch.slice(1000 + i * 500, 500)];
+        let runs = flowlake_ingester::parquet::sort_into_partitions(&halves).unwrap();
+        table.append(runs, None).await.unwrap();
+    }
+    let store = store(&gcs.endpoint);
+    let parquet_objects = || async {
+        let mut names: Vec<String> = store
+            .list(Some(&object_store::path::Path::from("vac")))
+            .map_ok(|m| m.location.to_string())
+            .try_filter(|n| {
+                futures::future::ready(n.ends_with(".parquet") && !n.contains("_delta_log"))
+            })
+            .try_collect()
+            .await
+            .unwrap();
+        names.sort();
+        names
+    };
+    let live = |t: &Table| {
+        let mut names: Vec<String> = t
+            .files()
+            .unwrap()
+            .iter()
+            .map(|f| format!("vac/{}", f.path))
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(parquet_objects().await.len(), 4, "two files in each hour");
+    let at = |s: &str| chrono::DateTime::parse_from_rfc3339(s).unwrap().to_utc();
+    let ccfg = flowlake_ingester::CompactConfig {
+        vacuum_after: std::time::Duration::ZERO,
+        ..Default::default()
+    };
+    let s = flowlake_ingester::compact_once(&mut table, &ccfg, at("2026-01-01T05:00:00Z"))
+        .await
+        .unwrap();
+    assert_eq!((s.partitions_compacted, s.files_vacuumed), (2, 4), "{s:?}");
+    assert_eq!(parquet_objects().await, live(&table));
+    assert_eq!(live(&table).len(), 2);
+    // Three days later, with one day of retention, both hours go.
+    let ccfg = flowlake_ingester::CompactConfig {
+        retention_days: Some(1),
+        ..ccfg
+    };
+    let s = flowlake_ingester::compact_once(&mut table, &ccfg, at("2026-01-04T00:00:00Z"))
+        .await
+        .unwrap();
+    // deltalake's vacuum also retries the four files deleted by the first pass
+    // (their tombstones are still in the log): they answer 404 and are counted.
+    assert_eq!(s.partitions_dropped, 2, "{s:?}");
+    assert!(s.files_vacuumed >= 2, "{s:?}");
+    assert!(parquet_objects().await.is_empty());
+    assert!(s.checkpoint_version.is_some(), "{s:?}");
+    store
+        .head(&object_store::path::Path::from(
+            "vac/_delta_log/_last_checkpoint",
+        ))
+        .await
+        .unwrap();
+    let deleted = requests(&gcs.log)
+        .iter()
+        .filter(|r| r["method"] == "DELETE" && r["status"] == 204)
+        .count();
+    assert_eq!(deleted, 4 + 2, "{:?}", kinds(&requests(&gcs.log)));
 }

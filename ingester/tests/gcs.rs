@@ -1,6 +1,7 @@
 //! The write path against a fake of the Google Cloud Storage XML API on loopback,
 //! started by the test: `gs://` tables with two concurrent writers, conditional
-//! puts (`x-goog-if-generation-match: 0`) and compaction.
+//! puts (`x-goog-if-generation-match: 0`), compaction, a flush large enough for a
+//! multipart upload, vacuum and retention deletes, `GOOGLE_*` configuration.
 //!
 //! No real GCS server runs here (fsouza's fake-gcs-server cannot be fetched, and
 //! pip's gcp-storage-emulator lacks list/HEAD/DELETE and ignores preconditions), so

@@ -15,7 +15,9 @@ fn range_params() -> Value {
         {"name": "from", "in": "query", "schema": {"type": "string"}, "description": "RFC 3339 or epoch ms; default: to - 1h", "example": "2026-01-01T00:00:00Z"},
         {"name": "to", "in": "query", "schema": {"type": "string"}, "description": "RFC 3339 or epoch ms; default: now", "example": "2026-01-01T02:00:00Z"},
         {"name": "limit", "in": "query", "schema": {"type": "integer", "default": 100}},
-        {"name": "format", "in": "query", "schema": {"$ref": "#/components/schemas/Format"}}
+        {"name": "format", "in": "query", "schema": {"$ref": "#/components/schemas/Format"}},
+        {"name": "exact", "in": "query", "schema": {"type": "boolean", "default": false},
+            "description": "Answer from the flow rows only. By default whole hours come from hourly rollups where current: counts and sums are the same, latency percentiles within 0.5 %"}
     ])
 }
 

@@ -163,6 +163,13 @@ impl QueryEngine {
         if coverage.files.is_empty() {
             return Ok(request.exact_sql());
         }
+        let raw_hours: usize = coverage
+            .raw
+            .iter()
+            .map(|r| flowlake_schemas::PartitionPath::covering(r.from, r.to).len())
+            .sum();
+        QueryMetrics::count(&self.metrics.question_hours, "rollup", coverage.files.len());
+        QueryMetrics::count(&self.metrics.question_hours, "rows", raw_hours);
         Ok(questions::rollup_question_sql(
             request.question,
             &request.scope,

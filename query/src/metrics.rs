@@ -13,6 +13,9 @@ use crate::error::QueryError;
 pub const QUERIES: &str = "flowlake_query_queries";
 pub const QUERY_SECONDS: &str = "flowlake_query_query_duration_seconds";
 pub const EXPORT_ROWS: &str = "flowlake_query_export_rows";
+pub const ROLLUP_FILES: &str = "flowlake_query_rollup_files";
+pub const ROLLUP_PASSES: &str = "flowlake_query_rollup_passes";
+pub const QUESTION_HOURS: &str = "flowlake_query_question_hours";
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct QueryLabels {
@@ -25,12 +28,24 @@ pub struct EndpointLabel {
     pub endpoint: &'static str,
 }
 
+/// `action`: `built`, `deleted`; `outcome`: `ok`, `error`; `source`: `rollup`, `rows`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: &'static str,
+}
+
 /// Handles to the service's metrics (cheap to clone).
 #[derive(Debug, Clone)]
 pub struct QueryMetrics {
     pub queries: Family<QueryLabels, Counter>,
     pub seconds: Family<EndpointLabel, Histogram>,
     pub export_rows: Counter,
+    /// Rollup files built and deleted (`kind`: `built`, `deleted`).
+    pub rollup_files: Family<KindLabel, Counter>,
+    /// Rollup build passes (`kind`: `ok`, `error`).
+    pub rollup_passes: Family<KindLabel, Counter>,
+    /// Hours of question ranges answered, by source (`kind`: `rollup`, `rows`).
+    pub question_hours: Family<KindLabel, Counter>,
 }
 
 impl QueryMetrics {
@@ -52,6 +67,25 @@ impl QueryMetrics {
             "Rows written by exports",
             m.export_rows.clone(),
         );
+        for (name, help, family) in [
+            (
+                ROLLUP_FILES,
+                "Hourly rollup files built and deleted",
+                &m.rollup_files,
+            ),
+            (
+                ROLLUP_PASSES,
+                "Rollup build passes, by outcome",
+                &m.rollup_passes,
+            ),
+            (
+                QUESTION_HOURS,
+                "Hours of per-pod question ranges, by where they were answered from (partial hours count as one)",
+                &m.question_hours,
+            ),
+        ] {
+            registry.register(name, help, family.clone());
+        }
         m
     }
 
@@ -63,7 +97,14 @@ impl QueryMetrics {
                 Histogram::new(exponential_buckets(0.001, 2.0, 16))
             }),
             export_rows: Counter::default(),
+            rollup_files: Family::default(),
+            rollup_passes: Family::default(),
+            question_hours: Family::default(),
         }
+    }
+
+    pub fn count(family: &Family<KindLabel, Counter>, kind: &'static str, n: usize) {
+        family.get_or_create(&KindLabel { kind }).inc_by(n as u64);
     }
 
     pub fn observe<T>(

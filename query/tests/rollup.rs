@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use datafusion::arrow::array::RecordBatch;
-use flowlake_query::metrics::QueryMetrics;
+use flowlake_query::metrics::{KindLabel, QueryMetrics};
 use flowlake_query::questions::{Question, QuestionRequest, Scope, TimeRange};
 use flowlake_query::rollup::build::{BuildReport, RollupPolicy, build_rollups};
 use flowlake_query::rollup::sketch::RELATIVE_ACCURACY;
@@ -243,6 +243,15 @@ async fn rollups_answer_like_the_flow_rows_and_follow_late_data() {
         .unwrap()
         .count();
     assert_eq!(listed, 1, "one current rollup left for the hour");
+
+    let m = engine.metrics();
+    use prometheus_client::metrics::{counter::Counter, family::Family};
+    let count = |f: &Family<KindLabel, Counter>, kind| f.get_or_create(&KindLabel { kind }).get();
+    assert_eq!(count(&m.rollup_files, "built"), 15);
+    assert_eq!(count(&m.rollup_files, "deleted"), 5);
+    assert_eq!(count(&m.rollup_passes, "ok"), 5);
+    assert!(count(&m.question_hours, "rollup") > 0);
+    assert!(count(&m.question_hours, "rows") > 0);
 }
 
 #[tokio::test]

@@ -13,6 +13,7 @@ use datafusion::parquet::file::properties::WriterProperties;
 use super::{RollupPath, RollupSpec};
 use crate::engine::QueryEngine;
 use crate::error::{QueryError, Result};
+use crate::metrics::QueryMetrics;
 use crate::questions::{Question, TimeRange};
 
 /// When an hour is rolled up, and how long a stale rollup is kept for queries that
@@ -74,12 +75,27 @@ pub async fn build_rollups(
     policy: RollupPolicy,
 ) -> Result<BuildReport> {
     let mut report = BuildReport::default();
+    let outcome = build_pass(engine, now, policy, &mut report).await;
+    let metrics = engine.metrics();
+    QueryMetrics::count(&metrics.rollup_files, "built", report.built);
+    QueryMetrics::count(&metrics.rollup_files, "deleted", report.deleted);
+    let kind = if outcome.is_ok() { "ok" } else { "error" };
+    QueryMetrics::count(&metrics.rollup_passes, kind, 1);
+    outcome.map(|()| report)
+}
+
+async fn build_pass(
+    engine: &QueryEngine,
+    now: DateTime<Utc>,
+    policy: RollupPolicy,
+    report: &mut BuildReport,
+) -> Result<()> {
     let Some(store) = engine.rollups() else {
-        return Ok(report);
+        return Ok(());
     };
     engine.table().refresh_if_stale().await?;
     let Some(fingerprints) = engine.table().snapshot().fingerprints else {
-        return Ok(report);
+        return Ok(());
     };
     store.list().await?;
     let grace = chrono::Duration::from_std(policy.grace)
@@ -146,5 +162,5 @@ pub async fn build_rollups(
             "rollups updated"
         );
     }
-    Ok(report)
+    Ok(())
 }

@@ -67,6 +67,7 @@ impl IngestError {
         match self {
             Decode(DecodeError::NotArrow(_))
             | Decode(DecodeError::Malformed(_))
+            | Decode(DecodeError::ArrowPanic)
             | Decode(DecodeError::Encoding { .. })
             | BadBatchId(_) => StatusCode::BAD_REQUEST,
             Decode(DecodeError::Schema(_)) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -104,6 +105,7 @@ impl IngestError {
         match self {
             Decode(DecodeError::NotArrow(_))
             | Decode(DecodeError::Malformed(_))
+            | Decode(DecodeError::ArrowPanic)
             | Decode(DecodeError::Encoding { .. }) => "not_arrow",
             Decode(DecodeError::Schema(_)) => "schema",
             Decode(DecodeError::TooLarge { .. }) | TooLarge { .. } => "too_large",

@@ -11,7 +11,7 @@ use bytes::Bytes;
 
 use crate::encoding::{BodyEncoding, remove_encoding};
 use crate::error::{DecodeError, Result};
-use crate::guard::guard_compressed_lengths;
+use crate::guard::guard_stream;
 
 /// Validated batches of one request, in the exact flow schema.
 #[derive(Debug, Clone)]
@@ -35,14 +35,14 @@ pub fn decode_bytes(body: Bytes, encoding: BodyEncoding, max_bytes: usize) -> Re
         BodyEncoding::Identity if body.len() <= max_bytes => Buffer::from(body),
         _ => Buffer::from_vec(remove_encoding(&body, encoding, max_bytes)?),
     };
-    let end = guard_compressed_lengths(plain.as_slice(), max_bytes)?;
-    // arrow-ipc can panic on malformed buffers (found by the mutation test): a bad
-    // body must be a 400, never a crashed request or replay.
+    // arrow-ipc can panic on malformed streams: `guard_stream` refuses the ones
+    // known (found by the mutation test and the fuzz target), and whatever it
+    // misses must still be a 400, never a crashed request or replay.
     let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let end = guard_stream(plain.as_slice(), max_bytes)?;
         read_stream(plain.slice_with_length(0, end))
     }));
-    let (batches, rows, memory_bytes) =
-        read.unwrap_or(Err(DecodeError::Malformed("arrow-ipc panicked on it")))?;
+    let (batches, rows, memory_bytes) = read.unwrap_or(Err(DecodeError::ArrowPanic))?;
     Ok(DecodedBody {
         batches,
         rows,

@@ -11,6 +11,10 @@ pub enum DecodeError {
     /// (or arrow-ipc panicked on it).
     #[error("body is not an Arrow IPC stream: malformed IPC stream: {0}")]
     Malformed(&'static str),
+    /// arrow-ipc panicked on the stream (caught): a malformed stream the guards
+    /// in `guard.rs` do not know yet.
+    #[error("body is not an Arrow IPC stream: arrow-ipc panicked on it")]
+    ArrowPanic,
     /// The Content-Encoding layer (zstd) is corrupt.
     #[error("body is not a valid {encoding} stream")]
     Encoding {

@@ -1,16 +1,27 @@
-//! Checks on the raw IPC stream before arrow-ipc reads it: arrow-ipc trusts some
-//! sizes in the stream and allocates or panics on them.
+//! Checks on the raw IPC stream before arrow-ipc reads it: arrow-ipc 59 trusts
+//! some sizes in the stream and allocates or panics on them.
+
+use arrow::datatypes::Schema;
+use arrow::ipc::{CompressionType, Message};
 
 use crate::error::{DecodeError, Result};
+use crate::{fb_schema, layout};
 
-/// Walks the IPC stream's messages and refuses compressed buffers that claim to
-/// inflate past `max_bytes` in total. arrow-ipc allocates the claimed size up
-/// front, so without this a 100-byte body could abort the process (found by the
-/// mutation test). Returns where the stream ends (after its end-of-stream marker;
-/// bytes after it are ignored).
-pub(crate) fn guard_compressed_lengths(bytes: &[u8], max_bytes: usize) -> Result<usize> {
+/// Walks the IPC stream's messages before arrow-ipc decodes them:
+/// - the schema is checked against the flow schema before any batch is read;
+/// - every buffer must lie inside its message body (arrow-ipc slices it with an
+///   assertion);
+/// - compressed buffers may not claim to inflate past `max_bytes` in total
+///   (arrow-ipc allocates the claimed size up front: a 100-byte body could abort
+///   the process, found by the mutation test);
+/// - record batches' validity buffers must cover their columns ([`layout`]).
+///
+/// Returns where the stream ends (after its end-of-stream marker; bytes after it
+/// are ignored). Runs inside the decoder's `catch_unwind`, as it calls arrow.
+pub(crate) fn guard_stream(bytes: &[u8], max_bytes: usize) -> Result<usize> {
     let mut at = 0usize;
     let mut inflated = 0u64;
+    let mut schema: Option<Schema> = None;
     let word = |at: usize| -> Result<i32> {
         bytes
             .get(at..at + 4)
@@ -41,31 +52,69 @@ pub(crate) fn guard_compressed_lengths(bytes: &[u8], max_bytes: usize) -> Result
             .get(at..at.saturating_add(body_len))
             .ok_or(DecodeError::Malformed("truncated body"))?;
         at += body_len;
-        let batch = message
-            .header_as_record_batch()
-            .or_else(|| message.header_as_dictionary_batch().and_then(|d| d.data()));
-        let Some(batch) = batch else { continue };
-        if batch.compression().is_none() {
+        if let Some(fb) = message.header_as_schema() {
+            if schema.is_none() {
+                schema = Some(flow_schema_of(fb)?);
+            }
             continue;
         }
-        for buf in batch.buffers().iter().flatten() {
-            let (offset, length) = (buf.offset(), buf.length());
-            if length < 8 {
-                continue;
+        check_batch(&message, body, schema.as_ref(), &mut inflated, max_bytes)?;
+    }
+    Ok(bytes.len())
+}
+
+/// The stream's schema, refused unless it is the flow schema (as before any
+/// batch is decoded).
+fn flow_schema_of(fb: arrow::ipc::Schema) -> Result<Schema> {
+    fb_schema::check(fb)?;
+    let schema = arrow::ipc::convert::fb_to_schema(fb);
+    flowlake_schemas::validate_schema(&schema).map_err(DecodeError::Schema)?;
+    Ok(schema)
+}
+
+fn check_batch(
+    message: &Message,
+    body: &[u8],
+    schema: Option<&Schema>,
+    inflated: &mut u64,
+    max_bytes: usize,
+) -> Result<()> {
+    let record = message.header_as_record_batch();
+    let Some(batch) =
+        record.or_else(|| message.header_as_dictionary_batch().and_then(|d| d.data()))
+    else {
+        return Ok(());
+    };
+    let slices = batch
+        .buffers()
+        .iter()
+        .flatten()
+        .map(|buf| {
+            let start = usize::try_from(buf.offset())
+                .map_err(|_| DecodeError::Malformed("negative buffer offset"))?;
+            let len = usize::try_from(buf.length())
+                .map_err(|_| DecodeError::Malformed("negative buffer length"))?;
+            body.get(start..start.saturating_add(len))
+                .ok_or(DecodeError::Malformed("buffer outside the body"))
+        })
+        .collect::<Result<Vec<&[u8]>>>()?;
+    let codec = match batch.compression().map(|c| c.codec()) {
+        None => None,
+        Some(c @ (CompressionType::LZ4_FRAME | CompressionType::ZSTD)) => Some(c),
+        Some(_) => return Err(DecodeError::Malformed("unknown compression codec")),
+    };
+    if codec.is_some() {
+        for data in &slices {
+            if let Some(claimed) = layout::declared_length(data).filter(|&n| n > 0) {
+                *inflated = inflated.saturating_add(claimed as u64);
             }
-            let start =
-                usize::try_from(offset).map_err(|_| DecodeError::Malformed("negative offset"))?;
-            let Some(prefix) = body.get(start..start + 8) else {
-                return Err(DecodeError::Malformed("buffer outside the body"));
-            };
-            let claimed = i64::from_le_bytes(prefix.try_into().expect("8 bytes"));
-            if claimed > 0 {
-                inflated = inflated.saturating_add(claimed as u64);
-            }
-            if inflated > max_bytes as u64 {
+            if *inflated > max_bytes as u64 {
                 return Err(DecodeError::TooLarge { limit: max_bytes });
             }
         }
     }
-    Ok(bytes.len())
+    match (record, schema) {
+        (Some(record), Some(schema)) => layout::check_validity(schema, &record, &slices, codec),
+        _ => Ok(()),
+    }
 }

@@ -9,7 +9,9 @@
 pub mod decode;
 pub mod encoding;
 pub mod error;
+mod fb_schema;
 mod guard;
+mod layout;
 
 pub use decode::{DecodedBody, decode_body, decode_bytes, encode_ipc};
 pub use encoding::BodyEncoding;

@@ -176,11 +176,7 @@ async fn open(opts: &HashMap<String, String>) -> Result<QueryEngine, BoxError> {
 }
 
 async fn collect(engine: &QueryEngine, sql: &str) -> Result<Vec<RecordBatch>, BoxError> {
-    Ok(engine
-        .execute_user_sql(sql, "bench")
-        .await?
-        .collect()
-        .await?)
+    Ok(engine.run(sql, "bench", false).await?.collect().await?)
 }
 
 /// The benchmark's questions: each per-pod question for the pod with the most drops

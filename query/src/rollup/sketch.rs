@@ -11,7 +11,6 @@
 //! between the values at ranks `⌊q(n−1)⌋` and `⌊q(n−1)⌋+1` exactly like
 //! `percentile_cont`, so it is within `α` of `percentile_cont` over the same samples.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, AsArray, BinaryArray};
@@ -28,14 +27,23 @@ pub const RELATIVE_ACCURACY: f64 = 0.005;
 const FORMAT: u8 = 1;
 
 /// Counts per logarithmic bucket, plus the exact count, minimum and maximum.
-#[derive(Debug, Clone, Default, PartialEq)]
+///
+/// Bucket keys: 0 is zero; `k > 0` is bucket `k - 1` of positive values; `k < 0` mirrors
+/// it for negative ones (keys sort like their values). Counts are dense from the
+/// smallest key seen: merging is adding vectors.
+#[derive(Debug, Clone, Default)]
 pub struct LatencySketch {
-    /// Bucket key → samples. Key 0 is zero; `k > 0` is bucket `k - 1` of positive
-    /// values; `k < 0` mirrors it for negative ones (keys sort like their values).
-    buckets: BTreeMap<i32, u64>,
+    offset: i32,
+    counts: Vec<u64>,
     count: u64,
     min: i64,
     max: i64,
+}
+
+impl PartialEq for LatencySketch {
+    fn eq(&self, other: &Self) -> bool {
+        self.to_bytes() == other.to_bytes()
+    }
 }
 
 fn gamma_ln() -> f64 {
@@ -63,15 +71,32 @@ fn value_of(key: i32, ln_gamma: f64) -> f64 {
 }
 
 impl LatencySketch {
-    pub fn add(&mut self, v: i64, ln_gamma: f64) {
-        *self.buckets.entry(key_of(v, ln_gamma)).or_default() += 1;
-        if self.count == 0 {
-            self.min = v;
-            self.max = v;
-        } else {
-            self.min = self.min.min(v);
-            self.max = self.max.max(v);
+    fn bump(&mut self, key: i32, n: u64) {
+        if self.counts.is_empty() {
+            self.offset = key;
+            self.counts.push(0);
+        } else if key < self.offset {
+            let grow = (self.offset - key) as usize;
+            self.counts.splice(0..0, std::iter::repeat_n(0, grow));
+            self.offset = key;
+        } else if (key - self.offset) as usize >= self.counts.len() {
+            self.counts.resize((key - self.offset) as usize + 1, 0);
         }
+        self.counts[(key - self.offset) as usize] += n;
+    }
+
+    fn extremes(&mut self, min: i64, max: i64) {
+        if self.count == 0 {
+            (self.min, self.max) = (min, max);
+        } else {
+            self.min = self.min.min(min);
+            self.max = self.max.max(max);
+        }
+    }
+
+    pub fn add(&mut self, v: i64, ln_gamma: f64) {
+        self.bump(key_of(v, ln_gamma), 1);
+        self.extremes(v, v);
         self.count += 1;
     }
 
@@ -79,21 +104,26 @@ impl LatencySketch {
         if other.count == 0 {
             return;
         }
-        for (k, n) in &other.buckets {
-            *self.buckets.entry(*k).or_default() += n;
+        for (i, n) in other.counts.iter().enumerate() {
+            if *n > 0 {
+                self.bump(other.offset + i as i32, *n);
+            }
         }
-        if self.count == 0 {
-            self.min = other.min;
-            self.max = other.max;
-        } else {
-            self.min = self.min.min(other.min);
-            self.max = self.max.max(other.max);
-        }
+        self.extremes(other.min, other.max);
         self.count += other.count;
     }
 
     pub fn count(&self) -> u64 {
         self.count
+    }
+
+    /// Non-empty buckets in key order.
+    fn buckets(&self) -> impl Iterator<Item = (i32, u64)> + '_ {
+        self.counts
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| **n > 0)
+            .map(|(i, n)| (self.offset + i as i32, *n))
     }
 
     /// The value at 0-based rank `r` (`r < count`), clamped to the exact extremes.
@@ -105,10 +135,10 @@ impl LatencySketch {
             return self.max as f64;
         }
         let mut seen = 0;
-        for (k, n) in &self.buckets {
+        for (k, n) in self.buckets() {
             seen += n;
             if r < seen {
-                return value_of(*k, ln_gamma).clamp(self.min as f64, self.max as f64);
+                return value_of(k, ln_gamma).clamp(self.min as f64, self.max as f64);
             }
         }
         self.max as f64
@@ -132,22 +162,24 @@ impl LatencySketch {
 
     /// Format byte, count, min, max, then (key delta, samples) pairs, all varints.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(24 + 4 * self.buckets.len());
+        let mut out = Vec::with_capacity(24 + 4 * self.counts.len());
         out.push(FORMAT);
         put_varint(&mut out, self.count);
         put_varint(&mut out, zigzag(self.min));
         put_varint(&mut out, zigzag(self.max));
-        put_varint(&mut out, self.buckets.len() as u64);
+        put_varint(&mut out, self.buckets().count() as u64);
         let mut previous = 0i64;
-        for (k, n) in &self.buckets {
-            put_varint(&mut out, zigzag(i64::from(*k) - previous));
-            put_varint(&mut out, *n);
-            previous = i64::from(*k);
+        for (k, n) in self.buckets() {
+            put_varint(&mut out, zigzag(i64::from(k) - previous));
+            put_varint(&mut out, n);
+            previous = i64::from(k);
         }
         out
     }
 
-    pub fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
+    /// Adds a serialized sketch (as [`Self::merge`] of its decoded form, without decoding
+    /// it into a sketch first).
+    pub fn merge_bytes(&mut self, bytes: &[u8]) -> Result<(), String> {
         let mut input = bytes;
         let format = *input.first().ok_or("empty latency sketch")?;
         if format != FORMAT {
@@ -158,25 +190,38 @@ impl LatencySketch {
         let min = unzigzag(take_varint(&mut input)?);
         let max = unzigzag(take_varint(&mut input)?);
         let len = take_varint(&mut input)?;
-        let mut buckets = BTreeMap::new();
+        // Decode fully before changing anything, so a corrupt sketch merges nothing.
+        let mut pairs = Vec::with_capacity(len.min(1 << 16) as usize);
         let mut key = 0i64;
         let mut total = 0u64;
         for _ in 0..len {
             key += unzigzag(take_varint(&mut input)?);
             let n = take_varint(&mut input)?;
             let k = i32::try_from(key).map_err(|_| "latency sketch key out of range")?;
-            buckets.insert(k, n);
+            if !(-(1 << 20)..=(1 << 20)).contains(&k) {
+                return Err("latency sketch key out of range".into());
+            }
+            pairs.push((k, n));
             total = total.saturating_add(n);
         }
         if total != count || !input.is_empty() {
             return Err("corrupt latency sketch".into());
         }
-        Ok(LatencySketch {
-            buckets,
-            count,
-            min,
-            max,
-        })
+        if count == 0 {
+            return Ok(());
+        }
+        for (k, n) in pairs {
+            self.bump(k, n);
+        }
+        self.extremes(min, max);
+        self.count += count;
+        Ok(())
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
+        let mut sketch = LatencySketch::default();
+        sketch.merge_bytes(bytes)?;
+        Ok(sketch)
     }
 }
 
@@ -215,14 +260,11 @@ fn sketch_arg(array: &ArrayRef) -> DfResult<&BinaryArray> {
         .ok_or_else(|| DataFusionError::Plan("sketch argument must be Binary".into()))
 }
 
-fn decode(bytes: &[u8]) -> DfResult<LatencySketch> {
-    LatencySketch::from_bytes(bytes).map_err(DataFusionError::Execution)
-}
-
 /// Merges every sketch of `array` into `into`.
 fn merge_array(into: &mut LatencySketch, array: &ArrayRef) -> DfResult<()> {
     for bytes in sketch_arg(array)?.iter().flatten() {
-        into.merge(&decode(bytes)?);
+        into.merge_bytes(bytes)
+            .map_err(DataFusionError::Execution)?;
     }
     Ok(())
 }
@@ -267,7 +309,7 @@ impl Accumulator for SketchAccumulator {
     }
 
     fn size(&self) -> usize {
-        std::mem::size_of_val(self) + self.sketch.buckets.len() * 32
+        std::mem::size_of_val(self) + self.sketch.counts.capacity() * 8
     }
 }
 

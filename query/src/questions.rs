@@ -281,7 +281,7 @@ pub fn rollup_question_sql(
     coverage: &Coverage,
     limit: usize,
 ) -> String {
-    let spec = RollupSpec::of(question);
+    let spec = RollupSpec::for_scope(question, scope);
     let scoped = |filter: String| match scope.predicate() {
         Some(s) => format!("{filter} AND {s}"),
         None => filter,

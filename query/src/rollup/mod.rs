@@ -32,7 +32,7 @@ use std::fmt;
 use flowlake_schemas::PartitionPath;
 use object_store::path::Path;
 
-use crate::questions::{Question, TimeRange};
+use crate::questions::{Question, Scope, TimeRange};
 
 /// Root of the rollup files, relative to the table root.
 pub const ROLLUP_ROOT: &str = "_flowlake_rollups/v1";
@@ -95,6 +95,20 @@ impl RollupSpec {
                 ],
             },
         }
+    }
+
+    /// The spec a question needs for `scope`: ranked over every pod or workload, talkers
+    /// only count distinct peers (`peer_pod`, `peer_ip`) and retransmits need no peer,
+    /// so the rows read and rolled up are grouped by fewer keys.
+    pub fn for_scope(question: Question, scope: &Scope) -> Self {
+        let spec = Self::of(question);
+        let ranked = matches!(scope, Scope::AllPods | Scope::AllWorkloads);
+        let keys: &'static [&'static str] = match question {
+            Question::Talkers if ranked => &["peer_pod", "peer_ip"],
+            Question::Retransmits if ranked => &[],
+            _ => spec.keys,
+        };
+        RollupSpec { keys, ..spec }
     }
 
     /// Grouping columns: subject, then keys.

@@ -235,7 +235,16 @@ fn default_chart_renders_valid_least_privilege_objects() {
     assert_eq!(claims, ["wal", "table"]);
     let pod = spec.template.spec.unwrap();
     container(&pod.containers, "ingester");
-    container(&pod.containers, "query");
+    let query = container(&pod.containers, "query");
+    // The query service writes its hourly rollups under the table root.
+    let table_mount = query
+        .volume_mounts
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .find(|m| m.name == "table")
+        .expect("query mounts the table");
+    assert_ne!(table_mount.read_only, Some(true));
     assert!(!docs.iter().any(|d| d["kind"] == "Deployment"));
 }
 

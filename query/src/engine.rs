@@ -146,7 +146,8 @@ impl QueryEngine {
     }
 
     /// The SQL answering a question: from rollups for the whole hours they cover (unless
-    /// `exact`, extra filters, or no current rollup), else from the flow rows.
+    /// `exact`, conditions beyond the subject columns, or no current rollup), else from
+    /// the flow rows.
     pub async fn question_sql(&self, request: &QuestionRequest) -> Result<String> {
         let usable = !request.exact && request.extra.is_empty();
         let Some(store) = self.rollups.as_ref().filter(|_| usable) else {
@@ -173,6 +174,7 @@ impl QueryEngine {
         Ok(questions::rollup_question_sql(
             request.question,
             &request.scope,
+            &request.subject_filters,
             &coverage,
             request.limit,
         ))

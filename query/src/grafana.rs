@@ -316,8 +316,9 @@ async fn answer_target(state: &AppState, req: &QueryRequest, t: &Target) -> Resu
         .and_then(|l| l.parse().ok())
         .unwrap_or(100);
     if payload_str(&t.payload, "view") == Some("table") {
+        // Ad-hoc filters and the namespace payload are on subject columns only.
         let request = QuestionRequest {
-            extra: extra.clone(),
+            subject_filters: extra.clone(),
             ..QuestionRequest::new(q, scope.clone(), range, limit)
         };
         let sql = state.engine.question_sql(&request).await?;

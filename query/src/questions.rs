@@ -155,6 +155,9 @@ pub struct QuestionRequest {
     pub question: Question,
     pub scope: Scope,
     pub range: TimeRange,
+    /// Conditions on the subject columns only (`namespace`, `pod`, `workload`), which
+    /// rollups can answer too (Grafana's ad-hoc filters).
+    pub subject_filters: Vec<String>,
     /// Further SQL conditions on the question's view (answered from the flow rows).
     pub extra: Vec<String>,
     pub limit: usize,
@@ -168,6 +171,7 @@ impl QuestionRequest {
             question,
             scope,
             range,
+            subject_filters: Vec::new(),
             extra: Vec::new(),
             limit,
             exact: false,
@@ -176,11 +180,17 @@ impl QuestionRequest {
 
     /// The SQL answering it from the flow rows.
     pub fn exact_sql(&self) -> String {
+        let conditions: Vec<String> = self
+            .subject_filters
+            .iter()
+            .chain(&self.extra)
+            .cloned()
+            .collect();
         question_sql(
             self.question,
             &self.scope,
             &self.range,
-            &self.extra,
+            &conditions,
             self.limit,
         )
     }
@@ -278,13 +288,17 @@ pub fn question_sql(
 pub fn rollup_question_sql(
     question: Question,
     scope: &Scope,
+    subject_filters: &[String],
     coverage: &Coverage,
     limit: usize,
 ) -> String {
     let spec = RollupSpec::for_scope(question, scope);
-    let scoped = |filter: String| match scope.predicate() {
-        Some(s) => format!("{filter} AND {s}"),
-        None => filter,
+    let scoped = |filter: String| {
+        std::iter::once(filter)
+            .chain(scope.predicate())
+            .chain(subject_filters.iter().cloned())
+            .collect::<Vec<_>>()
+            .join(" AND ")
     };
     let mut parts = vec![format!(
         "SELECT {} FROM {} WHERE {}",

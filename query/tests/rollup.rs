@@ -192,6 +192,35 @@ async fn rollups_answer_like_the_flow_rows_and_follow_late_data() {
     };
     assert_eq!(compare_all(&engine, &whole, &scopes).await, 20);
     assert_eq!(compare_all(&engine, &partial, &scopes).await, 20);
+    // Conditions on subject columns (Grafana's ad-hoc filters) keep using rollups.
+    for q in Question::ALL {
+        let request = |exact| QuestionRequest {
+            exact,
+            subject_filters: vec![
+                format!("namespace = '{}'", text("namespace")),
+                "pod <> 'x'".into(),
+            ],
+            ..QuestionRequest::new(q, Scope::AllPods, partial, 1000)
+        };
+        let mut got = Vec::new();
+        for exact in [true, false] {
+            let sql = engine.question_sql(&request(exact)).await.unwrap();
+            assert_eq!(sql.contains("flowlake_rollup("), !exact, "{sql}");
+            let batches = engine
+                .run(&sql, "test", true)
+                .await
+                .unwrap()
+                .collect()
+                .await
+                .unwrap();
+            got.push(by_subject(rows(&batches)));
+        }
+        assert_same(
+            &format!("{} with subject filters", q.name()),
+            &got[0],
+            &got[1],
+        );
+    }
     let (sql, _) = answers(&engine, Question::Talkers, &Scope::AllPods, &partial, false).await;
     assert!(
         sql.contains("date=2026-01-01/hour=01") && !sql.contains("hour=00"),

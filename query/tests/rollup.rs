@@ -82,7 +82,15 @@ async fn answers(
         exact,
         ..QuestionRequest::new(q, scope.clone(), *range, 1000)
     };
-    let sql = engine.question_sql(&request).await.unwrap();
+    answer(engine, &request).await
+}
+
+/// The SQL the engine picks for a request, and its rows (latency rows by subject).
+async fn answer(
+    engine: &QueryEngine,
+    request: &QuestionRequest,
+) -> (String, Vec<Map<String, Value>>) {
+    let sql = engine.question_sql(request).await.unwrap();
     let batches = engine
         .run(&sql, "test", true)
         .await
@@ -91,7 +99,7 @@ async fn answers(
         .await
         .unwrap();
     let mut out = rows(&batches);
-    if q == Question::Latency {
+    if request.question == Question::Latency {
         out = by_subject(out);
     }
     (sql, out)
@@ -204,16 +212,9 @@ async fn rollups_answer_like_the_flow_rows_and_follow_late_data() {
         };
         let mut got = Vec::new();
         for exact in [true, false] {
-            let sql = engine.question_sql(&request(exact)).await.unwrap();
+            let (sql, rows) = answer(&engine, &request(exact)).await;
             assert_eq!(sql.contains("flowlake_rollup("), !exact, "{sql}");
-            let batches = engine
-                .run(&sql, "test", true)
-                .await
-                .unwrap()
-                .collect()
-                .await
-                .unwrap();
-            got.push(by_subject(rows(&batches)));
+            got.push(rows);
         }
         assert_same(
             &format!("{} with subject filters", q.name()),

@@ -10,6 +10,7 @@ use flowlake_query::metrics::{KindLabel, QueryMetrics};
 use flowlake_query::questions::{Question, QuestionRequest, Scope, TimeRange};
 use flowlake_query::rollup::build::{BuildReport, RollupPolicy, build_rollups};
 use flowlake_query::rollup::sketch::RELATIVE_ACCURACY;
+use flowlake_query::rollup::{Fingerprint, RollupPath};
 use flowlake_query::{QueryConfig, QueryEngine};
 use serde_json::{Map, Value};
 
@@ -310,4 +311,26 @@ async fn endpoints_use_rollups_unless_exact() {
     let exact_drops = get(&format!("/api/v1/questions/drops?{range}&exact=true")).await;
     assert_eq!(drops, exact_drops);
     svc.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_rollup_another_replica_wrote_first_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("flows");
+    write_gen_table(&path).await;
+    let config = QueryConfig::for_tests(path.to_str().unwrap());
+    let engine = QueryEngine::open(&config, QueryMetrics::unregistered())
+        .await
+        .unwrap();
+    let store = engine.rollups().unwrap();
+    let rollup = RollupPath {
+        question: Question::Drops,
+        partition: "date=2026-01-01/hour=00".parse().unwrap(),
+        fingerprint: Fingerprint(7),
+    };
+    store.put(rollup, b"first".to_vec()).await.unwrap();
+    store.put(rollup, b"second, longer".to_vec()).await.unwrap();
+    let on_disk = std::fs::read(path.join(rollup.object_path().as_ref())).unwrap();
+    assert_eq!(on_disk, b"first");
+    assert_eq!(store.meta(&rollup).unwrap().size, 5);
 }

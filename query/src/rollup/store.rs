@@ -9,7 +9,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use deltalake_core::logstore::LogStoreRef;
 use futures::TryStreamExt;
 use object_store::path::Path;
-use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 
 use super::{ROLLUP_ROOT, RollupPath};
 use crate::error::Result;
@@ -119,15 +119,24 @@ impl RollupStore {
         listing.files.iter().map(|(p, m)| (*p, m.clone())).collect()
     }
 
-    /// Writes one rollup file (a single atomic put) and lists it.
+    /// Writes one rollup file (a single atomic, create-only put) and lists it. A file
+    /// another replica wrote first is kept: rows of the same hour in another order, and
+    /// a query that listed it must find the object it listed.
     pub async fn put(&self, path: RollupPath, parquet: Vec<u8>) -> Result<()> {
         let location = path.object_path();
-        let result = self
+        let create = PutOptions::from(PutMode::Create);
+        match self
             .object_store()
-            .put(&location, PutPayload::from(parquet))
-            .await?;
+            .put_opts(&location, PutPayload::from(parquet), create)
+            .await
+        {
+            Ok(_) => tracing::debug!(path = %location, "rollup written"),
+            Err(object_store::Error::AlreadyExists { .. }) => {
+                tracing::debug!(path = %location, "rollup already written by another replica")
+            }
+            Err(e) => return Err(e.into()),
+        }
         let meta = self.object_store().head(&location).await?;
-        tracing::debug!(path = %location, e_tag = ?result.e_tag, "rollup written");
         self.listing
             .write()
             .expect("listing lock")

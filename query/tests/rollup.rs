@@ -123,8 +123,8 @@ async fn compare_all(engine: &QueryEngine, range: &TimeRange, scopes: &[Scope]) 
     rolled_up
 }
 
-#[tokio::test]
-async fn rollups_answer_like_the_flow_rows_and_follow_late_data() {
+/// The gen workload as a table in a temporary directory (`flows` in it), and an engine.
+async fn gen_table_engine() -> (tempfile::TempDir, QueryEngine) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("flows");
     write_gen_table(&path).await;
@@ -132,6 +132,13 @@ async fn rollups_answer_like_the_flow_rows_and_follow_late_data() {
     let engine = QueryEngine::open(&config, QueryMetrics::unregistered())
         .await
         .unwrap();
+    (dir, engine)
+}
+
+#[tokio::test]
+async fn rollups_answer_like_the_flow_rows_and_follow_late_data() {
+    let (dir, engine) = gen_table_engine().await;
+    let path = dir.path().join("flows");
     let whole = TimeRange {
         from: t("2026-01-01T00:00:00Z"),
         to: t("2026-01-01T02:00:00Z"),
@@ -315,13 +322,8 @@ async fn endpoints_use_rollups_unless_exact() {
 
 #[tokio::test]
 async fn a_rollup_another_replica_wrote_first_is_kept() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, engine) = gen_table_engine().await;
     let path = dir.path().join("flows");
-    write_gen_table(&path).await;
-    let config = QueryConfig::for_tests(path.to_str().unwrap());
-    let engine = QueryEngine::open(&config, QueryMetrics::unregistered())
-        .await
-        .unwrap();
     let store = engine.rollups().unwrap();
     let rollup = RollupPath {
         question: Question::Drops,

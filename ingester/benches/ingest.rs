@@ -2,11 +2,26 @@
 //! with `flowlake gen` data, and the peer (Python `deltalake` + pyarrow writing the
 //! same rows to a partitioned Delta table) measured in the same run.
 //!
-//! `cargo bench -p flowlake-ingester --bench ingest -- [ROWS] [zstd]`
+//! `cargo bench -p flowlake-ingester --bench ingest -- [ROWS] [zstd] [inflight=N]`
+//!
+//! `inflight=N`: the client keeps N requests in flight (as several collectors
+//! do), default 1 (send one body, wait for its ack, send the next).
 
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
+
 use flowlake_ingester::{Ingester, IngesterConfig, Table, encode_ipc, routes};
+
+/// CPU time of this whole process (every thread: server and client), user + system.
+fn process_cpu() -> Duration {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
+    assert_eq!(rc, 0, "getrusage");
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(u.ru_utime) + tv(u.ru_stime)
+}
 
 fn main() {
     let rows: u64 = std::env::args()
@@ -18,6 +33,9 @@ fn main() {
     let compression = std::env::args()
         .any(|a| a == "zstd")
         .then_some(arrow::ipc::CompressionType::ZSTD);
+    let inflight: usize = std::env::args()
+        .find_map(|a| a.strip_prefix("inflight=").map(|n| n.parse().unwrap()))
+        .unwrap_or(1);
     let dir = tempfile::tempdir().unwrap();
     let mut gen_cfg = flowlake_gen::GenConfig::for_tests(dir.path().join("gen"));
     gen_cfg.topology.nodes = 10;
@@ -48,7 +66,7 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let (elapsed, table_bytes, files, ack_to_query) = rt.block_on(async {
+    let (elapsed, cpu, table_bytes, files, ack_to_query) = rt.block_on(async {
         let mut cfg = IngesterConfig::for_tests(&dir.path().join("ingest"));
         cfg.flush.max_rows = 1_000_000;
         cfg.flush.max_age = Duration::from_secs(60);
@@ -58,12 +76,19 @@ fn main() {
         let url = format!("http://{}{}", ing.addr(), routes::FLOWS);
         let client = reqwest::Client::new();
         let started = Instant::now();
-        for body in &bodies {
-            let r = client.post(&url).body(body.clone()).send().await.unwrap();
-            assert!(r.status().is_success());
-        }
+        let cpu_before = process_cpu();
+        let posts = bodies.iter().map(|body| {
+            let post = client.post(&url).body(body.clone()).send();
+            async move { post.await.unwrap().status() }
+        });
+        let statuses: Vec<_> = futures::stream::iter(posts)
+            .buffer_unordered(inflight)
+            .collect()
+            .await;
+        assert!(statuses.iter().all(|s| s.is_success()));
         ing.shutdown().await.unwrap();
         let elapsed = started.elapsed();
+        let cpu = process_cpu() - cpu_before;
         let table = Table::open(&cfg.table).await.unwrap();
         let files = table.files().unwrap();
         let committed: usize = files.iter().map(|f| f.rows.unwrap()).sum();
@@ -94,11 +119,16 @@ fn main() {
         }
         let ack_to_query = acked.elapsed();
         ing.shutdown().await.unwrap();
-        (elapsed, bytes, files.len(), ack_to_query)
+        (elapsed, cpu, bytes, files.len(), ack_to_query)
     });
     let rps = rows as f64 / elapsed.as_secs_f64();
     println!(
-        "flowlake ingester: {rows} rows in {elapsed:.2?} = {rps:.0} rows/s (2-core machine, server+client in one process)"
+        "flowlake ingester: {rows} rows in {elapsed:.2?} = {rps:.0} rows/s (2-core machine, server+client in one process, {inflight} request(s) in flight)"
+    );
+    let per_cpu = rows as f64 / cpu.as_secs_f64();
+    println!(
+        "  CPU {cpu:.2?} (user+sys, server and client threads) = {per_cpu:.0} rows per CPU-second; {:.2} cores busy",
+        cpu.as_secs_f64() / elapsed.as_secs_f64()
     );
     println!(
         "  request bodies {body_bytes} B; table {table_bytes} B in {files} files = {:.1} B/row",
@@ -116,11 +146,21 @@ fn main() {
         Ok(out) if out.status.success() => {
             let text = String::from_utf8_lossy(&out.stdout);
             print!("{text}");
-            if let Some(secs) = text.lines().find_map(|l| l.strip_prefix("peer_seconds=")) {
-                let secs: f64 = secs.trim().parse().unwrap();
+            let field = |name: &str| -> Option<f64> {
+                text.lines()
+                    .find_map(|l| l.strip_prefix(name))
+                    .map(|v| v.trim().parse().unwrap())
+            };
+            if let Some(secs) = field("peer_seconds=") {
                 println!(
                     "  ratio: flowlake {:.2}x the peer's rows/s",
                     secs / elapsed.as_secs_f64()
+                );
+            }
+            if let Some(cpu_secs) = field("peer_cpu_seconds=") {
+                println!(
+                    "  ratio per CPU-second: flowlake {:.2}x the peer's rows per CPU-second",
+                    cpu_secs / cpu.as_secs_f64()
                 );
             }
         }
@@ -136,10 +176,12 @@ import sys, time, os, pyarrow as pa, pyarrow.ipc as ipc
 from deltalake import write_deltalake, WriterProperties
 src, out = sys.argv[1], sys.argv[2]
 t = ipc.open_stream(pa.memory_map(src)).read_all()
-t0 = time.perf_counter()
+t0, c0 = time.perf_counter(), time.process_time()
 write_deltalake(out, t, partition_by=["date", "hour"], writer_properties=WriterProperties(compression="ZSTD"))
-s = time.perf_counter() - t0
+s, c = time.perf_counter() - t0, time.process_time() - c0
 size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(out) for f in fs if f.endswith(".parquet"))
 print(f"peer python deltalake {__import__('deltalake').__version__}: {t.num_rows} rows in {s:.2f}s = {t.num_rows/s:.0f} rows/s; {size} B = {size/t.num_rows:.1f} B/row")
+print(f"  peer CPU {c:.2f}s (user+sys, all threads) = {t.num_rows/c:.0f} rows per CPU-second; {c/s:.2f} cores busy")
 print(f"peer_seconds={s}")
+print(f"peer_cpu_seconds={c}")
 "#;

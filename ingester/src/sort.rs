@@ -9,9 +9,13 @@
 
 use std::collections::HashMap;
 
-use arrow::array::{Array, AsArray};
-use arrow::compute::interleave_record_batch;
-use arrow::datatypes::TimestampMicrosecondType;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, StringArray};
+use arrow::buffer::{BooleanBuffer, NullBuffer, OffsetBuffer};
+use arrow::compute::interleave;
+use arrow::datatypes::{DataType, TimestampMicrosecondType};
+use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 use flowlake_schemas::col;
 
@@ -112,16 +116,127 @@ impl SortedPartition {
     }
 
     /// Copies the partition's rows out of `batches` (the slice the plan was made
-    /// from), in order.
+    /// from), in order: string columns by [`gather_utf8`], the others by Arrow's
+    /// `interleave`.
     pub fn gather(self, batches: &[RecordBatch]) -> Result<PartitionRun> {
-        let refs: Vec<&RecordBatch> = batches.iter().collect();
-        let batch = interleave_record_batch(&refs, &self.rows)?;
+        let schema = match batches.first() {
+            Some(b) => b.schema(),
+            None => flowlake_schemas::flow_schema(),
+        };
+        let columns = (0..schema.fields().len())
+            .map(|c| {
+                let arrays: Vec<&dyn Array> =
+                    batches.iter().map(|b| b.column(c).as_ref()).collect();
+                if schema.field(c).data_type() == &DataType::Utf8 {
+                    let strings: Vec<&StringArray> =
+                        arrays.iter().map(|a| a.as_string::<i32>()).collect();
+                    gather_utf8(&strings, &self.rows)
+                } else {
+                    interleave(&arrays, &self.rows)
+                }
+            })
+            .collect::<std::result::Result<Vec<_>, ArrowError>>()?;
+        let batch = RecordBatch::try_new(schema, columns)?;
         Ok(PartitionRun {
             date: self.date,
             hour: self.hour,
             batch,
         })
     }
+}
+
+/// Values this long or shorter are copied as one fixed 16-byte move (the string
+/// columns are mostly short names and addresses) instead of a `memcpy` call.
+const SHORT: usize = 16;
+
+/// `rows` (`(array, row)`) of string arrays, in order: the same result as Arrow's
+/// `interleave`, with the value bytes of short strings copied as fixed 16-byte
+/// moves (over-reading the source and over-writing the spare capacity of the
+/// destination, both within bounds) rather than one `memcpy` call per value, and
+/// no bounds checks per value: `rows` are checked once, up front.
+fn gather_utf8(
+    arrays: &[&StringArray],
+    rows: &[(usize, usize)],
+) -> std::result::Result<ArrayRef, ArrowError> {
+    if let Some(&(a, r)) = rows
+        .iter()
+        .find(|&&(a, r)| a >= arrays.len() || r >= arrays[a].len())
+    {
+        return Err(ArrowError::InvalidArgumentError(format!(
+            "gather: row {r} of array {a} does not exist"
+        )));
+    }
+    let src: Vec<(&[i32], &[u8])> = arrays
+        .iter()
+        .map(|a| (a.value_offsets(), a.value_data()))
+        .collect();
+    // SAFETY (every `get_unchecked` below): `a < arrays.len() == src.len()` and
+    // `r < arrays[a].len()` were checked above, a string array of length `n` has
+    // `n + 1` offsets, and its offsets lie within its value data.
+    let bounds = |a: usize, r: usize| unsafe {
+        let (o, data) = src.get_unchecked(a);
+        let start = *o.get_unchecked(r) as usize;
+        let end = *o.get_unchecked(r + 1) as usize;
+        (data, start, end)
+    };
+    let mut offsets: Vec<i32> = Vec::with_capacity(rows.len() + 1);
+    offsets.push(0);
+    let mut len = 0usize;
+    for &(a, r) in rows {
+        let (_, start, end) = bounds(a, r);
+        len += end - start;
+        offsets.push(i32::try_from(len).map_err(|_| ArrowError::OffsetOverflowError(len))?);
+    }
+    // SHORT bytes of slack: a short value's 16-byte move may reach past `len`.
+    let mut values: Vec<u8> = Vec::with_capacity(len + SHORT);
+    let dst = values.as_mut_ptr();
+    let mut at = 0usize;
+    for &(a, r) in rows {
+        let (data, start, end) = bounds(a, r);
+        let n = end - start;
+        // SAFETY: `at + n <= len` (the offsets pass summed the same lengths) and
+        // the capacity is `len + SHORT`, so either write stays inside the
+        // allocation; the 16-byte read is taken only when `start + SHORT` is
+        // within `data`. Bytes written past `at + n` are overwritten by the next
+        // value or cut off by `set_len`. Source and destination never overlap.
+        unsafe {
+            if n <= SHORT && start + SHORT <= data.len() {
+                std::ptr::copy_nonoverlapping(data.as_ptr().add(start), dst.add(at), SHORT);
+            } else {
+                std::ptr::copy_nonoverlapping(data.as_ptr().add(start), dst.add(at), n);
+            }
+        }
+        at += n;
+    }
+    debug_assert_eq!(at, len);
+    // SAFETY: every byte in `0..len` was written above (each value's bytes at
+    // its offset, in order).
+    unsafe { values.set_len(len) };
+    let nulls: Vec<Option<&BooleanBuffer>> = arrays
+        .iter()
+        .map(|a| a.nulls().map(NullBuffer::inner))
+        .collect();
+    let nulls = nulls.iter().any(Option::is_some).then(|| {
+        NullBuffer::new(BooleanBuffer::collect_bool(rows.len(), |i| {
+            // SAFETY: `i < rows.len()`; `a` and `r` were checked above and a
+            // validity buffer covers its array.
+            unsafe {
+                let (a, r) = *rows.get_unchecked(i);
+                nulls.get_unchecked(a).is_none_or(|b| b.value_unchecked(r))
+            }
+        }))
+    });
+    // SAFETY: the offsets are monotonic and end at `values.len()`; every value is
+    // a copy of a whole value of a valid (UTF-8 checked) string array, so each
+    // slice between offsets is valid UTF-8.
+    let array = unsafe {
+        StringArray::new_unchecked(
+            OffsetBuffer::new_unchecked(offsets.into()),
+            values.into(),
+            nulls,
+        )
+    };
+    Ok(Arc::new(array))
 }
 
 /// The order of every row by [`SORT_COLUMNS`], split by `date`/`hour` partition.
@@ -265,6 +380,62 @@ mod tests {
         let ours: Vec<RecordBatch> = runs.into_iter().map(|r| r.batch).collect();
         let ours = concat_batches(&flow_schema(), &ours).unwrap();
         assert_eq!(sort_keys(&ours), sort_keys(&lexsorted(&[batch])));
+    }
+
+    /// The string gather gives exactly what Arrow's `interleave` gives, nulls,
+    /// empty, short, 16-byte and long values, and values at the end of their
+    /// source buffer included.
+    #[test]
+    fn string_gather_equals_interleave() {
+        let a: StringArray = vec![
+            Some("a"),
+            None,
+            Some(""),
+            Some("exactly-16-bytes"),
+            Some("a value longer than sixteen bytes"),
+            Some("end"),
+        ]
+        .into_iter()
+        .collect();
+        let b: StringArray = vec![Some("x"), Some("0123456789abcdefg"), Some("tail")]
+            .into_iter()
+            .collect();
+        let rows: Vec<(usize, usize)> = vec![
+            (0, 5),
+            (1, 2),
+            (0, 1),
+            (0, 3),
+            (1, 1),
+            (0, 4),
+            (0, 0),
+            (1, 0),
+            (0, 2),
+            (0, 5),
+            (1, 2),
+        ];
+        let ours = gather_utf8(&[&a, &b], &rows).unwrap();
+        let theirs = interleave(&[&a as &dyn Array, &b], &rows).unwrap();
+        assert_eq!(ours.as_string::<i32>(), theirs.as_string::<i32>());
+        assert_eq!(ours.null_count(), 1);
+        assert!(gather_utf8(&[&a, &b], &[(1, 3)]).is_err());
+        assert!(gather_utf8(&[&a, &b], &[(2, 0)]).is_err());
+        let no_nulls = gather_utf8(&[&b], &[(0, 2), (0, 0), (0, 1)]).unwrap();
+        assert_eq!(no_nulls.null_count(), 0);
+        assert!(no_nulls.nulls().is_none());
+        let values: Vec<_> = no_nulls.as_string::<i32>().iter().flatten().collect();
+        assert_eq!(values, ["tail", "x", "0123456789abcdefg"]);
+    }
+
+    /// Every column of a gathered partition equals Arrow's `interleave` of it.
+    #[test]
+    fn gather_equals_interleave_record_batch() {
+        let batch = crate::testdata::flows(2000, 2);
+        let parts = [batch.slice(0, 700), batch.slice(700, 1300)];
+        let refs: Vec<&RecordBatch> = parts.iter().collect();
+        for p in sort_plan(&parts) {
+            let want = arrow::compute::interleave_record_batch(&refs, &p.rows).unwrap();
+            assert_eq!(p.gather(&parts).unwrap().batch, want);
+        }
     }
 
     #[test]

@@ -127,12 +127,13 @@ impl SortedPartition {
             .map(|c| {
                 let arrays: Vec<&dyn Array> =
                     batches.iter().map(|b| b.column(c).as_ref()).collect();
-                if schema.field(c).data_type() == &DataType::Utf8 {
-                    let strings: Vec<&StringArray> =
-                        arrays.iter().map(|a| a.as_string::<i32>()).collect();
-                    gather_utf8(&strings, &self.rows)
-                } else {
-                    interleave(&arrays, &self.rows)
+                let strings: Option<Vec<&StringArray>> =
+                    arrays.iter().map(|a| a.as_string_opt::<i32>()).collect();
+                match strings {
+                    Some(strings) if schema.field(c).data_type() == &DataType::Utf8 => {
+                        gather_utf8(&strings, &self.rows)
+                    }
+                    _ => interleave(&arrays, &self.rows),
                 }
             })
             .collect::<std::result::Result<Vec<_>, ArrowError>>()?;

@@ -1,20 +1,21 @@
 //! The sort order of every file, computed without concatenating the buffer.
 //!
-//! Each string sort column is replaced by the rank of its value among the distinct
-//! values of the flush (one hash lookup per row, usually skipped because sorted
-//! clients repeat the previous value), so sorting compares small fixed-size keys
-//! instead of strings. The sorted rows are then gathered straight from the
-//! buffered batches into one batch per partition (`interleave`): the rows are
-//! copied once, where concatenating and then taking copied them twice.
+//! Every string column of the flush is interned: its distinct values are sorted
+//! and each row gets the rank of its value (one hash lookup per row, skipped
+//! when a row repeats the previous row's value). Sorting compares the ranks of
+//! the sort columns, small fixed-size keys, instead of strings. The sorted rows
+//! are then gathered straight from the buffered batches into one batch per
+//! partition, the rows copied once: string columns as dictionary keys over the
+//! sorted values, the others by `interleave`.
 
 use std::collections::HashMap;
 
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, StringArray};
-use arrow::buffer::{BooleanBuffer, NullBuffer, OffsetBuffer};
+use arrow::array::{Array, ArrayRef, AsArray, DictionaryArray, StringArray, UInt32Array};
+use arrow::buffer::{BooleanBuffer, NullBuffer};
 use arrow::compute::interleave;
-use arrow::datatypes::{DataType, TimestampMicrosecondType};
+use arrow::datatypes::{DataType, Schema, TimestampMicrosecondType};
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 use flowlake_schemas::col;
@@ -41,7 +42,10 @@ const RANKED: [&str; 5] = [
     SORT_COLUMNS[4],
 ];
 
-/// One partition's rows, sorted.
+/// One partition's rows, sorted. Its string columns are dictionaries
+/// (`Dictionary(UInt32, Utf8)`) over the flush's distinct values in sorted order,
+/// which [`crate::parquet::write_file`] writes without hashing or comparing a
+/// string per row.
 #[derive(Debug)]
 pub struct PartitionRun {
     pub date: String,
@@ -49,21 +53,128 @@ pub struct PartitionRun {
     pub batch: RecordBatch,
 }
 
+impl PartitionRun {
+    /// The rows with plain string columns, in the flow schema.
+    pub fn plain_batch(&self) -> Result<RecordBatch> {
+        let schema = flowlake_schemas::flow_schema();
+        let columns = schema
+            .fields()
+            .iter()
+            .zip(self.batch.columns())
+            .map(|(f, c)| arrow::compute::cast(c, f.data_type()))
+            .collect::<std::result::Result<Vec<_>, ArrowError>>()?;
+        Ok(RecordBatch::try_new(schema, columns)?)
+    }
+}
+
 /// A row's sort key: ranks of the [`RANKED`] columns (0 is null), then time
 /// (`None` is null, which sorts first).
 type RowKey = ([u32; 5], Option<i64>);
 
-/// Per batch, per row: the rank of the row's value in column `name` among the
-/// distinct values of all `batches` (1-based; 0 for null).
-fn column_ranks(batches: &[RecordBatch], name: &str) -> Vec<Vec<u32>> {
-    let mut ids: HashMap<&str, u32> = HashMap::new();
+/// A string column of the flush, interned: its distinct values in sorted order,
+/// and per buffered batch each row's rank among them (1-based; 0 is null).
+#[derive(Debug)]
+pub(crate) struct Interned {
+    values: Arc<StringArray>,
+    ranks: Vec<Vec<u32>>,
+}
+
+impl Interned {
+    fn value(&self, rank: u32) -> &str {
+        self.values.value(rank as usize - 1)
+    }
+}
+
+/// A seeded multiply-fold hash of the short strings being interned: much cheaper
+/// per value than SipHash, and seeded per flush (from `RandomState`), so a client
+/// cannot choose values that collide.
+struct FoldHasher {
+    seed: u64,
+    acc: u64,
+}
+
+impl FoldHasher {
+    fn fold(x: u64, y: u64) -> u64 {
+        let m = u128::from(x) * u128::from(y);
+        (m as u64) ^ ((m >> 64) as u64)
+    }
+
+    /// Little-endian load of up to 8 bytes, zero-padded.
+    fn load(bytes: &[u8]) -> u64 {
+        let mut w = [0u8; 8];
+        w[..bytes.len()].copy_from_slice(bytes);
+        u64::from_le_bytes(w)
+    }
+}
+
+impl std::hash::Hasher for FoldHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        const K: u64 = 0x9e37_79b9_7f4a_7c15;
+        let n = bytes.len();
+        let key = self.seed ^ K;
+        // Values up to 16 bytes (nearly all names and addresses) are two loads
+        // and one fold; longer ones fold 16 bytes at a time.
+        let (a, b) = if n <= 8 {
+            (Self::load(bytes), 0)
+        } else if n <= 16 {
+            (Self::load(&bytes[..8]), Self::load(&bytes[8..]))
+        } else {
+            let mut chunks = bytes.chunks_exact(16);
+            for c in &mut chunks {
+                self.acc = Self::fold(self.acc ^ Self::load(&c[..8]), key ^ Self::load(&c[8..]));
+            }
+            let rest = chunks.remainder();
+            let split = rest.len().min(8);
+            (Self::load(&rest[..split]), Self::load(&rest[split..]))
+        };
+        self.acc = Self::fold(self.acc ^ a ^ ((n as u64) << 56), key ^ b);
+    }
+
+    fn finish(&self) -> u64 {
+        Self::fold(self.acc, self.seed)
+    }
+}
+
+/// A string as a hash key: hashed as its bytes alone (`str` adds a terminator
+/// byte, a second pass through the hasher).
+#[derive(PartialEq, Eq)]
+struct Key<'a>(&'a str);
+
+impl std::hash::Hash for Key<'_> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write(self.0.as_bytes());
+    }
+}
+
+#[derive(Clone)]
+struct FoldState(u64);
+
+impl FoldState {
+    fn new() -> Self {
+        use std::hash::BuildHasher;
+        FoldState(std::collections::hash_map::RandomState::new().hash_one(0u64) | 1)
+    }
+}
+
+impl std::hash::BuildHasher for FoldState {
+    type Hasher = FoldHasher;
+
+    fn build_hasher(&self) -> FoldHasher {
+        FoldHasher {
+            seed: self.0,
+            acc: self.0.rotate_left(17),
+        }
+    }
+}
+
+/// Interns string column `c` of every batch (one hash lookup per row, skipped when
+/// a row repeats the previous row's value) and ranks the distinct values.
+fn intern(batches: &[RecordBatch], c: usize, hasher: &FoldState) -> Interned {
+    let mut ids: HashMap<Key, u32, FoldState> = HashMap::with_hasher(hasher.clone());
     let mut distinct: Vec<&str> = Vec::new();
     let mut per_batch = Vec::with_capacity(batches.len());
     for batch in batches {
-        let values = batch
-            .column_by_name(name)
-            .expect("flow schema column")
-            .as_string::<i32>();
+        let values = batch.column(c).as_string::<i32>();
         let mut out = Vec::with_capacity(values.len());
         let mut last: Option<(&str, u32)> = None;
         for i in 0..values.len() {
@@ -75,7 +186,7 @@ fn column_ranks(batches: &[RecordBatch], name: &str) -> Vec<Vec<u32>> {
             let id = match last {
                 Some((prev, id)) if prev == v => id,
                 _ => {
-                    let id = *ids.entry(v).or_insert_with(|| {
+                    let id = *ids.entry(Key(v)).or_insert_with(|| {
                         distinct.push(v);
                         distinct.len() as u32
                     });
@@ -98,7 +209,27 @@ fn column_ranks(batches: &[RecordBatch], name: &str) -> Vec<Vec<u32>> {
             *id = rank[*id as usize];
         }
     }
-    per_batch
+    let values: StringArray = order.iter().map(|&i| Some(distinct[i as usize])).collect();
+    Interned {
+        values: Arc::new(values),
+        ranks: per_batch,
+    }
+}
+
+/// Interns every string column of the flush (`None` for the other columns).
+fn intern_strings(batches: &[RecordBatch]) -> Vec<Option<Interned>> {
+    let Some(first) = batches.first() else {
+        return Vec::new();
+    };
+    let hasher = FoldState::new();
+    (0..first.num_columns())
+        .map(|c| {
+            let strings = batches
+                .iter()
+                .all(|b| b.column(c).data_type() == &DataType::Utf8);
+            strings.then(|| intern(batches, c, &hasher))
+        })
+        .collect()
 }
 
 /// One partition's rows in sort order, as positions in the buffered batches.
@@ -108,6 +239,8 @@ pub struct SortedPartition {
     pub hour: String,
     /// `(batch, row)` of each row, in file order.
     rows: Vec<(usize, usize)>,
+    /// The flush's interned string columns, shared by its partitions.
+    interned: Arc<Vec<Option<Interned>>>,
 }
 
 impl SortedPartition {
@@ -116,27 +249,38 @@ impl SortedPartition {
     }
 
     /// Copies the partition's rows out of `batches` (the slice the plan was made
-    /// from), in order: string columns by [`gather_utf8`], the others by Arrow's
-    /// `interleave`.
+    /// from), in order: string columns as dictionary keys ([`gather_keys`]), the
+    /// others by Arrow's `interleave`.
     pub fn gather(self, batches: &[RecordBatch]) -> Result<PartitionRun> {
         let schema = match batches.first() {
             Some(b) => b.schema(),
             None => flowlake_schemas::flow_schema(),
         };
-        let columns = (0..schema.fields().len())
-            .map(|c| {
-                let arrays: Vec<&dyn Array> =
-                    batches.iter().map(|b| b.column(c).as_ref()).collect();
-                let strings: Option<Vec<&StringArray>> =
-                    arrays.iter().map(|a| a.as_string_opt::<i32>()).collect();
-                match strings {
-                    Some(strings) if schema.field(c).data_type() == &DataType::Utf8 => {
-                        gather_utf8(&strings, &self.rows)
-                    }
-                    _ => interleave(&arrays, &self.rows),
+        let mut fields = Vec::with_capacity(schema.fields().len());
+        let mut columns = Vec::with_capacity(schema.fields().len());
+        for (c, field) in schema.fields().iter().enumerate() {
+            match self.interned.get(c).and_then(Option::as_ref) {
+                Some(interned) => {
+                    let keys = gather_keys(interned, &self.rows)?;
+                    let values = Arc::clone(&interned.values) as ArrayRef;
+                    let column = DictionaryArray::try_new(keys, values)?;
+                    fields.push(
+                        field
+                            .as_ref()
+                            .clone()
+                            .with_data_type(column.data_type().clone()),
+                    );
+                    columns.push(Arc::new(column) as ArrayRef);
                 }
-            })
-            .collect::<std::result::Result<Vec<_>, ArrowError>>()?;
+                None => {
+                    let arrays: Vec<&dyn Array> =
+                        batches.iter().map(|b| b.column(c).as_ref()).collect();
+                    fields.push(field.as_ref().clone());
+                    columns.push(interleave(&arrays, &self.rows)?);
+                }
+            }
+        }
+        let schema = Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()));
         let batch = RecordBatch::try_new(schema, columns)?;
         Ok(PartitionRun {
             date: self.date,
@@ -146,98 +290,35 @@ impl SortedPartition {
     }
 }
 
-/// Values this long or shorter are copied as one fixed 16-byte move (the string
-/// columns are mostly short names and addresses) instead of a `memcpy` call.
-const SHORT: usize = 16;
-
-/// `rows` (`(array, row)`) of string arrays, in order: the same result as Arrow's
-/// `interleave`, with the value bytes of short strings copied as fixed 16-byte
-/// moves (over-reading the source and over-writing the spare capacity of the
-/// destination, both within bounds) rather than one `memcpy` call per value, and
-/// no bounds checks per value: `rows` are checked once, up front.
-fn gather_utf8(
-    arrays: &[&StringArray],
+/// The dictionary keys (rank − 1; null where the rank is 0) of `rows`.
+fn gather_keys(
+    interned: &Interned,
     rows: &[(usize, usize)],
-) -> std::result::Result<ArrayRef, ArrowError> {
-    if let Some(&(a, r)) = rows
-        .iter()
-        .find(|&&(a, r)| a >= arrays.len() || r >= arrays[a].len())
-    {
-        return Err(ArrowError::InvalidArgumentError(format!(
-            "gather: row {r} of array {a} does not exist"
-        )));
+) -> std::result::Result<UInt32Array, ArrowError> {
+    let mut keys = Vec::with_capacity(rows.len());
+    let mut nulls = 0;
+    for &(b, r) in rows {
+        let rank = *interned
+            .ranks
+            .get(b)
+            .and_then(|ranks| ranks.get(r))
+            .ok_or_else(|| {
+                ArrowError::InvalidArgumentError(format!(
+                    "gather: row {r} of batch {b} does not exist"
+                ))
+            })?;
+        nulls += usize::from(rank == 0);
+        keys.push(rank.wrapping_sub(1));
     }
-    let src: Vec<(&[i32], &[u8])> = arrays
-        .iter()
-        .map(|a| (a.value_offsets(), a.value_data()))
-        .collect();
-    // SAFETY (every `get_unchecked` below): `a < arrays.len() == src.len()` and
-    // `r < arrays[a].len()` were checked above, a string array of length `n` has
-    // `n + 1` offsets, and its offsets lie within its value data.
-    let bounds = |a: usize, r: usize| unsafe {
-        let (o, data) = src.get_unchecked(a);
-        let start = *o.get_unchecked(r) as usize;
-        let end = *o.get_unchecked(r + 1) as usize;
-        (data, start, end)
-    };
-    let mut offsets: Vec<i32> = Vec::with_capacity(rows.len() + 1);
-    offsets.push(0);
-    let mut len = 0usize;
-    for &(a, r) in rows {
-        let (_, start, end) = bounds(a, r);
-        len += end - start;
-        offsets.push(i32::try_from(len).map_err(|_| ArrowError::OffsetOverflowError(len))?);
-    }
-    // SHORT bytes of slack: a short value's 16-byte move may reach past `len`.
-    let mut values: Vec<u8> = Vec::with_capacity(len + SHORT);
-    let dst = values.as_mut_ptr();
-    let mut at = 0usize;
-    for &(a, r) in rows {
-        let (data, start, end) = bounds(a, r);
-        let n = end - start;
-        // SAFETY: `at + n <= len` (the offsets pass summed the same lengths) and
-        // the capacity is `len + SHORT`, so either write stays inside the
-        // allocation; the 16-byte read is taken only when `start + SHORT` is
-        // within `data`. Bytes written past `at + n` are overwritten by the next
-        // value or cut off by `set_len`. Source and destination never overlap.
-        unsafe {
-            if n <= SHORT && start + SHORT <= data.len() {
-                std::ptr::copy_nonoverlapping(data.as_ptr().add(start), dst.add(at), SHORT);
-            } else {
-                std::ptr::copy_nonoverlapping(data.as_ptr().add(start), dst.add(at), n);
-            }
-        }
-        at += n;
-    }
-    debug_assert_eq!(at, len);
-    // SAFETY: every byte in `0..len` was written above (each value's bytes at
-    // its offset, in order).
-    unsafe { values.set_len(len) };
-    let nulls: Vec<Option<&BooleanBuffer>> = arrays
-        .iter()
-        .map(|a| a.nulls().map(NullBuffer::inner))
-        .collect();
-    let nulls = nulls.iter().any(Option::is_some).then(|| {
-        NullBuffer::new(BooleanBuffer::collect_bool(rows.len(), |i| {
-            // SAFETY: `i < rows.len()`; `a` and `r` were checked above and a
-            // validity buffer covers its array.
-            unsafe {
-                let (a, r) = *rows.get_unchecked(i);
-                nulls.get_unchecked(a).is_none_or(|b| b.value_unchecked(r))
-            }
+    let validity = (nulls > 0).then(|| {
+        NullBuffer::new(BooleanBuffer::collect_bool(keys.len(), |i| {
+            keys[i] != u32::MAX
         }))
     });
-    // SAFETY: the offsets are monotonic and end at `values.len()`; every value is
-    // a copy of a whole value of a valid (UTF-8 checked) string array, so each
-    // slice between offsets is valid UTF-8.
-    let array = unsafe {
-        StringArray::new_unchecked(
-            OffsetBuffer::new_unchecked(offsets.into()),
-            values.into(),
-            nulls,
-        )
-    };
-    Ok(Arc::new(array))
+    for k in keys.iter_mut().filter(|k| **k == u32::MAX) {
+        *k = 0;
+    }
+    Ok(UInt32Array::new(keys.into(), validity))
 }
 
 /// The order of every row by [`SORT_COLUMNS`], split by `date`/`hour` partition.
@@ -246,7 +327,15 @@ pub fn sort_plan(batches: &[RecordBatch]) -> Vec<SortedPartition> {
     if total == 0 {
         return Vec::new();
     }
-    let ranks: Vec<Vec<Vec<u32>>> = RANKED.iter().map(|c| column_ranks(batches, c)).collect();
+    let interned = Arc::new(intern_strings(batches));
+    let schema = batches[0].schema();
+    let ranked: Vec<&Interned> = RANKED
+        .iter()
+        .map(|c| {
+            let i = schema.index_of(c).expect("flow schema column");
+            interned[i].as_ref().expect("sort columns are strings")
+        })
+        .collect();
     let mut rows: Vec<(RowKey, u32, u32)> = Vec::with_capacity(total);
     for (b, batch) in batches.iter().enumerate() {
         let time = batch
@@ -254,37 +343,29 @@ pub fn sort_plan(batches: &[RecordBatch]) -> Vec<SortedPartition> {
             .expect("flow schema column")
             .as_primitive::<TimestampMicrosecondType>();
         for (r, t) in time.iter().enumerate() {
-            let key = std::array::from_fn(|c| ranks[c][b][r]);
+            let key = std::array::from_fn(|c| ranked[c].ranks[b][r]);
             rows.push(((key, t), b as u32, r as u32));
         }
     }
-    drop(ranks);
     rows.sort_unstable_by_key(|row| row.0);
 
-    let value = |name: &str, (b, r): (u32, u32)| {
-        let a = batches[b as usize]
-            .column_by_name(name)
-            .expect("flow schema column")
-            .as_string::<i32>();
-        if a.is_null(r as usize) {
-            String::new()
-        } else {
-            a.value(r as usize).to_string()
-        }
+    let value = |c: usize, rank: u32| match rank {
+        0 => String::new(),
+        rank => ranked[c].value(rank).to_string(),
     };
     let mut partitions = Vec::new();
     let mut start = 0;
     while start < rows.len() {
         let partition = &rows[start].0.0[..2];
         let end = start + rows[start..].partition_point(|r| &r.0.0[..2] == partition);
-        let first = (rows[start].1, rows[start].2);
         partitions.push(SortedPartition {
-            date: value(col::DATE, first),
-            hour: value(col::HOUR, first),
+            date: value(0, partition[0]),
+            hour: value(1, partition[1]),
             rows: rows[start..end]
                 .iter()
                 .map(|&(_, b, r)| (b as usize, r as usize))
                 .collect(),
+            interned: Arc::clone(&interned),
         });
         start = end;
     }
@@ -333,23 +414,16 @@ mod tests {
         let parts = [batch.slice(0, 1000), batch.slice(1000, 2000)];
         let runs = sort_into_partitions(&parts).unwrap();
         assert!(runs.len() >= 3, "{} runs", runs.len());
-        let ours: Vec<RecordBatch> = runs.iter().map(|r| r.batch.clone()).collect();
+        let ours: Vec<RecordBatch> = runs.iter().map(|r| r.plain_batch().unwrap()).collect();
         let ours = concat_batches(&flow_schema(), &ours).unwrap();
         // Ties on the sort key may come in any order: compare the keys row by row,
         // and the multiset of whole rows by sums of a value column.
         assert_eq!(sort_keys(&ours), sort_keys(&lexsorted(&parts)));
         assert_eq!(ours.num_rows(), 3000);
         for run in &runs {
-            let dates = run
-                .batch
-                .column_by_name(col::DATE)
-                .unwrap()
-                .as_string::<i32>();
-            let hours = run
-                .batch
-                .column_by_name(col::HOUR)
-                .unwrap()
-                .as_string::<i32>();
+            let plain = run.plain_batch().unwrap();
+            let dates = plain.column_by_name(col::DATE).unwrap().as_string::<i32>();
+            let hours = plain.column_by_name(col::HOUR).unwrap().as_string::<i32>();
             assert!(dates.iter().all(|d| d == Some(run.date.as_str())));
             assert!(hours.iter().all(|h| h == Some(run.hour.as_str())));
         }
@@ -378,53 +452,47 @@ mod tests {
         columns[idx] = std::sync::Arc::new(nulled);
         let batch = RecordBatch::try_new(batch.schema(), columns).unwrap();
         let runs = sort_into_partitions(std::slice::from_ref(&batch)).unwrap();
-        let ours: Vec<RecordBatch> = runs.into_iter().map(|r| r.batch).collect();
+        let ours: Vec<RecordBatch> = runs.iter().map(|r| r.plain_batch().unwrap()).collect();
         let ours = concat_batches(&flow_schema(), &ours).unwrap();
         assert_eq!(sort_keys(&ours), sort_keys(&lexsorted(&[batch])));
     }
 
-    /// The string gather gives exactly what Arrow's `interleave` gives, nulls,
-    /// empty, short, 16-byte and long values, and values at the end of their
-    /// source buffer included.
+    /// String columns are dictionaries over the flush's sorted distinct values,
+    /// nulls included; keys point at the row's value.
     #[test]
-    fn string_gather_equals_interleave() {
-        let a: StringArray = vec![
-            Some("a"),
-            None,
-            Some(""),
-            Some("exactly-16-bytes"),
-            Some("a value longer than sixteen bytes"),
-            Some("end"),
-        ]
-        .into_iter()
-        .collect();
-        let b: StringArray = vec![Some("x"), Some("0123456789abcdefg"), Some("tail")]
-            .into_iter()
+    fn strings_become_sorted_dictionaries() {
+        let batch = crate::testdata::flows(600, 4);
+        let idx = batch.schema().index_of(col::DST_POD).unwrap();
+        let pods = batch.column(idx).as_string::<i32>();
+        let nulled: StringArray = pods
+            .iter()
+            .enumerate()
+            .map(|(i, v)| if i % 5 == 0 { None } else { v })
             .collect();
-        let rows: Vec<(usize, usize)> = vec![
-            (0, 5),
-            (1, 2),
-            (0, 1),
-            (0, 3),
-            (1, 1),
-            (0, 4),
-            (0, 0),
-            (1, 0),
-            (0, 2),
-            (0, 5),
-            (1, 2),
-        ];
-        let ours = gather_utf8(&[&a, &b], &rows).unwrap();
-        let theirs = interleave(&[&a as &dyn Array, &b], &rows).unwrap();
-        assert_eq!(ours.as_string::<i32>(), theirs.as_string::<i32>());
-        assert_eq!(ours.null_count(), 1);
-        assert!(gather_utf8(&[&a, &b], &[(1, 3)]).is_err());
-        assert!(gather_utf8(&[&a, &b], &[(2, 0)]).is_err());
-        let no_nulls = gather_utf8(&[&b], &[(0, 2), (0, 0), (0, 1)]).unwrap();
-        assert_eq!(no_nulls.null_count(), 0);
-        assert!(no_nulls.nulls().is_none());
-        let values: Vec<_> = no_nulls.as_string::<i32>().iter().flatten().collect();
-        assert_eq!(values, ["tail", "x", "0123456789abcdefg"]);
+        let mut columns = batch.columns().to_vec();
+        columns[idx] = Arc::new(nulled);
+        let batch = RecordBatch::try_new(batch.schema(), columns).unwrap();
+        for run in sort_into_partitions(std::slice::from_ref(&batch)).unwrap() {
+            let dict = run
+                .batch
+                .column(idx)
+                .as_dictionary::<arrow::datatypes::UInt32Type>();
+            let values = dict.values().as_string::<i32>();
+            assert_eq!(values.null_count(), 0);
+            let sorted: Vec<&str> = values.iter().flatten().collect();
+            assert!(sorted.windows(2).all(|w| w[0] < w[1]), "{sorted:?}");
+            assert!(dict.null_count() > 0);
+            assert!(
+                gather_keys(
+                    &Interned {
+                        values: Arc::new(values.clone()),
+                        ranks: vec![vec![1]],
+                    },
+                    &[(0, 1)]
+                )
+                .is_err()
+            );
+        }
     }
 
     /// Every column of a gathered partition equals Arrow's `interleave` of it.
@@ -435,7 +503,7 @@ mod tests {
         let refs: Vec<&RecordBatch> = parts.iter().collect();
         for p in sort_plan(&parts) {
             let want = arrow::compute::interleave_record_batch(&refs, &p.rows).unwrap();
-            assert_eq!(p.gather(&parts).unwrap().batch, want);
+            assert_eq!(p.gather(&parts).unwrap().plain_batch().unwrap(), want);
         }
     }
 

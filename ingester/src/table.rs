@@ -13,14 +13,14 @@ use deltalake_core::kernel::engine::arrow_conversion::TryIntoKernel;
 use deltalake_core::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake_core::kernel::{Action, Add, StructType, Transaction};
 use deltalake_core::protocol::{DeltaOperation, SaveMode};
-use deltalake_core::writer::{DeltaWriter, RecordBatchWriter, WriteMode};
+use deltalake_core::writer::RecordBatchWriter;
 use deltalake_core::{DeltaTable, DeltaTableBuilder, DeltaTableError};
 use flowlake_schemas::{PARTITION_COLUMNS, flow_schema};
 use url::Url;
 
 use crate::config::TableConfig;
 use crate::error::{IngestError, Result};
-use crate::parquet::{PartitionRun, writer_properties};
+use crate::parquet::{PartitionRun, StatsColumns, add_stats, write_file, writer_properties};
 
 /// Commit attempts against concurrent writers before giving up (the flush is then
 /// retried as a whole).
@@ -162,27 +162,38 @@ impl Table {
         self.commit_adds(adds, txn).await
     }
 
-    /// Writes one partition's rows as Parquet data files of the table, invisible
-    /// until their `Add` actions are committed ([`Table::commit_adds`]). Several
-    /// runs may be written at once from clones of this handle.
+    /// Writes one partition's rows as a Parquet data file of the table, invisible
+    /// until its `Add` action is committed ([`Table::commit_adds`]). Several runs
+    /// may be written at once from clones of this handle.
     pub async fn write_run(&self, run: PartitionRun) -> Result<Vec<Add>> {
-        let mut writer =
-            RecordBatchWriter::for_table(&self.delta)?.with_writer_properties(writer_properties());
-        let target = writer.arrow_schema();
-        // The run holds one partition: `write_partition` skips the writer's own
-        // split by partition values (a second sort and copy of every row).
-        let partition = [
-            (PARTITION_COLUMNS[0].to_string(), run.date.into()),
-            (PARTITION_COLUMNS[1].to_string(), run.hour.into()),
-        ];
-        writer
-            .write_partition(
-                to_table_types(&run.batch, &target)?,
-                &partition.into_iter().collect(),
-                WriteMode::Default,
-            )
-            .await?;
-        Ok(writer.flush().await?)
+        if run.batch.num_rows() == 0 {
+            return Ok(Vec::new());
+        }
+        let partition = PartitionValues::new(&run.date, &run.hour)?;
+        let target = RecordBatchWriter::for_table(&self.delta)?.arrow_schema();
+        let (schema, columns) = file_columns(&run.batch, &target)?;
+        let written = write_file(&schema, &columns, writer_properties())?;
+        let path = partition.data_file(uuid::Uuid::new_v4());
+        let size = written.bytes.len() as i64;
+        upload(self.delta.object_store(), &path, written.bytes)
+            .await
+            .map_err(|e| IngestError::Internal(format!("writing {path}: {e}")))?;
+        let columns = StatsColumns::from_config(self.delta.snapshot()?.metadata().configuration());
+        let stats = add_stats(&written.metadata, &columns)
+            .map_err(|e| IngestError::Internal(format!("statistics of {path}: {e}")))?;
+        Ok(vec![Add {
+            path: path.to_string(),
+            size,
+            partition_values: partition.into_map(),
+            modification_time: chrono::Utc::now().timestamp_millis(),
+            data_change: true,
+            stats: Some(stats),
+            tags: None,
+            deletion_vector: None,
+            base_row_id: None,
+            default_row_commit_version: None,
+            clustering_provider: None,
+        }])
     }
 
     /// Commits written data files in one Delta commit, with the application
@@ -254,38 +265,99 @@ impl Table {
     }
 }
 
-/// Casts columns whose nested field names differ from the table's (Delta names map
-/// entries `key_value{key,value}` and list items `element`; the flow schema uses
-/// Arrow's defaults). Values are unchanged.
-fn to_table_types(
+/// Upload part size: files up to this size are one PUT, larger ones a multipart
+/// upload of parts this size (as deltalake's writer uploads).
+const UPLOAD_PART: usize = 5 << 20;
+
+/// Writes a data file; nothing is visible under `path` until the upload completes.
+async fn upload(
+    store: Arc<dyn object_store::ObjectStore>,
+    path: &object_store::path::Path,
+    bytes: bytes::Bytes,
+) -> object_store::Result<()> {
+    use tokio::io::AsyncWriteExt as _;
+    let mut writer =
+        object_store::buffered::BufWriter::with_capacity(store, path.clone(), UPLOAD_PART);
+    writer.put(bytes).await?;
+    writer
+        .shutdown()
+        .await
+        .map_err(|e| object_store::Error::Generic {
+            store: "upload",
+            source: Box::new(e),
+        })
+}
+
+/// The `date`/`hour` partition of a data file.
+struct PartitionValues {
+    date: String,
+    hour: String,
+}
+
+impl PartitionValues {
+    /// Partition values become a directory name: only digits and `-` are taken
+    /// (the values are derived from the flow's start time).
+    fn new(date: &str, hour: &str) -> Result<Self> {
+        let plain = |v: &str| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit() || b == b'-');
+        if !plain(date) || !plain(hour) {
+            return Err(IngestError::Internal(format!(
+                "partition value not a date/hour: {date:?}/{hour:?}"
+            )));
+        }
+        Ok(PartitionValues {
+            date: date.into(),
+            hour: hour.into(),
+        })
+    }
+
+    /// `date=…/hour=…/part-00000-{id}-c000.zstd.parquet`, as Delta writers name files.
+    fn data_file(&self, id: uuid::Uuid) -> object_store::path::Path {
+        object_store::path::Path::from(format!(
+            "{}={}/{}={}/part-00000-{id}-c000.zstd.parquet",
+            PARTITION_COLUMNS[0], self.date, PARTITION_COLUMNS[1], self.hour
+        ))
+    }
+
+    fn into_map(self) -> std::collections::HashMap<String, Option<String>> {
+        [
+            (PARTITION_COLUMNS[0].to_string(), Some(self.date)),
+            (PARTITION_COLUMNS[1].to_string(), Some(self.hour)),
+        ]
+        .into_iter()
+        .collect()
+    }
+}
+
+/// The run's columns in the data file's schema: the table's fields without the
+/// partition columns, nested columns cast to the table's field names (Delta names
+/// map entries `key_value{key,value}` and list items `element`; the flow schema
+/// uses Arrow's defaults); dictionary string columns are kept as they are, for
+/// the dictionary writer.
+fn file_columns(
     batch: &arrow::record_batch::RecordBatch,
     target: &arrow::datatypes::SchemaRef,
-) -> Result<arrow::record_batch::RecordBatch> {
-    let mut fields = Vec::with_capacity(batch.num_columns());
-    let mut columns = Vec::with_capacity(batch.num_columns());
-    for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
-        match target.field_with_name(field.name()) {
-            Ok(want) if want.data_type() != column.data_type() => {
-                columns.push(arrow::compute::cast(column, want.data_type())?);
-                fields.push(
-                    field
-                        .as_ref()
-                        .clone()
-                        .with_data_type(want.data_type().clone()),
-                );
-            }
-            _ => {
-                columns.push(Arc::clone(column));
-                fields.push(field.as_ref().clone());
-            }
+) -> Result<(arrow::datatypes::SchemaRef, Vec<arrow::array::ArrayRef>)> {
+    let mut fields = Vec::with_capacity(target.fields().len());
+    let mut columns = Vec::with_capacity(target.fields().len());
+    for field in target.fields() {
+        if PARTITION_COLUMNS.contains(&field.name().as_str()) {
+            continue;
         }
+        let column = batch.column_by_name(field.name()).ok_or_else(|| {
+            IngestError::Internal(format!("flush batch has no column {}", field.name()))
+        })?;
+        let keep = match column.data_type() {
+            arrow::datatypes::DataType::Dictionary(_, value) => value.as_ref() == field.data_type(),
+            t => t == field.data_type(),
+        };
+        columns.push(if keep {
+            Arc::clone(column)
+        } else {
+            arrow::compute::cast(column, field.data_type())?
+        });
+        fields.push(Arc::clone(field));
     }
-    let schema =
-        arrow::datatypes::Schema::new_with_metadata(fields, batch.schema().metadata().clone());
-    Ok(arrow::record_batch::RecordBatch::try_new(
-        Arc::new(schema),
-        columns,
-    )?)
+    Ok((Arc::new(arrow::datatypes::Schema::new(fields)), columns))
 }
 
 fn append_operation() -> DeltaOperation {
@@ -293,5 +365,69 @@ fn append_operation() -> DeltaOperation {
         mode: SaveMode::Append,
         partition_by: Some(PARTITION_COLUMNS.iter().map(|s| s.to_string()).collect()),
         predicate: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use deltalake_core::writer::{DeltaWriter, WriteMode};
+
+    use super::*;
+    use crate::parquet::sort_into_partitions;
+
+    /// The `Add` action of a file written from dictionaries carries the same
+    /// statistics deltalake's own writer derives from the same rows.
+    #[tokio::test]
+    async fn add_statistics_equal_deltalakes() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = TableConfig {
+            location: dir.path().to_str().unwrap().into(),
+            storage_options: Default::default(),
+        };
+        let table = Table::open_or_create(&cfg).await.unwrap();
+        let batch = crate::testdata::flows(5000, 2);
+        for run in sort_into_partitions(&[batch]).unwrap() {
+            let plain = run.plain_batch().unwrap();
+            let date = run.date.clone();
+            let partition = [
+                (PARTITION_COLUMNS[0].to_string(), run.date.clone().into()),
+                (PARTITION_COLUMNS[1].to_string(), run.hour.clone().into()),
+            ];
+            let ours = table.write_run(run).await.unwrap().remove(0);
+            let mut writer = RecordBatchWriter::for_table(table.delta())
+                .unwrap()
+                .with_writer_properties(writer_properties());
+            let target = writer.arrow_schema();
+            let (schema, columns) = file_columns(&plain, &target).unwrap();
+            let mut with_partitions = schema.fields().to_vec();
+            let mut all = columns;
+            for c in PARTITION_COLUMNS {
+                with_partitions.push(Arc::new(plain.schema().field_with_name(c).unwrap().clone()));
+                all.push(Arc::clone(plain.column_by_name(c).unwrap()));
+            }
+            let full = arrow::record_batch::RecordBatch::try_new(
+                Arc::new(arrow::datatypes::Schema::new(with_partitions)),
+                all,
+            )
+            .unwrap();
+            writer
+                .write_partition(full, &partition.into_iter().collect(), WriteMode::Default)
+                .await
+                .unwrap();
+            let theirs = writer.flush().await.unwrap().remove(0);
+            let json = |a: &Add| -> serde_json::Value {
+                serde_json::from_str(a.stats.as_deref().unwrap()).unwrap()
+            };
+            assert_eq!(json(&ours), json(&theirs));
+            assert_eq!(ours.partition_values, theirs.partition_values);
+            assert!(ours.path.starts_with(&format!("date={date}/hour=")));
+        }
+    }
+
+    #[test]
+    fn partition_values_are_plain() {
+        assert!(PartitionValues::new("2026-11-25", "07").is_ok());
+        assert!(PartitionValues::new("2026/11", "07").is_err());
+        assert!(PartitionValues::new("2026-11-25", "").is_err());
     }
 }

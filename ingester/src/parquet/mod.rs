@@ -6,7 +6,14 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterVersion};
 use parquet::schema::types::ColumnPath;
 
+mod dict;
+mod file;
+mod rle;
+mod stats;
+
 pub use crate::sort::{PartitionRun, SORT_COLUMNS, sort_into_partitions};
+pub use file::{WrittenFile, write_file};
+pub use stats::{StatsColumns, add_stats};
 
 /// Rows per row group: large enough for good compression, small enough that
 /// statistics and the page index prune usefully.

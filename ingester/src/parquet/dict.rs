@@ -1,0 +1,363 @@
+//! One string column chunk written straight from a sorted dictionary and its keys.
+//!
+//! The flush has already interned every string column into a dictionary sorted
+//! by value ([`crate::sort`]), so a chunk needs no hashing and no string
+//! comparisons per value: the chunk's dictionary page is the used subset of the
+//! flush's dictionary (still sorted), data pages are the RLE / bit-packed keys,
+//! every page's min and max are the values of its smallest and largest key, and
+//! the bloom filter gets each distinct value once. The layout is what parquet-rs
+//! writes for the same properties: a PLAIN dictionary page, `RLE_DICTIONARY`
+//! data pages (v2) of at most `data_page_row_count_limit` rows, ZSTD, chunk and
+//! page statistics truncated like parquet-rs's, a column index, an offset index
+//! and the bloom filter when the column has one.
+
+use std::sync::Arc;
+
+use arrow::array::{Array, AsArray, DictionaryArray};
+use arrow::datatypes::UInt32Type;
+use bytes::Bytes;
+use parquet::basic::{BoundaryOrder, Compression, Encoding, EncodingMask, PageType, Type};
+use parquet::bloom_filter::Sbbf;
+use parquet::column::page::{CompressedPage, Page, PageWriter};
+use parquet::column::writer::ColumnCloseResult;
+use parquet::data_type::ByteArray;
+use parquet::errors::{ParquetError, Result};
+use parquet::file::metadata::{
+    ColumnChunkMetaData, ColumnIndexBuilder, OffsetIndexBuilder, PageEncodingStats,
+};
+use parquet::file::properties::WriterProperties;
+use parquet::file::statistics::{Statistics, ValueStatistics};
+use parquet::file::writer::{SerializedPageWriter, TrackedWrite};
+use parquet::schema::types::ColumnDescPtr;
+
+use super::rle;
+
+/// One encoded column chunk: its bytes (dictionary page first, offsets relative
+/// to the start of `bytes`) and what the row group writer needs to splice it in.
+pub struct EncodedChunk {
+    pub bytes: Bytes,
+    pub close: ColumnCloseResult,
+}
+
+/// Encodes `column` (a dictionary whose values are sorted and distinct) as one
+/// column chunk of `descr`.
+pub fn encode_chunk(
+    descr: ColumnDescPtr,
+    column: &DictionaryArray<UInt32Type>,
+    props: &WriterProperties,
+) -> Result<EncodedChunk> {
+    let values = column.values().as_string_opt::<i32>().ok_or_else(|| {
+        ParquetError::General(format!(
+            "{}: dictionary values are not strings",
+            descr.name()
+        ))
+    })?;
+    let keys = column.keys();
+    let nulls = keys.nulls().filter(|n| n.null_count() > 0).cloned();
+    let keys = keys.values();
+    let path = descr.path().clone();
+    let level = match props.compression(&path) {
+        Compression::ZSTD(level) => level.compression_level(),
+        other => {
+            return Err(ParquetError::General(format!(
+                "{}: the dictionary writer writes ZSTD, not {other}",
+                descr.name()
+            )));
+        }
+    };
+
+    // The chunk's dictionary: the used keys, renumbered in (sorted) value order.
+    let mut local = vec![u32::MAX; values.len()];
+    let mut mark = |k: u32| match local.get_mut(k as usize) {
+        Some(l) => {
+            *l = 0;
+            Ok(())
+        }
+        None => Err(ParquetError::General(format!(
+            "{}: key {k} out of range",
+            descr.name()
+        ))),
+    };
+    match &nulls {
+        None => keys.iter().try_for_each(|&k| mark(k))?,
+        Some(n) => n.valid_indices().try_for_each(|i| mark(keys[i]))?,
+    }
+    let mut used: Vec<u32> = Vec::new();
+    for (g, l) in local.iter_mut().enumerate() {
+        if *l == 0 {
+            *l = used.len() as u32;
+            used.push(g as u32);
+        }
+    }
+    let lengths: Vec<i64> = used
+        .iter()
+        .map(|&g| values.value_length(g as usize) as i64)
+        .collect();
+    let value = |l: u32| values.value(used[l as usize] as usize).as_bytes();
+    let width = rle::bit_width((used.len() as u32).saturating_sub(1));
+
+    let mut sink = TrackedWrite::new(Vec::new());
+    let mut pages = SerializedPageWriter::new(&mut sink);
+    let mut total_uncompressed = 0u64;
+    let mut unencoded_bytes = 0i64;
+
+    let mut dict_plain = Vec::new();
+    for l in 0..used.len() as u32 {
+        let v = value(l);
+        dict_plain.extend_from_slice(&(v.len() as u32).to_le_bytes());
+        dict_plain.extend_from_slice(v);
+    }
+    let dict_spec = pages.write_page(CompressedPage::new(
+        Page::DictionaryPage {
+            buf: compress(&dict_plain, level)?,
+            num_values: used.len() as u32,
+            encoding: Encoding::PLAIN,
+            is_sorted: true,
+        },
+        dict_plain.len(),
+    ))?;
+    total_uncompressed += dict_spec.uncompressed_size as u64;
+
+    let page_rows = props.data_page_row_count_limit().max(1);
+    let truncate_index = props.column_index_truncate_length();
+    let mut column_index = ColumnIndexBuilder::new(Type::BYTE_ARRAY);
+    let mut offset_index = OffsetIndexBuilder::new();
+    let (mut first_data_offset, mut data_pages) = (None, 0);
+    let (mut chunk_min, mut chunk_max, mut chunk_nulls) = (u32::MAX, 0u32, 0u64);
+    let mut page_bounds: Vec<Option<(u32, u32)>> = Vec::new();
+    let (mut ids, mut levels, mut buf) = (Vec::new(), Vec::new(), Vec::new());
+    for start in (0..keys.len()).step_by(page_rows) {
+        let end = (start + page_rows).min(keys.len());
+        let rows = end - start;
+        let page_keys = &keys[start..end];
+        ids.clear();
+        levels.clear();
+        let page_valid = nulls.as_ref().map(|n| n.inner().slice(start, rows));
+        match &page_valid {
+            None => ids.extend(page_keys.iter().map(|&k| local[k as usize])),
+            Some(v) => ids.extend(v.set_indices().map(|j| local[page_keys[j] as usize])),
+        }
+        let page_bytes: i64 = ids.iter().map(|&l| lengths[l as usize]).sum();
+        let page_nulls = rows - ids.len();
+        if descr.max_def_level() > 0 {
+            match &page_valid {
+                Some(v) if page_nulls > 0 => {
+                    let defs: Vec<u32> = v.iter().map(u32::from).collect();
+                    rle::encode(&defs, 1, &mut levels);
+                }
+                _ => rle::encode_run(1, rows, 1, &mut levels),
+            }
+        } else if page_nulls > 0 {
+            return Err(ParquetError::General(format!(
+                "{}: nulls in a required column",
+                descr.name()
+            )));
+        }
+        buf.clear();
+        buf.push(width);
+        rle::encode(&ids, width, &mut buf);
+        let compressed = compress(&buf, level)?;
+        let mut page = Vec::with_capacity(levels.len() + compressed.len());
+        page.extend_from_slice(&levels);
+        page.extend_from_slice(&compressed);
+        let spec = pages.write_page(CompressedPage::new(
+            Page::DataPageV2 {
+                buf: page.into(),
+                num_values: rows as u32,
+                encoding: Encoding::RLE_DICTIONARY,
+                num_nulls: page_nulls as u32,
+                num_rows: rows as u32,
+                def_levels_byte_len: levels.len() as u32,
+                rep_levels_byte_len: 0,
+                is_compressed: true,
+                statistics: None,
+            },
+            levels.len() + buf.len(),
+        ))?;
+        first_data_offset.get_or_insert(spec.offset);
+        data_pages += 1;
+        total_uncompressed += spec.uncompressed_size as u64;
+        unencoded_bytes += page_bytes;
+
+        let bounds = ids
+            .iter()
+            .min()
+            .zip(ids.iter().max())
+            .map(|(&lo, &hi)| (lo, hi));
+        match bounds {
+            Some((lo, hi)) => {
+                let (min, _) = truncate_min(value(lo), truncate_index);
+                let (max, _) = truncate_max(value(hi), truncate_index);
+                column_index.append(false, min, max, page_nulls as i64);
+                chunk_min = chunk_min.min(lo);
+                chunk_max = chunk_max.max(hi);
+            }
+            None => column_index.append(true, Vec::new(), Vec::new(), page_nulls as i64),
+        }
+        page_bounds.push(bounds);
+        chunk_nulls += page_nulls as u64;
+        offset_index.append_offset_and_size(spec.offset as i64, spec.compressed_size as i32);
+        offset_index.append_row_count(rows as i64);
+        offset_index.append_unencoded_byte_array_data_bytes(Some(page_bytes));
+    }
+    pages.close()?;
+    column_index.set_boundary_order(boundary_order(&page_bounds));
+
+    let statistics = if used.is_empty() {
+        ValueStatistics::<ByteArray>::new(None, None, None, Some(chunk_nulls), false)
+    } else {
+        let truncate = props.statistics_truncate_length();
+        let (min, min_cut) = truncate_min(value(chunk_min), truncate);
+        let (max, max_cut) = truncate_max(value(chunk_max), truncate);
+        ValueStatistics::new(
+            Some(ByteArray::from(min)),
+            Some(ByteArray::from(max)),
+            None,
+            Some(chunk_nulls),
+            false,
+        )
+        .with_min_is_exact(!min_cut)
+        .with_max_is_exact(!max_cut)
+    };
+    let bloom_filter = match props.bloom_filter_properties(&path) {
+        Some(bp) => {
+            let mut sbbf = Sbbf::new_with_ndv_fpp((used.len() as u64).max(1), bp.fpp())?;
+            for l in 0..used.len() as u32 {
+                sbbf.insert(value(l));
+            }
+            Some(sbbf)
+        }
+        None => None,
+    };
+
+    let bytes_written = sink.bytes_written() as u64;
+    let metadata = ColumnChunkMetaData::builder(Arc::clone(&descr))
+        .set_compression(props.compression(&path))
+        .set_encodings_mask(EncodingMask::new_from_encodings(
+            [Encoding::PLAIN, Encoding::RLE, Encoding::RLE_DICTIONARY].iter(),
+        ))
+        .set_page_encoding_stats(vec![
+            PageEncodingStats {
+                page_type: PageType::DICTIONARY_PAGE,
+                encoding: Encoding::PLAIN,
+                count: 1,
+            },
+            PageEncodingStats {
+                page_type: PageType::DATA_PAGE_V2,
+                encoding: Encoding::RLE_DICTIONARY,
+                count: data_pages,
+            },
+        ])
+        .set_total_compressed_size(bytes_written as i64)
+        .set_total_uncompressed_size(total_uncompressed as i64)
+        .set_num_values(keys.len() as i64)
+        .set_dictionary_page_offset(Some(dict_spec.offset as i64))
+        .set_data_page_offset(first_data_offset.unwrap_or(dict_spec.offset) as i64)
+        .set_statistics(Statistics::ByteArray(statistics))
+        .set_unencoded_byte_array_data_bytes(Some(unencoded_bytes))
+        .build()?;
+    Ok(EncodedChunk {
+        bytes: sink.into_inner()?.into(),
+        close: ColumnCloseResult {
+            bytes_written,
+            rows_written: keys.len() as u64,
+            metadata,
+            bloom_filter,
+            column_index: Some(column_index.build()?),
+            offset_index: Some(offset_index.build()),
+        },
+    })
+}
+
+fn compress(data: &[u8], level: i32) -> Result<Bytes> {
+    zstd::bulk::compress(data, level)
+        .map(Bytes::from)
+        .map_err(|e| ParquetError::External(Box::new(e)))
+}
+
+/// Ascending when every page's min and max are at least the previous page's
+/// (pages sorted by this column), otherwise unordered; all-null pages are skipped.
+fn boundary_order(pages: &[Option<(u32, u32)>]) -> BoundaryOrder {
+    let bounds: Vec<(u32, u32)> = pages.iter().flatten().copied().collect();
+    if bounds
+        .windows(2)
+        .all(|w| w[0].0 <= w[1].0 && w[0].1 <= w[1].1)
+    {
+        BoundaryOrder::ASCENDING
+    } else {
+        BoundaryOrder::UNORDERED
+    }
+}
+
+/// A lower bound of `v` at most `limit` bytes long (a prefix ending on a
+/// character boundary), and whether it was cut; parquet-rs's rule.
+fn truncate_min(v: &[u8], limit: Option<usize>) -> (Vec<u8>, bool) {
+    match (limit, std::str::from_utf8(v)) {
+        (Some(l), Ok(s)) if v.len() > l => match floor_boundary(s, l) {
+            0 => (v.to_vec(), false),
+            cut => (v[..cut].to_vec(), true),
+        },
+        _ => (v.to_vec(), false),
+    }
+}
+
+/// An upper bound of `v` at most `limit` bytes long: a prefix whose last
+/// character is incremented (dropping characters that cannot be), or `v` itself
+/// when no such prefix exists; parquet-rs's rule.
+fn truncate_max(v: &[u8], limit: Option<usize>) -> (Vec<u8>, bool) {
+    let (Some(l), Ok(s)) = (limit, std::str::from_utf8(v)) else {
+        return (v.to_vec(), false);
+    };
+    if v.len() <= l {
+        return (v.to_vec(), false);
+    }
+    let mut prefix: Vec<char> = s[..floor_boundary(s, l)].chars().collect();
+    while let Some(last) = prefix.pop() {
+        let bumped = (last as u32 + 1..=char::MAX as u32).find_map(char::from_u32);
+        if let Some(c) = bumped {
+            prefix.push(c);
+            let out: String = prefix.into_iter().collect();
+            if out.len() <= l {
+                return (out.into_bytes(), true);
+            }
+            return (v.to_vec(), false);
+        }
+    }
+    (v.to_vec(), false)
+}
+
+fn floor_boundary(s: &str, limit: usize) -> usize {
+    (0..=limit.min(s.len()))
+        .rev()
+        .find(|&i| s.is_char_boundary(i))
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn truncation_matches_parquet_rules() {
+        assert_eq!(truncate_min(b"abcdef", Some(3)), (b"abc".to_vec(), true));
+        assert_eq!(truncate_max(b"abcdef", Some(3)), (b"abd".to_vec(), true));
+        assert_eq!(truncate_min(b"abc", Some(3)), (b"abc".to_vec(), false));
+        assert_eq!(truncate_max(b"abc", None), (b"abc".to_vec(), false));
+        // A multi-byte character is never split.
+        let s = "aé…".as_bytes();
+        assert_eq!(truncate_min(s, Some(2)), (b"a".to_vec(), true));
+        assert_eq!(truncate_max(s, Some(2)), (b"b".to_vec(), true));
+    }
+
+    #[test]
+    fn boundary_order_of_sorted_pages() {
+        assert_eq!(
+            boundary_order(&[Some((0, 1)), None, Some((1, 3))]),
+            BoundaryOrder::ASCENDING
+        );
+        assert_eq!(
+            boundary_order(&[Some((2, 3)), Some((0, 1))]),
+            BoundaryOrder::UNORDERED
+        );
+    }
+}

@@ -1,0 +1,320 @@
+//! One Parquet data file of the table, written in memory.
+//!
+//! String columns that arrive as sorted dictionaries ([`crate::sort`]) are written
+//! by [`super::dict`]; every other column by parquet-rs's own column writers. Both
+//! kinds of chunk are spliced into the same row groups of one
+//! `SerializedFileWriter`, under the one set of [`super::writer_properties`], and
+//! the file carries the table's Arrow schema (plain strings) like any file
+//! parquet-rs's `ArrowWriter` writes.
+
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray};
+use arrow::datatypes::{DataType, SchemaRef, UInt32Type};
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_writer::compute_leaves;
+use parquet::errors::{ParquetError, Result};
+use parquet::file::metadata::ParquetMetaData;
+use parquet::file::properties::WriterProperties;
+
+use super::dict::encode_chunk;
+
+/// A written file: its bytes and its footer.
+pub struct WrittenFile {
+    pub bytes: bytes::Bytes,
+    pub metadata: ParquetMetaData,
+}
+
+/// Writes `columns` (one per field of `schema`; a string field may instead come as
+/// a `Dictionary(UInt32, Utf8)` with sorted distinct values) as one Parquet file of
+/// row groups of at most `props.max_row_group_row_count()` rows.
+pub fn write_file(
+    schema: &SchemaRef,
+    columns: &[ArrayRef],
+    props: WriterProperties,
+) -> Result<WrittenFile> {
+    if columns.len() != schema.fields().len() {
+        return Err(ParquetError::General(format!(
+            "{} columns for {} fields",
+            columns.len(),
+            schema.fields().len()
+        )));
+    }
+    let rows = columns.first().map_or(0, |c| c.len());
+    let group_rows = props.max_row_group_row_count().unwrap_or(rows).max(1);
+    let mut out = Vec::new();
+    let writer = ArrowWriter::try_new(&mut out, schema.clone(), Some(props.clone()))?;
+    let (mut file, factory) = writer.into_serialized_writer()?;
+    let descr = Arc::new(file.schema_descr().clone());
+    for (group, start) in (0..rows).step_by(group_rows).enumerate() {
+        let len = group_rows.min(rows - start);
+        let mut writers = factory.create_column_writers(group)?.into_iter();
+        let mut row_group = file.next_row_group()?;
+        let mut leaf = 0;
+        for (field, column) in schema.fields().iter().zip(columns) {
+            let column = column.slice(start, len);
+            match column.data_type() {
+                DataType::Dictionary(key, value)
+                    if **key == DataType::UInt32 && field.data_type() == value.as_ref() =>
+                {
+                    writers.next();
+                    let chunk = encode_chunk(
+                        descr.column(leaf),
+                        column.as_dictionary::<UInt32Type>(),
+                        &props,
+                    )?;
+                    row_group.append_column(&chunk.bytes, chunk.close)?;
+                    leaf += 1;
+                }
+                _ => {
+                    for values in compute_leaves(field, &column)? {
+                        let mut writer = writers.next().ok_or_else(|| {
+                            ParquetError::General(format!("no column writer for {}", field.name()))
+                        })?;
+                        writer.write(&values)?;
+                        writer.close()?.append_to_row_group(&mut row_group)?;
+                        leaf += 1;
+                    }
+                }
+            }
+        }
+        row_group.close()?;
+    }
+    let metadata = file.close()?;
+    Ok(WrittenFile {
+        bytes: out.into(),
+        metadata,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use arrow::array::{RecordBatch, StringArray};
+    use arrow::compute::{cast, concat_batches};
+    use arrow::datatypes::Schema;
+    use flowlake_schemas::{PARTITION_COLUMNS, col, flow_schema};
+    use parquet::arrow::arrow_reader::{ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
+    use parquet::file::page_index::column_index::ColumnIndexMetaData;
+    use parquet::file::properties::ReaderProperties;
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    use parquet::file::serialized_reader::ReadOptionsBuilder;
+    use parquet::file::statistics::Statistics;
+
+    use super::*;
+    use crate::parquet::{BLOOM_COLUMNS, sort_into_partitions, writer_properties};
+
+    /// A run's file columns: the flow schema without the partition columns,
+    /// strings still dictionaries.
+    fn file_columns(run: &crate::parquet::PartitionRun) -> (SchemaRef, Vec<ArrayRef>) {
+        let schema = flow_schema();
+        let (fields, columns): (Vec<_>, Vec<_>) = schema
+            .fields()
+            .iter()
+            .zip(run.batch.columns())
+            .filter(|(f, _)| !PARTITION_COLUMNS.contains(&f.name().as_str()))
+            .map(|(f, c)| (Arc::clone(f), Arc::clone(c)))
+            .unzip();
+        (Arc::new(Schema::new(fields)), columns)
+    }
+
+    fn plain(schema: &SchemaRef, columns: &[ArrayRef]) -> RecordBatch {
+        let columns = schema
+            .fields()
+            .iter()
+            .zip(columns)
+            .map(|(f, c)| cast(c, f.data_type()).unwrap())
+            .collect();
+        RecordBatch::try_new(Arc::clone(schema), columns).unwrap()
+    }
+
+    fn read(bytes: &bytes::Bytes) -> (RecordBatch, ParquetMetaData) {
+        let options = ArrowReaderOptions::new()
+            .with_page_index_policy(parquet::file::metadata::PageIndexPolicy::Required);
+        let builder =
+            ParquetRecordBatchReaderBuilder::try_new_with_options(bytes.clone(), options).unwrap();
+        let metadata = builder.metadata().as_ref().clone();
+        let schema = builder.schema().clone();
+        let batches: Vec<RecordBatch> = builder.build().unwrap().map(|b| b.unwrap()).collect();
+        (concat_batches(&schema, &batches).unwrap(), metadata)
+    }
+
+    /// A run with nulls in a string column, a long value that statistics truncate,
+    /// and several pages and row groups.
+    fn run() -> crate::parquet::PartitionRun {
+        let batch = crate::testdata::flows(30_000, 1);
+        let schema = batch.schema();
+        let mut columns = batch.columns().to_vec();
+        let idx = schema.index_of(col::DNS_QUERY).unwrap();
+        let long = format!("{}.svc.cluster.local", "q".repeat(80));
+        let queries: StringArray = (0..batch.num_rows())
+            .map(|i| match i % 7 {
+                0 => None,
+                1 => Some(long.clone()),
+                _ => Some(format!("svc-{}.default", i % 13)),
+            })
+            .collect();
+        columns[idx] = Arc::new(queries);
+        let batch = RecordBatch::try_new(schema, columns).unwrap();
+        let mut runs = sort_into_partitions(&[batch]).unwrap();
+        runs.sort_by_key(|r| std::cmp::Reverse(r.batch.num_rows()));
+        runs.remove(0)
+    }
+
+    /// Small pages and row groups, so one run spans several of each.
+    fn props() -> WriterProperties {
+        writer_properties()
+            .into_builder()
+            .set_data_page_row_count_limit(1000)
+            .set_max_row_group_row_count(Some(7000))
+            .build()
+    }
+
+    /// The file reads back as the rows written, parquet-rs's own writer would
+    /// write the same chunk statistics, and each string page's column index
+    /// bounds are exactly the min and max of the rows of that page.
+    #[test]
+    fn reads_back_with_the_statistics_parquet_rs_writes() {
+        let run = run();
+        assert!(run.batch.num_rows() > 14_000, "{}", run.batch.num_rows());
+        let (schema, columns) = file_columns(&run);
+        let ours = write_file(&schema, &columns, props()).unwrap();
+        let want = plain(&schema, &columns);
+        let mut reference = Vec::new();
+        let mut writer =
+            ArrowWriter::try_new(&mut reference, Arc::clone(&schema), Some(props())).unwrap();
+        writer.write(&want).unwrap();
+        writer.close().unwrap();
+
+        let (got, metadata) = read(&ours.bytes);
+        assert_eq!(got, want);
+        let (_, theirs) = read(&bytes::Bytes::from(reference));
+        assert_eq!(
+            metadata.num_row_groups(),
+            run.batch.num_rows().div_ceil(7000)
+        );
+        assert_eq!(metadata.num_row_groups(), theirs.num_row_groups());
+        let descr = metadata.file_metadata().schema_descr();
+        let mut dictionary_columns = 0;
+        for (g, group) in metadata.row_groups().iter().enumerate() {
+            for (c, chunk) in group.columns().iter().enumerate() {
+                let other = theirs.row_group(g).column(c);
+                assert_eq!(
+                    chunk.num_values(),
+                    other.num_values(),
+                    "{}",
+                    chunk.column_path()
+                );
+                let (Some(Statistics::ByteArray(a)), Some(Statistics::ByteArray(b))) =
+                    (chunk.statistics(), other.statistics())
+                else {
+                    continue;
+                };
+                if descr.column(c).max_rep_level() > 0 {
+                    continue;
+                }
+                dictionary_columns += 1;
+                assert_eq!(a.min_opt(), b.min_opt(), "{}", chunk.column_path());
+                assert_eq!(a.max_opt(), b.max_opt(), "{}", chunk.column_path());
+                assert_eq!(a.null_count_opt(), b.null_count_opt());
+                assert_eq!(
+                    a.max_is_exact(),
+                    b.max_is_exact(),
+                    "{}",
+                    chunk.column_path()
+                );
+                assert_eq!(a.min_is_exact(), b.min_is_exact());
+            }
+        }
+        assert!(dictionary_columns >= 20 * 3, "{dictionary_columns}");
+
+        // The page index of every string column against the rows themselves.
+        let column_index = metadata.column_index().expect("column index");
+        let offset_index = metadata.offset_index().expect("offset index");
+        let mut start = 0;
+        for (g, group) in metadata.row_groups().iter().enumerate() {
+            let rows = group.num_rows() as usize;
+            for (c, field) in schema.fields().iter().enumerate() {
+                if field.data_type() != &DataType::Utf8 {
+                    continue;
+                }
+                let leaf = (0..descr.num_columns())
+                    .find(|&l| descr.column(l).path().parts()[0] == *field.name())
+                    .unwrap();
+                let ColumnIndexMetaData::BYTE_ARRAY(index) = &column_index[g][leaf] else {
+                    panic!("{} has no byte array column index", field.name());
+                };
+                let pages = &offset_index[g][leaf].page_locations;
+                let values = got.column(c).as_string::<i32>();
+                for (p, page) in pages.iter().enumerate() {
+                    let first = start + page.first_row_index as usize;
+                    let end = pages
+                        .get(p + 1)
+                        .map_or(start + rows, |n| start + n.first_row_index as usize);
+                    let page_values: Vec<&str> = (first..end)
+                        .filter(|&i| values.is_valid(i))
+                        .map(|i| values.value(i))
+                        .collect();
+                    let nulls = (end - first - page_values.len()) as i64;
+                    assert_eq!(
+                        index.null_count(p),
+                        Some(nulls),
+                        "{} page {p}",
+                        field.name()
+                    );
+                    let (Some(min), Some(max)) =
+                        (page_values.iter().min(), page_values.iter().max())
+                    else {
+                        assert!(index.is_null_page(p));
+                        continue;
+                    };
+                    let cut = |v: &str| v.as_bytes()[..v.len().min(64)].to_vec();
+                    assert_eq!(index.min_value(p).unwrap(), cut(min));
+                    assert!(index.max_value(p).unwrap() >= cut(max).as_slice());
+                }
+            }
+            start += rows;
+        }
+    }
+
+    /// Bloom filters on the pod and IP columns hold every value of the chunk.
+    #[test]
+    fn bloom_filters_hold_every_value() {
+        let run = run();
+        let (schema, columns) = file_columns(&run);
+        let ours = write_file(&schema, &columns, props()).unwrap();
+        let (got, _) = read(&ours.bytes);
+        let options = ReadOptionsBuilder::new()
+            .with_reader_properties(
+                ReaderProperties::builder()
+                    .set_read_bloom_filter(true)
+                    .build(),
+            )
+            .build();
+        let reader = SerializedFileReader::new_with_options(ours.bytes.clone(), options).unwrap();
+        let descr = reader.metadata().file_metadata().schema_descr_ptr();
+        let mut start = 0;
+        for g in 0..reader.num_row_groups() {
+            let group = reader.get_row_group(g).unwrap();
+            let rows = group.metadata().num_rows() as usize;
+            for name in BLOOM_COLUMNS {
+                let leaf = (0..descr.num_columns())
+                    .find(|&l| descr.column(l).name() == name)
+                    .unwrap();
+                let filter = group.get_column_bloom_filter(leaf).expect(name);
+                let values = got.column_by_name(name).unwrap().as_string::<i32>();
+                let present: HashSet<&str> = (start..start + rows)
+                    .filter(|&i| values.is_valid(i))
+                    .map(|i| values.value(i))
+                    .collect();
+                assert!(present.iter().all(|v| filter.check(v)), "{name}");
+                let absent = (0..1000)
+                    .filter(|i| filter.check(&format!("no-such-{i}").as_str()))
+                    .count();
+                assert!(absent < 50, "{name}: {absent} false positives in 1000");
+            }
+            start += rows;
+        }
+    }
+}

@@ -1,0 +1,195 @@
+//! Parquet's RLE / bit-packing hybrid encoding of small unsigned integers
+//! (dictionary indices and definition levels), without a length prefix.
+//!
+//! Runs of eight or more equal values become RLE runs; everything else is
+//! bit-packed in groups of eight, least significant bit first. Sorted columns are
+//! mostly long runs, so this is a handful of instructions per value.
+
+/// Bits needed to store every value in `0..=max`.
+pub fn bit_width(max: u32) -> u8 {
+    (32 - max.leading_zeros()) as u8
+}
+
+/// Appends `values` (each `< 2^bit_width`) to `out`. A reader takes the value
+/// count from the page header, so padding in the last bit-packed group is never
+/// read as values.
+pub fn encode(values: &[u32], bit_width: u8, out: &mut Vec<u8>) {
+    debug_assert!(bit_width <= 32);
+    let n = values.len();
+    let mut i = 0;
+    while i < n {
+        let run = run_len(values, i);
+        if run >= 8 {
+            put_rle(values[i], run, bit_width, out);
+            i += run;
+            continue;
+        }
+        // A literal block: groups of eight until a group starts a long run.
+        let start = i;
+        loop {
+            i += 8;
+            if i >= n || run_len(values, i) >= 8 {
+                break;
+            }
+        }
+        put_bit_packed(&values[start..i.min(n)], bit_width, out);
+    }
+}
+
+/// Appends one run of `count` copies of `value`.
+pub fn encode_run(value: u32, count: usize, bit_width: u8, out: &mut Vec<u8>) {
+    if count > 0 {
+        put_rle(value, count, bit_width, out);
+    }
+}
+
+/// Length of the run of values equal to `values[i]` starting at `i`.
+fn run_len(values: &[u32], i: usize) -> usize {
+    let v = values[i];
+    values[i..].iter().take_while(|&&x| x == v).count()
+}
+
+fn put_varint(mut v: u64, out: &mut Vec<u8>) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn put_rle(value: u32, run: usize, bit_width: u8, out: &mut Vec<u8>) {
+    put_varint((run as u64) << 1, out);
+    let bytes = bit_width.div_ceil(8) as usize;
+    out.extend_from_slice(&value.to_le_bytes()[..bytes]);
+}
+
+/// `values` bit-packed in groups of eight (the last group padded with zeros).
+fn put_bit_packed(values: &[u32], bit_width: u8, out: &mut Vec<u8>) {
+    let groups = values.len().div_ceil(8);
+    put_varint(((groups as u64) << 1) | 1, out);
+    let width = u32::from(bit_width);
+    let mut acc: u64 = 0;
+    let mut bits: u32 = 0;
+    for g in 0..groups {
+        for k in 0..8 {
+            let v = values.get(g * 8 + k).copied().unwrap_or(0);
+            acc |= u64::from(v) << bits;
+            bits += width;
+            while bits >= 8 {
+                out.push(acc as u8);
+                acc >>= 8;
+                bits -= 8;
+            }
+        }
+    }
+    // Eight values of `width` bits fill whole bytes: nothing is left over.
+    debug_assert_eq!(bits, 0);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Decodes the hybrid encoding back (the reference reader of the tests).
+    fn decode(mut data: &[u8], bit_width: u8, n: usize) -> Vec<u32> {
+        let varint = |data: &mut &[u8]| {
+            let (mut v, mut shift) = (0u64, 0);
+            loop {
+                let b = data[0];
+                *data = &data[1..];
+                v |= u64::from(b & 0x7f) << shift;
+                if b < 0x80 {
+                    return v;
+                }
+                shift += 7;
+            }
+        };
+        let mut out = Vec::new();
+        while out.len() < n {
+            let header = varint(&mut data);
+            if header & 1 == 0 {
+                let bytes = bit_width.div_ceil(8) as usize;
+                let mut le = [0u8; 4];
+                le[..bytes].copy_from_slice(&data[..bytes]);
+                data = &data[bytes..];
+                out.extend(std::iter::repeat_n(
+                    u32::from_le_bytes(le),
+                    (header >> 1) as usize,
+                ));
+            } else {
+                let count = (header >> 1) as usize * 8;
+                let (mut acc, mut bits, mut pos) = (0u64, 0u32, 0);
+                for _ in 0..count {
+                    while bits < u32::from(bit_width) {
+                        acc |= u64::from(data[pos]) << bits;
+                        pos += 1;
+                        bits += 8;
+                    }
+                    out.push((acc & ((1u64 << bit_width) - 1)) as u32);
+                    acc >>= bit_width;
+                    bits -= u32::from(bit_width);
+                }
+                data = &data[pos..];
+            }
+        }
+        out.truncate(n);
+        out
+    }
+
+    #[test]
+    fn widths() {
+        assert_eq!(bit_width(0), 0);
+        assert_eq!(bit_width(1), 1);
+        assert_eq!(bit_width(2), 2);
+        assert_eq!(bit_width(255), 8);
+        assert_eq!(bit_width(256), 9);
+        assert_eq!(bit_width(u32::MAX), 32);
+    }
+
+    #[test]
+    fn round_trips_runs_literals_and_mixes() {
+        let mut cases: Vec<Vec<u32>> = vec![
+            vec![],
+            vec![0],
+            vec![5; 3],
+            vec![5; 8],
+            vec![7; 1000],
+            (0..37).collect(),
+            (0..1000).map(|i| (i * 7919) % 300).collect(),
+        ];
+        // Runs that start mid-group, short runs, and a long tail.
+        let mut mixed = Vec::new();
+        for r in 0..50u32 {
+            mixed.extend(std::iter::repeat_n(r % 13, (r as usize * 3) % 17 + 1));
+        }
+        cases.push(mixed);
+        for values in cases {
+            let max = values.iter().copied().max().unwrap_or(0);
+            for width in [bit_width(max), 17, 32] {
+                if width < bit_width(max) {
+                    continue;
+                }
+                let mut out = Vec::new();
+                encode(&values, width, &mut out);
+                assert_eq!(decode(&out, width, values.len()), values, "width {width}");
+            }
+        }
+    }
+
+    #[test]
+    fn zero_width_is_runs_only() {
+        let mut out = Vec::new();
+        encode(&[0; 20], 0, &mut out);
+        assert_eq!(out, vec![40]);
+        assert_eq!(decode(&out, 0, 20), vec![0; 20]);
+    }
+
+    #[test]
+    fn long_runs_are_short() {
+        let mut values = vec![3u32; 10_000];
+        values.extend(vec![9u32; 10_000]);
+        let mut out = Vec::new();
+        encode(&values, 4, &mut out);
+        assert!(out.len() <= 8, "{} bytes", out.len());
+    }
+}

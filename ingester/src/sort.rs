@@ -61,7 +61,16 @@ impl PartitionRun {
             .fields()
             .iter()
             .zip(self.batch.columns())
-            .map(|(f, c)| arrow::compute::cast(c, f.data_type()))
+            .map(|(f, c)| match c.as_any_dictionary_opt() {
+                Some(d) if !matches!(d.values().data_type(), DataType::Utf8) => {
+                    arrow::compute::take(
+                        d.values(),
+                        &arrow::compute::cast(d.keys(), &DataType::UInt32)?,
+                        None,
+                    )
+                }
+                _ => arrow::compute::cast(c, f.data_type()),
+            })
             .collect::<std::result::Result<Vec<_>, ArrowError>>()?;
         Ok(RecordBatch::try_new(schema, columns)?)
     }
@@ -71,17 +80,19 @@ impl PartitionRun {
 /// (`None` is null, which sorts first).
 type RowKey = ([u32; 5], Option<i64>);
 
-/// A string column of the flush, interned: its distinct values in sorted order,
-/// and per buffered batch each row's rank among them (1-based; 0 is null).
+/// A column of the flush, interned: its distinct values (strings in sorted
+/// order; maps in order of appearance), and per buffered batch each row's rank
+/// among them (1-based; 0 is null).
 #[derive(Debug)]
 pub(crate) struct Interned {
-    values: Arc<StringArray>,
+    values: ArrayRef,
     ranks: Vec<Vec<u32>>,
 }
 
 impl Interned {
+    /// A string column's value of `rank`.
     fn value(&self, rank: u32) -> &str {
-        self.values.value(rank as usize - 1)
+        self.values.as_string::<i32>().value(rank as usize - 1)
     }
 }
 
@@ -216,18 +227,109 @@ fn intern(batches: &[RecordBatch], c: usize, hasher: &FoldState) -> Interned {
     }
 }
 
-/// Interns every string column of the flush (`None` for the other columns).
-fn intern_strings(batches: &[RecordBatch]) -> Vec<Option<Interned>> {
+/// One row's map as a hash key: its entries' keys and values.
+#[derive(Clone)]
+struct MapKey<'a> {
+    keys: &'a StringArray,
+    values: &'a StringArray,
+    entries: std::ops::Range<usize>,
+}
+
+impl std::hash::Hash for MapKey<'_> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        for e in self.entries.clone() {
+            state.write(self.keys.value(e).as_bytes());
+            match self.values.is_valid(e) {
+                true => state.write(self.values.value(e).as_bytes()),
+                false => state.write_u8(0xff),
+            }
+        }
+    }
+}
+
+impl PartialEq for MapKey<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.entries.len() == other.entries.len()
+            && self
+                .entries
+                .clone()
+                .zip(other.entries.clone())
+                .all(|(a, b)| {
+                    self.keys.value(a) == other.keys.value(b)
+                        && match (self.values.is_valid(a), other.values.is_valid(b)) {
+                            (true, true) => self.values.value(a) == other.values.value(b),
+                            (va, vb) => va == vb,
+                        }
+                })
+    }
+}
+
+impl Eq for MapKey<'_> {}
+
+/// Interns map column `c` of every batch, whole maps at a time (the rows of one
+/// pod share its labels): the distinct maps in order of appearance.
+fn intern_maps(batches: &[RecordBatch], c: usize, hasher: &FoldState) -> Option<Interned> {
+    let mut ids: HashMap<MapKey, u32, FoldState> = HashMap::with_hasher(hasher.clone());
+    let mut first: Vec<(usize, usize)> = Vec::new();
+    let mut per_batch = Vec::with_capacity(batches.len());
+    for (b, batch) in batches.iter().enumerate() {
+        let maps = batch.column(c).as_map_opt()?;
+        let keys = maps.keys().as_string_opt::<i32>()?;
+        let values = maps.values().as_string_opt::<i32>()?;
+        let offsets = maps.value_offsets();
+        let mut out = Vec::with_capacity(maps.len());
+        let mut last: Option<(MapKey, u32)> = None;
+        for r in 0..maps.len() {
+            if maps.is_null(r) {
+                out.push(0);
+                continue;
+            }
+            let key = MapKey {
+                keys,
+                values,
+                entries: offsets[r] as usize..offsets[r + 1] as usize,
+            };
+            let id = match &last {
+                Some((prev, id)) if *prev == key => *id,
+                _ => {
+                    let id = *ids.entry(key.clone()).or_insert_with(|| {
+                        first.push((b, r));
+                        first.len() as u32
+                    });
+                    last = Some((key, id));
+                    id
+                }
+            };
+            out.push(id);
+        }
+        per_batch.push(out);
+    }
+    let arrays: Vec<&dyn Array> = batches.iter().map(|b| b.column(c).as_ref()).collect();
+    let values = interleave(&arrays, &first).ok()?;
+    Some(Interned {
+        values,
+        ranks: per_batch,
+    })
+}
+
+/// Interns every string column and every map of strings of the flush (`None`
+/// for the other columns).
+fn intern_columns(batches: &[RecordBatch]) -> Vec<Option<Interned>> {
     let Some(first) = batches.first() else {
         return Vec::new();
     };
     let hasher = FoldState::new();
     (0..first.num_columns())
         .map(|c| {
-            let strings = batches
-                .iter()
-                .all(|b| b.column(c).data_type() == &DataType::Utf8);
-            strings.then(|| intern(batches, c, &hasher))
+            let kind = first.column(c).data_type();
+            if batches.iter().any(|b| b.column(c).data_type() != kind) {
+                return None;
+            }
+            match kind {
+                DataType::Utf8 => Some(intern(batches, c, &hasher)),
+                DataType::Map(..) => intern_maps(batches, c, &hasher),
+                _ => None,
+            }
         })
         .collect()
 }
@@ -262,7 +364,7 @@ impl SortedPartition {
             match self.interned.get(c).and_then(Option::as_ref) {
                 Some(interned) => {
                     let keys = gather_keys(interned, &self.rows)?;
-                    let values = Arc::clone(&interned.values) as ArrayRef;
+                    let values = Arc::clone(&interned.values);
                     let column = DictionaryArray::try_new(keys, values)?;
                     fields.push(
                         field
@@ -327,7 +429,7 @@ pub fn sort_plan(batches: &[RecordBatch]) -> Vec<SortedPartition> {
     if total == 0 {
         return Vec::new();
     }
-    let interned = Arc::new(intern_strings(batches));
+    let interned = Arc::new(intern_columns(batches));
     let schema = batches[0].schema();
     let ranked: Vec<&Interned> = RANKED
         .iter()
@@ -472,7 +574,15 @@ mod tests {
         let mut columns = batch.columns().to_vec();
         columns[idx] = Arc::new(nulled);
         let batch = RecordBatch::try_new(batch.schema(), columns).unwrap();
+        let labels = batch.schema().index_of(col::SRC_LABELS).unwrap();
         for run in sort_into_partitions(std::slice::from_ref(&batch)).unwrap() {
+            // Maps are dictionaries of the flush's distinct maps.
+            let maps = run
+                .batch
+                .column(labels)
+                .as_dictionary::<arrow::datatypes::UInt32Type>();
+            assert!(maps.values().len() < 100, "{} maps", maps.values().len());
+            assert!(maps.values().as_map_opt().is_some());
             let dict = run
                 .batch
                 .column(idx)

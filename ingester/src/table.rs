@@ -9,6 +9,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use arrow::array::AsArray as _;
 use deltalake_core::kernel::engine::arrow_conversion::TryIntoKernel;
 use deltalake_core::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake_core::kernel::{Action, Add, StructType, Transaction};
@@ -331,8 +332,8 @@ impl PartitionValues {
 /// The run's columns in the data file's schema: the table's fields without the
 /// partition columns, nested columns cast to the table's field names (Delta names
 /// map entries `key_value{key,value}` and list items `element`; the flow schema
-/// uses Arrow's defaults); dictionary string columns are kept as they are, for
-/// the dictionary writer.
+/// uses Arrow's defaults); dictionary columns stay dictionaries, for the
+/// dictionary writer, with only their distinct values cast.
 fn file_columns(
     batch: &arrow::record_batch::RecordBatch,
     target: &arrow::datatypes::SchemaRef,
@@ -346,15 +347,16 @@ fn file_columns(
         let column = batch.column_by_name(field.name()).ok_or_else(|| {
             IngestError::Internal(format!("flush batch has no column {}", field.name()))
         })?;
-        let keep = match column.data_type() {
-            arrow::datatypes::DataType::Dictionary(_, value) => value.as_ref() == field.data_type(),
-            t => t == field.data_type(),
+        let column = match column.as_dictionary_opt::<arrow::datatypes::UInt32Type>() {
+            // Distinct values (a few hundred maps) are cast, not every row.
+            Some(d) if d.values().data_type() != field.data_type() => {
+                Arc::new(d.with_values(arrow::compute::cast(d.values(), field.data_type())?))
+            }
+            Some(_) => Arc::clone(column),
+            None if column.data_type() == field.data_type() => Arc::clone(column),
+            None => arrow::compute::cast(column, field.data_type())?,
         };
-        columns.push(if keep {
-            Arc::clone(column)
-        } else {
-            arrow::compute::cast(column, field.data_type())?
-        });
+        columns.push(column);
         fields.push(Arc::clone(field));
     }
     Ok((Arc::new(arrow::datatypes::Schema::new(fields)), columns))

@@ -13,7 +13,7 @@
 
 use std::sync::Arc;
 
-use arrow::array::{Array, AsArray, DictionaryArray};
+use arrow::array::{Array, AsArray, DictionaryArray, StringArray};
 use arrow::datatypes::UInt32Type;
 use bytes::Bytes;
 use parquet::basic::{BoundaryOrder, Compression, Encoding, EncodingMask, PageType, Type};
@@ -39,6 +39,93 @@ pub struct EncodedChunk {
     pub close: ColumnCloseResult,
 }
 
+/// One leaf column of a chunk, as the encoder reads it: ids into a dictionary of
+/// sorted distinct strings, and the levels of each row.
+pub(super) trait Leaf {
+    /// Rows in the chunk.
+    fn rows(&self) -> usize;
+    /// Sets `used[id]` for the dictionary id of every value (not null) of the
+    /// chunk; an id out of range is an error.
+    fn mark_used(&self, used: &mut [bool]) -> Result<()>;
+    /// Rows `start..end`: appends their values' ids, mapped through `local`, to
+    /// `ids`, and their repetition and definition levels (RLE) to `reps` and `defs`.
+    /// Returns the number of level slots (values and nulls).
+    fn page(
+        &self,
+        rows: std::ops::Range<usize>,
+        local: &[u32],
+        ids: &mut Vec<u32>,
+        reps: &mut Vec<u8>,
+        defs: &mut Vec<u8>,
+    ) -> Result<usize>;
+}
+
+/// The error of a dictionary id past the end of the dictionary.
+pub(super) fn out_of_range(id: u32) -> ParquetError {
+    ParquetError::General(format!("dictionary id {id} out of range"))
+}
+
+/// A flat string column: one dictionary key per row, null or not.
+struct FlatLeaf<'a> {
+    keys: &'a [u32],
+    nulls: Option<arrow::buffer::NullBuffer>,
+    max_def: i16,
+}
+
+impl Leaf for FlatLeaf<'_> {
+    fn rows(&self) -> usize {
+        self.keys.len()
+    }
+
+    fn mark_used(&self, used: &mut [bool]) -> Result<()> {
+        let max = match &self.nulls {
+            None => self.keys.iter().copied().max(),
+            Some(n) => n.valid_indices().map(|i| self.keys[i]).max(),
+        };
+        if max.is_some_and(|k| k as usize >= used.len()) {
+            return Err(out_of_range(max.unwrap_or_default()));
+        }
+        match &self.nulls {
+            None => self.keys.iter().for_each(|&k| used[k as usize] = true),
+            Some(n) => n
+                .valid_indices()
+                .for_each(|i| used[self.keys[i] as usize] = true),
+        }
+        Ok(())
+    }
+
+    fn page(
+        &self,
+        rows: std::ops::Range<usize>,
+        local: &[u32],
+        ids: &mut Vec<u32>,
+        _reps: &mut Vec<u8>,
+        defs: &mut Vec<u8>,
+    ) -> Result<usize> {
+        let n = rows.len();
+        let keys = &self.keys[rows.clone()];
+        let valid = self.nulls.as_ref().map(|v| v.inner().slice(rows.start, n));
+        let before = ids.len();
+        match &valid {
+            None => ids.extend(keys.iter().map(|&k| local[k as usize])),
+            Some(v) => ids.extend(v.set_indices().map(|j| local[keys[j] as usize])),
+        }
+        let nulls = n - (ids.len() - before);
+        if self.max_def > 0 {
+            match &valid {
+                Some(v) if nulls > 0 => {
+                    let levels: Vec<u32> = v.iter().map(u32::from).collect();
+                    rle::encode(&levels, 1, defs);
+                }
+                _ => rle::encode_run(1, n, 1, defs),
+            }
+        } else if nulls > 0 {
+            return Err(ParquetError::General("nulls in a required column".into()));
+        }
+        Ok(n)
+    }
+}
+
 /// Encodes `column` (a dictionary whose values are sorted and distinct) as one
 /// column chunk of `descr`.
 pub fn encode_chunk(
@@ -53,8 +140,22 @@ pub fn encode_chunk(
         ))
     })?;
     let keys = column.keys();
-    let nulls = keys.nulls().filter(|n| n.null_count() > 0).cloned();
-    let keys = keys.values();
+    let leaf = FlatLeaf {
+        keys: keys.values(),
+        nulls: keys.nulls().filter(|n| n.null_count() > 0).cloned(),
+        max_def: descr.max_def_level(),
+    };
+    encode_leaf(descr, values, &leaf, props)
+}
+
+/// Encodes one leaf column chunk of `descr` whose values are ids into `values`
+/// (sorted, distinct).
+pub fn encode_leaf(
+    descr: ColumnDescPtr,
+    values: &StringArray,
+    leaf: &dyn Leaf,
+    props: &WriterProperties,
+) -> Result<EncodedChunk> {
     let path = descr.path().clone();
     let level = match props.compression(&path) {
         Compression::ZSTD(level) => level.compression_level(),
@@ -67,27 +168,14 @@ pub fn encode_chunk(
     };
 
     // The chunk's dictionary: the used keys, renumbered in (sorted) value order.
+    let mut is_used = vec![false; values.len()];
+    leaf.mark_used(&mut is_used)
+        .map_err(|e| ParquetError::General(format!("{}: {e}", descr.name())))?;
     let mut local = vec![u32::MAX; values.len()];
-    let mut mark = |k: u32| match local.get_mut(k as usize) {
-        Some(l) => {
-            *l = 0;
-            Ok(())
-        }
-        None => Err(ParquetError::General(format!(
-            "{}: key {k} out of range",
-            descr.name()
-        ))),
-    };
-    match &nulls {
-        None => keys.iter().try_for_each(|&k| mark(k))?,
-        Some(n) => n.valid_indices().try_for_each(|i| mark(keys[i]))?,
-    }
     let mut used: Vec<u32> = Vec::new();
-    for (g, l) in local.iter_mut().enumerate() {
-        if *l == 0 {
-            *l = used.len() as u32;
-            used.push(g as u32);
-        }
+    for (g, _) in is_used.iter().enumerate().filter(|(_, u)| **u) {
+        local[g] = used.len() as u32;
+        used.push(g as u32);
     }
     let lengths: Vec<i64> = used
         .iter()
@@ -125,54 +213,39 @@ pub fn encode_chunk(
     let (mut first_data_offset, mut data_pages) = (None, 0);
     let (mut chunk_min, mut chunk_max, mut chunk_nulls) = (u32::MAX, 0u32, 0u64);
     let mut page_bounds: Vec<Option<(u32, u32)>> = Vec::new();
-    let (mut ids, mut levels, mut buf) = (Vec::new(), Vec::new(), Vec::new());
-    for start in (0..keys.len()).step_by(page_rows) {
-        let end = (start + page_rows).min(keys.len());
+    let (mut ids, mut reps, mut defs, mut buf) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut num_values = 0i64;
+    for start in (0..leaf.rows()).step_by(page_rows) {
+        let end = (start + page_rows).min(leaf.rows());
         let rows = end - start;
-        let page_keys = &keys[start..end];
         ids.clear();
-        levels.clear();
-        let page_valid = nulls.as_ref().map(|n| n.inner().slice(start, rows));
-        match &page_valid {
-            None => ids.extend(page_keys.iter().map(|&k| local[k as usize])),
-            Some(v) => ids.extend(v.set_indices().map(|j| local[page_keys[j] as usize])),
-        }
+        reps.clear();
+        defs.clear();
+        let slots = leaf.page(start..end, &local, &mut ids, &mut reps, &mut defs)?;
+        num_values += slots as i64;
         let page_bytes: i64 = ids.iter().map(|&l| lengths[l as usize]).sum();
-        let page_nulls = rows - ids.len();
-        if descr.max_def_level() > 0 {
-            match &page_valid {
-                Some(v) if page_nulls > 0 => {
-                    let defs: Vec<u32> = v.iter().map(u32::from).collect();
-                    rle::encode(&defs, 1, &mut levels);
-                }
-                _ => rle::encode_run(1, rows, 1, &mut levels),
-            }
-        } else if page_nulls > 0 {
-            return Err(ParquetError::General(format!(
-                "{}: nulls in a required column",
-                descr.name()
-            )));
-        }
+        let page_nulls = slots - ids.len();
         buf.clear();
         buf.push(width);
         rle::encode(&ids, width, &mut buf);
         let compressed = compress(&buf, level)?;
-        let mut page = Vec::with_capacity(levels.len() + compressed.len());
-        page.extend_from_slice(&levels);
+        let mut page = Vec::with_capacity(reps.len() + defs.len() + compressed.len());
+        page.extend_from_slice(&reps);
+        page.extend_from_slice(&defs);
         page.extend_from_slice(&compressed);
         let spec = pages.write_page(CompressedPage::new(
             Page::DataPageV2 {
                 buf: page.into(),
-                num_values: rows as u32,
+                num_values: slots as u32,
                 encoding: Encoding::RLE_DICTIONARY,
                 num_nulls: page_nulls as u32,
                 num_rows: rows as u32,
-                def_levels_byte_len: levels.len() as u32,
-                rep_levels_byte_len: 0,
+                def_levels_byte_len: defs.len() as u32,
+                rep_levels_byte_len: reps.len() as u32,
                 is_compressed: true,
                 statistics: None,
             },
-            levels.len() + buf.len(),
+            reps.len() + defs.len() + buf.len(),
         ))?;
         first_data_offset.get_or_insert(spec.offset);
         data_pages += 1;
@@ -250,7 +323,7 @@ pub fn encode_chunk(
         ])
         .set_total_compressed_size(bytes_written as i64)
         .set_total_uncompressed_size(total_uncompressed as i64)
-        .set_num_values(keys.len() as i64)
+        .set_num_values(num_values)
         .set_dictionary_page_offset(Some(dict_spec.offset as i64))
         .set_data_page_offset(first_data_offset.unwrap_or(dict_spec.offset) as i64)
         .set_statistics(Statistics::ByteArray(statistics))
@@ -260,7 +333,7 @@ pub fn encode_chunk(
         bytes: sink.into_inner()?.into(),
         close: ColumnCloseResult {
             bytes_written,
-            rows_written: keys.len() as u64,
+            rows_written: leaf.rows() as u64,
             metadata,
             bloom_filter,
             column_index: Some(column_index.build()?),

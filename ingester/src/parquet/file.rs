@@ -18,6 +18,7 @@ use parquet::file::metadata::ParquetMetaData;
 use parquet::file::properties::WriterProperties;
 
 use super::dict::encode_chunk;
+use super::map::encode_map;
 
 /// A written file: its bytes and its footer.
 pub struct WrittenFile {
@@ -26,8 +27,9 @@ pub struct WrittenFile {
 }
 
 /// Writes `columns` (one per field of `schema`; a string field may instead come as
-/// a `Dictionary(UInt32, Utf8)` with sorted distinct values) as one Parquet file of
-/// row groups of at most `props.max_row_group_row_count()` rows.
+/// a `Dictionary(UInt32, Utf8)` with sorted distinct values, a map of strings as a
+/// `Dictionary(UInt32, Map)` of distinct maps) as one Parquet file of row groups of
+/// at most `props.max_row_group_row_count()` rows.
 pub fn write_file(
     schema: &SchemaRef,
     columns: &[ArrayRef],
@@ -55,16 +57,23 @@ pub fn write_file(
             let column = column.slice(start, len);
             match column.data_type() {
                 DataType::Dictionary(key, value)
-                    if **key == DataType::UInt32 && field.data_type() == value.as_ref() =>
+                    if **key == DataType::UInt32
+                        && field.data_type() == value.as_ref()
+                        && matches!(**value, DataType::Utf8 | DataType::Map(..)) =>
                 {
-                    writers.next();
-                    let chunk = encode_chunk(
-                        descr.column(leaf),
-                        column.as_dictionary::<UInt32Type>(),
-                        &props,
-                    )?;
-                    row_group.append_column(&chunk.bytes, chunk.close)?;
-                    leaf += 1;
+                    let column = column.as_dictionary::<UInt32Type>();
+                    let chunks = match **value {
+                        DataType::Utf8 => vec![encode_chunk(descr.column(leaf), column, &props)?],
+                        _ => {
+                            encode_map(descr.column(leaf), descr.column(leaf + 1), column, &props)?
+                                .into()
+                        }
+                    };
+                    for chunk in chunks {
+                        writers.next();
+                        row_group.append_column(&chunk.bytes, chunk.close)?;
+                        leaf += 1;
+                    }
                 }
                 _ => {
                     for values in compute_leaves(field, &column)? {
@@ -211,9 +220,6 @@ mod tests {
                 else {
                     continue;
                 };
-                if descr.column(c).max_rep_level() > 0 {
-                    continue;
-                }
                 dictionary_columns += 1;
                 assert_eq!(a.min_opt(), b.min_opt(), "{}", chunk.column_path());
                 assert_eq!(a.max_opt(), b.max_opt(), "{}", chunk.column_path());
@@ -227,7 +233,21 @@ mod tests {
                 assert_eq!(a.min_is_exact(), b.min_is_exact());
             }
         }
-        assert!(dictionary_columns >= 20 * 3, "{dictionary_columns}");
+        assert!(dictionary_columns >= 25 * 3, "{dictionary_columns}");
+        // The label maps' leaves are written from the distinct maps.
+        for g in 0..metadata.num_row_groups() {
+            for c in 0..descr.num_columns() {
+                if descr.column(c).path().parts()[0].ends_with("_labels") {
+                    let chunk = metadata.row_group(g).column(c);
+                    assert!(chunk.dictionary_page_offset().is_some());
+                    assert!(metadata.column_index().unwrap()[g][c] != ColumnIndexMetaData::NONE);
+                    assert_eq!(
+                        chunk.num_values(),
+                        theirs.row_group(g).column(c).num_values()
+                    );
+                }
+            }
+        }
 
         // The page index of every string column against the rows themselves.
         let column_index = metadata.column_index().expect("column index");

@@ -8,6 +8,7 @@ use parquet::schema::types::ColumnPath;
 
 mod dict;
 mod file;
+mod map;
 mod rle;
 mod stats;
 
@@ -22,6 +23,19 @@ pub const ROW_GROUP_ROWS: usize = 256 * 1024;
 /// Columns with bloom filters: point lookups by pod name or IP address.
 pub const BLOOM_COLUMNS: [&str; 4] = [col::SRC_POD, col::DST_POD, col::SRC_IP, col::DST_IP];
 
+/// Numeric columns with nearly a distinct value per row: no dictionary (it would
+/// hash every value only to fall back when it outgrows its page), so they are
+/// delta-encoded (`DELTA_BINARY_PACKED`, the Parquet 2 fallback for integers).
+pub const PLAIN_COLUMNS: [&str; 7] = [
+    col::INTERVAL_START,
+    col::INTERVAL_END,
+    col::SRC_PORT,
+    col::PACKETS,
+    col::BYTES,
+    col::TCP_SRTT_US,
+    col::DNS_LATENCY_US,
+];
+
 /// Writer properties of every Parquet file Flowlake writes (ingest and compaction).
 pub fn writer_properties() -> WriterProperties {
     let mut b = WriterProperties::builder()
@@ -33,6 +47,9 @@ pub fn writer_properties() -> WriterProperties {
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .set_created_by("flowlake-ingester".into());
+    for c in PLAIN_COLUMNS {
+        b = b.set_column_dictionary_enabled(ColumnPath::from(c), false);
+    }
     for c in BLOOM_COLUMNS {
         let path = ColumnPath::from(c);
         b = b

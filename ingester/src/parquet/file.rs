@@ -100,7 +100,7 @@ pub fn write_file(
 mod tests {
     use std::collections::HashSet;
 
-    use arrow::array::{RecordBatch, StringArray};
+    use arrow::array::{MapBuilder, RecordBatch, StringArray, StringBuilder};
     use arrow::compute::{cast, concat_batches};
     use arrow::datatypes::Schema;
     use flowlake_schemas::{PARTITION_COLUMNS, col, flow_schema};
@@ -116,7 +116,7 @@ mod tests {
 
     /// A run's file columns: the flow schema without the partition columns,
     /// strings still dictionaries.
-    fn file_columns(run: &crate::parquet::PartitionRun) -> (SchemaRef, Vec<ArrayRef>) {
+    pub(super) fn file_columns(run: &crate::parquet::PartitionRun) -> (SchemaRef, Vec<ArrayRef>) {
         let schema = flow_schema();
         let (fields, columns): (Vec<_>, Vec<_>) = schema
             .fields()
@@ -128,7 +128,7 @@ mod tests {
         (Arc::new(Schema::new(fields)), columns)
     }
 
-    fn plain(schema: &SchemaRef, columns: &[ArrayRef]) -> RecordBatch {
+    pub(super) fn plain(schema: &SchemaRef, columns: &[ArrayRef]) -> RecordBatch {
         let columns = schema
             .fields()
             .iter()
@@ -151,7 +151,7 @@ mod tests {
 
     /// A run with nulls in a string column, a long value that statistics truncate,
     /// and several pages and row groups.
-    fn run() -> crate::parquet::PartitionRun {
+    pub(super) fn run() -> crate::parquet::PartitionRun {
         let batch = crate::testdata::flows(30_000, 1);
         let schema = batch.schema();
         let mut columns = batch.columns().to_vec();
@@ -165,6 +165,36 @@ mod tests {
             })
             .collect();
         columns[idx] = Arc::new(queries);
+        // A column of nulls only, and one of a single (empty) value.
+        let n = batch.num_rows();
+        columns[schema.index_of(col::DNS_RCODE).unwrap()] =
+            Arc::new(StringArray::from(vec![None::<&str>; n]));
+        columns[schema.index_of(col::INTERFACE).unwrap()] =
+            Arc::new(StringArray::from(vec![Some(""); n]));
+        // Label maps that are null, empty, with a null value, non-ASCII and long.
+        let mut labels = MapBuilder::new(None, StringBuilder::new(), StringBuilder::new());
+        for i in 0..n {
+            match i % 11 {
+                0 => labels.append(false).unwrap(),
+                1 => labels.append(true).unwrap(),
+                k => {
+                    labels.keys().append_value("app");
+                    labels.values().append_value(format!("web-{}", i % 5));
+                    labels.keys().append_value(format!("tier-é{k}"));
+                    match k {
+                        2 => labels.values().append_null(),
+                        3 => labels.values().append_value("ünïcödé"),
+                        4 => labels.values().append_value("v".repeat(90)),
+                        _ => labels.values().append_value(format!("t{}", i % 3)),
+                    }
+                    labels.append(true).unwrap();
+                }
+            }
+        }
+        let labels = labels.finish();
+        let field = schema.field_with_name(col::DST_LABELS).unwrap();
+        let labels = cast(&labels, field.data_type()).unwrap();
+        columns[schema.index_of(col::DST_LABELS).unwrap()] = labels;
         let batch = RecordBatch::try_new(schema, columns).unwrap();
         let mut runs = sort_into_partitions(&[batch]).unwrap();
         runs.sort_by_key(|r| std::cmp::Reverse(r.batch.num_rows()));
@@ -172,7 +202,7 @@ mod tests {
     }
 
     /// Small pages and row groups, so one run spans several of each.
-    fn props() -> WriterProperties {
+    pub(super) fn props() -> WriterProperties {
         writer_properties()
             .into_builder()
             .set_data_page_row_count_limit(1000)
@@ -336,5 +366,92 @@ mod tests {
             }
             start += rows;
         }
+    }
+}
+
+#[cfg(test)]
+mod other_readers {
+    use arrow::array::{Array, AsArray};
+
+    use super::tests::{file_columns, plain, props, run};
+    use super::*;
+
+    const READ: &str = r#"
+import sys, json, duckdb, pyarrow.parquet as pq
+t = pq.read_table(sys.argv[1])
+labels = t.column("dst_labels").combine_chunks()
+rows = [None if v is None else [[k, x] for k, x in v] for v in labels.to_pylist()]
+strings = {f.name: t.column(f.name).to_pylist() for f in t.schema if str(f.type) == "string"}
+con = duckdb.connect()
+maps, entries = con.execute("select count(dst_labels), sum(cardinality(dst_labels)) from read_parquet(?)", [sys.argv[1]]).fetchone()
+print(json.dumps({"labels": rows, "strings": strings, "duck_maps": maps, "duck_entries": int(entries)}))
+"#;
+
+    /// pyarrow and DuckDB read the dictionary-written string and map columns —
+    /// null, empty and long values, null and empty maps, null map values — as
+    /// the rows that were written.
+    #[test]
+    fn pyarrow_and_duckdb_read_the_rows() {
+        let Some(mut python) = flowlake_testkit::python_with("pyarrow, duckdb") else {
+            return;
+        };
+        let run = run();
+        let (schema, columns) = file_columns(&run);
+        let written = write_file(&schema, &columns, props()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.parquet");
+        std::fs::write(&path, &written.bytes).unwrap();
+        let out = python
+            .args(["-c", READ, path.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+
+        let want = plain(&schema, &columns);
+        let labels = want.column_by_name("dst_labels").unwrap().as_map();
+        let rows: Vec<serde_json::Value> = (0..labels.len())
+            .map(|i| {
+                if labels.is_null(i) {
+                    return serde_json::Value::Null;
+                }
+                let entry = labels.value(i);
+                let (k, v) = (
+                    entry.column(0).as_string::<i32>(),
+                    entry.column(1).as_string::<i32>(),
+                );
+                (0..k.len())
+                    .map(|j| serde_json::json!([k.value(j), v.is_valid(j).then(|| v.value(j))]))
+                    .collect::<Vec<_>>()
+                    .into()
+            })
+            .collect();
+        assert_eq!(got["labels"], serde_json::Value::Array(rows));
+        assert!(
+            got["labels"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| r.is_null())
+        );
+        for (f, c) in schema.fields().iter().zip(want.columns()) {
+            if let Some(s) = c.as_string_opt::<i32>() {
+                let values: Vec<Option<&str>> = s.iter().collect();
+                assert_eq!(
+                    got["strings"][f.name()],
+                    serde_json::json!(values),
+                    "{}",
+                    f.name()
+                );
+            }
+        }
+        let live = labels.len() - labels.null_count();
+        assert_eq!(got["duck_maps"], live);
+        let entries = labels.value_offsets()[labels.len()] - labels.value_offsets()[0];
+        assert_eq!(got["duck_entries"], entries);
     }
 }

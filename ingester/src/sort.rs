@@ -9,6 +9,7 @@
 //! sorted values, the others by `interleave`.
 
 use std::collections::HashMap;
+use std::hash::BuildHasher as _;
 
 use std::sync::Arc;
 
@@ -20,7 +21,7 @@ use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 use flowlake_schemas::col;
 
-use crate::error::Result;
+use crate::error::{IngestError, Result};
 
 /// The sort order of rows inside each file: partition, then the columns queries
 /// filter on most, then time. Nulls first, ascending, as Arrow's default order.
@@ -146,14 +147,68 @@ impl std::hash::Hasher for FoldHasher {
     }
 }
 
-/// A string as a hash key: hashed as its bytes alone (`str` adds a terminator
-/// byte, a second pass through the hasher).
-#[derive(PartialEq, Eq)]
-struct Key<'a>(&'a str);
+/// The distinct strings of a column, in order of appearance, in an
+/// open-addressing table (linear probing) of their ids; each value's hash is kept,
+/// so a probe compares bytes only when the hashes match.
+struct StrTable<'a> {
+    /// `0` is an empty slot, else a value's id (1-based).
+    slots: Vec<u32>,
+    hashes: Vec<u64>,
+    values: Vec<&'a str>,
+    seed: u64,
+}
 
-impl std::hash::Hash for Key<'_> {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        state.write(self.0.as_bytes());
+impl<'a> StrTable<'a> {
+    fn new(seed: u64) -> Self {
+        StrTable {
+            slots: vec![0; 64],
+            hashes: Vec::new(),
+            values: Vec::new(),
+            seed,
+        }
+    }
+
+    fn hash(&self, v: &str) -> u64 {
+        let mut h = FoldState(self.seed).build_hasher();
+        std::hash::Hasher::write(&mut h, v.as_bytes());
+        std::hash::Hasher::finish(&h)
+    }
+
+    /// The id (1-based) of `v`, added if new.
+    fn id(&mut self, v: &'a str) -> u32 {
+        let h = self.hash(v);
+        let mask = self.slots.len() - 1;
+        let mut i = h as usize & mask;
+        loop {
+            match self.slots[i] {
+                0 => break,
+                id if self.hashes[id as usize - 1] == h && self.values[id as usize - 1] == v => {
+                    return id;
+                }
+                _ => i = (i + 1) & mask,
+            }
+        }
+        self.values.push(v);
+        self.hashes.push(h);
+        let id = self.values.len() as u32;
+        self.slots[i] = id;
+        if self.values.len() * 2 > self.slots.len() {
+            self.grow();
+        }
+        id
+    }
+
+    fn grow(&mut self) {
+        let mut slots = vec![0u32; self.slots.len() * 2];
+        let mask = slots.len() - 1;
+        for (j, &h) in self.hashes.iter().enumerate() {
+            let mut i = h as usize & mask;
+            while slots[i] != 0 {
+                i = (i + 1) & mask;
+            }
+            slots[i] = j as u32 + 1;
+        }
+        self.slots = slots;
     }
 }
 
@@ -181,34 +236,32 @@ impl std::hash::BuildHasher for FoldState {
 /// Interns string column `c` of every batch (one hash lookup per row, skipped when
 /// a row repeats the previous row's value) and ranks the distinct values.
 fn intern(batches: &[RecordBatch], c: usize, hasher: &FoldState) -> Interned {
-    let mut ids: HashMap<Key, u32, FoldState> = HashMap::with_hasher(hasher.clone());
-    let mut distinct: Vec<&str> = Vec::new();
+    let mut table = StrTable::new(hasher.0);
     let mut per_batch = Vec::with_capacity(batches.len());
     for batch in batches {
         let values = batch.column(c).as_string::<i32>();
-        let mut out = Vec::with_capacity(values.len());
-        let mut last: Option<(&str, u32)> = None;
-        for i in 0..values.len() {
-            if values.is_null(i) {
-                out.push(0);
-                continue;
-            }
-            let v = values.value(i);
-            let id = match last {
-                Some((prev, id)) if prev == v => id,
-                _ => {
-                    let id = *ids.entry(Key(v)).or_insert_with(|| {
-                        distinct.push(v);
-                        distinct.len() as u32
-                    });
-                    last = Some((v, id));
-                    id
+        let (offsets, data) = (values.value_offsets(), values.value_data());
+        let valid = values.nulls().filter(|n| n.null_count() > 0);
+        let mut last: (&[u8], u32) = (&[], 0);
+        let out: Vec<u32> = offsets
+            .windows(2)
+            .enumerate()
+            .map(|(i, w)| {
+                if valid.is_some_and(|n| n.is_null(i)) {
+                    return 0;
                 }
-            };
-            out.push(id);
-        }
+                let v = &data[w[0] as usize..w[1] as usize];
+                if last.1 == 0 || last.0 != v {
+                    // SAFETY: `v` is one whole value of a string array, which
+                    // arrow validated as UTF-8.
+                    last = (v, table.id(unsafe { std::str::from_utf8_unchecked(v) }));
+                }
+                last.1
+            })
+            .collect();
         per_batch.push(out);
     }
+    let distinct = table.values;
     let mut order: Vec<u32> = (0..distinct.len() as u32).collect();
     order.sort_unstable_by_key(|&i| distinct[i as usize]);
     let mut rank = vec![0u32; distinct.len() + 1];
@@ -365,7 +418,13 @@ impl SortedPartition {
                 Some(interned) => {
                     let keys = gather_keys(interned, &self.rows)?;
                     let values = Arc::clone(&interned.values);
-                    let column = DictionaryArray::try_new(keys, values)?;
+                    if values.len() >= u32::MAX as usize {
+                        return Err(IngestError::Internal("dictionary too large".into()));
+                    }
+                    // SAFETY: `try_new` would accept these keys: every key not under a
+                    // null is a rank − 1 of `values` (ranks run from 1 to `values.len()`),
+                    // and keys under nulls are not checked (they are 0).
+                    let column = unsafe { DictionaryArray::new_unchecked(keys, values) };
                     fields.push(
                         field
                             .as_ref()

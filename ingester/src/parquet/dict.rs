@@ -78,20 +78,17 @@ impl Leaf for FlatLeaf<'_> {
     }
 
     fn mark_used(&self, used: &mut [bool]) -> Result<()> {
-        let max = match &self.nulls {
-            None => self.keys.iter().copied().max(),
-            Some(n) => n.valid_indices().map(|i| self.keys[i]).max(),
+        let mut mark = |k: u32| match used.get_mut(k as usize) {
+            Some(u) => {
+                *u = true;
+                Ok(())
+            }
+            None => Err(out_of_range(k)),
         };
-        if max.is_some_and(|k| k as usize >= used.len()) {
-            return Err(out_of_range(max.unwrap_or_default()));
-        }
         match &self.nulls {
-            None => self.keys.iter().for_each(|&k| used[k as usize] = true),
-            Some(n) => n
-                .valid_indices()
-                .for_each(|i| used[self.keys[i] as usize] = true),
+            None => self.keys.iter().try_for_each(|&k| mark(k)),
+            Some(n) => n.valid_indices().try_for_each(|i| mark(self.keys[i])),
         }
-        Ok(())
     }
 
     fn page(
@@ -113,10 +110,7 @@ impl Leaf for FlatLeaf<'_> {
         let nulls = n - (ids.len() - before);
         if self.max_def > 0 {
             match &valid {
-                Some(v) if nulls > 0 => {
-                    let levels: Vec<u32> = v.iter().map(u32::from).collect();
-                    rle::encode(&levels, 1, defs);
-                }
+                Some(v) if nulls > 0 => rle::encode_bits(v, defs),
                 _ => rle::encode_run(1, n, 1, defs),
             }
         } else if nulls > 0 {

@@ -13,7 +13,9 @@ use std::hash::BuildHasher as _;
 
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, DictionaryArray, StringArray, UInt32Array};
+use arrow::array::{
+    AnyDictionaryArray, Array, ArrayRef, AsArray, DictionaryArray, StringArray, UInt32Array,
+};
 use arrow::buffer::{BooleanBuffer, NullBuffer};
 use arrow::compute::interleave;
 use arrow::datatypes::{DataType, Schema, TimestampMicrosecondType};
@@ -239,6 +241,10 @@ fn intern(batches: &[RecordBatch], c: usize, hasher: &FoldState) -> Interned {
     let mut table = StrTable::new(hasher.0);
     let mut per_batch = Vec::with_capacity(batches.len());
     for batch in batches {
+        if let Some(dict) = batch.column(c).as_any_dictionary_opt() {
+            per_batch.push(intern_dictionary(dict, &mut table));
+            continue;
+        }
         let values = batch.column(c).as_string::<i32>();
         let (offsets, data) = (values.value_offsets(), values.value_data());
         let valid = values.nulls().filter(|n| n.null_count() > 0);
@@ -278,6 +284,27 @@ fn intern(batches: &[RecordBatch], c: usize, hasher: &FoldState) -> Interned {
         values: Arc::new(values),
         ranks: per_batch,
     }
+}
+
+/// The ids of a dictionary-encoded string column's rows: each distinct value of
+/// the batch is interned once, then every row maps its key.
+fn intern_dictionary<'a>(dict: &'a dyn AnyDictionaryArray, table: &mut StrTable<'a>) -> Vec<u32> {
+    let values = dict.values().as_string::<i32>();
+    if values.is_empty() {
+        return vec![0; dict.len()];
+    }
+    let ids: Vec<u32> = (0..values.len())
+        .map(|j| match values.is_null(j) {
+            true => 0,
+            false => table.id(values.value(j)),
+        })
+        .collect();
+    let keys = dict.keys();
+    dict.normalized_keys()
+        .into_iter()
+        .enumerate()
+        .map(|(i, k)| if keys.is_null(i) { 0 } else { ids[k] })
+        .collect()
 }
 
 /// One row's map as a hash key: its entries' keys and values.
@@ -375,11 +402,16 @@ fn intern_columns(batches: &[RecordBatch]) -> Vec<Option<Interned>> {
     (0..first.num_columns())
         .map(|c| {
             let kind = first.column(c).data_type();
+            let string = |t: &DataType| {
+                flowlake_schemas::is_dictionary_string(&DataType::Utf8, t) || t == &DataType::Utf8
+            };
+            if batches.iter().all(|b| string(b.column(c).data_type())) {
+                return Some(intern(batches, c, &hasher));
+            }
             if batches.iter().any(|b| b.column(c).data_type() != kind) {
                 return None;
             }
             match kind {
-                DataType::Utf8 => Some(intern(batches, c, &hasher)),
                 DataType::Map(..) => intern_maps(batches, c, &hasher),
                 _ => None,
             }
@@ -673,6 +705,29 @@ mod tests {
         for p in sort_plan(&parts) {
             let want = arrow::compute::interleave_record_batch(&refs, &p.rows).unwrap();
             assert_eq!(p.gather(&parts).unwrap().plain_batch().unwrap(), want);
+        }
+    }
+
+    /// Batches whose string columns arrived dictionary-encoded (collectors send
+    /// them so), mixed with plain ones, sort and gather to the same rows.
+    #[test]
+    fn dictionary_encoded_batches_sort_like_plain_ones() {
+        let batch = crate::testdata::flows(2000, 2);
+        let plain = [batch.slice(0, 900), batch.slice(900, 1100)];
+        let mixed = [
+            flowlake_schemas::dictionary_encode(&plain[0]).unwrap(),
+            plain[1].clone(),
+        ];
+        assert!(matches!(
+            mixed[0].column_by_name(col::SRC_POD).unwrap().data_type(),
+            DataType::Dictionary(..)
+        ));
+        let a = sort_into_partitions(&plain).unwrap();
+        let b = sort_into_partitions(&mixed).unwrap();
+        assert_eq!(a.len(), b.len());
+        for (a, b) in a.iter().zip(&b) {
+            assert_eq!((&a.date, &a.hour), (&b.date, &b.hour));
+            assert_eq!(a.plain_batch().unwrap(), b.plain_batch().unwrap());
         }
     }
 

@@ -26,7 +26,10 @@ pub use record::{
     Verdict,
 };
 pub use schema::{PARTITION_COLUMNS, SCHEMA_VERSION, SCHEMA_VERSION_KEY, col, flow_schema};
-pub use validate::{check_evolution, conform_batch, validate_batch, validate_schema};
+pub use validate::{
+    check_evolution, conform_batch, dictionary_encode, is_dictionary_string, validate_batch,
+    validate_schema,
+};
 
 #[cfg(test)]
 mod tests;

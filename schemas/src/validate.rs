@@ -67,7 +67,9 @@ pub fn validate_schema(incoming: &Schema) -> Result<()> {
                 version: SCHEMA_VERSION,
             });
         };
-        if !same_shape(want.data_type(), field.data_type()) {
+        if !same_shape(want.data_type(), field.data_type())
+            && !is_dictionary_string(want.data_type(), field.data_type())
+        {
             return Err(SchemaError::TypeMismatch {
                 column: field.name().clone(),
                 expected: want.data_type().clone(),
@@ -94,31 +96,78 @@ pub fn validate_batch(batch: &RecordBatch) -> Result<()> {
             .field_with_name(field.name())
             .map(|f| !f.is_nullable())
             .unwrap_or(false);
-        if required && column.null_count() > 0 {
+        // Logical nulls: a dictionary key may point at a null value.
+        let nulls = column.logical_null_count();
+        if required && nulls > 0 {
             return Err(SchemaError::NullsInRequiredColumn {
                 column: field.name().clone(),
-                nulls: column.null_count(),
+                nulls,
             });
         }
     }
     Ok(())
 }
 
-/// Validates a batch and returns it with exactly the flow schema: columns in schema
-/// order, missing nullable columns filled with nulls, nested field names normalised.
+/// A string column sent dictionary-encoded (`Dictionary(<integer>, Utf8)`):
+/// collectors may send each batch's distinct strings once instead of per row.
+pub fn is_dictionary_string(want: &DataType, got: &DataType) -> bool {
+    matches!((want, got), (DataType::Utf8, DataType::Dictionary(k, v))
+        if k.is_dictionary_key_type() && **v == DataType::Utf8)
+}
+
+/// Validates a batch and returns it in the flow schema: columns in schema order,
+/// missing nullable columns filled with nulls, nested field names normalised.
+/// String columns sent dictionary-encoded stay dictionaries (the schema of the
+/// returned batch says so); everything else has exactly the flow schema's type.
 pub fn conform_batch(batch: &RecordBatch) -> Result<RecordBatch> {
     validate_batch(batch)?;
     let expected = flow_schema();
-    let columns: Vec<ArrayRef> = expected
+    let (fields, columns): (Vec<Field>, Vec<ArrayRef>) = expected
         .fields()
         .iter()
-        .map(|want| match batch.column_by_name(want.name()) {
-            Some(c) if c.data_type() == want.data_type() => Ok(Arc::clone(c)),
-            Some(c) => Ok(cast(c, want.data_type())?),
-            None => Ok(new_null_array(want.data_type(), batch.num_rows())),
+        .map(|want| {
+            let column = match batch.column_by_name(want.name()) {
+                Some(c) if c.data_type() == want.data_type() => Arc::clone(c),
+                Some(c) if is_dictionary_string(want.data_type(), c.data_type()) => Arc::clone(c),
+                Some(c) => cast(c, want.data_type())?,
+                None => new_null_array(want.data_type(), batch.num_rows()),
+            };
+            let field = want
+                .as_ref()
+                .clone()
+                .with_data_type(column.data_type().clone());
+            Ok((field, column))
         })
-        .collect::<Result<_>>()?;
-    Ok(RecordBatch::try_new(expected, columns)?)
+        .collect::<Result<Vec<_>>>()?
+        .into_iter()
+        .unzip();
+    let schema = Schema::new_with_metadata(fields, expected.metadata().clone());
+    Ok(RecordBatch::try_new(Arc::new(schema), columns)?)
+}
+
+/// The batch as collectors send it: top-level string columns dictionary-encoded
+/// (`Dictionary(Int32, Utf8)`), so each distinct string of the batch is sent,
+/// decompressed and validated once.
+pub fn dictionary_encode(batch: &RecordBatch) -> Result<RecordBatch> {
+    let dictionary = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
+    let (fields, columns): (Vec<Field>, Vec<ArrayRef>) = batch
+        .schema()
+        .fields()
+        .iter()
+        .zip(batch.columns())
+        .map(|(f, c)| {
+            if c.data_type() == &DataType::Utf8 {
+                let field = f.as_ref().clone().with_data_type(dictionary.clone());
+                Ok((field, cast(c, &dictionary)?))
+            } else {
+                Ok((f.as_ref().clone(), Arc::clone(c)))
+            }
+        })
+        .collect::<Result<Vec<_>>>()?
+        .into_iter()
+        .unzip();
+    let schema = Schema::new_with_metadata(fields, batch.schema().metadata().clone());
+    Ok(RecordBatch::try_new(Arc::new(schema), columns)?)
 }
 
 /// Checks that `new` is a compatible evolution of `old`: every old column kept with

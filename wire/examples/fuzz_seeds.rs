@@ -1,6 +1,7 @@
 //! Writes the seed corpus of the `ipc_decode` fuzz target: a few small valid
-//! bodies (plain, IPC zstd, IPC lz4, zstd Content-Encoding, two batches) and one
-//! with the wrong schema, each prefixed by the target's encoding byte.
+//! bodies (plain, IPC zstd, IPC lz4, zstd Content-Encoding, two batches, string
+//! columns dictionary-encoded as collectors send them) and one with the wrong
+//! schema, each prefixed by the target's encoding byte.
 //!
 //! `cargo run -p flowlake-wire --example fuzz_seeds -- fuzz/corpus/ipc_decode`
 
@@ -28,7 +29,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         batch.columns().iter().map(|c| c.slice(0, 1)).collect(),
     )?
     .project(&[0, 1, 2])?;
-    let seeds: [(&str, u8, Vec<u8>); 6] = [
+    let dictionary = flowlake_schemas::dictionary_encode(&batch)?;
+    let seeds: [(&str, u8, Vec<u8>); 8] = [
         ("plain", 0, plain.clone()),
         ("ipc_zstd", 0, encode_ipc(one, Some(CompressionType::ZSTD))?),
         (
@@ -43,6 +45,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             encode_ipc(&[batch.slice(0, 3), batch.slice(3, 5)], None)?,
         ),
         ("wrong_schema", 0, encode_ipc(&[narrow], None)?),
+        // What collectors send: string columns dictionary-encoded.
+        (
+            "dictionary",
+            0,
+            encode_ipc(std::slice::from_ref(&dictionary), None)?,
+        ),
+        (
+            "dictionary_zstd_two_batches",
+            0,
+            encode_ipc(
+                &[dictionary.slice(0, 3), dictionary.slice(3, 5)],
+                Some(CompressionType::ZSTD),
+            )?,
+        ),
     ];
     for (name, encoding, body) in seeds {
         let mut input = vec![encoding];

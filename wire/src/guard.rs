@@ -1,7 +1,7 @@
 //! Checks on the raw IPC stream before arrow-ipc reads it: arrow-ipc 59 trusts
 //! some sizes in the stream and allocates or panics on them.
 
-use arrow::datatypes::Schema;
+use arrow::datatypes::{DataType, Field, Schema};
 use arrow::ipc::{CompressionType, Message};
 
 use crate::error::{DecodeError, Result};
@@ -115,6 +115,16 @@ fn check_batch(
     }
     match (record, schema) {
         (Some(record), Some(schema)) => layout::check_validity(schema, &record, &slices, codec),
-        _ => Ok(()),
+        // A dictionary batch is one column of the dictionary's values; the flow
+        // schema's dictionaries are all strings (`validate_schema`).
+        (None, Some(_)) => {
+            let values = Schema::new(vec![Field::new("values", DataType::Utf8, true)]);
+            let data = message
+                .header_as_dictionary_batch()
+                .and_then(|d| d.data())
+                .ok_or(DecodeError::Malformed("dictionary batch without data"))?;
+            layout::check_validity(&values, &data, &slices, codec)
+        }
+        (Some(_), None) | (None, None) => Ok(()),
     }
 }

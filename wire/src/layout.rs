@@ -72,6 +72,9 @@ impl<'a> Walk<'a> {
                 (2, vec![f.data_type()])
             }
             DataType::FixedSizeList(f, _) => (1, vec![f.data_type()]),
+            // A dictionary-encoded column's record batch holds its keys; the
+            // values come in dictionary batches (checked as their own column).
+            DataType::Dictionary(key, _) if key.is_dictionary_key_type() => (2, vec![]),
             DataType::Struct(fields) => (1, fields.iter().map(|f| f.data_type()).collect()),
             t if t.is_primitive()
                 || matches!(t, DataType::Boolean | DataType::FixedSizeBinary(_)) =>

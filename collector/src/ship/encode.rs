@@ -62,8 +62,11 @@ pub struct EncodedBatch {
     pub ipc: Bytes,
 }
 
-/// A `RecordBatch` as a zstd-compressed Arrow IPC stream.
+/// A `RecordBatch` as a zstd-compressed Arrow IPC stream, string columns
+/// dictionary-encoded (each distinct string of the batch sent once).
 pub fn encode_ipc(batch: &RecordBatch) -> Result<Bytes> {
+    let batch = &flowlake_schemas::dictionary_encode(batch)
+        .map_err(|e| ShipError::Encode(arrow::error::ArrowError::ExternalError(Box::new(e))))?;
     let opts = IpcWriteOptions::default()
         .try_with_compression(Some(CompressionType::ZSTD))
         .map_err(ShipError::Encode)?;

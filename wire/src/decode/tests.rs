@@ -280,3 +280,83 @@ fn nulls_without_a_validity_buffer_are_refused() {
         }
     }
 }
+
+/// Dictionary-encoded string columns (what collectors send) decode to the same
+/// values, still dictionaries; compressed too, and several batches per stream
+/// (each with its own dictionary).
+#[test]
+fn decodes_dictionary_encoded_strings() {
+    let batch = flows(600);
+    let wire = [
+        flowlake_schemas::dictionary_encode(&batch.slice(0, 250)).unwrap(),
+        flowlake_schemas::dictionary_encode(&batch.slice(250, 350)).unwrap(),
+    ];
+    for compression in [None, Some(CompressionType::ZSTD)] {
+        let ipc = encode_ipc(&wire, compression).unwrap();
+        let plain = encode_ipc(std::slice::from_ref(&batch), compression).unwrap();
+        assert!(
+            ipc.len() < plain.len(),
+            "{} vs {} bytes",
+            ipc.len(),
+            plain.len()
+        );
+        let d = decode_body(&ipc, BodyEncoding::Identity, 1 << 30).unwrap();
+        assert_eq!(d.rows, 600);
+        let got: Vec<RecordBatch> = d
+            .batches
+            .iter()
+            .map(|b| {
+                let pod = b.column_by_name(col::SRC_POD).unwrap();
+                assert!(matches!(pod.data_type(), DataType::Dictionary(..)));
+                let columns = flowlake_schemas::flow_schema()
+                    .fields()
+                    .iter()
+                    .zip(b.columns())
+                    .map(|(f, c)| cast(c, f.data_type()).unwrap())
+                    .collect();
+                RecordBatch::try_new(flowlake_schemas::flow_schema(), columns).unwrap()
+            })
+            .collect();
+        let got = arrow::compute::concat_batches(&flowlake_schemas::flow_schema(), &got).unwrap();
+        assert_eq!(got, batch);
+    }
+}
+
+/// A required string column whose dictionary holds a null is refused (422), like
+/// a null in the plain column; a dictionary of numbers where strings belong too.
+#[test]
+fn dictionary_nulls_and_types_are_checked() {
+    let batch = flowlake_schemas::dictionary_encode(&flows(20)).unwrap();
+    let idx = batch.schema().index_of(col::CLUSTER).unwrap();
+    let keys = arrow::array::Int32Array::from(vec![0; batch.num_rows()]);
+    let values: ArrayRef = Arc::new(arrow::array::StringArray::from(vec![None::<&str>]));
+    let nulls = arrow::array::DictionaryArray::try_new(keys, values).unwrap();
+    let mut columns = batch.columns().to_vec();
+    columns[idx] = Arc::new(nulls);
+    let bad = RecordBatch::try_new(batch.schema(), columns).unwrap();
+    let ipc = encode_ipc(&[bad], None).unwrap();
+    assert!(matches!(
+        decode_body(&ipc, BodyEncoding::Identity, 1 << 20),
+        Err(DecodeError::Schema(_))
+    ));
+
+    let numbers = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Int64));
+    let plain = flows(20);
+    let idx = plain.schema().index_of(col::PACKETS).unwrap();
+    let mut fields: Vec<Field> = plain
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    fields[idx] = fields[idx].clone().with_data_type(numbers.clone());
+    let mut columns = plain.columns().to_vec();
+    columns[idx] = cast(&columns[idx], &numbers).unwrap();
+    let bad = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap();
+    let ipc = encode_ipc(&[bad], None).unwrap();
+    assert!(matches!(
+        decode_body(&ipc, BodyEncoding::Identity, 1 << 20),
+        Err(DecodeError::Schema(_))
+    ));
+    let _ = Int64Array::from(vec![0i64]);
+}

@@ -1,8 +1,9 @@
 //! The one owner of Parquet writer properties (the sort order of every file is in
 //! [`crate::sort`]).
 
-use flowlake_schemas::col;
+use flowlake_schemas::{SCHEMA_VERSION, SCHEMA_VERSION_KEY, col};
 use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::metadata::KeyValue;
 use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterVersion};
 use parquet::schema::types::ColumnPath;
 
@@ -46,7 +47,11 @@ pub fn writer_properties() -> WriterProperties {
         .set_dictionary_enabled(true)
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-        .set_created_by("flowlake-ingester".into());
+        .set_created_by("flowlake-ingester".into())
+        .set_key_value_metadata(Some(vec![KeyValue::new(
+            SCHEMA_VERSION_KEY.to_string(),
+            SCHEMA_VERSION.to_string(),
+        )]));
     for c in PLAIN_COLUMNS {
         b = b.set_column_dictionary_enabled(ColumnPath::from(c), false);
     }
@@ -63,6 +68,15 @@ pub fn writer_properties() -> WriterProperties {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn files_carry_the_schema_version() {
+        let kv = writer_properties().key_value_metadata().cloned().unwrap();
+        assert!(
+            kv.iter()
+                .any(|e| e.key == SCHEMA_VERSION_KEY && e.value.as_deref() == Some("1"))
+        );
+    }
 
     #[test]
     fn bloom_filters_on_pod_and_ip_columns_only() {

@@ -80,11 +80,21 @@ fn check_batch(
     max_bytes: usize,
 ) -> Result<()> {
     let record = message.header_as_record_batch();
-    let Some(batch) =
-        record.or_else(|| message.header_as_dictionary_batch().and_then(|d| d.data()))
-    else {
+    let dictionary = message.header_as_dictionary_batch();
+    if dictionary.is_some_and(|d| d.data().is_none()) {
+        // arrow-ipc unwraps it (found by the fuzz target).
+        return Err(DecodeError::Malformed("dictionary batch without data"));
+    }
+    let Some(batch) = record.or_else(|| dictionary.and_then(|d| d.data())) else {
         return Ok(());
     };
+    if batch.variadicBufferCounts().is_some_and(|v| !v.is_empty()) {
+        // Only view columns have variadic buffers, and the flow schema has none:
+        // arrow-ipc asserts the counts were all used (found by the fuzz target).
+        return Err(DecodeError::Malformed(
+            "variadic buffer counts without view columns",
+        ));
+    }
     let slices = batch
         .buffers()
         .iter()

@@ -194,7 +194,7 @@ fn check(body: &[u8], accepted: &mut usize) {
 /// could panic on it.
 #[test]
 fn fuzz_crashes_are_refused_by_a_guard() {
-    let cases: [(&str, &[u8], &str); 2] = [
+    let cases: [(&str, &[u8], &str); 4] = [
         (
             // The `wrong_schema` seed (a required column missing) with a batch
             // whose validity buffer is too short: arrow-ipc decoded the batch
@@ -208,6 +208,20 @@ fn fuzz_crashes_are_refused_by_a_guard() {
             "schema_without_fields",
             include_bytes!("regressions/schema_without_fields"),
             "schema without fields",
+        ),
+        (
+            // A dictionary batch message without its record batch: arrow-ipc
+            // unwrapped it.
+            "dictionary_batch_without_data",
+            include_bytes!("regressions/dictionary_batch_without_data"),
+            "dictionary batch without data",
+        ),
+        (
+            // A batch declaring variadic buffers (view columns only; the flow
+            // schema has none): arrow-ipc asserted they were all used.
+            "variadic_counts_without_views",
+            include_bytes!("regressions/variadic_counts_without_views"),
+            "variadic buffer counts without view columns",
         ),
     ];
     for (name, input, why) in cases {

@@ -299,12 +299,15 @@ fn intern_dictionary<'a>(dict: &'a dyn AnyDictionaryArray, table: &mut StrTable<
             false => table.id(values.value(j)),
         })
         .collect();
-    let keys = dict.keys();
-    dict.normalized_keys()
-        .into_iter()
-        .enumerate()
-        .map(|(i, k)| if keys.is_null(i) { 0 } else { ids[k] })
-        .collect()
+    let keys = dict.normalized_keys();
+    match dict.keys().nulls().filter(|n| n.null_count() > 0) {
+        None => keys.iter().map(|&k| ids[k]).collect(),
+        Some(nulls) => keys
+            .iter()
+            .zip(nulls.iter())
+            .map(|(&k, valid)| if valid { ids[k] } else { 0 })
+            .collect(),
+    }
 }
 
 /// One row's map as a hash key: its entries' keys and values.

@@ -146,22 +146,27 @@ pub fn conform_batch(batch: &RecordBatch) -> Result<RecordBatch> {
 }
 
 /// The batch as collectors send it: top-level string columns dictionary-encoded
-/// (`Dictionary(Int32, Utf8)`), so each distinct string of the batch is sent,
-/// decompressed and validated once.
+/// (`Dictionary(Int16, Utf8)`, or `Int32` keys past 32,767 distinct values), so
+/// each distinct string of the batch is sent, decompressed and validated once.
 pub fn dictionary_encode(batch: &RecordBatch) -> Result<RecordBatch> {
-    let dictionary = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
+    let dictionary = |key: DataType| DataType::Dictionary(Box::new(key), Box::new(DataType::Utf8));
     let (fields, columns): (Vec<Field>, Vec<ArrayRef>) = batch
         .schema()
         .fields()
         .iter()
         .zip(batch.columns())
         .map(|(f, c)| {
-            if c.data_type() == &DataType::Utf8 {
-                let field = f.as_ref().clone().with_data_type(dictionary.clone());
-                Ok((field, cast(c, &dictionary)?))
-            } else {
-                Ok((f.as_ref().clone(), Arc::clone(c)))
+            if c.data_type() != &DataType::Utf8 {
+                return Ok((f.as_ref().clone(), Arc::clone(c)));
             }
+            // Int16 keys overflow (a cast error) past 32,767 distinct values.
+            let encoded = cast(c, &dictionary(DataType::Int16))
+                .or_else(|_| cast(c, &dictionary(DataType::Int32)))?;
+            let field = f
+                .as_ref()
+                .clone()
+                .with_data_type(encoded.data_type().clone());
+            Ok((field, encoded))
         })
         .collect::<Result<Vec<_>>>()?
         .into_iter()

@@ -342,7 +342,7 @@ fn decodes_dictionary_encoded_strings() {
 fn dictionary_nulls_and_types_are_checked() {
     let batch = flowlake_schemas::dictionary_encode(&flows(20)).unwrap();
     let idx = batch.schema().index_of(col::CLUSTER).unwrap();
-    let keys = arrow::array::Int32Array::from(vec![0; batch.num_rows()]);
+    let keys = arrow::array::Int16Array::from(vec![0; batch.num_rows()]);
     let values: ArrayRef = Arc::new(arrow::array::StringArray::from(vec![None::<&str>]));
     let nulls = arrow::array::DictionaryArray::try_new(keys, values).unwrap();
     let mut columns = batch.columns().to_vec();

@@ -29,7 +29,9 @@ use crate::enrich::{Clock, Enricher};
 pub use batcher::{Batcher, FlushPolicy, FlushReason};
 pub use client::{Backoff, IngestClient, Outcome};
 pub use config::{ShipArgs, ShipConfig};
-pub use encode::{BATCH_ID_HEADER, BatchId, BatchSeq, EncodedBatch, decode_ipc, encode_ipc};
+pub use encode::{
+    BATCH_ID_HEADER, BatchId, BatchSeq, EncodedBatch, decode_ipc, encode_ipc, plain_ipc,
+};
 pub use error::{Result, ShipError};
 pub use metrics::{DropReason, ShipMetrics};
 pub use spool::Spool;
@@ -330,10 +332,40 @@ async fn run_sender(mut t: SenderTask) {
                 tracing::debug!(batch = %b.id, seq = b.seq.0, records = b.records, "batch shipped");
             }
             Outcome::Rejected { status, message } => {
-                tracing::error!(batch = %b.id, records = b.records, status, message = %message,
-                    "ingester rejected the batch as bad input: dropped, not retried");
-                t.outbox.lock().expect("outbox lock").done(&b, from);
-                t.metrics.dropped(DropReason::Rejected, b.records);
+                // An ingester from before dictionary-encoded strings answers 422:
+                // the same batch (same id) goes again with plain strings.
+                let resent = match (status, plain_ipc(&b.ipc)) {
+                    (422, Ok(Some(ipc))) => {
+                        tracing::warn!(batch = %b.id, message = %message,
+                            "ingester refused dictionary-encoded strings: sending them plain");
+                        let plain = EncodedBatch { ipc, ..b.clone() };
+                        Some(
+                            t.client
+                                .send(&plain, t.attempts, &mut t.backoff, &t.stop)
+                                .await,
+                        )
+                    }
+                    _ => None,
+                };
+                match resent {
+                    Some(Outcome::Sent) => {
+                        outage.reset();
+                        t.outbox.lock().expect("outbox lock").done(&b, from);
+                        t.metrics.batches_shipped.inc();
+                        t.metrics.records_shipped.inc_by(b.records);
+                    }
+                    Some(Outcome::Unavailable { why, .. }) => {
+                        tracing::warn!(batch = %b.id, why = %why, "ingester unavailable: batch spooled");
+                        t.metrics.batches_failed.inc();
+                        t.outbox.lock().expect("outbox lock").failed(&b, from);
+                    }
+                    _ => {
+                        tracing::error!(batch = %b.id, records = b.records, status, message = %message,
+                            "ingester rejected the batch as bad input: dropped, not retried");
+                        t.outbox.lock().expect("outbox lock").done(&b, from);
+                        t.metrics.dropped(DropReason::Rejected, b.records);
+                    }
+                }
             }
             Outcome::Unavailable { retry_after, why } => {
                 t.metrics.batches_failed.inc();

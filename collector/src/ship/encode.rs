@@ -65,8 +65,49 @@ pub struct EncodedBatch {
 /// A `RecordBatch` as a zstd-compressed Arrow IPC stream, string columns
 /// dictionary-encoded (each distinct string of the batch sent once).
 pub fn encode_ipc(batch: &RecordBatch) -> Result<Bytes> {
-    let batch = &flowlake_schemas::dictionary_encode(batch)
+    let batch = flowlake_schemas::dictionary_encode(batch)
         .map_err(|e| ShipError::Encode(arrow::error::ArrowError::ExternalError(Box::new(e))))?;
+    write_ipc(&batch)
+}
+
+/// An IPC body of [`encode_ipc`] with its string columns plain again (`None` when
+/// none is a dictionary): what an ingester from before dictionary-encoded strings
+/// accepts.
+pub fn plain_ipc(ipc: &[u8]) -> Result<Option<Bytes>> {
+    let batches = decode_ipc(ipc)?;
+    let encoded = |b: &RecordBatch| {
+        b.columns()
+            .iter()
+            .any(|c| matches!(c.data_type(), arrow::datatypes::DataType::Dictionary(..)))
+    };
+    if !batches.iter().any(encoded) {
+        return Ok(None);
+    }
+    let mut out = Vec::new();
+    for b in &batches {
+        let batch = flowlake_schemas::conform_batch(b)
+            .map_err(|e| ShipError::Encode(arrow::error::ArrowError::ExternalError(Box::new(e))))?;
+        let plain = flowlake_schemas::flow_schema();
+        let columns = plain
+            .fields()
+            .iter()
+            .zip(batch.columns())
+            .map(|(f, c)| arrow::compute::cast(c, f.data_type()))
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(ShipError::Encode)?;
+        out.push(RecordBatch::try_new(plain, columns).map_err(ShipError::Encode)?);
+    }
+    match out.as_slice() {
+        [one] => write_ipc(one).map(Some),
+        _ => {
+            let all = arrow::compute::concat_batches(&flowlake_schemas::flow_schema(), &out)
+                .map_err(ShipError::Encode)?;
+            write_ipc(&all).map(Some)
+        }
+    }
+}
+
+fn write_ipc(batch: &RecordBatch) -> Result<Bytes> {
     let opts = IpcWriteOptions::default()
         .try_with_compression(Some(CompressionType::ZSTD))
         .map_err(ShipError::Encode)?;

@@ -1,6 +1,7 @@
 //! A small protocol-faithful ingester: `POST /api/v1/flows` with an Arrow IPC stream
 //! body and a `Flowlake-Batch-Id` header; a retried id is stored once; can answer
-//! 503 (with Retry-After) or reject everything with 400.
+//! 503 (with Retry-After), reject everything with 400, or refuse dictionary-encoded
+//! strings with 422 as an ingester from before them.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -18,6 +19,8 @@ pub enum Mode {
     Up,
     Busy,
     Reject,
+    /// As an ingester from before dictionary-encoded strings: 422 for them.
+    PlainOnly,
 }
 
 pub struct Inner {
@@ -26,6 +29,8 @@ pub struct Inner {
     /// The `bytes` column of every stored row (tests make it unique per record).
     pub bytes: Vec<i64>,
     pub duplicates: u64,
+    /// Bodies refused in [`Mode::PlainOnly`] for their dictionary columns.
+    pub dictionary_refused: u64,
 }
 
 #[derive(Clone)]
@@ -41,6 +46,7 @@ impl FakeIngester {
                 ids: HashSet::new(),
                 bytes: Vec::new(),
                 duplicates: 0,
+                dictionary_refused: 0,
             })),
         }
     }
@@ -90,7 +96,7 @@ async fn post(State(ing): State<FakeIngester>, headers: HeaderMap, body: Bytes) 
             )
                 .into_response();
         }
-        Mode::Up => {}
+        Mode::Up | Mode::PlainOnly => {}
     }
     let Some(id) = headers.get(BATCH_ID_HEADER).and_then(|v| v.to_str().ok()) else {
         return (StatusCode::BAD_REQUEST, "missing Flowlake-Batch-Id").into_response();
@@ -102,6 +108,20 @@ async fn post(State(ing): State<FakeIngester>, headers: HeaderMap, body: Bytes) 
     if !s.ids.insert(id.to_string()) {
         s.duplicates += 1;
         return StatusCode::OK.into_response();
+    }
+    let dictionary = |b: &arrow::record_batch::RecordBatch| {
+        b.columns()
+            .iter()
+            .any(|c| matches!(c.data_type(), arrow::datatypes::DataType::Dictionary(..)))
+    };
+    if s.mode == Mode::PlainOnly && batches.iter().any(dictionary) {
+        s.ids.remove(id);
+        s.dictionary_refused += 1;
+        return (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "column cluster: expected Utf8, got Dictionary(Int16, Utf8)",
+        )
+            .into_response();
     }
     for b in batches {
         if let Err(e) = flowlake_schemas::validate_batch(&b) {

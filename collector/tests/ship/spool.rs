@@ -174,3 +174,21 @@ async fn rejected_batches_are_counted_and_not_retried() {
     shipper.shutdown().await;
     assert_eq!(spool_files(dir.path()), 0);
 }
+
+/// An ingester from before dictionary-encoded strings answers 422 to the
+/// collector's bodies: each batch goes again with plain strings, and every
+/// record arrives once; nothing is dropped.
+#[tokio::test]
+async fn older_ingester_gets_plain_strings() {
+    let ing = FakeIngester::new(Mode::PlainOnly);
+    let addr = ing.serve("127.0.0.1:0".parse().unwrap()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (shipper, m) = start(format!("http://{addr}"), dir.path(), |_| {});
+    let recs = records(1000);
+    feed(&shipper, &recs).await;
+    wait_for("every record stored", || ing.rows() == 1000).await;
+    assert!(ing.inner.lock().unwrap().dictionary_refused > 0);
+    assert_eq!(m.dropped_count(DropReason::Rejected), 0);
+    assert_eq!(ing.inner.lock().unwrap().duplicates, 0);
+    shipper.shutdown().await;
+}

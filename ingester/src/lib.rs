@@ -16,6 +16,7 @@ pub mod error;
 pub mod flush;
 pub mod frame;
 pub mod http;
+mod intern;
 pub mod metrics;
 pub mod parquet;
 pub mod sort;

@@ -31,11 +31,15 @@ fn main() {
     // `zstd`: request bodies as the collector ships them (Arrow IPC with ZSTD
     // buffers, string columns dictionary-encoded); `plain-zstd`: ZSTD buffers with
     // plain string columns (the collector's bodies before dictionaries); the
-    // default is uncompressed plain bodies.
+    // default is uncompressed plain bodies; `lz4`: dictionary-encoded with LZ4
+    // buffers (cheaper to inflate, larger).
     let arg = |name: &str| std::env::args().any(|a| a == name);
-    let compression =
-        (arg("zstd") || arg("plain-zstd")).then_some(arrow::ipc::CompressionType::ZSTD);
-    let dictionaries = arg("zstd");
+    let compression = if arg("lz4") {
+        Some(arrow::ipc::CompressionType::LZ4_FRAME)
+    } else {
+        (arg("zstd") || arg("plain-zstd")).then_some(arrow::ipc::CompressionType::ZSTD)
+    };
+    let dictionaries = arg("zstd") || arg("lz4");
     let inflight: usize = std::env::args()
         .find_map(|a| a.strip_prefix("inflight=").map(|n| n.parse().unwrap()))
         .unwrap_or(1);
@@ -70,6 +74,7 @@ fn main() {
         bodies.len(),
         encoding.elapsed(),
         match (dictionaries, compression.is_some()) {
+            (true, _) if arg("lz4") => "string columns dictionary-encoded, IPC lz4",
             (true, _) => "string columns dictionary-encoded, IPC zstd",
             (false, true) => "plain string columns, IPC zstd",
             (false, false) => "plain, uncompressed",

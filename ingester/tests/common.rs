@@ -93,15 +93,7 @@ pub async fn wait_for_rows(cfg: &IngesterConfig, rows: usize) {
 
 /// Runs `command` (a Python reader script) and parses the JSON it prints;
 /// panics with its stderr when it fails.
-pub fn json_output(command: &mut std::process::Command) -> serde_json::Value {
-    let out = command.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
+pub use flowlake_testkit::json_output;
 
 pub fn config(dir: &Path) -> IngesterConfig {
     init_logging();

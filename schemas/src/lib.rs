@@ -27,8 +27,8 @@ pub use record::{
 };
 pub use schema::{PARTITION_COLUMNS, SCHEMA_VERSION, SCHEMA_VERSION_KEY, col, flow_schema};
 pub use validate::{
-    check_evolution, conform_batch, dictionary_encode, is_dictionary_string, validate_batch,
-    validate_schema,
+    check_evolution, conform_batch, dictionary_encode, is_dictionary_string, plain_strings,
+    validate_batch, validate_schema,
 };
 
 #[cfg(test)]

@@ -122,7 +122,7 @@ pub fn is_dictionary_string(want: &DataType, got: &DataType) -> bool {
 pub fn conform_batch(batch: &RecordBatch) -> Result<RecordBatch> {
     validate_batch(batch)?;
     let expected = flow_schema();
-    let (fields, columns): (Vec<Field>, Vec<ArrayRef>) = expected
+    let fields_and_columns = expected
         .fields()
         .iter()
         .map(|want| {
@@ -138,11 +138,8 @@ pub fn conform_batch(batch: &RecordBatch) -> Result<RecordBatch> {
                 .with_data_type(column.data_type().clone());
             Ok((field, column))
         })
-        .collect::<Result<Vec<_>>>()?
-        .into_iter()
-        .unzip();
-    let schema = Schema::new_with_metadata(fields, expected.metadata().clone());
-    Ok(RecordBatch::try_new(Arc::new(schema), columns)?)
+        .collect::<Result<Vec<_>>>()?;
+    batch_of(fields_and_columns, expected.metadata())
 }
 
 /// The batch as collectors send it: top-level string columns dictionary-encoded
@@ -150,7 +147,7 @@ pub fn conform_batch(batch: &RecordBatch) -> Result<RecordBatch> {
 /// each distinct string of the batch is sent, decompressed and validated once.
 pub fn dictionary_encode(batch: &RecordBatch) -> Result<RecordBatch> {
     let dictionary = |key: DataType| DataType::Dictionary(Box::new(key), Box::new(DataType::Utf8));
-    let (fields, columns): (Vec<Field>, Vec<ArrayRef>) = batch
+    let fields_and_columns = batch
         .schema()
         .fields()
         .iter()
@@ -168,10 +165,31 @@ pub fn dictionary_encode(batch: &RecordBatch) -> Result<RecordBatch> {
                 .with_data_type(encoded.data_type().clone());
             Ok((field, encoded))
         })
-        .collect::<Result<Vec<_>>>()?
-        .into_iter()
-        .unzip();
-    let schema = Schema::new_with_metadata(fields, batch.schema().metadata().clone());
+        .collect::<Result<Vec<_>>>()?;
+    batch_of(fields_and_columns, batch.schema().metadata())
+}
+
+/// The inverse of [`dictionary_encode`]: the batch conformed, every column in
+/// exactly the flow schema's type (dictionary-encoded strings plain again).
+pub fn plain_strings(batch: &RecordBatch) -> Result<RecordBatch> {
+    let batch = conform_batch(batch)?;
+    let expected = flow_schema();
+    let columns = expected
+        .fields()
+        .iter()
+        .zip(batch.columns())
+        .map(|(f, c)| Ok(cast(c, f.data_type())?))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(RecordBatch::try_new(expected, columns)?)
+}
+
+/// A batch of `(field, column)` pairs with the schema metadata `metadata`.
+fn batch_of(
+    fields_and_columns: Vec<(Field, ArrayRef)>,
+    metadata: &std::collections::HashMap<String, String>,
+) -> Result<RecordBatch> {
+    let (fields, columns): (Vec<Field>, Vec<ArrayRef>) = fields_and_columns.into_iter().unzip();
+    let schema = Schema::new_with_metadata(fields, metadata.clone());
     Ok(RecordBatch::try_new(Arc::new(schema), columns)?)
 }
 

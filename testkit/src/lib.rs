@@ -29,6 +29,20 @@ pub fn python_with(modules: &str) -> Option<Command> {
     }
 }
 
+/// Runs `command` and parses its standard output as JSON.
+///
+/// # Panics
+/// When the command fails (its standard error is the message) or prints no JSON.
+pub fn json_output(command: &mut Command) -> serde_json::Value {
+    let out = command.output().expect("running the command");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("JSON on standard output")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -83,28 +83,14 @@ pub fn plain_ipc(ipc: &[u8]) -> Result<Option<Bytes>> {
     if !batches.iter().any(encoded) {
         return Ok(None);
     }
-    let mut out = Vec::new();
-    for b in &batches {
-        let batch = flowlake_schemas::conform_batch(b)
-            .map_err(|e| ShipError::Encode(arrow::error::ArrowError::ExternalError(Box::new(e))))?;
-        let plain = flowlake_schemas::flow_schema();
-        let columns = plain
-            .fields()
-            .iter()
-            .zip(batch.columns())
-            .map(|(f, c)| arrow::compute::cast(c, f.data_type()))
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(ShipError::Encode)?;
-        out.push(RecordBatch::try_new(plain, columns).map_err(ShipError::Encode)?);
-    }
-    match out.as_slice() {
-        [one] => write_ipc(one).map(Some),
-        _ => {
-            let all = arrow::compute::concat_batches(&flowlake_schemas::flow_schema(), &out)
-                .map_err(ShipError::Encode)?;
-            write_ipc(&all).map(Some)
-        }
-    }
+    let plain = batches
+        .iter()
+        .map(flowlake_schemas::plain_strings)
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| ShipError::Encode(arrow::error::ArrowError::ExternalError(Box::new(e))))?;
+    let all = arrow::compute::concat_batches(&flowlake_schemas::flow_schema(), &plain)
+        .map_err(ShipError::Encode)?;
+    write_ipc(&all).map(Some)
 }
 
 fn write_ipc(batch: &RecordBatch) -> Result<Bytes> {

@@ -407,16 +407,7 @@ print(json.dumps({"labels": rows, "strings": strings, "duck_maps": maps, "duck_e
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f.parquet");
         std::fs::write(&path, &written.bytes).unwrap();
-        let out = python
-            .args(["-c", READ, path.to_str().unwrap()])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let got = flowlake_testkit::json_output(python.args(["-c", READ, path.to_str().unwrap()]));
 
         let want = plain(&schema, &columns);
         let labels = want.column_by_name("dst_labels").unwrap().as_map();

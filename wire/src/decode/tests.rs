@@ -322,13 +322,7 @@ fn decodes_dictionary_encoded_strings() {
             .map(|b| {
                 let pod = b.column_by_name(col::SRC_POD).unwrap();
                 assert!(matches!(pod.data_type(), DataType::Dictionary(..)));
-                let columns = flowlake_schemas::flow_schema()
-                    .fields()
-                    .iter()
-                    .zip(b.columns())
-                    .map(|(f, c)| cast(c, f.data_type()).unwrap())
-                    .collect();
-                RecordBatch::try_new(flowlake_schemas::flow_schema(), columns).unwrap()
+                flowlake_schemas::plain_strings(b).unwrap()
             })
             .collect();
         let got = arrow::compute::concat_batches(&flowlake_schemas::flow_schema(), &got).unwrap();

@@ -2,25 +2,43 @@
 //! with `flowlake gen` data, and the peer (Python `deltalake` + pyarrow writing the
 //! same rows to a partitioned Delta table) measured in the same run.
 //!
-//! `cargo bench -p flowlake-ingester --bench ingest -- [ROWS] [zstd] [inflight=N]`
+//! `cargo bench -p flowlake-ingester --bench ingest -- [ROWS] [zstd] [inflight=N] [warm]`
 //!
 //! `inflight=N`: the client keeps N requests in flight (as several collectors
-//! do), default 1 (send one body, wait for its ack, send the next).
+//! do), default 1 (send one body, wait for its ack, send the next). `warm`: the
+//! same rows go through another ingester in the process first, so the measured
+//! one starts with the allocator and thread pools of a running ingester rather
+//! than a new process's.
 
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 
-use flowlake_ingester::{Ingester, IngesterConfig, Table, encode_ipc, routes};
+use flowlake_ingester::{FlushPolicy, Ingester, IngesterConfig, Table, encode_ipc, routes};
 
-/// CPU time of this whole process (every thread: server and client), user + system.
-fn process_cpu() -> Duration {
+/// The allocator the `flowlake` binary ships with, so the bench measures what runs.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// CPU time of this whole process (every thread: server and client), and its
+/// minor page faults.
+struct Usage {
+    user: Duration,
+    sys: Duration,
+    faults: u64,
+}
+
+fn usage() -> Usage {
     // SAFETY: getrusage only writes the struct it is given.
     let mut u: libc::rusage = unsafe { std::mem::zeroed() };
     let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
     assert_eq!(rc, 0, "getrusage");
     let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    tv(u.ru_utime) + tv(u.ru_stime)
+    Usage {
+        user: tv(u.ru_utime),
+        sys: tv(u.ru_stime),
+        faults: u.ru_minflt as u64,
+    }
 }
 
 fn main() {
@@ -29,7 +47,7 @@ fn main() {
         .find_map(|a| a.parse().ok())
         .unwrap_or(2_000_000);
     // `zstd`: request bodies as the collector ships them (Arrow IPC with ZSTD
-    // buffers, string columns dictionary-encoded); `plain-zstd`: ZSTD buffers with
+    // buffers, string and label-map columns dictionary-encoded); `plain-zstd`: ZSTD buffers with
     // plain string columns (the collector's bodies before dictionaries); the
     // default is uncompressed plain bodies; `lz4`: dictionary-encoded with LZ4
     // buffers (cheaper to inflate, larger).
@@ -40,6 +58,7 @@ fn main() {
         (arg("zstd") || arg("plain-zstd")).then_some(arrow::ipc::CompressionType::ZSTD)
     };
     let dictionaries = arg("zstd") || arg("lz4");
+    let warm = arg("warm");
     let inflight: usize = std::env::args()
         .find_map(|a| a.strip_prefix("inflight=").map(|n| n.parse().unwrap()))
         .unwrap_or(1);
@@ -74,34 +93,47 @@ fn main() {
         bodies.len(),
         encoding.elapsed(),
         match (dictionaries, compression.is_some()) {
-            (true, _) if arg("lz4") => "string columns dictionary-encoded, IPC lz4",
-            (true, _) => "string columns dictionary-encoded, IPC zstd",
+            (true, _) if arg("lz4") => "string and label-map columns dictionary-encoded, IPC lz4",
+            (true, _) => "string and label-map columns dictionary-encoded, IPC zstd",
             (false, true) => "plain string columns, IPC zstd",
             (false, false) => "plain, uncompressed",
         }
     );
-    let ipc_path = dir.path().join("all.arrows");
-    std::fs::write(
-        &ipc_path,
-        encode_ipc(std::slice::from_ref(&batch), None).unwrap(),
-    )
-    .unwrap();
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
     let (elapsed, cpu, table_bytes, files, ack_to_query) = rt.block_on(async {
-        let mut cfg = IngesterConfig::for_tests(&dir.path().join("ingest"));
-        cfg.flush.max_rows = 1_000_000;
-        cfg.flush.max_age = Duration::from_secs(60);
-        cfg.max_buffer_bytes = 4 << 30;
-        cfg.max_body_bytes = 256 << 20;
+        // The flush policy an ingester runs with by default (flush at 1 M rows or
+        // 256 MiB), but no age flushes during the run.
+        let config = |name: &str| {
+            let mut cfg = IngesterConfig::for_tests(&dir.path().join(name));
+            cfg.flush = FlushPolicy {
+                max_age: Duration::from_secs(60),
+                ..FlushPolicy::default()
+            };
+            cfg.max_buffer_bytes = 4 << 30;
+            cfg.max_body_bytes = 256 << 20;
+            cfg
+        };
+        let client = reqwest::Client::new();
+        if warm {
+            // The same bodies once through another ingester first: the process's
+            // allocator and thread pools then start as a running ingester's are.
+            let ing = Ingester::start(config("warm-up")).await.unwrap();
+            let url = format!("http://{}{}", ing.addr(), routes::FLOWS);
+            for body in &bodies {
+                let r = client.post(&url).body(body.clone()).send().await.unwrap();
+                assert!(r.status().is_success());
+            }
+            ing.shutdown().await.unwrap();
+        }
+        let cfg = config("ingest");
         let ing = Ingester::start(cfg.clone()).await.unwrap();
         let url = format!("http://{}{}", ing.addr(), routes::FLOWS);
-        let client = reqwest::Client::new();
         let started = Instant::now();
-        let cpu_before = process_cpu();
+        let before = usage();
         let posts = bodies.iter().map(|body| {
             let post = client.post(&url).body(body.clone()).send();
             async move { post.await.unwrap().status() }
@@ -113,7 +145,12 @@ fn main() {
         assert!(statuses.iter().all(|s| s.is_success()));
         ing.shutdown().await.unwrap();
         let elapsed = started.elapsed();
-        let cpu = process_cpu() - cpu_before;
+        let after = usage();
+        let cpu = (
+            after.user - before.user,
+            after.sys - before.sys,
+            after.faults - before.faults,
+        );
         let table = Table::open(&cfg.table).await.unwrap();
         let files = table.files().unwrap();
         let committed: usize = files.iter().map(|f| f.rows.unwrap()).sum();
@@ -150,10 +187,16 @@ fn main() {
     println!(
         "flowlake ingester: {rows} rows in {elapsed:.2?} = {rps:.0} rows/s (2-core machine, server+client in one process, {inflight} request(s) in flight)"
     );
+    let (user, sys, faults) = cpu;
+    let cpu = user + sys;
     let per_cpu = rows as f64 / cpu.as_secs_f64();
     println!(
-        "  CPU {cpu:.2?} (user+sys, server and client threads) = {per_cpu:.0} rows per CPU-second; {:.2} cores busy",
+        "  CPU {cpu:.2?} (user {user:.2?} + sys {sys:.2?}, server and client threads) = {per_cpu:.0} rows per CPU-second; {:.2} cores busy",
         cpu.as_secs_f64() / elapsed.as_secs_f64()
+    );
+    println!(
+        "  {faults} minor page faults = {:.3} per row",
+        faults as f64 / rows as f64
     );
     println!(
         "  request bodies {body_bytes} B; table {table_bytes} B in {files} files = {:.1} B/row",
@@ -161,6 +204,14 @@ fn main() {
     );
     println!("  ack-to-queryable with 1 s flush age: {ack_to_query:.2?}");
 
+    // The peer's input is written only now, so its writeback does not fall in the
+    // ingester's measured window.
+    let ipc_path = dir.path().join("all.arrows");
+    std::fs::write(
+        &ipc_path,
+        encode_ipc(std::slice::from_ref(&batch), None).unwrap(),
+    )
+    .unwrap();
     let peer = std::process::Command::new("python3")
         .arg("-c")
         .arg(PEER)

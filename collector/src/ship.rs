@@ -332,12 +332,12 @@ async fn run_sender(mut t: SenderTask) {
                 tracing::debug!(batch = %b.id, seq = b.seq.0, records = b.records, "batch shipped");
             }
             Outcome::Rejected { status, message } => {
-                // An ingester from before dictionary-encoded strings answers 422:
-                // the same batch (same id) goes again with plain strings.
+                // An ingester from before dictionary-encoded columns answers 422:
+                // the same batch (same id) goes again with plain columns.
                 let resent = match (status, plain_ipc(&b.ipc)) {
                     (422, Ok(Some(ipc))) => {
                         tracing::warn!(batch = %b.id, message = %message,
-                            "ingester refused dictionary-encoded strings: sending them plain");
+                            "ingester refused dictionary-encoded columns: sending them plain");
                         let plain = EncodedBatch { ipc, ..b.clone() };
                         Some(
                             t.client

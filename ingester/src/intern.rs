@@ -3,13 +3,17 @@
 //! the gather hands the writer dictionary keys ([`crate::sort`]).
 
 use std::collections::HashMap;
-use std::hash::BuildHasher as _;
 use std::sync::Arc;
 
-use arrow::array::{AnyDictionaryArray, Array, ArrayRef, AsArray, StringArray};
+use arrow::array::{
+    Array, ArrayRef, AsArray, DictionaryArray, StringArray, downcast_dictionary_array,
+};
 use arrow::compute::interleave;
+use arrow::datatypes::ArrowDictionaryKeyType;
+use arrow::datatypes::ArrowNativeType as _;
 use arrow::datatypes::DataType;
 use arrow::record_batch::RecordBatch;
+use flowlake_schemas::fold_hash::{FoldState, MapEntries};
 
 /// A column of the flush, interned: its distinct values (strings in sorted
 /// order; maps in order of appearance), and per buffered batch each row's rank
@@ -27,56 +31,6 @@ impl Interned {
     }
 }
 
-/// A seeded multiply-fold hash of the short strings being interned: much cheaper
-/// per value than SipHash, and seeded per flush (from `RandomState`), so a client
-/// cannot choose values that collide.
-struct FoldHasher {
-    seed: u64,
-    acc: u64,
-}
-
-impl FoldHasher {
-    fn fold(x: u64, y: u64) -> u64 {
-        let m = u128::from(x) * u128::from(y);
-        (m as u64) ^ ((m >> 64) as u64)
-    }
-
-    /// Little-endian load of up to 8 bytes, zero-padded.
-    fn load(bytes: &[u8]) -> u64 {
-        let mut w = [0u8; 8];
-        w[..bytes.len()].copy_from_slice(bytes);
-        u64::from_le_bytes(w)
-    }
-}
-
-impl std::hash::Hasher for FoldHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        const K: u64 = 0x9e37_79b9_7f4a_7c15;
-        let n = bytes.len();
-        let key = self.seed ^ K;
-        // Values up to 16 bytes (nearly all names and addresses) are two loads
-        // and one fold; longer ones fold 16 bytes at a time.
-        let (a, b) = if n <= 8 {
-            (Self::load(bytes), 0)
-        } else if n <= 16 {
-            (Self::load(&bytes[..8]), Self::load(&bytes[8..]))
-        } else {
-            let mut chunks = bytes.chunks_exact(16);
-            for c in &mut chunks {
-                self.acc = Self::fold(self.acc ^ Self::load(&c[..8]), key ^ Self::load(&c[8..]));
-            }
-            let rest = chunks.remainder();
-            let split = rest.len().min(8);
-            (Self::load(&rest[..split]), Self::load(&rest[split..]))
-        };
-        self.acc = Self::fold(self.acc ^ a ^ ((n as u64) << 56), key ^ b);
-    }
-
-    fn finish(&self) -> u64 {
-        Self::fold(self.acc, self.seed)
-    }
-}
-
 /// The distinct strings of a column, in order of appearance, in an
 /// open-addressing table (linear probing) of their ids; each value's hash is kept,
 /// so a probe compares bytes only when the hashes match.
@@ -85,11 +39,11 @@ struct StrTable<'a> {
     slots: Vec<u32>,
     hashes: Vec<u64>,
     values: Vec<&'a str>,
-    seed: u64,
+    seed: FoldState,
 }
 
 impl<'a> StrTable<'a> {
-    fn new(seed: u64) -> Self {
+    fn new(seed: FoldState) -> Self {
         StrTable {
             slots: vec![0; 64],
             hashes: Vec::new(),
@@ -99,9 +53,7 @@ impl<'a> StrTable<'a> {
     }
 
     fn hash(&self, v: &str) -> u64 {
-        let mut h = FoldState(self.seed).build_hasher();
-        std::hash::Hasher::write(&mut h, v.as_bytes());
-        std::hash::Hasher::finish(&h)
+        self.seed.hash_str(v)
     }
 
     /// The id (1-based) of `v`, added if new.
@@ -142,35 +94,23 @@ impl<'a> StrTable<'a> {
     }
 }
 
-#[derive(Clone)]
-struct FoldState(u64);
-
-impl FoldState {
-    fn new() -> Self {
-        use std::hash::BuildHasher;
-        FoldState(std::collections::hash_map::RandomState::new().hash_one(0u64) | 1)
-    }
-}
-
-impl std::hash::BuildHasher for FoldState {
-    type Hasher = FoldHasher;
-
-    fn build_hasher(&self) -> FoldHasher {
-        FoldHasher {
-            seed: self.0,
-            acc: self.0.rotate_left(17),
-        }
-    }
-}
-
 /// Interns string column `c` of every batch (one hash lookup per row, skipped when
-/// a row repeats the previous row's value) and ranks the distinct values.
+/// a row repeats the previous row's value; one per distinct value of a
+/// dictionary-encoded batch) and ranks the distinct values.
 fn intern(batches: &[RecordBatch], c: usize, hasher: &FoldState) -> Interned {
-    let mut table = StrTable::new(hasher.0);
-    let mut per_batch = Vec::with_capacity(batches.len());
+    let mut table = StrTable::new(*hasher);
+    // Per batch, the ids of its rows, or of its dictionary's values.
+    let mut ids = Vec::with_capacity(batches.len());
     for batch in batches {
         if let Some(dict) = batch.column(c).as_any_dictionary_opt() {
-            per_batch.push(intern_dictionary(dict, &mut table));
+            let values = dict.values().as_string::<i32>();
+            let value_ids = (0..values.len())
+                .map(|j| match values.is_null(j) {
+                    true => 0,
+                    false => table.id(values.value(j)),
+                })
+                .collect();
+            ids.push(value_ids);
             continue;
         }
         let values = batch.column(c).as_string::<i32>();
@@ -193,7 +133,7 @@ fn intern(batches: &[RecordBatch], c: usize, hasher: &FoldState) -> Interned {
                 last.1
             })
             .collect();
-        per_batch.push(out);
+        ids.push(out);
     }
     let distinct = table.values;
     let mut order: Vec<u32> = (0..distinct.len() as u32).collect();
@@ -202,100 +142,75 @@ fn intern(batches: &[RecordBatch], c: usize, hasher: &FoldState) -> Interned {
     for (r, &i) in order.iter().enumerate() {
         rank[i as usize + 1] = r as u32 + 1;
     }
-    for out in &mut per_batch {
-        for id in out.iter_mut() {
-            *id = rank[*id as usize];
-        }
-    }
+    let ranks = ids
+        .into_iter()
+        .zip(batches)
+        .map(|(mut ids, batch)| {
+            ids.iter_mut().for_each(|id| *id = rank[*id as usize]);
+            let column = batch.column(c);
+            match column.as_any_dictionary_opt() {
+                // Each row's rank is its value's: one pass over the keys.
+                Some(_) => row_ids(column.as_ref(), &ids),
+                None => ids,
+            }
+        })
+        .collect();
     let values: StringArray = order.iter().map(|&i| Some(distinct[i as usize])).collect();
     Interned {
         values: Arc::new(values),
-        ranks: per_batch,
+        ranks,
     }
 }
 
-/// The ids of a dictionary-encoded string column's rows: each distinct value of
-/// the batch is interned once, then every row maps its key.
-fn intern_dictionary<'a>(dict: &'a dyn AnyDictionaryArray, table: &mut StrTable<'a>) -> Vec<u32> {
-    let values = dict.values().as_string::<i32>();
-    if values.is_empty() {
-        return vec![0; dict.len()];
-    }
-    let ids: Vec<u32> = (0..values.len())
-        .map(|j| match values.is_null(j) {
-            true => 0,
-            false => table.id(values.value(j)),
-        })
-        .collect();
-    let keys = dict.normalized_keys();
-    match dict.keys().nulls().filter(|n| n.null_count() > 0) {
-        None => keys.iter().map(|&k| ids[k]).collect(),
-        Some(nulls) => keys
-            .iter()
-            .zip(nulls.iter())
-            .map(|(&k, valid)| if valid { ids[k] } else { 0 })
-            .collect(),
-    }
-}
-
-/// One row's map as a hash key: its entries' keys and values.
-#[derive(Clone)]
-struct MapKey<'a> {
-    keys: &'a StringArray,
-    values: &'a StringArray,
-    entries: std::ops::Range<usize>,
-}
-
-impl std::hash::Hash for MapKey<'_> {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        for e in self.entries.clone() {
-            state.write(self.keys.value(e).as_bytes());
-            match self.values.is_valid(e) {
-                true => state.write(self.values.value(e).as_bytes()),
-                false => state.write_u8(0xff),
-            }
+/// Each row's id of a dictionary-encoded column, given the id of each of its
+/// dictionary's values (0 for a null row).
+fn row_ids(column: &dyn Array, ids: &[u32]) -> Vec<u32> {
+    fn map_keys<K: ArrowDictionaryKeyType>(dict: &DictionaryArray<K>, ids: &[u32]) -> Vec<u32> {
+        let keys = dict.keys();
+        // Keys are in range (arrow checked them); one under a null may not be.
+        let id = |k: K::Native| ids.get(k.as_usize()).copied().unwrap_or(0);
+        match keys.nulls().filter(|n| n.null_count() > 0) {
+            None => keys.values().iter().map(|&k| id(k)).collect(),
+            Some(nulls) => keys
+                .values()
+                .iter()
+                .zip(nulls.iter())
+                .map(|(&k, valid)| if valid { id(k) } else { 0 })
+                .collect(),
         }
     }
+    downcast_dictionary_array!(
+        column => map_keys(column, ids),
+        _ => vec![0; column.len()],
+    )
 }
-
-impl PartialEq for MapKey<'_> {
-    fn eq(&self, other: &Self) -> bool {
-        self.entries.len() == other.entries.len()
-            && self
-                .entries
-                .clone()
-                .zip(other.entries.clone())
-                .all(|(a, b)| {
-                    self.keys.value(a) == other.keys.value(b)
-                        && match (self.values.is_valid(a), other.values.is_valid(b)) {
-                            (true, true) => self.values.value(a) == other.values.value(b),
-                            (va, vb) => va == vb,
-                        }
-                })
-    }
-}
-
-impl Eq for MapKey<'_> {}
 
 /// Interns map column `c` of every batch, whole maps at a time (the rows of one
-/// pod share its labels): the distinct maps in order of appearance.
+/// pod share its labels): the distinct maps in order of appearance. A batch whose
+/// maps arrived dictionary-encoded interns each of its distinct maps once, then
+/// every row maps its key.
 fn intern_maps(batches: &[RecordBatch], c: usize, hasher: &FoldState) -> Option<Interned> {
-    let mut ids: HashMap<MapKey, u32, FoldState> = HashMap::with_hasher(hasher.clone());
+    let mut ids: HashMap<MapEntries, u32, FoldState> = HashMap::with_hasher(*hasher);
     let mut first: Vec<(usize, usize)> = Vec::new();
+    // Per batch, the maps its rows refer to: the column, or its dictionary's values.
+    let mut sources: Vec<&dyn Array> = Vec::with_capacity(batches.len());
     let mut per_batch = Vec::with_capacity(batches.len());
     for (b, batch) in batches.iter().enumerate() {
-        let maps = batch.column(c).as_map_opt()?;
+        let column = batch.column(c);
+        let dict = column.as_any_dictionary_opt();
+        let source = dict.map_or(column.as_ref(), |d| d.values().as_ref());
+        let maps = source.as_map_opt()?;
         let keys = maps.keys().as_string_opt::<i32>()?;
         let values = maps.values().as_string_opt::<i32>()?;
         let offsets = maps.value_offsets();
         let mut out = Vec::with_capacity(maps.len());
-        let mut last: Option<(MapKey, u32)> = None;
+        let mut last: Option<(MapEntries, u32)> = None;
         for r in 0..maps.len() {
             if maps.is_null(r) {
                 out.push(0);
                 continue;
             }
-            let key = MapKey {
+            let key = MapEntries {
                 keys,
                 values,
                 entries: offsets[r] as usize..offsets[r + 1] as usize,
@@ -313,10 +228,13 @@ fn intern_maps(batches: &[RecordBatch], c: usize, hasher: &FoldState) -> Option<
             };
             out.push(id);
         }
-        per_batch.push(out);
+        sources.push(source);
+        per_batch.push(match dict {
+            Some(_) => row_ids(column.as_ref(), &out),
+            None => out,
+        });
     }
-    let arrays: Vec<&dyn Array> = batches.iter().map(|b| b.column(c).as_ref()).collect();
-    let values = interleave(&arrays, &first).ok()?;
+    let values = interleave(&sources, &first).ok()?;
     Some(Interned {
         values,
         ranks: per_batch,
@@ -332,20 +250,20 @@ pub(crate) fn intern_columns(batches: &[RecordBatch]) -> Vec<Option<Interned>> {
     let hasher = FoldState::new();
     (0..first.num_columns())
         .map(|c| {
-            let kind = first.column(c).data_type();
             let string = |t: &DataType| {
-                flowlake_schemas::is_dictionary_string(&DataType::Utf8, t) || t == &DataType::Utf8
+                flowlake_schemas::is_dictionary_encoded(&DataType::Utf8, t) || t == &DataType::Utf8
             };
             if batches.iter().all(|b| string(b.column(c).data_type())) {
                 return Some(intern(batches, c, &hasher));
             }
-            if batches.iter().any(|b| b.column(c).data_type() != kind) {
-                return None;
+            let map = |t: &DataType| match t {
+                DataType::Dictionary(_, v) => matches!(**v, DataType::Map(..)),
+                t => matches!(t, DataType::Map(..)),
+            };
+            if batches.iter().all(|b| map(b.column(c).data_type())) {
+                return intern_maps(batches, c, &hasher);
             }
-            match kind {
-                DataType::Map(..) => intern_maps(batches, c, &hasher),
-                _ => None,
-            }
+            None
         })
         .collect()
 }

@@ -380,29 +380,3 @@ fn reused_builder_mixes_shared_and_missing_identities_across_batches() {
         assert_eq!(batch_to_records(&batch).unwrap(), records, "round {round}");
     }
 }
-
-/// Collectors' wire form: string columns as dictionaries with the narrowest keys
-/// that fit (Int16, else Int32), the same values.
-#[test]
-fn dictionary_encode_keeps_values_and_widens_keys_when_needed() {
-    use arrow::array::{Array, StringArray};
-    use arrow::compute::cast;
-    let many: StringArray = (0..40_000).map(|i| Some(format!("v{i}"))).collect();
-    let few: StringArray = (0..40_000).map(|i| Some(format!("v{}", i % 7))).collect();
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("many", DataType::Utf8, true),
-        Field::new("few", DataType::Utf8, true),
-    ]));
-    let batch = RecordBatch::try_new(schema, vec![Arc::new(many), Arc::new(few)]).unwrap();
-    let wire = crate::dictionary_encode(&batch).unwrap();
-    let key = |c: usize| match wire.column(c).data_type() {
-        DataType::Dictionary(k, _) => k.as_ref().clone(),
-        other => panic!("{other}"),
-    };
-    assert_eq!(key(0), DataType::Int32);
-    assert_eq!(key(1), DataType::Int16);
-    for c in 0..2 {
-        let back = cast(wire.column(c), &DataType::Utf8).unwrap();
-        assert_eq!(back.as_ref(), batch.column(c).as_ref());
-    }
-}

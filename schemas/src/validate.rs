@@ -13,6 +13,7 @@ use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Schema};
 use arrow::record_batch::RecordBatch;
 
+use crate::dictionary::{conform_dictionary, is_dictionary_encoded};
 use crate::error::{Result, SchemaError};
 use crate::schema::{SCHEMA_VERSION, SCHEMA_VERSION_KEY, flow_schema};
 
@@ -68,7 +69,7 @@ pub fn validate_schema(incoming: &Schema) -> Result<()> {
             });
         };
         if !same_shape(want.data_type(), field.data_type())
-            && !is_dictionary_string(want.data_type(), field.data_type())
+            && !is_dictionary_encoded(want.data_type(), field.data_type())
         {
             return Err(SchemaError::TypeMismatch {
                 column: field.name().clone(),
@@ -108,17 +109,11 @@ pub fn validate_batch(batch: &RecordBatch) -> Result<()> {
     Ok(())
 }
 
-/// A string column sent dictionary-encoded (`Dictionary(<integer>, Utf8)`):
-/// collectors may send each batch's distinct strings once instead of per row.
-pub fn is_dictionary_string(want: &DataType, got: &DataType) -> bool {
-    matches!((want, got), (DataType::Utf8, DataType::Dictionary(k, v))
-        if k.is_dictionary_key_type() && **v == DataType::Utf8)
-}
-
 /// Validates a batch and returns it in the flow schema: columns in schema order,
 /// missing nullable columns filled with nulls, nested field names normalised.
-/// String columns sent dictionary-encoded stay dictionaries (the schema of the
-/// returned batch says so); everything else has exactly the flow schema's type.
+/// Columns sent dictionary-encoded stay dictionaries (the schema of the returned
+/// batch says so; their values in exactly the flow schema's type); everything
+/// else has exactly the flow schema's type.
 pub fn conform_batch(batch: &RecordBatch) -> Result<RecordBatch> {
     validate_batch(batch)?;
     let expected = flow_schema();
@@ -128,7 +123,9 @@ pub fn conform_batch(batch: &RecordBatch) -> Result<RecordBatch> {
         .map(|want| {
             let column = match batch.column_by_name(want.name()) {
                 Some(c) if c.data_type() == want.data_type() => Arc::clone(c),
-                Some(c) if is_dictionary_string(want.data_type(), c.data_type()) => Arc::clone(c),
+                Some(c) if is_dictionary_encoded(want.data_type(), c.data_type()) => {
+                    conform_dictionary(want.data_type(), c)?
+                }
                 Some(c) => cast(c, want.data_type())?,
                 None => new_null_array(want.data_type(), batch.num_rows()),
             };
@@ -142,49 +139,24 @@ pub fn conform_batch(batch: &RecordBatch) -> Result<RecordBatch> {
     batch_of(fields_and_columns, expected.metadata())
 }
 
-/// The batch as collectors send it: top-level string columns dictionary-encoded
-/// (`Dictionary(Int16, Utf8)`, or `Int32` keys past 32,767 distinct values), so
-/// each distinct string of the batch is sent, decompressed and validated once.
-pub fn dictionary_encode(batch: &RecordBatch) -> Result<RecordBatch> {
-    let dictionary = |key: DataType| DataType::Dictionary(Box::new(key), Box::new(DataType::Utf8));
-    let fields_and_columns = batch
-        .schema()
-        .fields()
-        .iter()
-        .zip(batch.columns())
-        .map(|(f, c)| {
-            if c.data_type() != &DataType::Utf8 {
-                return Ok((f.as_ref().clone(), Arc::clone(c)));
-            }
-            // Int16 keys overflow (a cast error) past 32,767 distinct values.
-            let encoded = cast(c, &dictionary(DataType::Int16))
-                .or_else(|_| cast(c, &dictionary(DataType::Int32)))?;
-            let field = f
-                .as_ref()
-                .clone()
-                .with_data_type(encoded.data_type().clone());
-            Ok((field, encoded))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    batch_of(fields_and_columns, batch.schema().metadata())
-}
-
-/// The inverse of [`dictionary_encode`]: the batch conformed, every column in
-/// exactly the flow schema's type (dictionary-encoded strings plain again).
-pub fn plain_strings(batch: &RecordBatch) -> Result<RecordBatch> {
-    let batch = conform_batch(batch)?;
+/// Whether `schema` is what [`conform_batch`] returns: every column of the flow
+/// schema, in its order, of its type or dictionary-encoded.
+pub fn is_conformed(schema: &Schema) -> bool {
     let expected = flow_schema();
-    let columns = expected
-        .fields()
-        .iter()
-        .zip(batch.columns())
-        .map(|(f, c)| Ok(cast(c, f.data_type())?))
-        .collect::<Result<Vec<_>>>()?;
-    Ok(RecordBatch::try_new(expected, columns)?)
+    schema.fields().len() == expected.fields().len()
+        && schema
+            .fields()
+            .iter()
+            .zip(expected.fields())
+            .all(|(got, want)| {
+                got.name() == want.name()
+                    && (got.data_type() == want.data_type()
+                        || is_dictionary_encoded(want.data_type(), got.data_type()))
+            })
 }
 
 /// A batch of `(field, column)` pairs with the schema metadata `metadata`.
-fn batch_of(
+pub(crate) fn batch_of(
     fields_and_columns: Vec<(Field, ArrayRef)>,
     metadata: &std::collections::HashMap<String, String>,
 ) -> Result<RecordBatch> {

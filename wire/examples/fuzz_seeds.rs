@@ -1,7 +1,7 @@
 //! Writes the seed corpus of the `ipc_decode` fuzz target: a few small valid
 //! bodies (plain, IPC zstd, IPC lz4, zstd Content-Encoding, two batches, string
-//! columns dictionary-encoded as collectors send them) and one with the wrong
-//! schema, each prefixed by the target's encoding byte.
+//! and label-map columns dictionary-encoded as collectors send them) and one with
+//! the wrong schema, each prefixed by the target's encoding byte.
 //!
 //! `cargo run -p flowlake-wire --example fuzz_seeds -- fuzz/corpus/ipc_decode`
 
@@ -45,7 +45,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             encode_ipc(&[batch.slice(0, 3), batch.slice(3, 5)], None)?,
         ),
         ("wrong_schema", 0, encode_ipc(&[narrow], None)?),
-        // What collectors send: string columns dictionary-encoded.
+        // What collectors send: string and label-map columns dictionary-encoded.
         (
             "dictionary",
             0,

@@ -1,6 +1,8 @@
 //! Checks on the raw IPC stream before arrow-ipc reads it: arrow-ipc 59 trusts
 //! some sizes in the stream and allocates or panics on them.
 
+use std::collections::HashMap;
+
 use arrow::datatypes::{DataType, Field, Schema};
 use arrow::ipc::{CompressionType, Message};
 
@@ -21,7 +23,7 @@ use crate::{fb_schema, layout};
 pub(crate) fn guard_stream(bytes: &[u8], max_bytes: usize) -> Result<usize> {
     let mut at = 0usize;
     let mut inflated = 0u64;
-    let mut schema: Option<Schema> = None;
+    let mut schema: Option<StreamSchema> = None;
     let word = |at: usize| -> Result<i32> {
         bytes
             .get(at..at + 4)
@@ -63,19 +65,39 @@ pub(crate) fn guard_stream(bytes: &[u8], max_bytes: usize) -> Result<usize> {
     Ok(bytes.len())
 }
 
+/// The stream's schema, and the type of the values of each of its dictionaries.
+struct StreamSchema {
+    schema: Schema,
+    dictionaries: HashMap<i64, DataType>,
+}
+
 /// The stream's schema, refused unless it is the flow schema (as before any
 /// batch is decoded).
-fn flow_schema_of(fb: arrow::ipc::Schema) -> Result<Schema> {
+fn flow_schema_of(fb: arrow::ipc::Schema) -> Result<StreamSchema> {
     fb_schema::check(fb)?;
     let schema = arrow::ipc::convert::fb_to_schema(fb);
     flowlake_schemas::validate_schema(&schema).map_err(DecodeError::Schema)?;
-    Ok(schema)
+    // The flow schema allows dictionaries only as top-level columns
+    // (`validate_schema`), so their ids are on the top-level fields.
+    let mut dictionaries = HashMap::new();
+    let top = fb.fields().into_iter().flatten();
+    for (fb_field, field) in top.zip(schema.fields()) {
+        if let (Some(d), DataType::Dictionary(_, values)) =
+            (fb_field.dictionary(), field.data_type())
+        {
+            dictionaries.insert(d.id(), values.as_ref().clone());
+        }
+    }
+    Ok(StreamSchema {
+        schema,
+        dictionaries,
+    })
 }
 
 fn check_batch(
     message: &Message,
     body: &[u8],
-    schema: Option<&Schema>,
+    schema: Option<&StreamSchema>,
     inflated: &mut u64,
     max_bytes: usize,
 ) -> Result<()> {
@@ -123,18 +145,21 @@ fn check_batch(
             }
         }
     }
-    match (record, schema) {
-        (Some(record), Some(schema)) => layout::check_validity(schema, &record, &slices, codec),
-        // A dictionary batch is one column of the dictionary's values; the flow
-        // schema's dictionaries are all strings (`validate_schema`).
-        (None, Some(_)) => {
-            let values = Schema::new(vec![Field::new("values", DataType::Utf8, true)]);
-            let data = message
-                .header_as_dictionary_batch()
-                .and_then(|d| d.data())
+    match (record, dictionary, schema) {
+        (Some(record), _, Some(s)) => layout::check_validity(&s.schema, &record, &slices, codec),
+        // A dictionary batch is one column of the dictionary's values: strings
+        // or label maps (`validate_schema`).
+        (None, Some(dictionary), Some(s)) => {
+            let values = s
+                .dictionaries
+                .get(&dictionary.id())
+                .ok_or(DecodeError::Malformed("dictionary batch of no column"))?;
+            let values = Schema::new(vec![Field::new("values", values.clone(), true)]);
+            let data = dictionary
+                .data()
                 .ok_or(DecodeError::Malformed("dictionary batch without data"))?;
             layout::check_validity(&values, &data, &slices, codec)
         }
-        (Some(_), None) | (None, None) => Ok(()),
+        _ => Ok(()),
     }
 }

@@ -62,17 +62,17 @@ pub struct EncodedBatch {
     pub ipc: Bytes,
 }
 
-/// A `RecordBatch` as a zstd-compressed Arrow IPC stream, string columns
-/// dictionary-encoded (each distinct string of the batch sent once).
+/// A `RecordBatch` as a zstd-compressed Arrow IPC stream, string and label-map
+/// columns dictionary-encoded (each distinct string or map of the batch sent once).
 pub fn encode_ipc(batch: &RecordBatch) -> Result<Bytes> {
     let batch = flowlake_schemas::dictionary_encode(batch)
         .map_err(|e| ShipError::Encode(arrow::error::ArrowError::ExternalError(Box::new(e))))?;
     write_ipc(&batch)
 }
 
-/// An IPC body of [`encode_ipc`] with its string columns plain again (`None` when
-/// none is a dictionary): what an ingester from before dictionary-encoded strings
-/// accepts.
+/// An IPC body of [`encode_ipc`] with its columns plain again (`None` when none
+/// is a dictionary): what an ingester from before dictionary-encoded columns
+/// accepts (before strings, or before label maps, were accepted as dictionaries).
 pub fn plain_ipc(ipc: &[u8]) -> Result<Option<Bytes>> {
     let batches = decode_ipc(ipc)?;
     let encoded = |b: &RecordBatch| {
@@ -85,7 +85,7 @@ pub fn plain_ipc(ipc: &[u8]) -> Result<Option<Bytes>> {
     }
     let plain = batches
         .iter()
-        .map(flowlake_schemas::plain_strings)
+        .map(flowlake_schemas::plain_columns)
         .collect::<std::result::Result<Vec<_>, _>>()
         .map_err(|e| ShipError::Encode(arrow::error::ArrowError::ExternalError(Box::new(e))))?;
     let all = arrow::compute::concat_batches(&flowlake_schemas::flow_schema(), &plain)

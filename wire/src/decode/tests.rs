@@ -144,6 +144,11 @@ fn mutated_bodies_never_panic() {
     )
     .unwrap();
     seeds.push(encode_ipc(&[extra], None).unwrap());
+    // What collectors send: string and label-map columns dictionary-encoded.
+    let dictionary = flowlake_schemas::dictionary_encode(&batch).unwrap();
+    for compression in [None, Some(CompressionType::ZSTD)] {
+        seeds.push(encode_ipc(std::slice::from_ref(&dictionary), compression).unwrap());
+    }
     let mut state = 0x9E37_79B9_7F4A_7C15u64;
     let mut next = move || {
         state ^= state << 13;
@@ -172,7 +177,11 @@ fn check(body: &[u8], accepted: &mut usize) {
     match decode_body(body, BodyEncoding::Identity, 1 << 24) {
         Ok(d) => {
             for b in &d.batches {
-                assert_eq!(b.schema(), flowlake_schemas::flow_schema());
+                assert!(
+                    flowlake_schemas::is_conformed(&b.schema()),
+                    "{}",
+                    b.schema()
+                );
                 flowlake_schemas::validate_batch(b).unwrap();
             }
             *accepted += 1;
@@ -295,9 +304,9 @@ fn nulls_without_a_validity_buffer_are_refused() {
     }
 }
 
-/// Dictionary-encoded string columns (what collectors send) decode to the same
-/// values, still dictionaries; compressed too, and several batches per stream
-/// (each with its own dictionary).
+/// Dictionary-encoded string and label-map columns (what collectors send) decode
+/// to the same values, still dictionaries; compressed too, and several batches
+/// per stream (each with its own dictionaries).
 #[test]
 fn decodes_dictionary_encoded_strings() {
     let batch = flows(600);
@@ -320,9 +329,14 @@ fn decodes_dictionary_encoded_strings() {
             .batches
             .iter()
             .map(|b| {
-                let pod = b.column_by_name(col::SRC_POD).unwrap();
-                assert!(matches!(pod.data_type(), DataType::Dictionary(..)));
-                flowlake_schemas::plain_strings(b).unwrap()
+                for c in [col::SRC_POD, col::SRC_LABELS, col::DST_LABELS] {
+                    let column = b.column_by_name(c).unwrap();
+                    assert!(
+                        matches!(column.data_type(), DataType::Dictionary(..)),
+                        "{c}"
+                    );
+                }
+                flowlake_schemas::plain_columns(b).unwrap()
             })
             .collect();
         let got = arrow::compute::concat_batches(&flowlake_schemas::flow_schema(), &got).unwrap();
@@ -350,21 +364,39 @@ fn dictionary_nulls_and_types_are_checked() {
 
     let numbers = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Int64));
     let plain = flows(20);
-    let idx = plain.schema().index_of(col::PACKETS).unwrap();
-    let mut fields: Vec<Field> = plain
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| f.as_ref().clone())
-        .collect();
-    fields[idx] = fields[idx].clone().with_data_type(numbers.clone());
-    let mut columns = plain.columns().to_vec();
-    columns[idx] = cast(&columns[idx], &numbers).unwrap();
-    let bad = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap();
+    let packets = plain.column_by_name(col::PACKETS).unwrap();
+    let bad = with_column(&plain, col::PACKETS, cast(packets, &numbers).unwrap());
     let ipc = encode_ipc(&[bad], None).unwrap();
     assert!(matches!(
         decode_body(&ipc, BodyEncoding::Identity, 1 << 20),
         Err(DecodeError::Schema(_))
     ));
     let _ = Int64Array::from(vec![0i64]);
+
+    // A dictionary of strings where label maps belong.
+    let strings = DataType::Dictionary(Box::new(DataType::Int16), Box::new(DataType::Utf8));
+    let texts = arrow::array::StringArray::from(vec!["app=web"; plain.num_rows()]);
+    let bad = with_column(&plain, col::SRC_LABELS, cast(&texts, &strings).unwrap());
+    let ipc = encode_ipc(&[bad], None).unwrap();
+    match decode_body(&ipc, BodyEncoding::Identity, 1 << 20) {
+        Err(DecodeError::Schema(e)) => assert!(e.to_string().contains("src_labels"), "{e}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// `batch` with column `name` replaced by `column` (of any type).
+fn with_column(batch: &RecordBatch, name: &str, column: ArrayRef) -> RecordBatch {
+    let idx = batch.schema().index_of(name).unwrap();
+    let mut fields: Vec<Field> = batch
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    fields[idx] = fields[idx]
+        .clone()
+        .with_data_type(column.data_type().clone());
+    let mut columns = batch.columns().to_vec();
+    columns[idx] = column;
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap()
 }

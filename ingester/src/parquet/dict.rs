@@ -15,29 +15,20 @@ use std::sync::Arc;
 
 use arrow::array::{Array, AsArray, DictionaryArray, StringArray};
 use arrow::datatypes::UInt32Type;
-use bytes::Bytes;
-use parquet::basic::{BoundaryOrder, Compression, Encoding, EncodingMask, PageType, Type};
+use parquet::basic::{Compression, Encoding, EncodingMask, PageType, Type};
 use parquet::bloom_filter::Sbbf;
 use parquet::column::page::{CompressedPage, Page, PageWriter};
-use parquet::column::writer::ColumnCloseResult;
 use parquet::data_type::ByteArray;
 use parquet::errors::{ParquetError, Result};
-use parquet::file::metadata::{
-    ColumnChunkMetaData, ColumnIndexBuilder, OffsetIndexBuilder, PageEncodingStats,
-};
+use parquet::file::metadata::{ColumnChunkMetaData, PageEncodingStats};
 use parquet::file::properties::WriterProperties;
 use parquet::file::statistics::{Statistics, ValueStatistics};
 use parquet::file::writer::{SerializedPageWriter, TrackedWrite};
 use parquet::schema::types::ColumnDescPtr;
 
+pub use super::pages::EncodedChunk;
+use super::pages::{DataPage, PageLog, compress, write_data_page};
 use super::rle;
-
-/// One encoded column chunk: its bytes (dictionary page first, offsets relative
-/// to the start of `bytes`) and what the row group writer needs to splice it in.
-pub struct EncodedChunk {
-    pub bytes: Bytes,
-    pub close: ColumnCloseResult,
-}
 
 /// One leaf column of a chunk, as the encoder reads it: ids into a dictionary of
 /// sorted distinct strings, and the levels of each row.
@@ -180,7 +171,6 @@ pub fn encode_leaf(
 
     let mut sink = TrackedWrite::new(Vec::new());
     let mut pages = SerializedPageWriter::new(&mut sink);
-    let mut total_uncompressed = 0u64;
     let mut unencoded_bytes = 0i64;
 
     let mut dict_plain = Vec::new();
@@ -198,15 +188,10 @@ pub fn encode_leaf(
         },
         dict_plain.len(),
     ))?;
-    total_uncompressed += dict_spec.uncompressed_size as u64;
 
     let page_rows = props.data_page_row_count_limit().max(1);
     let truncate_index = props.column_index_truncate_length();
-    let mut column_index = ColumnIndexBuilder::new(Type::BYTE_ARRAY);
-    let mut offset_index = OffsetIndexBuilder::new();
-    let (mut first_data_offset, mut data_pages) = (None, 0);
-    let (mut chunk_min, mut chunk_max, mut chunk_nulls) = (u32::MAX, 0u32, 0u64);
-    let mut page_bounds: Vec<Option<(u32, u32)>> = Vec::new();
+    let mut log = PageLog::<u32>::new(Type::BYTE_ARRAY);
     let (mut ids, mut reps, mut defs, mut buf) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut num_values = 0i64;
     for start in (0..leaf.rows()).step_by(page_rows) {
@@ -222,69 +207,51 @@ pub fn encode_leaf(
         buf.clear();
         buf.push(width);
         rle::encode(&ids, width, &mut buf);
-        let compressed = compress(&buf, level)?;
-        let mut page = Vec::with_capacity(reps.len() + defs.len() + compressed.len());
-        page.extend_from_slice(&reps);
-        page.extend_from_slice(&defs);
-        page.extend_from_slice(&compressed);
-        let spec = pages.write_page(CompressedPage::new(
-            Page::DataPageV2 {
-                buf: page.into(),
-                num_values: slots as u32,
+        let spec = write_data_page(
+            &mut pages,
+            DataPage {
+                reps: &reps,
+                defs: &defs,
+                values: &buf,
                 encoding: Encoding::RLE_DICTIONARY,
-                num_nulls: page_nulls as u32,
-                num_rows: rows as u32,
-                def_levels_byte_len: defs.len() as u32,
-                rep_levels_byte_len: reps.len() as u32,
-                is_compressed: true,
-                statistics: None,
+                slots,
+                nulls: page_nulls,
+                rows,
             },
-            reps.len() + defs.len() + buf.len(),
-        ))?;
-        first_data_offset.get_or_insert(spec.offset);
-        data_pages += 1;
-        total_uncompressed += spec.uncompressed_size as u64;
+            level,
+        )?;
         unencoded_bytes += page_bytes;
-
         let bounds = ids
             .iter()
             .min()
             .zip(ids.iter().max())
             .map(|(&lo, &hi)| (lo, hi));
-        match bounds {
-            Some((lo, hi)) => {
-                let (min, _) = truncate_min(value(lo), truncate_index);
-                let (max, _) = truncate_max(value(hi), truncate_index);
-                column_index.append(false, min, max, page_nulls as i64);
-                chunk_min = chunk_min.min(lo);
-                chunk_max = chunk_max.max(hi);
-            }
-            None => column_index.append(true, Vec::new(), Vec::new(), page_nulls as i64),
-        }
-        page_bounds.push(bounds);
-        chunk_nulls += page_nulls as u64;
-        offset_index.append_offset_and_size(spec.offset as i64, spec.compressed_size as i32);
-        offset_index.append_row_count(rows as i64);
-        offset_index.append_unencoded_byte_array_data_bytes(Some(page_bytes));
+        log.record(&spec, rows, page_nulls, bounds, |lo, hi| {
+            (
+                truncate_min(value(lo), truncate_index).0,
+                truncate_max(value(hi), truncate_index).0,
+            )
+        });
+        log.record_unencoded_bytes(page_bytes);
     }
     pages.close()?;
-    column_index.set_boundary_order(boundary_order(&page_bounds));
 
-    let statistics = if used.is_empty() {
-        ValueStatistics::<ByteArray>::new(None, None, None, Some(chunk_nulls), false)
-    } else {
-        let truncate = props.statistics_truncate_length();
-        let (min, min_cut) = truncate_min(value(chunk_min), truncate);
-        let (max, max_cut) = truncate_max(value(chunk_max), truncate);
-        ValueStatistics::new(
-            Some(ByteArray::from(min)),
-            Some(ByteArray::from(max)),
-            None,
-            Some(chunk_nulls),
-            false,
-        )
-        .with_min_is_exact(!min_cut)
-        .with_max_is_exact(!max_cut)
+    let statistics = match log.chunk_bounds() {
+        None => ValueStatistics::<ByteArray>::new(None, None, None, Some(log.nulls), false),
+        Some((chunk_min, chunk_max)) => {
+            let truncate = props.statistics_truncate_length();
+            let (min, min_cut) = truncate_min(value(chunk_min), truncate);
+            let (max, max_cut) = truncate_max(value(chunk_max), truncate);
+            ValueStatistics::new(
+                Some(ByteArray::from(min)),
+                Some(ByteArray::from(max)),
+                None,
+                Some(log.nulls),
+                false,
+            )
+            .with_min_is_exact(!min_cut)
+            .with_max_is_exact(!max_cut)
+        }
     };
     let bloom_filter = match props.bloom_filter_properties(&path) {
         Some(bp) => {
@@ -312,48 +279,18 @@ pub fn encode_leaf(
             PageEncodingStats {
                 page_type: PageType::DATA_PAGE_V2,
                 encoding: Encoding::RLE_DICTIONARY,
-                count: data_pages,
+                count: log.pages,
             },
         ])
         .set_total_compressed_size(bytes_written as i64)
-        .set_total_uncompressed_size(total_uncompressed as i64)
+        .set_total_uncompressed_size((dict_spec.uncompressed_size as u64 + log.uncompressed) as i64)
         .set_num_values(num_values)
         .set_dictionary_page_offset(Some(dict_spec.offset as i64))
-        .set_data_page_offset(first_data_offset.unwrap_or(dict_spec.offset) as i64)
+        .set_data_page_offset(log.first_offset.unwrap_or(dict_spec.offset) as i64)
         .set_statistics(Statistics::ByteArray(statistics))
         .set_unencoded_byte_array_data_bytes(Some(unencoded_bytes))
         .build()?;
-    Ok(EncodedChunk {
-        bytes: sink.into_inner()?.into(),
-        close: ColumnCloseResult {
-            bytes_written,
-            rows_written: leaf.rows() as u64,
-            metadata,
-            bloom_filter,
-            column_index: Some(column_index.build()?),
-            offset_index: Some(offset_index.build()),
-        },
-    })
-}
-
-fn compress(data: &[u8], level: i32) -> Result<Bytes> {
-    zstd::bulk::compress(data, level)
-        .map(Bytes::from)
-        .map_err(|e| ParquetError::External(Box::new(e)))
-}
-
-/// Ascending when every page's min and max are at least the previous page's
-/// (pages sorted by this column), otherwise unordered; all-null pages are skipped.
-fn boundary_order(pages: &[Option<(u32, u32)>]) -> BoundaryOrder {
-    let bounds: Vec<(u32, u32)> = pages.iter().flatten().copied().collect();
-    if bounds
-        .windows(2)
-        .all(|w| w[0].0 <= w[1].0 && w[0].1 <= w[1].1)
-    {
-        BoundaryOrder::ASCENDING
-    } else {
-        BoundaryOrder::UNORDERED
-    }
+    log.chunk(sink.into_inner()?, leaf.rows(), metadata, bloom_filter)
 }
 
 /// A lower bound of `v` at most `limit` bytes long (a prefix ending on a
@@ -414,17 +351,5 @@ mod tests {
         let s = "aé…".as_bytes();
         assert_eq!(truncate_min(s, Some(2)), (b"a".to_vec(), true));
         assert_eq!(truncate_max(s, Some(2)), (b"b".to_vec(), true));
-    }
-
-    #[test]
-    fn boundary_order_of_sorted_pages() {
-        assert_eq!(
-            boundary_order(&[Some((0, 1)), None, Some((1, 3))]),
-            BoundaryOrder::ASCENDING
-        );
-        assert_eq!(
-            boundary_order(&[Some((2, 3)), Some((0, 1))]),
-            BoundaryOrder::UNORDERED
-        );
     }
 }

@@ -1,7 +1,8 @@
 //! One Parquet data file of the table, written in memory.
 //!
 //! String columns that arrive as sorted dictionaries ([`crate::sort`]) are written
-//! by [`super::dict`]; every other column by parquet-rs's own column writers. Both
+//! by [`super::dict`], integer and timestamp columns by [`super::delta`]; the
+//! others (the DNS answers list) by parquet-rs's own column writers. Both
 //! kinds of chunk are spliced into the same row groups of one
 //! `SerializedFileWriter`, under the one set of [`super::writer_properties`], and
 //! the file carries the table's Arrow schema (plain strings) like any file
@@ -17,6 +18,7 @@ use parquet::errors::{ParquetError, Result};
 use parquet::file::metadata::ParquetMetaData;
 use parquet::file::properties::WriterProperties;
 
+use super::delta::{delta_encoded, encode_numeric};
 use super::dict::encode_chunk;
 use super::map::encode_map;
 
@@ -74,6 +76,12 @@ pub fn write_file(
                         row_group.append_column(&chunk.bytes, chunk.close)?;
                         leaf += 1;
                     }
+                }
+                _ if delta_encoded(&descr.column(leaf), &column, &props) => {
+                    let chunk = encode_numeric(descr.column(leaf), &column, &props)?;
+                    writers.next();
+                    row_group.append_column(&chunk.bytes, chunk.close)?;
+                    leaf += 1;
                 }
                 _ => {
                     for values in compute_leaves(field, &column)? {
@@ -241,7 +249,7 @@ mod tests {
         );
         assert_eq!(metadata.num_row_groups(), theirs.num_row_groups());
         let descr = metadata.file_metadata().schema_descr();
-        let mut dictionary_columns = 0;
+        let (mut dictionary_columns, mut numeric_columns) = (0, 0);
         for (g, group) in metadata.row_groups().iter().enumerate() {
             for (c, chunk) in group.columns().iter().enumerate() {
                 let other = theirs.row_group(g).column(c);
@@ -251,6 +259,13 @@ mod tests {
                     "{}",
                     chunk.column_path()
                 );
+                if let Some(Statistics::Int32(_) | Statistics::Int64(_)) = chunk.statistics() {
+                    // Integer and timestamp columns, delta-encoded by `super::delta`.
+                    assert_eq!(chunk.statistics(), other.statistics());
+                    assert_eq!(chunk.encodings_mask(), other.encodings_mask());
+                    numeric_columns += 1;
+                    continue;
+                }
                 let (Some(Statistics::ByteArray(a)), Some(Statistics::ByteArray(b))) =
                     (chunk.statistics(), other.statistics())
                 else {
@@ -270,6 +285,7 @@ mod tests {
             }
         }
         assert!(dictionary_columns >= 25 * 3, "{dictionary_columns}");
+        assert_eq!(numeric_columns, 16 * metadata.num_row_groups());
         // The label maps' leaves are written from the distinct maps.
         for g in 0..metadata.num_row_groups() {
             for c in 0..descr.num_columns() {
@@ -388,14 +404,18 @@ t = pq.read_table(sys.argv[1])
 labels = t.column("dst_labels").combine_chunks()
 rows = [None if v is None else [[k, x] for k, x in v] for v in labels.to_pylist()]
 strings = {f.name: t.column(f.name).to_pylist() for f in t.schema if str(f.type) == "string"}
+numbers = {f.name: t.column(f.name).cast("int64").to_pylist() for f in t.schema
+           if str(f.type).startswith(("int", "timestamp"))}
 con = duckdb.connect()
 maps, entries = con.execute("select count(dst_labels), sum(cardinality(dst_labels)) from read_parquet(?)", [sys.argv[1]]).fetchone()
-print(json.dumps({"labels": rows, "strings": strings, "duck_maps": maps, "duck_entries": int(entries)}))
+duck_sums = con.execute("select sum(bytes), sum(packets), sum(tcp_srtt_us), sum(src_port), count(icmp_type), sum(ip_version), min(epoch_us(interval_start)), max(epoch_us(interval_start)) from read_parquet(?)", [sys.argv[1]]).fetchone()
+print(json.dumps({"labels": rows, "strings": strings, "numbers": numbers, "duck_maps": maps, "duck_entries": int(entries), "duck_sums": [int(x) for x in duck_sums]}))
 "#;
 
     /// pyarrow and DuckDB read the dictionary-written string and map columns —
-    /// null, empty and long values, null and empty maps, null map values — as
-    /// the rows that were written.
+    /// null, empty and long values, null and empty maps, null map values — and
+    /// the delta-encoded integer and timestamp columns as the rows that were
+    /// written.
     #[test]
     fn pyarrow_and_duckdb_read_the_rows() {
         let Some(mut python) = flowlake_testkit::python_with("pyarrow, duckdb") else {
@@ -446,6 +466,61 @@ print(json.dumps({"labels": rows, "strings": strings, "duck_maps": maps, "duck_e
                 );
             }
         }
+        // Integer and timestamp columns, delta-encoded, as pyarrow and DuckDB read them.
+        let mut numbers = 0;
+        for (f, c) in schema.fields().iter().zip(want.columns()) {
+            if !matches!(
+                c.data_type(),
+                DataType::Int8
+                    | DataType::Int16
+                    | DataType::Int32
+                    | DataType::Int64
+                    | DataType::Timestamp(..)
+            ) {
+                continue;
+            }
+            let c = arrow::compute::cast(c, &DataType::Int64).unwrap();
+            let values: Vec<Option<i64>> = c
+                .as_primitive::<arrow::datatypes::Int64Type>()
+                .iter()
+                .collect();
+            assert_eq!(
+                got["numbers"][f.name()],
+                serde_json::json!(values),
+                "{}",
+                f.name()
+            );
+            numbers += 1;
+        }
+        assert_eq!(numbers, 16);
+        let sum = |name: &str| -> i64 {
+            let c = want.column_by_name(name).unwrap();
+            let c = arrow::compute::cast(c, &DataType::Int64).unwrap();
+            c.as_primitive::<arrow::datatypes::Int64Type>()
+                .iter()
+                .flatten()
+                .sum()
+        };
+        let icmp_types = want.column_by_name("icmp_type").unwrap();
+        let times = want
+            .column_by_name("interval_start")
+            .unwrap()
+            .as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
+        let time = |min: bool| match min {
+            true => arrow::compute::min(times).unwrap(),
+            false => arrow::compute::max(times).unwrap(),
+        };
+        let duck_want = [
+            sum("bytes"),
+            sum("packets"),
+            sum("tcp_srtt_us"),
+            sum("src_port"),
+            (icmp_types.len() - icmp_types.null_count()) as i64,
+            sum("ip_version"),
+            time(true),
+            time(false),
+        ];
+        assert_eq!(got["duck_sums"], serde_json::json!(duck_want));
         let live = labels.len() - labels.null_count();
         assert_eq!(got["duck_maps"], live);
         let entries = labels.value_offsets()[labels.len()] - labels.value_offsets()[0];

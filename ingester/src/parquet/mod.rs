@@ -7,9 +7,11 @@ use parquet::file::metadata::KeyValue;
 use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterVersion};
 use parquet::schema::types::ColumnPath;
 
+mod delta;
 mod dict;
 mod file;
 mod map;
+mod pages;
 mod rle;
 mod stats;
 

@@ -15,6 +15,7 @@ pub mod dedup;
 pub mod error;
 pub mod flush;
 pub mod frame;
+mod gather;
 pub mod http;
 mod intern;
 pub mod metrics;

@@ -9,15 +9,14 @@
 
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, DictionaryArray, UInt32Array};
-use arrow::buffer::{BooleanBuffer, NullBuffer};
-use arrow::compute::interleave;
+use arrow::array::{Array, ArrayRef, AsArray, DictionaryArray, PrimitiveArray};
 use arrow::datatypes::{DataType, Schema, TimestampMicrosecondType};
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
 use flowlake_schemas::col;
 
 use crate::error::{IngestError, Result};
+use crate::gather::{RowRef, gather_column, gather_keys};
 use crate::intern::{Interned, intern_columns};
 
 /// The sort order of rows inside each file: partition, then the columns queries
@@ -74,17 +73,13 @@ impl PartitionRun {
     }
 }
 
-/// A row's sort key: ranks of the [`RANKED`] columns (0 is null), then time
-/// (`None` is null, which sorts first).
-type RowKey = ([u32; 5], Option<i64>);
-
 /// One partition's rows in sort order, as positions in the buffered batches.
 #[derive(Debug)]
 pub struct SortedPartition {
     pub date: String,
     pub hour: String,
     /// `(batch, row)` of each row, in file order.
-    rows: Vec<(usize, usize)>,
+    rows: Vec<RowRef>,
     /// The flush's interned string columns, shared by its partitions.
     interned: Arc<Vec<Option<Interned>>>,
 }
@@ -95,8 +90,8 @@ impl SortedPartition {
     }
 
     /// Copies the partition's rows out of `batches` (the slice the plan was made
-    /// from), in order: string columns as dictionary keys ([`gather_keys`]), the
-    /// others by Arrow's `interleave`.
+    /// from), in order: string and map columns as dictionary keys over the
+    /// flush's interned values, the others as they are ([`crate::gather`]).
     pub fn gather(self, batches: &[RecordBatch]) -> Result<PartitionRun> {
         let schema = match batches.first() {
             Some(b) => b.schema(),
@@ -107,7 +102,7 @@ impl SortedPartition {
         for (c, field) in schema.fields().iter().enumerate() {
             match self.interned.get(c).and_then(Option::as_ref) {
                 Some(interned) => {
-                    let keys = gather_keys(interned, &self.rows)?;
+                    let keys = gather_keys(&interned.ranks, &self.rows)?;
                     let values = Arc::clone(&interned.values);
                     if values.len() >= u32::MAX as usize {
                         return Err(IngestError::Internal("dictionary too large".into()));
@@ -128,7 +123,7 @@ impl SortedPartition {
                     let arrays: Vec<&dyn Array> =
                         batches.iter().map(|b| b.column(c).as_ref()).collect();
                     fields.push(field.as_ref().clone());
-                    columns.push(interleave(&arrays, &self.rows)?);
+                    columns.push(gather_column(&arrays, &self.rows)?);
                 }
             }
         }
@@ -140,37 +135,6 @@ impl SortedPartition {
             batch,
         })
     }
-}
-
-/// The dictionary keys (rank − 1; null where the rank is 0) of `rows`.
-fn gather_keys(
-    interned: &Interned,
-    rows: &[(usize, usize)],
-) -> std::result::Result<UInt32Array, ArrowError> {
-    let mut keys = Vec::with_capacity(rows.len());
-    let mut nulls = 0;
-    for &(b, r) in rows {
-        let rank = *interned
-            .ranks
-            .get(b)
-            .and_then(|ranks| ranks.get(r))
-            .ok_or_else(|| {
-                ArrowError::InvalidArgumentError(format!(
-                    "gather: row {r} of batch {b} does not exist"
-                ))
-            })?;
-        nulls += usize::from(rank == 0);
-        keys.push(rank.wrapping_sub(1));
-    }
-    let validity = (nulls > 0).then(|| {
-        NullBuffer::new(BooleanBuffer::collect_bool(keys.len(), |i| {
-            keys[i] != u32::MAX
-        }))
-    });
-    for k in keys.iter_mut().filter(|k| **k == u32::MAX) {
-        *k = 0;
-    }
-    Ok(UInt32Array::new(keys.into(), validity))
 }
 
 /// The order of every row by [`SORT_COLUMNS`], split by `date`/`hour` partition.
@@ -188,40 +152,143 @@ pub fn sort_plan(batches: &[RecordBatch]) -> Vec<SortedPartition> {
             interned[i].as_ref().expect("sort columns are strings")
         })
         .collect();
-    let mut rows: Vec<(RowKey, u32, u32)> = Vec::with_capacity(total);
-    for (b, batch) in batches.iter().enumerate() {
-        let time = batch
-            .column_by_name(SORT_COLUMNS[5])
-            .expect("flow schema column")
-            .as_primitive::<TimestampMicrosecondType>();
-        for (r, t) in time.iter().enumerate() {
-            let key = std::array::from_fn(|c| ranked[c].ranks[b][r]);
-            rows.push(((key, t), b as u32, r as u32));
-        }
-    }
-    rows.sort_unstable_by_key(|row| row.0);
+    let times: Vec<&PrimitiveArray<TimestampMicrosecondType>> = batches
+        .iter()
+        .map(|b| {
+            b.column_by_name(SORT_COLUMNS[5])
+                .expect("flow schema column")
+                .as_primitive()
+        })
+        .collect();
+    let key = SortKey::new(&ranked, &times);
+    let rows = match key.packed() {
+        Some(shifts) => sort_packed(&key, &shifts, &ranked, &times),
+        None => sort_wide(&ranked, &times),
+    };
 
     let value = |c: usize, rank: u32| match rank {
         0 => String::new(),
         rank => ranked[c].value(rank).to_string(),
     };
+    let partition_of = |&(b, r): &RowRef| {
+        let (b, r) = (b as usize, r as usize);
+        [ranked[0].ranks[b][r], ranked[1].ranks[b][r]]
+    };
     let mut partitions = Vec::new();
     let mut start = 0;
     while start < rows.len() {
-        let partition = &rows[start].0.0[..2];
-        let end = start + rows[start..].partition_point(|r| &r.0.0[..2] == partition);
+        let partition = partition_of(&rows[start]);
+        let end = start + rows[start..].partition_point(|r| partition_of(r) == partition);
         partitions.push(SortedPartition {
             date: value(0, partition[0]),
             hour: value(1, partition[1]),
-            rows: rows[start..end]
-                .iter()
-                .map(|&(_, b, r)| (b as usize, r as usize))
-                .collect(),
+            rows: rows[start..end].to_vec(),
             interned: Arc::clone(&interned),
         });
         start = end;
     }
     partitions
+}
+
+/// The bits of each sort column's key: the ranks of the [`RANKED`] columns
+/// (0 is null) and the time after the flush's earliest (0 is null).
+struct SortKey {
+    rank_bits: [u32; 5],
+    time_bits: u32,
+    earliest: i64,
+}
+
+impl SortKey {
+    fn new(ranked: &[&Interned], times: &[&PrimitiveArray<TimestampMicrosecondType>]) -> Self {
+        let rank_bits = std::array::from_fn(|c| bits(ranked[c].values.len() as u64));
+        let bounds = times
+            .iter()
+            .filter_map(|t| arrow::compute::min(*t).zip(arrow::compute::max(*t)))
+            .reduce(|(a, b), (c, d)| (a.min(c), b.max(d)));
+        let (earliest, latest) = bounds.unwrap_or((0, 0));
+        SortKey {
+            rank_bits,
+            // Times shift by one so that 0 is left for null.
+            time_bits: bits(latest.abs_diff(earliest).saturating_add(1)),
+            earliest,
+        }
+    }
+
+    /// The shifts of the five ranks and the time in one 64-bit key, when they fit.
+    fn packed(&self) -> Option<[u32; 6]> {
+        let total: u32 = self.rank_bits.iter().sum::<u32>() + self.time_bits;
+        if total > 64 {
+            return None;
+        }
+        let mut shifts = [0u32; 6];
+        let mut at = total;
+        for (c, bits) in self.rank_bits.iter().chain([&self.time_bits]).enumerate() {
+            at -= bits;
+            shifts[c] = at;
+        }
+        Some(shifts)
+    }
+}
+
+/// Bits to store every number in `0..=max`.
+fn bits(max: u64) -> u32 {
+    64 - max.leading_zeros()
+}
+
+/// Every row in sort order, keys packed into 64 bits (`shifts` from
+/// [`SortKey::packed`]): one `u128` per row, the key above the row's position,
+/// sorted as integers. Ties keep buffer order.
+fn sort_packed(
+    key: &SortKey,
+    shifts: &[u32; 6],
+    ranked: &[&Interned],
+    times: &[&PrimitiveArray<TimestampMicrosecondType>],
+) -> Vec<RowRef> {
+    let total: usize = times.iter().map(|t| t.len()).sum();
+    let mut keys: Vec<u128> = Vec::with_capacity(total);
+    let time_key = |t: i64| (t.wrapping_sub(key.earliest) as u64 + 1) << shifts[5];
+    let row = |k: u64, b: usize, r: usize| (u128::from(k) << 64) | ((b as u128) << 32) | r as u128;
+    for (b, time) in times.iter().enumerate() {
+        let start = keys.len();
+        let values = time.values().iter().enumerate();
+        match time.nulls().filter(|n| n.null_count() > 0) {
+            None => keys.extend(values.map(|(r, &t)| row(time_key(t), b, r))),
+            Some(valid) => keys.extend(
+                values
+                    .zip(valid.iter())
+                    .map(|((r, &t), v)| row(if v { time_key(t) } else { 0 }, b, r)),
+            ),
+        }
+        for (c, ranks) in ranked.iter().enumerate() {
+            let shift = shifts[c] + 64;
+            for (k, &rank) in keys[start..].iter_mut().zip(&ranks.ranks[b]) {
+                *k |= u128::from(rank) << shift;
+            }
+        }
+    }
+    keys.sort_unstable();
+    keys.into_iter()
+        .map(|k| ((k >> 32) as u32, k as u32))
+        .collect()
+}
+
+/// Every row in sort order, keys compared column by column: for flushes whose
+/// ranks and time span do not fit 64 bits.
+fn sort_wide(
+    ranked: &[&Interned],
+    times: &[&PrimitiveArray<TimestampMicrosecondType>],
+) -> Vec<RowRef> {
+    type RowKey = ([u32; 5], Option<i64>);
+    let total: usize = times.iter().map(|t| t.len()).sum();
+    let mut rows: Vec<(RowKey, u32, u32)> = Vec::with_capacity(total);
+    for (b, time) in times.iter().enumerate() {
+        for (r, t) in time.iter().enumerate() {
+            let key = std::array::from_fn(|c| ranked[c].ranks[b][r]);
+            rows.push(((key, t), b as u32, r as u32));
+        }
+    }
+    rows.sort_unstable_by_key(|row| (row.0, row.1, row.2));
+    rows.into_iter().map(|(_, b, r)| (b, r)).collect()
 }
 
 /// Sorts the buffered batches by [`SORT_COLUMNS`] and splits them into one batch
@@ -343,17 +410,40 @@ mod tests {
             let sorted: Vec<&str> = values.iter().flatten().collect();
             assert!(sorted.windows(2).all(|w| w[0] < w[1]), "{sorted:?}");
             assert!(dict.null_count() > 0);
-            assert!(
-                gather_keys(
-                    &Interned {
-                        values: Arc::new(values.clone()),
-                        ranks: vec![vec![1]],
-                    },
-                    &[(0, 1)]
-                )
-                .is_err()
-            );
         }
+    }
+
+    /// Flushes whose sort keys do not fit 64 bits are sorted column by column,
+    /// into the same order as packed keys give.
+    #[test]
+    fn wide_keys_sort_like_packed_ones() {
+        let batch = crate::testdata::flows(3000, 3);
+        let parts = [batch.slice(0, 1200), batch.slice(1200, 1800)];
+        let interned = intern_columns(&parts);
+        let ranked: Vec<&Interned> = RANKED
+            .iter()
+            .map(|c| {
+                interned[batch.schema().index_of(c).unwrap()]
+                    .as_ref()
+                    .unwrap()
+            })
+            .collect();
+        let times: Vec<&PrimitiveArray<TimestampMicrosecondType>> = parts
+            .iter()
+            .map(|b| b.column_by_name(SORT_COLUMNS[5]).unwrap().as_primitive())
+            .collect();
+        let key = SortKey::new(&ranked, &times);
+        let shifts = key.packed().expect("test data fits 64 bits");
+        assert_eq!(
+            sort_packed(&key, &shifts, &ranked, &times),
+            sort_wide(&ranked, &times)
+        );
+        // Ranks of 20 bits each (a million distinct pods) would not fit.
+        let wide = SortKey {
+            rank_bits: [1, 5, 20, 20, 20],
+            ..key
+        };
+        assert!(wide.packed().is_none());
     }
 
     /// Every column of a gathered partition equals Arrow's `interleave` of it.
@@ -363,7 +453,12 @@ mod tests {
         let parts = [batch.slice(0, 700), batch.slice(700, 1300)];
         let refs: Vec<&RecordBatch> = parts.iter().collect();
         for p in sort_plan(&parts) {
-            let want = arrow::compute::interleave_record_batch(&refs, &p.rows).unwrap();
+            let rows: Vec<(usize, usize)> = p
+                .rows
+                .iter()
+                .map(|&(b, r)| (b as usize, r as usize))
+                .collect();
+            let want = arrow::compute::interleave_record_batch(&refs, &rows).unwrap();
             assert_eq!(p.gather(&parts).unwrap().plain_batch().unwrap(), want);
         }
     }

@@ -132,6 +132,7 @@ fn main() {
         let cfg = config("ingest");
         let ing = Ingester::start(cfg.clone()).await.unwrap();
         let url = format!("http://{}{}", ing.addr(), routes::FLOWS);
+        println!("measuring: {} bodies to a new ingester", bodies.len());
         let started = Instant::now();
         let before = usage();
         let posts = bodies.iter().map(|body| {

@@ -80,10 +80,9 @@ fn backoff(attempt: u32) -> Duration {
 /// seconds of CPU per flush: they must not hold up the runtime's workers, which
 /// keep serving and acknowledging requests meanwhile).
 async fn write_partitions(table: &Table, batches: Vec<RecordBatch>) -> Result<Vec<Add>> {
-    let batches = Arc::new(batches);
-    let sorting = Arc::clone(&batches);
+    let batches: Arc<[RecordBatch]> = batches.into();
     let started = Instant::now();
-    let plan = tokio::task::spawn_blocking(move || sort_plan(&sorting))
+    let plan = tokio::task::spawn_blocking(move || sort_plan(batches))
         .await
         .map_err(|e| IngestError::Internal(format!("sort task: {e}")))?;
     tracing::debug!(partitions = plan.len(), elapsed = ?started.elapsed(), "flush sorted");
@@ -91,23 +90,21 @@ async fn write_partitions(table: &Table, batches: Vec<RecordBatch>) -> Result<Ve
     if handle.runtime_flavor() != RuntimeFlavor::MultiThread {
         // A current-thread runtime (unit tests) cannot drive IO from other threads.
         let mut adds = Vec::new();
-        for p in plan {
-            adds.extend(table.write_run(p.gather(&batches)?).await?);
+        for run in plan {
+            adds.extend(table.write_run(run).await?);
         }
         return Ok(adds);
     }
     let parallel = std::thread::available_parallelism().map_or(1, |n| n.get());
     let written: Vec<Result<Vec<Add>>> = futures::stream::iter(plan)
-        .map(|p| {
-            let (batches, table, handle) = (Arc::clone(&batches), table.clone(), handle.clone());
+        .map(|run| {
+            let (table, handle) = (table.clone(), handle.clone());
             async move {
                 tokio::task::spawn_blocking(move || {
                     let started = Instant::now();
-                    let (rows, hour) = (p.num_rows(), p.hour.clone());
-                    let run = p.gather(&batches)?;
-                    let gathered = started.elapsed();
+                    let (rows, hour) = (run.num_rows(), run.hour.clone());
                     let adds = handle.block_on(table.write_run(run));
-                    tracing::debug!(rows, hour, ?gathered, elapsed = ?started.elapsed(), "partition written");
+                    tracing::debug!(rows, hour, elapsed = ?started.elapsed(), "partition written");
                     adds
                 })
                 .await

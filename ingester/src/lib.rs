@@ -20,6 +20,7 @@ pub mod http;
 mod intern;
 pub mod metrics;
 pub mod parquet;
+pub mod run;
 pub mod sort;
 pub mod table;
 pub mod wal;

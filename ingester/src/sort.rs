@@ -2,22 +2,20 @@
 //!
 //! The flush's string and map columns are interned first ([`crate::intern`]):
 //! each row gets the rank of its value. Sorting compares the ranks of the sort
-//! columns, small fixed-size keys, instead of strings. The sorted rows are then
-//! gathered straight from the buffered batches into one batch per partition, the
-//! rows copied once: string and map columns as dictionary keys over the interned
-//! values, the others by `interleave`.
+//! columns, small fixed-size keys, instead of strings. Each partition's rows are
+//! then a [`PartitionRun`]: positions in the buffered batches, in file order,
+//! gathered as the file is written.
 
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, DictionaryArray, PrimitiveArray};
-use arrow::datatypes::{DataType, Schema, TimestampMicrosecondType};
-use arrow::error::ArrowError;
+use arrow::array::{Array, AsArray, PrimitiveArray};
+use arrow::datatypes::TimestampMicrosecondType;
 use arrow::record_batch::RecordBatch;
 use flowlake_schemas::col;
 
-use crate::error::{IngestError, Result};
-use crate::gather::{RowRef, gather_column, gather_keys};
+use crate::gather::RowRef;
 use crate::intern::{Interned, intern_columns};
+pub use crate::run::PartitionRun;
 
 /// The sort order of rows inside each file: partition, then the columns queries
 /// filter on most, then time. Nulls first, ascending, as Arrow's default order.
@@ -39,111 +37,13 @@ const RANKED: [&str; 5] = [
     SORT_COLUMNS[4],
 ];
 
-/// One partition's rows, sorted. Its string columns are dictionaries
-/// (`Dictionary(UInt32, Utf8)`) over the flush's distinct values in sorted order,
-/// which [`crate::parquet::write_file`] writes without hashing or comparing a
-/// string per row.
-#[derive(Debug)]
-pub struct PartitionRun {
-    pub date: String,
-    pub hour: String,
-    pub batch: RecordBatch,
-}
-
-impl PartitionRun {
-    /// The rows with plain string columns, in the flow schema.
-    pub fn plain_batch(&self) -> Result<RecordBatch> {
-        let schema = flowlake_schemas::flow_schema();
-        let columns = schema
-            .fields()
-            .iter()
-            .zip(self.batch.columns())
-            .map(|(f, c)| match c.as_any_dictionary_opt() {
-                Some(d) if !matches!(d.values().data_type(), DataType::Utf8) => {
-                    arrow::compute::take(
-                        d.values(),
-                        &arrow::compute::cast(d.keys(), &DataType::UInt32)?,
-                        None,
-                    )
-                }
-                _ => arrow::compute::cast(c, f.data_type()),
-            })
-            .collect::<std::result::Result<Vec<_>, ArrowError>>()?;
-        Ok(RecordBatch::try_new(schema, columns)?)
-    }
-}
-
-/// One partition's rows in sort order, as positions in the buffered batches.
-#[derive(Debug)]
-pub struct SortedPartition {
-    pub date: String,
-    pub hour: String,
-    /// `(batch, row)` of each row, in file order.
-    rows: Vec<RowRef>,
-    /// The flush's interned string columns, shared by its partitions.
-    interned: Arc<Vec<Option<Interned>>>,
-}
-
-impl SortedPartition {
-    pub fn num_rows(&self) -> usize {
-        self.rows.len()
-    }
-
-    /// Copies the partition's rows out of `batches` (the slice the plan was made
-    /// from), in order: string and map columns as dictionary keys over the
-    /// flush's interned values, the others as they are ([`crate::gather`]).
-    pub fn gather(self, batches: &[RecordBatch]) -> Result<PartitionRun> {
-        let schema = match batches.first() {
-            Some(b) => b.schema(),
-            None => flowlake_schemas::flow_schema(),
-        };
-        let mut fields = Vec::with_capacity(schema.fields().len());
-        let mut columns = Vec::with_capacity(schema.fields().len());
-        for (c, field) in schema.fields().iter().enumerate() {
-            match self.interned.get(c).and_then(Option::as_ref) {
-                Some(interned) => {
-                    let keys = gather_keys(&interned.ranks, &self.rows)?;
-                    let values = Arc::clone(&interned.values);
-                    if values.len() >= u32::MAX as usize {
-                        return Err(IngestError::Internal("dictionary too large".into()));
-                    }
-                    // SAFETY: `try_new` would accept these keys: every key not under a
-                    // null is a rank − 1 of `values` (ranks run from 1 to `values.len()`),
-                    // and keys under nulls are not checked (they are 0).
-                    let column = unsafe { DictionaryArray::new_unchecked(keys, values) };
-                    fields.push(
-                        field
-                            .as_ref()
-                            .clone()
-                            .with_data_type(column.data_type().clone()),
-                    );
-                    columns.push(Arc::new(column) as ArrayRef);
-                }
-                None => {
-                    let arrays: Vec<&dyn Array> =
-                        batches.iter().map(|b| b.column(c).as_ref()).collect();
-                    fields.push(field.as_ref().clone());
-                    columns.push(gather_column(&arrays, &self.rows)?);
-                }
-            }
-        }
-        let schema = Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()));
-        let batch = RecordBatch::try_new(schema, columns)?;
-        Ok(PartitionRun {
-            date: self.date,
-            hour: self.hour,
-            batch,
-        })
-    }
-}
-
 /// The order of every row by [`SORT_COLUMNS`], split by `date`/`hour` partition.
-pub fn sort_plan(batches: &[RecordBatch]) -> Vec<SortedPartition> {
+pub fn sort_plan(batches: Arc<[RecordBatch]>) -> Vec<PartitionRun> {
     let total: usize = batches.iter().map(RecordBatch::num_rows).sum();
     if total == 0 {
         return Vec::new();
     }
-    let interned = Arc::new(intern_columns(batches));
+    let interned = Arc::new(intern_columns(&batches));
     let schema = batches[0].schema();
     let ranked: Vec<&Interned> = RANKED
         .iter()
@@ -179,10 +79,11 @@ pub fn sort_plan(batches: &[RecordBatch]) -> Vec<SortedPartition> {
     while start < rows.len() {
         let partition = partition_of(&rows[start]);
         let end = start + rows[start..].partition_point(|r| partition_of(r) == partition);
-        partitions.push(SortedPartition {
+        partitions.push(PartitionRun {
             date: value(0, partition[0]),
             hour: value(1, partition[1]),
             rows: rows[start..end].to_vec(),
+            batches: Arc::clone(&batches),
             interned: Arc::clone(&interned),
         });
         start = end;
@@ -291,13 +192,10 @@ fn sort_wide(
     rows.into_iter().map(|(_, b, r)| (b, r)).collect()
 }
 
-/// Sorts the buffered batches by [`SORT_COLUMNS`] and splits them into one batch
-/// per `date`/`hour` partition.
-pub fn sort_into_partitions(batches: &[RecordBatch]) -> Result<Vec<PartitionRun>> {
-    sort_plan(batches)
-        .into_iter()
-        .map(|p| p.gather(batches))
-        .collect()
+/// Sorts `batches` by [`SORT_COLUMNS`] and splits them into one run per
+/// `date`/`hour` partition.
+pub fn sort_into_partitions(batches: &[RecordBatch]) -> Vec<PartitionRun> {
+    sort_plan(batches.into())
 }
 
 #[cfg(test)]
@@ -305,6 +203,7 @@ mod tests {
     use super::*;
     use arrow::array::StringArray;
     use arrow::compute::{SortColumn, concat_batches, lexsort_to_indices, take_record_batch};
+    use arrow::datatypes::DataType;
     use flowlake_schemas::flow_schema;
 
     /// The reference order: concatenate, lexsort by [`SORT_COLUMNS`], take.
@@ -332,7 +231,7 @@ mod tests {
     fn same_order_as_lexsort_and_split_by_hour() {
         let batch = crate::testdata::flows(3000, 3);
         let parts = [batch.slice(0, 1000), batch.slice(1000, 2000)];
-        let runs = sort_into_partitions(&parts).unwrap();
+        let runs = sort_into_partitions(&parts);
         assert!(runs.len() >= 3, "{} runs", runs.len());
         let ours: Vec<RecordBatch> = runs.iter().map(|r| r.plain_batch().unwrap()).collect();
         let ours = concat_batches(&flow_schema(), &ours).unwrap();
@@ -371,7 +270,7 @@ mod tests {
         let mut columns = batch.columns().to_vec();
         columns[idx] = std::sync::Arc::new(nulled);
         let batch = RecordBatch::try_new(batch.schema(), columns).unwrap();
-        let runs = sort_into_partitions(std::slice::from_ref(&batch)).unwrap();
+        let runs = sort_into_partitions(std::slice::from_ref(&batch));
         let ours: Vec<RecordBatch> = runs.iter().map(|r| r.plain_batch().unwrap()).collect();
         let ours = concat_batches(&flow_schema(), &ours).unwrap();
         assert_eq!(sort_keys(&ours), sort_keys(&lexsorted(&[batch])));
@@ -393,16 +292,15 @@ mod tests {
         columns[idx] = Arc::new(nulled);
         let batch = RecordBatch::try_new(batch.schema(), columns).unwrap();
         let labels = batch.schema().index_of(col::SRC_LABELS).unwrap();
-        for run in sort_into_partitions(std::slice::from_ref(&batch)).unwrap() {
+        for run in sort_into_partitions(std::slice::from_ref(&batch)) {
+            let gathered = run.batch().unwrap();
             // Maps are dictionaries of the flush's distinct maps.
-            let maps = run
-                .batch
+            let maps = gathered
                 .column(labels)
                 .as_dictionary::<arrow::datatypes::UInt32Type>();
             assert!(maps.values().len() < 100, "{} maps", maps.values().len());
             assert!(maps.values().as_map_opt().is_some());
-            let dict = run
-                .batch
+            let dict = gathered
                 .column(idx)
                 .as_dictionary::<arrow::datatypes::UInt32Type>();
             let values = dict.values().as_string::<i32>();
@@ -452,14 +350,14 @@ mod tests {
         let batch = crate::testdata::flows(2000, 2);
         let parts = [batch.slice(0, 700), batch.slice(700, 1300)];
         let refs: Vec<&RecordBatch> = parts.iter().collect();
-        for p in sort_plan(&parts) {
+        for p in sort_into_partitions(&parts) {
             let rows: Vec<(usize, usize)> = p
                 .rows
                 .iter()
                 .map(|&(b, r)| (b as usize, r as usize))
                 .collect();
             let want = arrow::compute::interleave_record_batch(&refs, &rows).unwrap();
-            assert_eq!(p.gather(&parts).unwrap().plain_batch().unwrap(), want);
+            assert_eq!(p.plain_batch().unwrap(), want);
         }
     }
 
@@ -477,8 +375,8 @@ mod tests {
             mixed[0].column_by_name(col::SRC_POD).unwrap().data_type(),
             DataType::Dictionary(..)
         ));
-        let a = sort_into_partitions(&plain).unwrap();
-        let b = sort_into_partitions(&mixed).unwrap();
+        let a = sort_into_partitions(&plain);
+        let b = sort_into_partitions(&mixed);
         assert_eq!(a.len(), b.len());
         for (a, b) in a.iter().zip(&b) {
             assert_eq!((&a.date, &a.hour), (&b.date, &b.hour));
@@ -488,12 +386,8 @@ mod tests {
 
     #[test]
     fn empty_input_has_no_runs() {
-        assert!(sort_into_partitions(&[]).unwrap().is_empty());
+        assert!(sort_into_partitions(&[]).is_empty());
         let batch = crate::testdata::flows(10, 1);
-        assert!(
-            sort_into_partitions(&[batch.slice(0, 0)])
-                .unwrap()
-                .is_empty()
-        );
+        assert!(sort_into_partitions(&[batch.slice(0, 0)]).is_empty());
     }
 }

@@ -9,7 +9,6 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use arrow::array::AsArray as _;
 use deltalake_core::kernel::engine::arrow_conversion::TryIntoKernel;
 use deltalake_core::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake_core::kernel::{Action, Add, StructType, Transaction};
@@ -167,12 +166,12 @@ impl Table {
     /// until its `Add` action is committed ([`Table::commit_adds`]). Several runs
     /// may be written at once from clones of this handle.
     pub async fn write_run(&self, run: PartitionRun) -> Result<Vec<Add>> {
-        if run.batch.num_rows() == 0 {
+        if run.num_rows() == 0 {
             return Ok(Vec::new());
         }
         let partition = PartitionValues::new(&run.date, &run.hour)?;
         let target = RecordBatchWriter::for_table(&self.delta)?.arrow_schema();
-        let (schema, columns) = file_columns(&run.batch, &target)?;
+        let (schema, columns) = run.file_columns(&target, &PARTITION_COLUMNS)?;
         let written = write_file(&schema, &columns, writer_properties())?;
         let path = partition.data_file(uuid::Uuid::new_v4());
         let size = written.bytes.len() as i64;
@@ -334,34 +333,6 @@ impl PartitionValues {
 /// map entries `key_value{key,value}` and list items `element`; the flow schema
 /// uses Arrow's defaults); dictionary columns stay dictionaries, for the
 /// dictionary writer, with only their distinct values cast.
-fn file_columns(
-    batch: &arrow::record_batch::RecordBatch,
-    target: &arrow::datatypes::SchemaRef,
-) -> Result<(arrow::datatypes::SchemaRef, Vec<arrow::array::ArrayRef>)> {
-    let mut fields = Vec::with_capacity(target.fields().len());
-    let mut columns = Vec::with_capacity(target.fields().len());
-    for field in target.fields() {
-        if PARTITION_COLUMNS.contains(&field.name().as_str()) {
-            continue;
-        }
-        let column = batch.column_by_name(field.name()).ok_or_else(|| {
-            IngestError::Internal(format!("flush batch has no column {}", field.name()))
-        })?;
-        let column = match column.as_dictionary_opt::<arrow::datatypes::UInt32Type>() {
-            // Distinct values (a few hundred maps) are cast, not every row.
-            Some(d) if d.values().data_type() != field.data_type() => {
-                Arc::new(d.with_values(arrow::compute::cast(d.values(), field.data_type())?))
-            }
-            Some(_) => Arc::clone(column),
-            None if column.data_type() == field.data_type() => Arc::clone(column),
-            None => arrow::compute::cast(column, field.data_type())?,
-        };
-        columns.push(column);
-        fields.push(Arc::clone(field));
-    }
-    Ok((Arc::new(arrow::datatypes::Schema::new(fields)), columns))
-}
-
 fn append_operation() -> DeltaOperation {
     DeltaOperation::Write {
         mode: SaveMode::Append,
@@ -388,7 +359,7 @@ mod tests {
         };
         let table = Table::open_or_create(&cfg).await.unwrap();
         let batch = crate::testdata::flows(5000, 2);
-        for run in sort_into_partitions(&[batch]).unwrap() {
+        for run in sort_into_partitions(&[batch]) {
             let plain = run.plain_batch().unwrap();
             let date = run.date.clone();
             let partition = [
@@ -400,16 +371,23 @@ mod tests {
                 .unwrap()
                 .with_writer_properties(writer_properties());
             let target = writer.arrow_schema();
-            let (schema, columns) = file_columns(&plain, &target).unwrap();
-            let mut with_partitions = schema.fields().to_vec();
-            let mut all = columns;
-            for c in PARTITION_COLUMNS {
-                with_partitions.push(Arc::new(plain.schema().field_with_name(c).unwrap().clone()));
-                all.push(Arc::clone(plain.column_by_name(c).unwrap()));
-            }
+            // The table's columns (its nested field names), partition columns last.
+            let (mut fields, partitions): (Vec<_>, Vec<_>) = target
+                .fields()
+                .iter()
+                .cloned()
+                .partition(|f| !PARTITION_COLUMNS.contains(&f.name().as_str()));
+            fields.extend(partitions);
+            let columns = fields
+                .iter()
+                .map(|f| {
+                    let c = plain.column_by_name(f.name()).unwrap();
+                    arrow::compute::cast(c, f.data_type()).unwrap()
+                })
+                .collect();
             let full = arrow::record_batch::RecordBatch::try_new(
-                Arc::new(arrow::datatypes::Schema::new(with_partitions)),
-                all,
+                Arc::new(arrow::datatypes::Schema::new(fields)),
+                columns,
             )
             .unwrap();
             writer

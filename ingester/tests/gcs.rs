@@ -347,7 +347,7 @@ async fn large_flush_uploads_in_parts() {
     let (cfg, mut table) = new_table(&gcs, "big").await;
     let rows = 60_000;
     let batch = incompressible(flows(rows, 1));
-    let runs = flowlake_ingester::parquet::sort_into_partitions(&[batch]).unwrap();
+    let runs = flowlake_ingester::parquet::sort_into_partitions(&[batch]);
     table.append(runs, None).await.unwrap();
     let files = Table::open(&cfg).await.unwrap().files().unwrap();
     assert_eq!(
@@ -404,7 +404,7 @@ async fn google_environment_variables_configure_the_table() {
     }
     .with_env(vars);
     let mut table = Table::open_or_create(&cfg).await.unwrap();
-    let runs = flowlake_ingester::parquet::sort_into_partitions(&[flows(100, 1)]).unwrap();
+    let runs = flowlake_ingester::parquet::sort_into_partitions(&[flows(100, 1)]);
     table.append(runs, None).await.unwrap();
     let reopened = Table::open(&cfg).await.unwrap();
     let rows: usize = reopened
@@ -474,7 +474,7 @@ async fn vacuum_and_retention_delete_objects() {
     for i in 0..2 {
         // Half of each hour's rows: a file in both partitions.
         let halves = [batch.slice(i * 500, 500), batch.slice(1000 + i * 500, 500)];
-        let runs = flowlake_ingester::parquet::sort_into_partitions(&halves).unwrap();
+        let runs = flowlake_ingester::parquet::sort_into_partitions(&halves);
         table.append(runs, None).await.unwrap();
     }
     let store = store(&gcs.endpoint);

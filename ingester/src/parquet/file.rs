@@ -8,6 +8,7 @@
 //! the file carries the table's Arrow schema (plain strings) like any file
 //! parquet-rs's `ArrowWriter` writes.
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray};
@@ -22,29 +23,43 @@ use super::delta::{delta_encoded, encode_numeric};
 use super::dict::encode_chunk;
 use super::map::encode_map;
 
+/// The columns of a file, asked for a row group at a time: column `field` (of
+/// the file's schema) of rows `rows`, in the field's type or, for a string or
+/// map of strings field, as a `Dictionary(UInt32, _)` of it (sorted distinct
+/// strings; distinct maps).
+pub trait FileColumns {
+    fn num_rows(&self) -> usize;
+    fn column(&self, field: usize, rows: Range<usize>) -> Result<ArrayRef>;
+}
+
+/// Columns already in memory.
+impl FileColumns for Vec<ArrayRef> {
+    fn num_rows(&self) -> usize {
+        self.first().map_or(0, |c| c.len())
+    }
+
+    fn column(&self, field: usize, rows: Range<usize>) -> Result<ArrayRef> {
+        let column = self
+            .get(field)
+            .ok_or_else(|| ParquetError::General(format!("no column {field}")))?;
+        Ok(column.slice(rows.start, rows.len()))
+    }
+}
+
 /// A written file: its bytes and its footer.
 pub struct WrittenFile {
     pub bytes: bytes::Bytes,
     pub metadata: ParquetMetaData,
 }
 
-/// Writes `columns` (one per field of `schema`; a string field may instead come as
-/// a `Dictionary(UInt32, Utf8)` with sorted distinct values, a map of strings as a
-/// `Dictionary(UInt32, Map)` of distinct maps) as one Parquet file of row groups of
-/// at most `props.max_row_group_row_count()` rows.
+/// Writes `columns` (one per field of `schema`) as one Parquet file of row
+/// groups of at most `props.max_row_group_row_count()` rows.
 pub fn write_file(
     schema: &SchemaRef,
-    columns: &[ArrayRef],
+    columns: &dyn FileColumns,
     props: WriterProperties,
 ) -> Result<WrittenFile> {
-    if columns.len() != schema.fields().len() {
-        return Err(ParquetError::General(format!(
-            "{} columns for {} fields",
-            columns.len(),
-            schema.fields().len()
-        )));
-    }
-    let rows = columns.first().map_or(0, |c| c.len());
+    let rows = columns.num_rows();
     let group_rows = props.max_row_group_row_count().unwrap_or(rows).max(1);
     let mut out = Vec::new();
     let writer = ArrowWriter::try_new(&mut out, schema.clone(), Some(props.clone()))?;
@@ -55,8 +70,8 @@ pub fn write_file(
         let mut writers = factory.create_column_writers(group)?.into_iter();
         let mut row_group = file.next_row_group()?;
         let mut leaf = 0;
-        for (field, column) in schema.fields().iter().zip(columns) {
-            let column = column.slice(start, len);
+        for (f, field) in schema.fields().iter().enumerate() {
+            let column = columns.column(f, start..start + len)?;
             match column.data_type() {
                 DataType::Dictionary(key, value)
                     if **key == DataType::UInt32
@@ -126,10 +141,11 @@ mod tests {
     /// strings still dictionaries.
     pub(super) fn file_columns(run: &crate::parquet::PartitionRun) -> (SchemaRef, Vec<ArrayRef>) {
         let schema = flow_schema();
+        let batch = run.batch().unwrap();
         let (fields, columns): (Vec<_>, Vec<_>) = schema
             .fields()
             .iter()
-            .zip(run.batch.columns())
+            .zip(batch.columns())
             .filter(|(f, _)| !PARTITION_COLUMNS.contains(&f.name().as_str()))
             .map(|(f, c)| (Arc::clone(f), Arc::clone(c)))
             .unzip();
@@ -204,8 +220,8 @@ mod tests {
         let labels = cast(&labels, field.data_type()).unwrap();
         columns[schema.index_of(col::DST_LABELS).unwrap()] = labels;
         let batch = RecordBatch::try_new(schema, columns).unwrap();
-        let mut runs = sort_into_partitions(&[batch]).unwrap();
-        runs.sort_by_key(|r| std::cmp::Reverse(r.batch.num_rows()));
+        let mut runs = sort_into_partitions(&[batch]);
+        runs.sort_by_key(|r| std::cmp::Reverse(r.num_rows()));
         runs.remove(0)
     }
 
@@ -224,7 +240,7 @@ mod tests {
     #[test]
     fn reads_back_with_the_statistics_parquet_rs_writes() {
         let run = run();
-        assert!(run.batch.num_rows() > 14_000, "{}", run.batch.num_rows());
+        assert!(run.num_rows() > 14_000, "{}", run.num_rows());
         let (schema, columns) = file_columns(&run);
         let ours = write_file(&schema, &columns, props()).unwrap();
         let want = plain(&schema, &columns);
@@ -243,10 +259,7 @@ mod tests {
                 .any(|e| e.key == flowlake_schemas::SCHEMA_VERSION_KEY)
         );
         let (_, theirs) = read(&bytes::Bytes::from(reference));
-        assert_eq!(
-            metadata.num_row_groups(),
-            run.batch.num_rows().div_ceil(7000)
-        );
+        assert_eq!(metadata.num_row_groups(), run.num_rows().div_ceil(7000));
         assert_eq!(metadata.num_row_groups(), theirs.num_row_groups());
         let descr = metadata.file_metadata().schema_descr();
         let (mut dictionary_columns, mut numeric_columns) = (0, 0);

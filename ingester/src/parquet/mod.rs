@@ -16,7 +16,7 @@ mod rle;
 mod stats;
 
 pub use crate::sort::{PartitionRun, SORT_COLUMNS, sort_into_partitions};
-pub use file::{WrittenFile, write_file};
+pub use file::{FileColumns, WrittenFile, write_file};
 pub use stats::{StatsColumns, add_stats};
 
 /// Rows per row group: large enough for good compression, small enough that

@@ -23,7 +23,7 @@ use arrow::error::ArrowError;
 pub type RowRef = (u32, u32);
 
 /// How many rows ahead the loops prefetch.
-const AHEAD: usize = 16;
+const AHEAD: usize = 64;
 
 /// Hints the CPU to load `ptr`'s cache line; a no-op where there is no hint.
 #[inline(always)]

@@ -7,7 +7,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, DictionaryArray, Int16Array, Int32Array, MapArray, UInt32Array,
+    Array, ArrayRef, AsArray, DictionaryArray, Int8Array, Int16Array, Int32Array, MapArray,
+    UInt32Array,
 };
 use arrow::compute::{cast, take};
 use arrow::datatypes::DataType;
@@ -46,7 +47,8 @@ pub(crate) fn conform_dictionary(want: &DataType, column: &ArrayRef) -> Result<A
 }
 
 /// The batch as collectors send it: top-level string columns and maps of strings
-/// dictionary-encoded (`Int16` keys, or `Int32` past 32,767 distinct values), so
+/// dictionary-encoded (the narrowest keys that fit: `Int8`, `Int16` past 128
+/// distinct values, `Int32` past 32,768), so
 /// each distinct string or label map of the batch is sent, decompressed and
 /// validated once.
 pub fn dictionary_encode(batch: &RecordBatch) -> Result<RecordBatch> {
@@ -58,8 +60,10 @@ pub fn dictionary_encode(batch: &RecordBatch) -> Result<RecordBatch> {
         .zip(batch.columns())
         .map(|(f, c)| {
             let encoded = match c.data_type() {
-                // Int16 keys overflow (a cast error) past 32,767 distinct values.
-                DataType::Utf8 => cast(c, &dictionary(DataType::Int16))
+                // Narrower keys overflow (a cast error) past 128 and 32,768
+                // distinct values.
+                DataType::Utf8 => cast(c, &dictionary(DataType::Int8))
+                    .or_else(|_| cast(c, &dictionary(DataType::Int16)))
                     .or_else(|_| cast(c, &dictionary(DataType::Int32)))?,
                 DataType::Map(..) => match encode_map(c.as_map())? {
                     Some(encoded) => encoded,
@@ -116,15 +120,16 @@ fn encode_map(maps: &MapArray) -> Result<Option<ArrayRef>> {
         .collect();
     let distinct = take(maps, &UInt32Array::from(first), None)?;
     let nulls = maps.logical_nulls();
-    let encoded: ArrayRef = match i16::try_from(distinct.len()) {
-        Ok(_) => {
-            let keys = Int16Array::new(rows.iter().map(|&k| k as i16).collect(), nulls);
-            Arc::new(DictionaryArray::try_new(keys, distinct)?)
-        }
-        Err(_) => {
-            let keys = Int32Array::new(rows.iter().map(|&k| k as i32).collect(), nulls);
-            Arc::new(DictionaryArray::try_new(keys, distinct)?)
-        }
+    // Ids run below `distinct.len()`, so the casts below do not wrap.
+    let encoded: ArrayRef = if distinct.len() <= 1 << 7 {
+        let keys = Int8Array::new(rows.iter().map(|&k| k as i8).collect(), nulls);
+        Arc::new(DictionaryArray::try_new(keys, distinct)?)
+    } else if distinct.len() <= 1 << 15 {
+        let keys = Int16Array::new(rows.iter().map(|&k| k as i16).collect(), nulls);
+        Arc::new(DictionaryArray::try_new(keys, distinct)?)
+    } else {
+        let keys = Int32Array::new(rows.iter().map(|&k| k as i32).collect(), nulls);
+        Arc::new(DictionaryArray::try_new(keys, distinct)?)
     };
     Ok(Some(encoded))
 }
@@ -150,20 +155,27 @@ mod tests {
     use arrow::datatypes::{Field, Schema};
 
     /// Collectors' wire form: string columns as dictionaries with the narrowest
-    /// keys that fit (Int16, else Int32), the same values.
+    /// keys that fit (Int8, Int16, else Int32), the same values.
     #[test]
     fn strings_keep_values_and_widen_keys_when_needed() {
-        let many: StringArray = (0..40_000).map(|i| Some(format!("v{i}"))).collect();
-        let few: StringArray = (0..40_000).map(|i| Some(format!("v{}", i % 7))).collect();
+        let column = |distinct: usize| -> ArrayRef {
+            let values: StringArray = (0..40_000)
+                .map(|i| Some(format!("v{}", i % distinct)))
+                .collect();
+            Arc::new(values)
+        };
         let schema = Arc::new(Schema::new(vec![
             Field::new("many", DataType::Utf8, true),
+            Field::new("some", DataType::Utf8, true),
             Field::new("few", DataType::Utf8, true),
         ]));
-        let batch = RecordBatch::try_new(schema, vec![Arc::new(many), Arc::new(few)]).unwrap();
+        let columns = vec![column(40_000), column(129), column(128)];
+        let batch = RecordBatch::try_new(schema, columns).unwrap();
         let wire = dictionary_encode(&batch).unwrap();
         assert_eq!(key_type(&wire, 0), DataType::Int32);
         assert_eq!(key_type(&wire, 1), DataType::Int16);
-        for c in 0..2 {
+        assert_eq!(key_type(&wire, 2), DataType::Int8);
+        for c in 0..3 {
             let back = cast(wire.column(c), &DataType::Utf8).unwrap();
             assert_eq!(back.as_ref(), batch.column(c).as_ref());
         }
@@ -204,7 +216,7 @@ mod tests {
     /// keys (nulls kept), and cast back to the same maps.
     #[test]
     fn maps_become_dictionaries_of_distinct_maps() {
-        for distinct in [1, 3, 45_000] {
+        for distinct in [1, 3, 2_000, 45_000] {
             let maps = labels(50_000, distinct);
             let schema = Arc::new(Schema::new(vec![Field::new(
                 "labels",
@@ -219,10 +231,11 @@ mod tests {
                 .map(|i| i % distinct)
                 .collect();
             assert_eq!(dict.values().len(), present.len(), "{distinct}");
-            // Distinct maps past 32,767 need Int32 keys (45,000 has about 36,000).
-            let want_key = match present.len() > i16::MAX as usize {
-                true => DataType::Int32,
-                false => DataType::Int16,
+            // Distinct maps past 32,768 need Int32 keys (45,000 has about 36,000).
+            let want_key = match present.len() {
+                0..=128 => DataType::Int8,
+                129..=32_768 => DataType::Int16,
+                _ => DataType::Int32,
             };
             assert_eq!(want_key == DataType::Int32, distinct == 45_000);
             assert_eq!(key_type(&wire, 0), want_key);

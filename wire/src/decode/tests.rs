@@ -349,13 +349,10 @@ fn decodes_dictionary_encoded_strings() {
 #[test]
 fn dictionary_nulls_and_types_are_checked() {
     let batch = flowlake_schemas::dictionary_encode(&flows(20)).unwrap();
-    let idx = batch.schema().index_of(col::CLUSTER).unwrap();
     let keys = arrow::array::Int16Array::from(vec![0; batch.num_rows()]);
     let values: ArrayRef = Arc::new(arrow::array::StringArray::from(vec![None::<&str>]));
     let nulls = arrow::array::DictionaryArray::try_new(keys, values).unwrap();
-    let mut columns = batch.columns().to_vec();
-    columns[idx] = Arc::new(nulls);
-    let bad = RecordBatch::try_new(batch.schema(), columns).unwrap();
+    let bad = with_column(&batch, col::CLUSTER, Arc::new(nulls));
     let ipc = encode_ipc(&[bad], None).unwrap();
     assert!(matches!(
         decode_body(&ipc, BodyEncoding::Identity, 1 << 20),

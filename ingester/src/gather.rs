@@ -40,24 +40,37 @@ fn prefetch<T>(ptr: *const T) {
 /// `out[i] = sources[b][r]` for the `i`-th row `(b, r)`; an error if a row is
 /// outside the sources.
 fn gather_slices<T: Copy>(sources: &[&[T]], rows: &[RowRef]) -> Result<Vec<T>, ArrowError> {
-    for &(b, r) in rows {
-        if sources
+    let outside = rows.iter().any(|&(b, r)| {
+        sources
             .get(b as usize)
             .is_none_or(|s| r as usize >= s.len())
-        {
-            return Err(ArrowError::InvalidArgumentError(format!(
-                "gather: row {r} of batch {b} does not exist"
-            )));
-        }
+    });
+    if outside {
+        return Err(ArrowError::InvalidArgumentError(
+            "gather: a row is outside the batches".into(),
+        ));
     }
-    let mut out = Vec::with_capacity(rows.len());
-    for (i, &(b, r)) in rows.iter().enumerate() {
-        if let Some(&(b, r)) = rows.get(i + AHEAD) {
-            // SAFETY: every row was checked to lie inside its source above.
-            prefetch(unsafe { sources.get_unchecked(b as usize).as_ptr().add(r as usize) });
+    let starts: Vec<*const T> = sources.iter().map(|s| s.as_ptr()).collect();
+    let n = rows.len();
+    let mut out: Vec<T> = Vec::with_capacity(n);
+    let dst = out.spare_capacity_mut();
+    // SAFETY: every row was checked to lie inside its source above, so each
+    // `starts[b].add(r)` points at a value of `sources[b]`; `i < n` indexes
+    // `rows` and `dst` (capacity `n`).
+    unsafe {
+        let at = |i: usize| {
+            let (b, r) = *rows.get_unchecked(i);
+            starts.get_unchecked(b as usize).add(r as usize)
+        };
+        let ahead = n.saturating_sub(AHEAD);
+        for i in 0..ahead {
+            prefetch(at(i + AHEAD));
+            dst.get_unchecked_mut(i).write(*at(i));
         }
-        // SAFETY: as above.
-        out.push(unsafe { *sources.get_unchecked(b as usize).get_unchecked(r as usize) });
+        for i in ahead..n {
+            dst.get_unchecked_mut(i).write(*at(i));
+        }
+        out.set_len(n);
     }
     Ok(out)
 }
@@ -82,13 +95,16 @@ fn gather_nulls(sources: &[Option<&NullBuffer>], rows: &[RowRef]) -> Option<Null
 pub fn gather_keys(ranks: &[Vec<u32>], rows: &[RowRef]) -> Result<UInt32Array, ArrowError> {
     let sources: Vec<&[u32]> = ranks.iter().map(Vec::as_slice).collect();
     let mut keys = gather_slices(&sources, rows)?;
-    if !keys.contains(&0) {
-        keys.iter_mut().for_each(|k| *k -= 1);
+    keys.iter_mut().for_each(|k| *k = k.wrapping_sub(1));
+    if !keys.contains(&u32::MAX) {
         return Ok(UInt32Array::new(keys.into(), None));
     }
-    let valid = NullBuffer::new(BooleanBuffer::collect_bool(keys.len(), |i| keys[i] != 0));
-    keys.iter_mut().for_each(|k| *k = k.saturating_sub(1));
-    Ok(UInt32Array::new(keys.into(), Some(valid)))
+    let valid = BooleanBuffer::collect_bool(keys.len(), |i| keys[i] != u32::MAX);
+    // Keys under nulls are 0.
+    keys.iter_mut()
+        .filter(|k| **k == u32::MAX)
+        .for_each(|k| *k = 0);
+    Ok(UInt32Array::new(keys.into(), Some(NullBuffer::new(valid))))
 }
 
 fn gather_primitive<T: ArrowPrimitiveType>(
@@ -190,6 +206,18 @@ mod tests {
         let arrays = [a.as_ref()];
         assert!(gather_column(&arrays, &[(0, 4)]).is_err());
         assert!(gather_column(&arrays, &[(1, 0)]).is_err());
+        // Longer than the prefetch distance, rows from both ends of each batch.
+        let long: Vec<RowRef> = (0..500u32).map(|i| (i % 2, i * 7 % 4)).collect();
+        let arrays = [a.as_ref(), a.as_ref()];
+        let indices: Vec<(usize, usize)> = long
+            .iter()
+            .map(|&(b, r)| (b as usize, r as usize))
+            .collect();
+        let want = interleave(&arrays, &indices).unwrap();
+        assert_eq!(
+            gather_column(&arrays, &long).unwrap().as_ref(),
+            want.as_ref()
+        );
     }
 
     #[test]

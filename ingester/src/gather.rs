@@ -13,11 +13,13 @@ use arrow::array::{Array, ArrayRef, AsArray, PrimitiveArray, UInt32Array};
 use arrow::buffer::{BooleanBuffer, NullBuffer};
 use arrow::compute::interleave;
 use arrow::datatypes::{
-    ArrowPrimitiveType, DataType, Int8Type, Int16Type, Int32Type, Int64Type, TimeUnit,
-    TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType,
+    ArrowNativeType, ArrowPrimitiveType, DataType, Int8Type, Int16Type, Int32Type, Int64Type,
+    TimeUnit, TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType,
     TimestampSecondType,
 };
 use arrow::error::ArrowError;
+
+use crate::intern::{BatchRanks, RowIds};
 
 /// Where a row of the partition is: `(batch, row)` in the buffered batches.
 pub type RowRef = (u32, u32);
@@ -37,42 +39,91 @@ fn prefetch<T>(ptr: *const T) {
     let _ = ptr;
 }
 
-/// `out[i] = sources[b][r]` for the `i`-th row `(b, r)`; an error if a row is
-/// outside the sources.
-fn gather_slices<T: Copy>(sources: &[&[T]], rows: &[RowRef]) -> Result<Vec<T>, ArrowError> {
-    let outside = rows.iter().any(|&(b, r)| {
-        sources
-            .get(b as usize)
-            .is_none_or(|s| r as usize >= s.len())
-    });
-    if outside {
-        return Err(ArrowError::InvalidArgumentError(
+/// An error unless every row `(b, r)` has `r < lens[b]`.
+fn check_rows(lens: &[usize], rows: &[RowRef]) -> Result<(), ArrowError> {
+    let outside = rows
+        .iter()
+        .any(|&(b, r)| lens.get(b as usize).is_none_or(|&len| r as usize >= len));
+    match outside {
+        true => Err(ArrowError::InvalidArgumentError(
             "gather: a row is outside the batches".into(),
-        ));
+        )),
+        false => Ok(()),
     }
-    let starts: Vec<*const T> = sources.iter().map(|s| s.as_ptr()).collect();
-    let n = rows.len();
+}
+
+/// `out[i] = value(i, at(i))` for every row `i < n`, prefetching `at(i + AHEAD)`.
+///
+/// # Safety
+/// For every `i < n`, `at(i)` must point at a readable `P` and `value(i, at(i))`
+/// must be safe to call.
+unsafe fn gather_with<P, T>(
+    n: usize,
+    at: impl Fn(usize) -> *const P,
+    value: impl Fn(usize, *const P) -> T,
+) -> Vec<T> {
     let mut out: Vec<T> = Vec::with_capacity(n);
     let dst = out.spare_capacity_mut();
-    // SAFETY: every row was checked to lie inside its source above, so each
-    // `starts[b].add(r)` points at a value of `sources[b]`; `i < n` indexes
-    // `rows` and `dst` (capacity `n`).
+    let ahead = n.saturating_sub(AHEAD);
+    // SAFETY: `i < n` indexes `dst` (capacity `n`); `at` is the caller's.
     unsafe {
-        let at = |i: usize| {
-            let (b, r) = *rows.get_unchecked(i);
-            starts.get_unchecked(b as usize).add(r as usize)
-        };
-        let ahead = n.saturating_sub(AHEAD);
         for i in 0..ahead {
             prefetch(at(i + AHEAD));
-            dst.get_unchecked_mut(i).write(*at(i));
+            dst.get_unchecked_mut(i).write(value(i, at(i)));
         }
         for i in ahead..n {
-            dst.get_unchecked_mut(i).write(*at(i));
+            dst.get_unchecked_mut(i).write(value(i, at(i)));
         }
         out.set_len(n);
     }
-    Ok(out)
+    out
+}
+
+/// `out[i] = sources[b][r]` for the `i`-th row `(b, r)`; an error if a row is
+/// outside the sources.
+fn gather_slices<T: Copy>(sources: &[&[T]], rows: &[RowRef]) -> Result<Vec<T>, ArrowError> {
+    let lens: Vec<usize> = sources.iter().map(|s| s.len()).collect();
+    check_rows(&lens, rows)?;
+    let starts: Vec<*const T> = sources.iter().map(|s| s.as_ptr()).collect();
+    // SAFETY: every row lies inside its source (checked above), so
+    // `starts[b].add(r)` points at a value of `sources[b]`.
+    Ok(unsafe {
+        gather_with(
+            rows.len(),
+            |i| {
+                let (b, r) = *rows.get_unchecked(i);
+                starts.get_unchecked(b as usize).add(r as usize)
+            },
+            |_, p| *p,
+        )
+    })
+}
+
+/// `out[i] = tables[b][ids[b][r]]` for the `i`-th row `(b, r)`, `sources[b]`
+/// being `(ids, table)` of batch `b` ([`BatchRanks`]: every id indexes its table).
+fn gather_ranks<W: ArrowNativeType>(
+    sources: &[(&[W], &[u32])],
+    rows: &[RowRef],
+) -> Result<Vec<u32>, ArrowError> {
+    let lens: Vec<usize> = sources.iter().map(|s| s.0.len()).collect();
+    check_rows(&lens, rows)?;
+    let ids: Vec<*const W> = sources.iter().map(|s| s.0.as_ptr()).collect();
+    let tables: Vec<*const u32> = sources.iter().map(|s| s.1.as_ptr()).collect();
+    // SAFETY: every row lies inside its batch's ids (checked above), and every
+    // id indexes its batch's table (`BatchRanks::new`).
+    Ok(unsafe {
+        gather_with(
+            rows.len(),
+            |i| {
+                let (b, r) = *rows.get_unchecked(i);
+                ids.get_unchecked(b as usize).add(r as usize)
+            },
+            |i, id| {
+                let b = rows.get_unchecked(i).0;
+                *tables.get_unchecked(b as usize).add((*id).as_usize())
+            },
+        )
+    })
 }
 
 /// The validity of the rows, `None` when no source has nulls.
@@ -90,11 +141,35 @@ fn gather_nulls(sources: &[Option<&NullBuffer>], rows: &[RowRef]) -> Option<Null
     Some(NullBuffer::new(valid))
 }
 
-/// Dictionary keys of an interned column (`ranks[b][r]` is the row's rank among
-/// the distinct values, 1-based; 0 is null): rank − 1, null where the rank is 0.
-pub fn gather_keys(ranks: &[Vec<u32>], rows: &[RowRef]) -> Result<UInt32Array, ArrowError> {
-    let sources: Vec<&[u32]> = ranks.iter().map(Vec::as_slice).collect();
-    let mut keys = gather_slices(&sources, rows)?;
+/// Dictionary keys of an interned column (each batch's rows as ids into its table
+/// of ranks among the distinct values, 1-based; 0 is null): rank − 1, null where
+/// the rank is 0.
+pub fn gather_keys(batches: &[BatchRanks], rows: &[RowRef]) -> Result<UInt32Array, ArrowError> {
+    macro_rules! sources {
+        ($variant:ident) => {
+            batches
+                .iter()
+                .map(|b| match b.ids() {
+                    RowIds::$variant(ids) => Some((ids.as_slice(), b.table())),
+                    _ => None,
+                })
+                .collect::<Option<Vec<_>>>()
+        };
+    }
+    let mut keys = if let Some(s) = sources!(U8) {
+        gather_ranks(&s, rows)?
+    } else if let Some(s) = sources!(U16) {
+        gather_ranks(&s, rows)?
+    } else if let Some(s) = sources!(U32) {
+        gather_ranks(&s, rows)?
+    } else {
+        // Batches with ids of different widths (plain and dictionary-encoded).
+        let lens: Vec<usize> = batches.iter().map(BatchRanks::len).collect();
+        check_rows(&lens, rows)?;
+        rows.iter()
+            .map(|&(b, r)| batches[b as usize].rank(r as usize))
+            .collect()
+    };
     keys.iter_mut().for_each(|k| *k = k.wrapping_sub(1));
     if !keys.contains(&u32::MAX) {
         return Ok(UInt32Array::new(keys.into(), None));
@@ -220,17 +295,36 @@ mod tests {
         );
     }
 
+    /// Keys are ranks − 1 (null for rank 0) through each batch's ids and table,
+    /// whatever the ids' widths.
     #[test]
     fn keys_are_ranks_minus_one_with_nulls() {
-        let ranks = vec![vec![2, 0, 1], vec![3]];
-        let keys = gather_keys(&ranks, &[(1, 0), (0, 1), (0, 0), (0, 2)]).unwrap();
-        assert_eq!(
-            keys,
-            UInt32Array::from(vec![Some(2), None, Some(1), Some(0)])
-        );
-        let keys = gather_keys(&ranks, &[(0, 0), (1, 0)]).unwrap();
-        assert_eq!(keys.null_count(), 0);
-        assert_eq!(keys.values().as_ref(), &[1, 2]);
-        assert!(gather_keys(&ranks, &[(0, 3)]).is_err());
+        let table: Arc<[u32]> = vec![0, 1, 2, 3].into();
+        let wide = |ids: Vec<u32>| BatchRanks::new(RowIds::U32(ids), Arc::clone(&table));
+        let narrow = |ids: Vec<u8>| BatchRanks::new(RowIds::U8(ids), vec![0, 3, 1, 2].into());
+        let rows = [(1, 0), (0, 1), (0, 0), (0, 2)];
+        let want = UInt32Array::from(vec![Some(2), None, Some(1), Some(0)]);
+        // Both batches 4-byte ids, both 1-byte ids, one of each.
+        let same = [wide(vec![2, 0, 1]), wide(vec![3])];
+        let small = [narrow(vec![3, 0, 2]), narrow(vec![1])];
+        let mixed = [wide(vec![2, 0, 1]), narrow(vec![1])];
+        for batches in [&same, &small, &mixed] {
+            assert_eq!(gather_keys(batches, &rows).unwrap(), want);
+            let keys = gather_keys(batches, &[(0, 0), (1, 0)]).unwrap();
+            assert_eq!(keys.null_count(), 0);
+            assert_eq!(keys.values().as_ref(), &[1, 2]);
+            assert!(gather_keys(batches, &[(0, 3)]).is_err());
+            assert!(gather_keys(batches, &[(2, 0)]).is_err());
+        }
+        // Longer than the prefetch distance.
+        let long: Vec<RowRef> = (0..300u32)
+            .map(|i| (i % 2, (i / 2) % 3 * (1 - i % 2)))
+            .collect();
+        let got = gather_keys(&small, &long).unwrap();
+        let want: Vec<Option<u32>> = long
+            .iter()
+            .map(|&(b, r)| small[b as usize].rank(r as usize).checked_sub(1))
+            .collect();
+        assert_eq!(got, UInt32Array::from(want));
     }
 }

@@ -5,15 +5,14 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow::array::{
-    Array, ArrayRef, AsArray, DictionaryArray, StringArray, downcast_dictionary_array,
-};
+use arrow::array::{Array, ArrayRef, AsArray, StringArray};
 use arrow::compute::interleave;
-use arrow::datatypes::ArrowDictionaryKeyType;
-use arrow::datatypes::ArrowNativeType as _;
 use arrow::datatypes::DataType;
 use arrow::record_batch::RecordBatch;
 use flowlake_schemas::fold_hash::{FoldState, MapEntries};
+
+mod ranks;
+pub(crate) use ranks::{BatchRanks, RowIds};
 
 /// A column of the flush, interned: its distinct values (strings in sorted
 /// order; maps in order of appearance), and per buffered batch each row's rank
@@ -21,13 +20,18 @@ use flowlake_schemas::fold_hash::{FoldState, MapEntries};
 #[derive(Debug)]
 pub(crate) struct Interned {
     pub(crate) values: ArrayRef,
-    pub(crate) ranks: Vec<Vec<u32>>,
+    pub(crate) batches: Vec<BatchRanks>,
 }
 
 impl Interned {
     /// A string column's value of `rank`.
     pub(crate) fn value(&self, rank: u32) -> &str {
         self.values.as_string::<i32>().value(rank as usize - 1)
+    }
+
+    /// The rank of row `r` of batch `b`.
+    pub(crate) fn rank(&self, b: usize, r: usize) -> u32 {
+        self.batches[b].rank(r)
     }
 }
 
@@ -142,47 +146,37 @@ fn intern(batches: &[RecordBatch], c: usize, hasher: &FoldState) -> Interned {
     for (r, &i) in order.iter().enumerate() {
         rank[i as usize + 1] = r as u32 + 1;
     }
-    let ranks = ids
-        .into_iter()
-        .zip(batches)
-        .map(|(mut ids, batch)| {
-            ids.iter_mut().for_each(|id| *id = rank[*id as usize]);
-            let column = batch.column(c);
-            match column.as_any_dictionary_opt() {
-                // Each row's rank is its value's: one pass over the keys.
-                Some(_) => row_ids(column.as_ref(), &ids),
-                None => ids,
-            }
-        })
-        .collect();
+    let batches = batch_ranks(batches, c, ids, rank.into());
     let values: StringArray = order.iter().map(|&i| Some(distinct[i as usize])).collect();
     Interned {
         values: Arc::new(values),
-        ranks,
+        batches,
     }
 }
 
-/// Each row's id of a dictionary-encoded column, given the id of each of its
-/// dictionary's values (0 for a null row).
-fn row_ids(column: &dyn Array, ids: &[u32]) -> Vec<u32> {
-    fn map_keys<K: ArrowDictionaryKeyType>(dict: &DictionaryArray<K>, ids: &[u32]) -> Vec<u32> {
-        let keys = dict.keys();
-        // Keys are in range (arrow checked them); one under a null may not be.
-        let id = |k: K::Native| ids.get(k.as_usize()).copied().unwrap_or(0);
-        match keys.nulls().filter(|n| n.null_count() > 0) {
-            None => keys.values().iter().map(|&k| id(k)).collect(),
-            Some(nulls) => keys
-                .values()
-                .iter()
-                .zip(nulls.iter())
-                .map(|(&k, valid)| if valid { id(k) } else { 0 })
-                .collect(),
-        }
-    }
-    downcast_dictionary_array!(
-        column => map_keys(column, ids),
-        _ => vec![0; column.len()],
-    )
+/// Column `c` of each batch as [`BatchRanks`], given the ids `ids[b]` of its
+/// rows (or, for a dictionary-encoded batch, of its dictionary's values) and the
+/// rank of every id, `rank[id]`.
+fn batch_ranks(
+    batches: &[RecordBatch],
+    c: usize,
+    ids: Vec<Vec<u32>>,
+    rank: Arc<[u32]>,
+) -> Vec<BatchRanks> {
+    ids.into_iter()
+        .zip(batches)
+        .map(|(ids, batch)| {
+            let column = batch.column(c);
+            match column.as_any_dictionary_opt() {
+                // Row ids are keys plus one; the table holds each value's rank.
+                Some(_) => {
+                    let table = std::iter::once(0).chain(ids.iter().map(|&id| rank[id as usize]));
+                    BatchRanks::of_dictionary(column.as_ref(), table.collect())
+                }
+                None => BatchRanks::new(RowIds::U32(ids), Arc::clone(&rank)),
+            }
+        })
+        .collect()
 }
 
 /// Interns map column `c` of every batch, whole maps at a time (the rows of one
@@ -194,7 +188,8 @@ fn intern_maps(batches: &[RecordBatch], c: usize, hasher: &FoldState) -> Option<
     let mut first: Vec<(usize, usize)> = Vec::new();
     // Per batch, the maps its rows refer to: the column, or its dictionary's values.
     let mut sources: Vec<&dyn Array> = Vec::with_capacity(batches.len());
-    let mut per_batch = Vec::with_capacity(batches.len());
+    // Per batch, the ids of its rows, or of its dictionary's values.
+    let mut pending = Vec::with_capacity(batches.len());
     for (b, batch) in batches.iter().enumerate() {
         let column = batch.column(c);
         let dict = column.as_any_dictionary_opt();
@@ -229,16 +224,14 @@ fn intern_maps(batches: &[RecordBatch], c: usize, hasher: &FoldState) -> Option<
             out.push(id);
         }
         sources.push(source);
-        per_batch.push(match dict {
-            Some(_) => row_ids(column.as_ref(), &out),
-            None => out,
-        });
+        pending.push(out);
     }
+    // A map's rank is its id: the table is the identity, with each dictionary
+    // batch's values' ids behind its keys.
+    let identity: Arc<[u32]> = (0..=first.len() as u32).collect();
+    let batches = batch_ranks(batches, c, pending, identity);
     let values = interleave(&sources, &first).ok()?;
-    Some(Interned {
-        values,
-        ranks: per_batch,
-    })
+    Some(Interned { values, batches })
 }
 
 /// Interns every string column and every map of strings of the flush (`None`

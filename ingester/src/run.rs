@@ -71,7 +71,7 @@ impl PartitionRun {
             .ok_or_else(|| IngestError::Internal(format!("column {c}: rows out of range")))?;
         match self.interned(c) {
             Some(interned) => {
-                let keys = gather_keys(&interned.ranks, refs)?;
+                let keys = gather_keys(&interned.batches, refs)?;
                 let values = Arc::clone(&interned.values);
                 if values.len() >= u32::MAX as usize {
                     return Err(IngestError::Internal("dictionary too large".into()));

@@ -72,7 +72,7 @@ pub fn sort_plan(batches: Arc<[RecordBatch]>) -> Vec<PartitionRun> {
     };
     let partition_of = |&(b, r): &RowRef| {
         let (b, r) = (b as usize, r as usize);
-        [ranked[0].ranks[b][r], ranked[1].ranks[b][r]]
+        [ranked[0].rank(b, r), ranked[1].rank(b, r)]
     };
     let mut partitions = Vec::new();
     let mut start = 0;
@@ -162,9 +162,8 @@ fn sort_packed(
         }
         for (c, ranks) in ranked.iter().enumerate() {
             let shift = shifts[c] + 64;
-            for (k, &rank) in keys[start..].iter_mut().zip(&ranks.ranks[b]) {
-                *k |= u128::from(rank) << shift;
-            }
+            let keys = &mut keys[start..];
+            ranks.batches[b].for_each(|r, rank| keys[r] |= u128::from(rank) << shift);
         }
     }
     keys.sort_unstable();
@@ -184,7 +183,7 @@ fn sort_wide(
     let mut rows: Vec<(RowKey, u32, u32)> = Vec::with_capacity(total);
     for (b, time) in times.iter().enumerate() {
         for (r, t) in time.iter().enumerate() {
-            let key = std::array::from_fn(|c| ranked[c].ranks[b][r]);
+            let key = std::array::from_fn(|c| ranked[c].rank(b, r));
             rows.push(((key, t), b as u32, r as u32));
         }
     }

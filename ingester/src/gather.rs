@@ -9,8 +9,8 @@
 
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, PrimitiveArray, UInt32Array};
-use arrow::buffer::{BooleanBuffer, NullBuffer};
+use arrow::array::{Array, ArrayRef, AsArray, ListArray, PrimitiveArray, StringArray, UInt32Array};
+use arrow::buffer::{BooleanBuffer, NullBuffer, OffsetBuffer};
 use arrow::compute::interleave;
 use arrow::datatypes::{
     ArrowNativeType, ArrowPrimitiveType, DataType, Int8Type, Int16Type, Int32Type, Int64Type,
@@ -226,8 +226,58 @@ pub fn gather_column(arrays: &[&dyn Array], rows: &[RowRef]) -> Result<ArrayRef,
         DataType::Timestamp(TimeUnit::Nanosecond, _) => {
             gather_primitive::<TimestampNanosecondType>(arrays, rows)
         }
+        DataType::List(item) if item.data_type() == &DataType::Utf8 => {
+            gather_string_lists(arrays, rows)
+        }
         _ => interleave_rows(arrays, rows),
     }
+}
+
+/// A list-of-strings column (the DNS answers: null on most rows) gathered: the
+/// null rows cost a validity check, the others copy their strings' bytes.
+fn gather_string_lists(arrays: &[&dyn Array], rows: &[RowRef]) -> Result<ArrayRef, ArrowError> {
+    let lists: Vec<&ListArray> = arrays.iter().map(|a| a.as_list::<i32>()).collect();
+    let lens: Vec<usize> = lists.iter().map(|l| l.len()).collect();
+    check_rows(&lens, rows)?;
+    let items: Vec<&StringArray> = lists
+        .iter()
+        .map(|l| l.values().as_string_opt::<i32>())
+        .collect::<Option<_>>()
+        .ok_or_else(|| ArrowError::InvalidArgumentError("list items are not strings".into()))?;
+    let mut offsets = Vec::with_capacity(rows.len() + 1);
+    offsets.push(0i32);
+    let (mut item_offsets, mut bytes, mut item_valid) = (vec![0i32], Vec::new(), Vec::new());
+    let valid = BooleanBuffer::collect_bool(rows.len(), |i| {
+        let (b, r) = (rows[i].0 as usize, rows[i].1 as usize);
+        let list = lists[b];
+        if list.is_valid(r) {
+            let strings = items[b];
+            let range = list.value_offsets()[r] as usize..list.value_offsets()[r + 1] as usize;
+            for s in range {
+                item_valid.push(strings.is_valid(s));
+                bytes.extend_from_slice(strings.value(s).as_bytes());
+                item_offsets.push(bytes.len() as i32);
+            }
+        }
+        offsets.push(item_offsets.len() as i32 - 1);
+        list.is_valid(r)
+    });
+    let item_nulls = NullBuffer::from(item_valid);
+    let strings = StringArray::try_new(
+        OffsetBuffer::new(item_offsets.into()),
+        bytes.into(),
+        (item_nulls.null_count() > 0).then_some(item_nulls),
+    )?;
+    let DataType::List(item) = lists[0].data_type() else {
+        unreachable!("checked by the caller");
+    };
+    let nulls = NullBuffer::new(valid);
+    Ok(Arc::new(ListArray::try_new(
+        Arc::clone(item),
+        OffsetBuffer::new(offsets.into()),
+        Arc::new(strings),
+        (nulls.null_count() > 0).then_some(nulls),
+    )?))
 }
 
 fn interleave_rows(arrays: &[&dyn Array], rows: &[RowRef]) -> Result<ArrayRef, ArrowError> {
@@ -241,7 +291,9 @@ fn interleave_rows(arrays: &[&dyn Array], rows: &[RowRef]) -> Result<ArrayRef, A
 #[cfg(test)]
 mod tests {
     use super::*;
-    use arrow::array::{Int16Array, Int64Array, StringArray, TimestampMicrosecondArray};
+    use arrow::array::{
+        Int16Array, Int64Array, ListBuilder, StringBuilder, TimestampMicrosecondArray,
+    };
 
     /// Every kind of column gathers to what Arrow's `interleave` gives: nulls,
     /// sliced inputs, timestamps keeping their time zone, strings by fallback.
@@ -260,12 +312,35 @@ mod tests {
         ]));
         let t: ArrayRef = Arc::new(StringArray::from(vec!["y", "z"]));
         let small: ArrayRef = Arc::new(Int16Array::from(vec![7, 8, 9, 10]));
+        let list = |rows: Vec<Option<Vec<Option<&str>>>>| -> ArrayRef {
+            let mut b = ListBuilder::new(StringBuilder::new());
+            for row in rows {
+                match row {
+                    Some(items) => {
+                        for item in items {
+                            b.values().append_option(item);
+                        }
+                        b.append(true);
+                    }
+                    None => b.append(false),
+                }
+            }
+            Arc::new(b.finish())
+        };
+        let answers = list(vec![
+            None,
+            Some(vec![Some("10.0.0.1"), None]),
+            Some(vec![]),
+            Some(vec![Some("a"), Some("b"), Some("c")]),
+        ]);
+        let more = list(vec![Some(vec![Some("x")]), None]).slice(0, 2);
         let rows: Vec<RowRef> = vec![(1, 1), (0, 1), (0, 3), (1, 0), (0, 0)];
-        let cases: [[&ArrayRef; 2]; 4] = [
+        let cases: [[&ArrayRef; 2]; 5] = [
             [&a, &b],
             [&ts(vec![1, 2, 3, 4]), &ts(vec![5, 6])],
             [&s, &t],
             [&small, &small],
+            [&answers, &more],
         ];
         for [x, y] in cases {
             let arrays = [x.as_ref(), y.as_ref()];

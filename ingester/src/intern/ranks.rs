@@ -46,7 +46,8 @@ impl BatchRanks {
             column => dictionary_ids(column, ranks.len()),
             _ => RowIds::U32(vec![0; column.len()]),
         );
-        BatchRanks::new(ids, ranks)
+        // Every id is below the table's length (`dictionary_ids`).
+        BatchRanks { ids, ranks }
     }
 
     pub(crate) fn len(&self) -> usize {

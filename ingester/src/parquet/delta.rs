@@ -277,30 +277,10 @@ fn encode_page<T: Physical>(values: &[T], out: &mut Vec<u8>) -> Option<(T, T)> {
             }
             let width = 64 - all.leading_zeros();
             out[widths_at + m] = width as u8;
-            pack(&offsets[..T::MINIBLOCK], width, out);
+            rle::bit_pack(offsets[..T::MINIBLOCK].iter().copied(), width, out);
         }
     }
     Some((lo, hi))
-}
-
-/// Appends `values` (each below `2^width`) bit-packed, least significant bit
-/// first: `values.len() * width / 8` bytes (`values.len()` is a multiple of 8).
-fn pack(values: &[u64], width: u32, out: &mut Vec<u8>) {
-    if width == 0 {
-        return;
-    }
-    let mut acc: u128 = 0;
-    let mut bits = 0u32;
-    for &v in values {
-        acc |= u128::from(v) << bits;
-        bits += width;
-        if bits >= 64 {
-            out.extend_from_slice(&(acc as u64).to_le_bytes());
-            acc >>= 64;
-            bits -= 64;
-        }
-    }
-    out.extend_from_slice(&(acc as u64).to_le_bytes()[..bits.div_ceil(8) as usize]);
 }
 
 fn zigzag(v: i64) -> u64 {

@@ -92,23 +92,47 @@ fn put_rle(value: u32, run: usize, bit_width: u8, out: &mut Vec<u8>) {
 fn put_bit_packed(values: &[u32], bit_width: u8, out: &mut Vec<u8>) {
     let groups = values.len().div_ceil(8);
     put_varint(((groups as u64) << 1) | 1, out);
-    let width = u32::from(bit_width);
-    let mut acc: u64 = 0;
-    let mut bits: u32 = 0;
-    for g in 0..groups {
-        for k in 0..8 {
-            let v = values.get(g * 8 + k).copied().unwrap_or(0);
-            acc |= u64::from(v) << bits;
+    let padding = std::iter::repeat_n(0, groups * 8 - values.len());
+    let values = values.iter().map(|&v| u64::from(v)).chain(padding);
+    bit_pack(values, u32::from(bit_width), out);
+}
+
+/// Appends `values` (each below `2^width`, `width <= 64`) bit-packed, least
+/// significant bit first; their count times `width` must be a multiple of 8.
+pub(super) fn bit_pack(values: impl IntoIterator<Item = u64>, width: u32, out: &mut Vec<u8>) {
+    if width == 0 {
+        return;
+    }
+    if width <= 32 {
+        // Fewer than 32 bits wait in the accumulator, so a value always fits.
+        let mut acc: u64 = 0;
+        let mut bits = 0u32;
+        for v in values {
+            acc |= v << bits;
             bits += width;
-            while bits >= 8 {
-                out.push(acc as u8);
-                acc >>= 8;
-                bits -= 8;
+            if bits >= 32 {
+                out.extend_from_slice(&(acc as u32).to_le_bytes());
+                acc >>= 32;
+                bits -= 32;
             }
         }
+        debug_assert_eq!(bits % 8, 0);
+        out.extend_from_slice(&acc.to_le_bytes()[..bits as usize / 8]);
+        return;
     }
-    // Eight values of `width` bits fill whole bytes: nothing is left over.
-    debug_assert_eq!(bits, 0);
+    let mut acc: u128 = 0;
+    let mut bits = 0u32;
+    for v in values {
+        acc |= u128::from(v) << bits;
+        bits += width;
+        if bits >= 64 {
+            out.extend_from_slice(&(acc as u64).to_le_bytes());
+            acc >>= 64;
+            bits -= 64;
+        }
+    }
+    debug_assert_eq!(bits % 8, 0);
+    out.extend_from_slice(&(acc as u64).to_le_bytes()[..bits as usize / 8]);
 }
 
 #[cfg(test)]
@@ -221,6 +245,32 @@ mod tests {
                 encode_bits(&buffer, &mut out);
                 let want: Vec<u32> = bits[offset..].iter().map(|&b| u32::from(b)).collect();
                 assert_eq!(decode(&out, 1, want.len()), want);
+            }
+        }
+    }
+
+    /// Every width up to 64 packs eight values into `width` bytes, least
+    /// significant bit first.
+    #[test]
+    fn bit_pack_every_width() {
+        for width in 1..=64u32 {
+            let mask = if width == 64 {
+                u64::MAX
+            } else {
+                (1 << width) - 1
+            };
+            let values: Vec<u64> = (0..16u64)
+                .map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15) & mask)
+                .collect();
+            let mut out = Vec::new();
+            bit_pack(values.iter().copied(), width, &mut out);
+            assert_eq!(out.len(), 2 * width as usize);
+            for (i, &v) in values.iter().enumerate() {
+                let got = (0..width).fold(0u64, |acc, bit| {
+                    let at = i * width as usize + bit as usize;
+                    acc | (u64::from(out[at / 8] >> (at % 8) & 1) << bit)
+                });
+                assert_eq!(got, v, "width {width} value {i}");
             }
         }
     }

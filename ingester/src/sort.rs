@@ -161,6 +161,9 @@ fn sort_packed(
             ),
         }
         for (c, ranks) in ranked.iter().enumerate() {
+            if key.rank_bits[c] == 0 {
+                continue; // a column of nulls only: every rank is 0
+            }
             let shift = shifts[c] + 64;
             let keys = &mut keys[start..];
             ranks.batches[b].for_each(|r, rank| keys[r] |= u128::from(rank) << shift);
@@ -261,18 +264,21 @@ mod tests {
         let batch = crate::testdata::flows(500, 7);
         let idx = batch.schema().index_of(col::SRC_POD).unwrap();
         let pods = batch.column(idx).as_string::<i32>();
-        let nulled: arrow::array::StringArray = pods
-            .iter()
-            .enumerate()
-            .map(|(i, v)| if i % 3 == 0 { None } else { v })
-            .collect();
-        let mut columns = batch.columns().to_vec();
-        columns[idx] = std::sync::Arc::new(nulled);
-        let batch = RecordBatch::try_new(batch.schema(), columns).unwrap();
-        let runs = sort_into_partitions(std::slice::from_ref(&batch));
-        let ours: Vec<RecordBatch> = runs.iter().map(|r| r.plain_batch().unwrap()).collect();
-        let ours = concat_batches(&flow_schema(), &ours).unwrap();
-        assert_eq!(sort_keys(&ours), sort_keys(&lexsorted(&[batch])));
+        // Every third pod null; then every pod null (a sort column with no value).
+        for every in [3, 1] {
+            let nulled: arrow::array::StringArray = pods
+                .iter()
+                .enumerate()
+                .map(|(i, v)| if i % every == 0 { None } else { v })
+                .collect();
+            let mut columns = batch.columns().to_vec();
+            columns[idx] = std::sync::Arc::new(nulled);
+            let batch = RecordBatch::try_new(batch.schema(), columns).unwrap();
+            let runs = sort_into_partitions(std::slice::from_ref(&batch));
+            let ours: Vec<RecordBatch> = runs.iter().map(|r| r.plain_batch().unwrap()).collect();
+            let ours = concat_batches(&flow_schema(), &ours).unwrap();
+            assert_eq!(sort_keys(&ours), sort_keys(&lexsorted(&[batch])));
+        }
     }
 
     /// String columns are dictionaries over the flush's sorted distinct values,

@@ -170,16 +170,12 @@ pub fn gather_keys(batches: &[BatchRanks], rows: &[RowRef]) -> Result<UInt32Arra
             .map(|&(b, r)| batches[b as usize].rank(r as usize))
             .collect()
     };
-    keys.iter_mut().for_each(|k| *k = k.wrapping_sub(1));
-    if !keys.contains(&u32::MAX) {
-        return Ok(UInt32Array::new(keys.into(), None));
-    }
-    let valid = BooleanBuffer::collect_bool(keys.len(), |i| keys[i] != u32::MAX);
+    let nulls = keys
+        .contains(&0)
+        .then(|| NullBuffer::new(BooleanBuffer::collect_bool(keys.len(), |i| keys[i] != 0)));
     // Keys under nulls are 0.
-    keys.iter_mut()
-        .filter(|k| **k == u32::MAX)
-        .for_each(|k| *k = 0);
-    Ok(UInt32Array::new(keys.into(), Some(NullBuffer::new(valid))))
+    keys.iter_mut().for_each(|k| *k = k.saturating_sub(1));
+    Ok(UInt32Array::new(keys.into(), nulls))
 }
 
 fn gather_primitive<T: ArrowPrimitiveType>(
@@ -250,7 +246,8 @@ fn gather_string_lists(arrays: &[&dyn Array], rows: &[RowRef]) -> Result<ArrayRe
     let valid = BooleanBuffer::collect_bool(rows.len(), |i| {
         let (b, r) = (rows[i].0 as usize, rows[i].1 as usize);
         let list = lists[b];
-        if list.is_valid(r) {
+        let valid = list.is_valid(r);
+        if valid {
             let strings = items[b];
             let range = list.value_offsets()[r] as usize..list.value_offsets()[r + 1] as usize;
             for s in range {
@@ -260,7 +257,7 @@ fn gather_string_lists(arrays: &[&dyn Array], rows: &[RowRef]) -> Result<ArrayRe
             }
         }
         offsets.push(item_offsets.len() as i32 - 1);
-        list.is_valid(r)
+        valid
     });
     let item_nulls = NullBuffer::from(item_valid);
     let strings = StringArray::try_new(

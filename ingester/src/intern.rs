@@ -2,14 +2,13 @@
 //! value, every map of strings whole maps at a time. The sort compares the ranks;
 //! the gather hands the writer dictionary keys ([`crate::sort`]).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, StringArray};
 use arrow::compute::interleave;
 use arrow::datatypes::DataType;
 use arrow::record_batch::RecordBatch;
-use flowlake_schemas::fold_hash::{FoldState, MapEntries};
+use flowlake_schemas::fold_hash::{FoldState, MapInterner};
 
 mod ranks;
 pub(crate) use ranks::{BatchRanks, RowIds};
@@ -184,7 +183,7 @@ fn batch_ranks(
 /// maps arrived dictionary-encoded interns each of its distinct maps once, then
 /// every row maps its key.
 fn intern_maps(batches: &[RecordBatch], c: usize, hasher: &FoldState) -> Option<Interned> {
-    let mut ids: HashMap<MapEntries, u32, FoldState> = HashMap::with_hasher(*hasher);
+    let mut interner = MapInterner::new(*hasher);
     let mut first: Vec<(usize, usize)> = Vec::new();
     // Per batch, the maps its rows refer to: the column, or its dictionary's values.
     let mut sources: Vec<&dyn Array> = Vec::with_capacity(batches.len());
@@ -192,39 +191,12 @@ fn intern_maps(batches: &[RecordBatch], c: usize, hasher: &FoldState) -> Option<
     let mut pending = Vec::with_capacity(batches.len());
     for (b, batch) in batches.iter().enumerate() {
         let column = batch.column(c);
-        let dict = column.as_any_dictionary_opt();
-        let source = dict.map_or(column.as_ref(), |d| d.values().as_ref());
-        let maps = source.as_map_opt()?;
-        let keys = maps.keys().as_string_opt::<i32>()?;
-        let values = maps.values().as_string_opt::<i32>()?;
-        let offsets = maps.value_offsets();
-        let mut out = Vec::with_capacity(maps.len());
-        let mut last: Option<(MapEntries, u32)> = None;
-        for r in 0..maps.len() {
-            if maps.is_null(r) {
-                out.push(0);
-                continue;
-            }
-            let key = MapEntries {
-                keys,
-                values,
-                entries: offsets[r] as usize..offsets[r + 1] as usize,
-            };
-            let id = match &last {
-                Some((prev, id)) if *prev == key => *id,
-                _ => {
-                    let id = *ids.entry(key.clone()).or_insert_with(|| {
-                        first.push((b, r));
-                        first.len() as u32
-                    });
-                    last = Some((key, id));
-                    id
-                }
-            };
-            out.push(id);
-        }
+        let source = match column.as_any_dictionary_opt() {
+            Some(d) => d.values().as_ref(),
+            None => column.as_ref(),
+        };
+        pending.push(interner.intern(source.as_map_opt()?, |r| first.push((b, r)))?);
         sources.push(source);
-        pending.push(out);
     }
     // A map's rank is its id: the table is the identity, with each dictionary
     // batch's values' ids behind its keys.

@@ -93,10 +93,11 @@ impl PartitionRun {
 
     /// Every row, gathered: [`PartitionRun::column`] of all rows.
     pub fn batch(&self) -> Result<RecordBatch> {
-        let columns = (0..self.schema().fields().len())
+        let schema = self.schema();
+        let columns = (0..schema.fields().len())
             .map(|c| self.column(c, 0..self.num_rows()))
             .collect::<Result<Vec<_>>>()?;
-        Ok(RecordBatch::try_new(self.schema(), columns)?)
+        Ok(RecordBatch::try_new(schema, columns)?)
     }
 
     /// Every row with plain columns, in the flow schema.

@@ -3,7 +3,6 @@
 //! flow schema's types stay what they are; a string or map-of-strings column may
 //! arrive as `Dictionary(<integer>, <its type>)` instead.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{
@@ -15,7 +14,7 @@ use arrow::datatypes::DataType;
 use arrow::record_batch::RecordBatch;
 
 use crate::error::Result;
-use crate::fold_hash::{FoldState, MapEntries};
+use crate::fold_hash::{FoldState, MapInterner};
 use crate::schema::flow_schema;
 use crate::validate::{batch_of, conform_batch, same_shape};
 
@@ -84,40 +83,13 @@ pub fn dictionary_encode(batch: &RecordBatch) -> Result<RecordBatch> {
 /// A map of strings as a dictionary of its distinct maps (whole maps compared,
 /// entries in order), `None` for maps of other types.
 fn encode_map(maps: &MapArray) -> Result<Option<ArrayRef>> {
-    let (Some(keys), Some(values)) = (
-        maps.keys().as_string_opt::<i32>(),
-        maps.values().as_string_opt::<i32>(),
-    ) else {
+    let mut first: Vec<u32> = Vec::new();
+    let mut interner = MapInterner::new(FoldState::new());
+    let Some(ids) = interner.intern(maps, |r| first.push(r as u32)) else {
         return Ok(None);
     };
-    let offsets = maps.value_offsets();
-    let mut ids: HashMap<MapEntries, u32, FoldState> = HashMap::with_hasher(FoldState::new());
-    let mut first: Vec<u32> = Vec::new();
-    let mut last: Option<(MapEntries, u32)> = None;
-    let rows: Vec<u32> = (0..maps.len())
-        .map(|r| {
-            if maps.is_null(r) {
-                return 0;
-            }
-            let row = MapEntries {
-                keys,
-                values,
-                entries: offsets[r] as usize..offsets[r + 1] as usize,
-            };
-            // The rows of one endpoint often follow each other.
-            if let Some((prev, id)) = &last
-                && *prev == row
-            {
-                return *id;
-            }
-            let id = *ids.entry(row.clone()).or_insert_with(|| {
-                first.push(r as u32);
-                first.len() as u32 - 1
-            });
-            last = Some((row, id));
-            id
-        })
-        .collect();
+    // Keys are ids − 1; null rows (id 0) are masked by the keys' nulls.
+    let rows: Vec<u32> = ids.iter().map(|id| id.saturating_sub(1)).collect();
     let distinct = take(maps, &UInt32Array::from(first), None)?;
     let nulls = maps.logical_nulls();
     // Ids run below `distinct.len()`, so the casts below do not wrap.

@@ -3,12 +3,13 @@
 //! per value than SipHash, and seeded per use (from `RandomState`), so a client
 //! cannot choose values that collide.
 //!
-//! [`MapEntries`] is one row of a map of strings as a hash key, so a map column
-//! can be deduplicated whole maps at a time.
+//! [`MapEntries`] is one row of a map of strings as a hash key, and
+//! [`MapInterner`] deduplicates map columns whole maps at a time with it.
 
+use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
 
-use arrow::array::{Array, StringArray};
+use arrow::array::{Array, AsArray, MapArray, StringArray};
 
 /// The hasher of [`FoldState`].
 pub struct FoldHasher {
@@ -132,6 +133,70 @@ impl PartialEq for MapEntries<'_> {
 }
 
 impl Eq for MapEntries<'_> {}
+
+/// The distinct maps of one or more map-of-strings arrays, whole maps at a time,
+/// each with an id (1-based, in order of appearance; 0 is a null row).
+pub struct MapInterner<'a> {
+    ids: HashMap<MapEntries<'a>, u32, FoldState>,
+    /// The previous row's map and id: the rows of one endpoint often follow
+    /// each other, and comparing costs less than hashing.
+    last: Option<(MapEntries<'a>, u32)>,
+}
+
+impl<'a> MapInterner<'a> {
+    pub fn new(seed: FoldState) -> Self {
+        MapInterner {
+            ids: HashMap::with_hasher(seed),
+            last: None,
+        }
+    }
+
+    /// Number of distinct maps so far.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// The id of every row of `maps`, calling `new_map(row)` for each row whose
+    /// map is seen for the first time; `None` unless keys and values are strings.
+    pub fn intern(
+        &mut self,
+        maps: &'a MapArray,
+        mut new_map: impl FnMut(usize),
+    ) -> Option<Vec<u32>> {
+        let keys = maps.keys().as_string_opt::<i32>()?;
+        let values = maps.values().as_string_opt::<i32>()?;
+        let offsets = maps.value_offsets();
+        let ids = (0..maps.len())
+            .map(|r| {
+                if maps.is_null(r) {
+                    return 0;
+                }
+                let row = MapEntries {
+                    keys,
+                    values,
+                    entries: offsets[r] as usize..offsets[r + 1] as usize,
+                };
+                if let Some((prev, id)) = &self.last
+                    && *prev == row
+                {
+                    return *id;
+                }
+                let next = self.ids.len() as u32 + 1;
+                let id = *self.ids.entry(row.clone()).or_insert_with(|| {
+                    new_map(r);
+                    next
+                });
+                self.last = Some((row, id));
+                id
+            })
+            .collect();
+        Some(ids)
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -8,7 +8,17 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-const OBJECTS: &[&str] = &["flows", "drops", "tcp", "counter"];
+/// Each object: its name (`<name>.bpf.o`), its source (`ebpf/<source>.bpf.c`)
+/// and extra clang flags. `flows_compat` is the flow object for kernels
+/// before 5.12, which refuse atomic OR (the collector loads it when `flows`
+/// does not load).
+const OBJECTS: &[(&str, &str, &[&str])] = &[
+    ("flows", "flows", &[]),
+    ("flows_compat", "flows", &["-DFLK_NO_ATOMIC_OR"]),
+    ("drops", "drops", &[]),
+    ("tcp", "tcp", &[]),
+    ("counter", "counter", &[]),
+];
 
 fn main() -> Result<()> {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?);
@@ -33,10 +43,10 @@ fn main() -> Result<()> {
 
     let clang = std::env::var("CLANG").unwrap_or_else(|_| "clang".to_string());
     let have_clang = Command::new(&clang).arg("--version").output().is_ok();
-    for name in OBJECTS {
+    for (name, source, extra) in OBJECTS {
         let dst = out.join(format!("{name}.bpf.o"));
         if have_clang {
-            compile(&clang, &ebpf, name, &dst)?;
+            compile(&clang, &ebpf, source, extra, &dst)?;
         } else {
             println!("cargo:warning=clang not found: using committed ebpf/obj/{name}.bpf.o");
             std::fs::copy(committed.join(format!("{name}.bpf.o")), &dst)
@@ -44,7 +54,7 @@ fn main() -> Result<()> {
         }
     }
     if have_clang && std::env::var("FLOWLAKE_EBPF_UPDATE").is_ok_and(|v| v == "1") {
-        for name in OBJECTS {
+        for (name, _, _) in OBJECTS {
             let file = format!("{name}.bpf.o");
             std::fs::copy(out.join(&file), committed.join(&file))?;
         }
@@ -76,10 +86,11 @@ fn flags(ebpf: &Path) -> Vec<String> {
     f
 }
 
-fn compile(clang: &str, ebpf: &Path, name: &str, dst: &Path) -> Result<()> {
-    let src = ebpf.join(format!("{name}.bpf.c"));
+fn compile(clang: &str, ebpf: &Path, source: &str, extra: &[&str], dst: &Path) -> Result<()> {
+    let src = ebpf.join(format!("{source}.bpf.c"));
     let output = Command::new(clang)
         .args(flags(ebpf))
+        .args(extra)
         .arg("-c")
         .arg(&src)
         .arg("-o")
@@ -112,5 +123,8 @@ fn source_hash(ebpf: &Path, sources: &[PathBuf]) -> Result<u64> {
         feed(&std::fs::read(s)?);
     }
     feed(b"-O2 -g -target bpf -mcpu=v3 -Wall -Werror");
+    for (name, source, extra) in OBJECTS {
+        feed(format!("{name}:{source}:{}", extra.join(" ")).as_bytes());
+    }
     Ok(h)
 }

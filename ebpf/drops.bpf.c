@@ -4,6 +4,10 @@
  * with SKB_CONSUMED or NOT_SPECIFIED are ordinary frees, not drops; the
  * smallest counted value comes from the running kernel's BTF (min_reason).
  * The dropped packet's 5-tuple is parsed from its network header.
+ *
+ * Kernels before 5.17 have no reason in the record: there every kfree_skb
+ * counts, with the reason FLK_DROP_REASON_UNKNOWN (bpf_core_field_exists
+ * decides at load time, from the running kernel's BTF).
  */
 #include "kernel.h"
 
@@ -23,9 +27,12 @@ struct {
 SEC("tracepoint/skb/kfree_skb")
 int kfree_skb(struct trace_event_raw_kfree_skb *ctx)
 {
-	__u32 reason = BPF_CORE_READ(ctx, reason);
-	if (reason < min_reason)
-		return 0;
+	__u32 reason = FLK_DROP_REASON_UNKNOWN;
+	if (bpf_core_field_exists(ctx->reason)) {
+		reason = BPF_CORE_READ(ctx, reason);
+		if (reason < min_reason)
+			return 0;
+	}
 	struct sk_buff *skb = BPF_CORE_READ(ctx, skbaddr);
 	if (!skb)
 		return 0;

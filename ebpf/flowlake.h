@@ -67,6 +67,9 @@ struct flk_clock_sample {
 	__u64 boot_ns; /* bpf_ktime_get_boot_ns */
 };
 
+/* drop_key.reason on kernels without drop reasons (before 5.17). */
+#define FLK_DROP_REASON_UNKNOWN 0xffffffff
+
 /* A packet freed with a drop reason, aggregated per flow, reason and place. */
 struct drop_key {
 	struct flow_key flow; /* ifindex: skb->dev; direction: unused (0) */

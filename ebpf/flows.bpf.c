@@ -67,6 +67,24 @@ struct {
 	__type(value, struct flk_clock_sample);
 } clock SEC(".maps");
 
+/* Interfaces without a link-layer header (tun, wireguard, netkit in L3
+ * mode: ARPHRD_NONE and the like), where the IP header starts the packet.
+ * Userspace fills it as it attaches and counts them in l3_count, so nodes
+ * without such interfaces skip the lookup. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1 << 12);
+	__type(key, __u32);
+	__type(value, __u32);
+} l3_ifaces SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} l3_count SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 1 << 20);
@@ -97,7 +115,7 @@ static __always_inline void handshake(struct flow_key *key, __u16 flags, __u64 n
 }
 
 static __always_inline void dns(struct __sk_buff *skb, struct flow_key *key,
-				struct flk_parsed *p, __u64 now)
+				struct flk_parsed *p, __u32 l2, __u64 now)
 {
 	if (!p->payload_off || skb->len <= p->payload_off)
 		return;
@@ -111,9 +129,11 @@ static __always_inline void dns(struct __sk_buff *skb, struct flow_key *key,
 	}
 	ev->key = *key;
 	ev->ts_ns = now;
-	ev->pkt_len = skb->len - FLK_ETH_HLEN;
+	ev->pkt_len = skb->len - l2;
 	ev->pad = 0;
-	if (n == 0 || bpf_skb_load_bytes(skb, p->payload_off, ev->data, n & (FLK_DNS_MAX * 2 - 1)))
+	/* The length as 1..FLK_DNS_MAX by construction: verifiers before 6.8
+	 * do not learn from `n != 0` that a length cannot be zero. */
+	if (n == 0 || bpf_skb_load_bytes(skb, p->payload_off, ev->data, ((n - 1) & (FLK_DNS_MAX - 1)) + 1))
 		n = 0;
 	ev->dns_len = n;
 	bpf_ringbuf_submit(ev, 0);
@@ -125,7 +145,7 @@ static __always_inline void dns(struct __sk_buff *skb, struct flow_key *key,
  * carrying TCP or UDP whose header is in the linear area. Returns 0 when it
  * filled key and p; anything else (options, extension headers, fragments,
  * ICMP, SCTP, headers in paged data) goes through flk_parse. */
-static __always_inline int fast_parse(struct __sk_buff *skb, struct flow_key *key,
+static __always_inline int fast_parse(struct __sk_buff *skb, __u32 l2, struct flow_key *key,
 				      struct flk_parsed *p)
 {
 	void *data = (void *)(long)skb->data;
@@ -134,7 +154,7 @@ static __always_inline int fast_parse(struct __sk_buff *skb, struct flow_key *ke
 	__u8 proto;
 
 	if (skb->protocol == bpf_htons(FLK_ETH_P_IP)) {
-		struct flk_ipv4 *ip = data + FLK_ETH_HLEN;
+		struct flk_ipv4 *ip = data + l2;
 		if ((void *)(ip + 1) > end)
 			return -1;
 		if (ip->ver_ihl != 0x45 || (ip->frag_off & bpf_htons(0x1fff)))
@@ -150,7 +170,7 @@ static __always_inline int fast_parse(struct __sk_buff *skb, struct flow_key *ke
 		p->l3_len = bpf_ntohs(ip->tot_len);
 		l4 = ip + 1;
 	} else if (skb->protocol == bpf_htons(FLK_ETH_P_IPV6)) {
-		struct flk_ipv6 *ip6 = data + FLK_ETH_HLEN;
+		struct flk_ipv6 *ip6 = data + l2;
 		if ((void *)(ip6 + 1) > end)
 			return -1;
 		if ((ip6->ver_tc_flow & 0xf0) != 0x60)
@@ -207,7 +227,17 @@ static __always_inline void flow_add(struct flow_key *key, struct flow_stats *ad
 	 * CPUs flushing the same key at once may keep either's time). */
 	__sync_fetch_and_add(&st->packets, add->packets);
 	__sync_fetch_and_add(&st->bytes, add->bytes);
-	__sync_fetch_and_or(&st->tcp_flags, add->tcp_flags);
+	if ((st->tcp_flags | add->tcp_flags) != st->tcp_flags) {
+#ifdef FLK_NO_ATOMIC_OR
+		/* Atomic OR came with 5.12, and older kernels refuse the
+		 * instruction anywhere in a program: their object (build.rs:
+		 * flows_compat) ORs in place, where two CPUs flushing the
+		 * same key at once may lose a flag bit, never a packet. */
+		st->tcp_flags |= add->tcp_flags;
+#else
+		__sync_fetch_and_or(&st->tcp_flags, add->tcp_flags);
+#endif
+	}
 	if (add->first_jiffies < st->first_jiffies)
 		st->first_jiffies = add->first_jiffies;
 	if (add->last_jiffies > st->last_jiffies)
@@ -230,15 +260,27 @@ static __always_inline __u32 cache_slot(const struct flow_key *k)
 	return (h * 0x9E3779B1u) >> (32 - FLK_CACHE_SLOTS_LOG2);
 }
 
+/* Bytes before the IP header: 0 on the interfaces in l3_ifaces, an
+ * Ethernet header elsewhere. */
+static __always_inline __u32 link_header_len(struct __sk_buff *skb)
+{
+	__u32 zero = 0, ifindex = skb->ifindex;
+	__u32 *n = bpf_map_lookup_elem(&l3_count, &zero);
+	if (n && *n && bpf_map_lookup_elem(&l3_ifaces, &ifindex))
+		return 0;
+	return FLK_ETH_HLEN;
+}
+
 static __always_inline int observe(struct __sk_buff *skb, __u32 direction)
 {
 	struct flow_key key = {};
 	struct flk_parsed p = {};
+	__u32 l2 = link_header_len(skb);
 
-	if (fast_parse(skb, &key, &p)) {
+	if (fast_parse(skb, l2, &key, &p)) {
 		__builtin_memset(&key, 0, sizeof(key));
 		__builtin_memset(&p, 0, sizeof(p));
-		if (flk_parse(skb, FLK_ETH_HLEN, skb->protocol, &key, &p))
+		if (flk_parse(skb, l2, skb->protocol, &key, &p))
 			return TC_ACT_UNSPEC;
 	}
 	key.ifindex = skb->ifindex;
@@ -248,7 +290,7 @@ static __always_inline int observe(struct __sk_buff *skb, __u32 direction)
 	 * load, where a clock helper call costs 25-50 ns per packet here.
 	 * Userspace converts them with the calibrated clock (clock_sample). */
 	__u64 now = bpf_jiffies64();
-	__u64 bytes = skb->len - FLK_ETH_HLEN;
+	__u64 bytes = skb->len - l2;
 
 	if (p.tcp_flags & TCP_SYN) {
 		/* Handshake packets go straight to the hash: the SYN-ACK finds
@@ -292,7 +334,7 @@ static __always_inline int observe(struct __sk_buff *skb, __u32 direction)
 
 	if ((key.proto == FLK_IPPROTO_UDP || key.proto == FLK_IPPROTO_TCP) &&
 	    (key.src_port == 53 || key.dst_port == 53))
-		dns(skb, &key, &p, bpf_ktime_get_boot_ns());
+		dns(skb, &key, &p, l2, bpf_ktime_get_boot_ns());
 	return TC_ACT_UNSPEC;
 }
 

@@ -60,31 +60,40 @@ struct trace_event_raw_kfree_skb {
 	enum skb_drop_reason reason;
 };
 
+/* The TCP records read here differ across kernels in name and layout; each
+ * program picks its record with bpf_core_type_exists. Only the fields read
+ * are declared: CO-RE finds them by name. Every one of them stores both
+ * ends as IPv6, IPv4 as ::ffff:a.b.c.d, ports in host order. */
+
+/* tcp_retransmit_skb's own record (newer kernels). */
 struct trace_event_raw_tcp_retransmit_skb {
 	struct trace_entry ent;
-	const void *skbaddr;
-	const void *skaddr;
 	__u16 sport;
 	__u16 dport;
-	__u16 family;
-	__u8 saddr[4];
-	__u8 daddr[4];
 	__u8 saddr_v6[16];
 	__u8 daddr_v6[16];
 };
 
+/* The class tcp_retransmit_skb (before its own record) and tcp_send_reset
+ * (before 6.10) belong to. */
+struct trace_event_raw_tcp_event_sk_skb {
+	struct trace_entry ent;
+	__u16 sport;
+	__u16 dport;
+	__u8 saddr_v6[16];
+	__u8 daddr_v6[16];
+};
+
+/* tcp_receive_reset's class, on every kernel. */
 struct trace_event_raw_tcp_event_sk {
 	struct trace_entry ent;
-	const void *skaddr;
 	__u16 sport;
 	__u16 dport;
-	__u16 family;
-	__u8 saddr[4];
-	__u8 daddr[4];
 	__u8 saddr_v6[16];
 	__u8 daddr_v6[16];
 };
 
+/* tcp_send_reset's own record (6.10 on): both ends as sockaddrs. */
 struct trace_event_raw_tcp_send_reset {
 	struct trace_entry ent;
 	__u8 saddr[28];

@@ -35,24 +35,17 @@ static __always_inline struct tcp_stats *health(struct tcp_key *key)
 	return bpf_map_lookup_elem(&tcp_health, key);
 }
 
-/* Fills the addresses from tracepoint fields (v4 + v6 arrays, ports in host order). */
-static __always_inline int key_from_fields(struct tcp_key *key, __u16 family, const __u8 *s4,
-					   const __u8 *d4, const __u8 *s6, const __u8 *d6)
+/* Fills the key from a record's IPv6 (or v4-mapped) ends and ports. */
+static __always_inline int key_from_v6(struct tcp_key *key, __u16 sport, __u16 dport,
+				       const void *s6, const void *d6)
 {
-	if (family == FLK_AF_INET) {
-		__u8 a[4], b[4];
-		bpf_probe_read_kernel(a, 4, s4);
-		bpf_probe_read_kernel(b, 4, d4);
-		flk_map_v4(key->src_ip, a);
-		flk_map_v4(key->dst_ip, b);
-		key->ip_version = 4;
-	} else if (family == FLK_AF_INET6) {
-		bpf_probe_read_kernel(key->src_ip, 16, s6);
-		bpf_probe_read_kernel(key->dst_ip, 16, d6);
-		key->ip_version = 6;
-	} else {
+	if (bpf_probe_read_kernel(key->src_ip, 16, s6) ||
+	    bpf_probe_read_kernel(key->dst_ip, 16, d6))
 		return -1;
-	}
+	const __u32 *w = (const __u32 *)key->src_ip;
+	key->ip_version = (w[0] == 0 && w[1] == 0 && w[2] == bpf_htonl(0xffff)) ? 4 : 6;
+	key->src_port = sport;
+	key->dst_port = dport;
 	return 0;
 }
 
@@ -100,26 +93,41 @@ static __always_inline void count(struct tcp_key *key, int resets)
 	st->last_jiffies = bpf_jiffies64();
 }
 
+/* Reads one record's ends into the key, from the local end (`peer`: from
+ * the remote one). A macro: the record types differ, the fields do not. */
+#define FLK_KEY_FROM(key, rec, peer)                                                       \
+	((peer) ? key_from_v6((key), BPF_CORE_READ((rec), dport), BPF_CORE_READ((rec), sport), \
+			      (rec)->daddr_v6, (rec)->saddr_v6)                                \
+		: key_from_v6((key), BPF_CORE_READ((rec), sport), BPF_CORE_READ((rec), dport), \
+			      (rec)->saddr_v6, (rec)->daddr_v6))
+
 SEC("tracepoint/tcp/tcp_retransmit_skb")
-int tcp_retransmit(struct trace_event_raw_tcp_retransmit_skb *ctx)
+int tcp_retransmit(void *ctx)
 {
 	struct tcp_key key = {};
-	if (key_from_fields(&key, BPF_CORE_READ(ctx, family), ctx->saddr, ctx->daddr, ctx->saddr_v6,
-			    ctx->daddr_v6))
-		return 0;
-	key.src_port = BPF_CORE_READ(ctx, sport);
-	key.dst_port = BPF_CORE_READ(ctx, dport);
-	count(&key, 0);
+	int err;
+	if (bpf_core_type_exists(struct trace_event_raw_tcp_retransmit_skb))
+		err = FLK_KEY_FROM(&key, (struct trace_event_raw_tcp_retransmit_skb *)ctx, 0);
+	else
+		err = FLK_KEY_FROM(&key, (struct trace_event_raw_tcp_event_sk_skb *)ctx, 0);
+	if (!err)
+		count(&key, 0);
 	return 0;
 }
 
 SEC("tracepoint/tcp/tcp_send_reset")
-int tcp_send_reset(struct trace_event_raw_tcp_send_reset *ctx)
+int tcp_send_reset(void *ctx)
 {
 	struct tcp_key key = {};
-	if (key_from_sockaddrs(&key, ctx->saddr, ctx->daddr))
-		return 0;
-	count(&key, 1);
+	int err;
+	if (bpf_core_type_exists(struct trace_event_raw_tcp_send_reset)) {
+		struct trace_event_raw_tcp_send_reset *r = ctx;
+		err = key_from_sockaddrs(&key, r->saddr, r->daddr);
+	} else {
+		err = FLK_KEY_FROM(&key, (struct trace_event_raw_tcp_event_sk_skb *)ctx, 0);
+	}
+	if (!err)
+		count(&key, 1);
 	return 0;
 }
 
@@ -128,12 +136,8 @@ int tcp_receive_reset(struct trace_event_raw_tcp_event_sk *ctx)
 {
 	struct tcp_key key = {};
 	/* The peer sent it: key from the peer's side. */
-	if (key_from_fields(&key, BPF_CORE_READ(ctx, family), ctx->daddr, ctx->saddr, ctx->daddr_v6,
-			    ctx->saddr_v6))
-		return 0;
-	key.src_port = BPF_CORE_READ(ctx, dport);
-	key.dst_port = BPF_CORE_READ(ctx, sport);
-	count(&key, 1);
+	if (!FLK_KEY_FROM(&key, ctx, 1))
+		count(&key, 1);
 	return 0;
 }
 

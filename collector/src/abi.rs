@@ -17,6 +17,9 @@ pub const LOSS_DROP_MAP_FULL: u32 = 2;
 pub const LOSS_TCP_MAP_FULL: u32 = 3;
 pub const LOSS_SLOTS: u32 = 4;
 
+/// `drop_key.reason` on kernels without drop reasons (before 5.17).
+pub const DROP_REASON_UNKNOWN: u32 = 0xffff_ffff;
+
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct FlowKey {

@@ -47,8 +47,12 @@ impl DropReasons {
         Ok(DropReasons { names })
     }
 
-    /// The reason name for a value, or its number when the kernel has no name for it.
+    /// The reason name for a value, or its number when the kernel has no name
+    /// for it; `UNKNOWN` on kernels without drop reasons (drops.bpf.c).
     pub fn name(&self, value: u32) -> String {
+        if value == crate::abi::DROP_REASON_UNKNOWN {
+            return "UNKNOWN".to_string();
+        }
         self.names
             .get(&value)
             .cloned()
@@ -65,6 +69,13 @@ impl DropReasons {
     pub fn min_counted(&self) -> u32 {
         self.value("NOT_SPECIFIED").map_or(3, |v| v + 1)
     }
+}
+
+/// Whether the running kernel has drop reasons (`enum skb_drop_reason`,
+/// 5.17 on): without them kfree_skb records carry no reason.
+pub fn kernel_has_drop_reasons() -> bool {
+    std::fs::read("/sys/kernel/btf/vmlinux")
+        .is_ok_and(|data| enum_variants(&data, "skb_drop_reason").is_ok())
 }
 
 fn btf_err(msg: &str) -> CollectorError {
@@ -153,6 +164,8 @@ mod tests {
         assert!(r.value("NO_SOCKET").is_some());
         assert!(r.min_counted() > r.value("NOT_SPECIFIED").unwrap());
         assert_eq!(r.name(1_000_000), "1000000");
+        assert_eq!(r.name(crate::abi::DROP_REASON_UNKNOWN), "UNKNOWN");
+        assert!(kernel_has_drop_reasons());
     }
 
     #[test]

@@ -352,7 +352,7 @@ impl Capture {
         Capture { child, file }
     }
 
-    /// Stops tcpdump and sums packets / L3 bytes per tuple with tshark.
+    /// Stops tcpdump and sums packets / L3 bytes per tuple (pcap.rs).
     pub fn stop(mut self) -> HashMap<Tuple, (u64, u64)> {
         // Let tcpdump read what the kernel buffered before it is interrupted (a
         // loaded machine delays it).
@@ -360,73 +360,7 @@ impl Capture {
         // SAFETY: signalling our own child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
         let _ = self.child.wait();
-        let out = Command::new("tshark")
-            .args(["-r"])
-            .arg(&self.file)
-            .args([
-                "-T",
-                "fields",
-                "-E",
-                "separator=/t",
-                "-e",
-                "frame.len",
-                "-e",
-                "ip.src",
-                "-e",
-                "ip.dst",
-                "-e",
-                "ipv6.src",
-                "-e",
-                "ipv6.dst",
-                "-e",
-                "tcp.srcport",
-                "-e",
-                "tcp.dstport",
-                "-e",
-                "udp.srcport",
-                "-e",
-                "udp.dstport",
-                "-e",
-                "ip.proto",
-                "-e",
-                "ipv6.nxt",
-            ])
-            .output()
-            .expect("tshark");
-        let mut m: HashMap<Tuple, (u64, u64)> = HashMap::new();
-        for line in String::from_utf8_lossy(&out.stdout).lines() {
-            let f: Vec<&str> = line.split('\t').collect();
-            if f.len() < 11 {
-                continue;
-            }
-            let f: Vec<&str> = f
-                .iter()
-                .map(|s| s.split(',').next().unwrap_or(""))
-                .collect();
-            let first = |s: &str| s.to_string();
-            let (src, dst) = if !f[1].is_empty() {
-                (first(f[1]), first(f[2]))
-            } else {
-                (first(f[3]), first(f[4]))
-            };
-            let (Ok(src), Ok(dst)) = (src.parse::<IpAddr>(), dst.parse::<IpAddr>()) else {
-                continue;
-            };
-            let port =
-                |a: &str, b: &str| a.parse::<u16>().or_else(|_| b.parse::<u16>()).unwrap_or(0);
-            let proto: u8 = f[9].parse().or_else(|_| f[10].parse()).unwrap_or(0);
-            let icmp = proto == 1 || proto == 58;
-            let (sp, dp) = if icmp {
-                (0, 0)
-            } else {
-                (port(f[5], f[7]), port(f[6], f[8]))
-            };
-            let t = (src, dst, sp, dp, proto);
-            let e = m.entry(t).or_default();
-            e.0 += 1;
-            e.1 += f[0].parse::<u64>().unwrap() - 14;
-        }
-        m
+        super::pcap::tuples(&self.file)
     }
 }
 
@@ -444,7 +378,12 @@ fn checksum(b: &[u8]) -> u16 {
 /// Sends `count` ICMP / ICMPv6 echo requests from pod `pod` to `dst` (raw
 /// socket) and waits for each reply.
 pub fn ping(t: &Topology, pod: usize, dst: IpAddr, count: u16) {
-    in_netns(t.pod_ns_path(pod), move || {
+    ping_from(t.pod_ns_path(pod), dst, count);
+}
+
+/// `ping` from the namespace at `ns`.
+pub fn ping_from(ns: PathBuf, dst: IpAddr, count: u16) {
+    in_netns(ns, move || {
         let (domain, proto, ty) = match dst {
             IpAddr::V4(_) => (libc::AF_INET, libc::IPPROTO_ICMP, 8u8),
             IpAddr::V6(_) => (libc::AF_INET6, libc::IPPROTO_ICMPV6, 128u8),

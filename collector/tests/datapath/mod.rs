@@ -5,6 +5,7 @@
 
 mod eviction;
 mod harness;
+mod pcap;
 mod rtt;
 mod talkers;
 mod tests;

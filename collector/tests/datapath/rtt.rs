@@ -34,7 +34,7 @@ fn mac(ns: &str, dev: &str) -> [u8; 6] {
 }
 
 /// Opens TUN device `name` (no packet info) in the calling thread's netns.
-fn open_tun(name: &str) -> OwnedFd {
+pub fn open_tun(name: &str) -> OwnedFd {
     // SAFETY: open(2) on a constant path.
     let fd = unsafe { libc::open(c"/dev/net/tun".as_ptr(), libc::O_RDWR | libc::O_NONBLOCK) };
     assert!(fd >= 0, "open tun: {}", std::io::Error::last_os_error());

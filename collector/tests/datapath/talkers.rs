@@ -21,6 +21,16 @@ pub fn tcp_transfer(
     to: SocketAddr,
     bytes: usize,
 ) -> u64 {
+    tcp_transfer_between(t.pod_ns_path(from), to_ns, to, bytes)
+}
+
+/// `tcp_transfer` from the namespace at `from_ns`.
+pub fn tcp_transfer_between(
+    from_ns: std::path::PathBuf,
+    to_ns: std::path::PathBuf,
+    to: SocketAddr,
+    bytes: usize,
+) -> u64 {
     let listener = in_netns(to_ns, move || TcpListener::bind(to).unwrap())
         .join()
         .unwrap();
@@ -30,7 +40,7 @@ pub fn tcp_transfer(
         s.read_to_end(&mut got).unwrap();
         got.len() as u64
     });
-    in_netns(t.pod_ns_path(from), move || {
+    in_netns(from_ns, move || {
         let mut s = TcpStream::connect_timeout(&to, Duration::from_secs(5)).unwrap();
         s.write_all(&vec![3u8; bytes]).unwrap();
     })

@@ -8,7 +8,7 @@ use std::time::Instant;
 use arrow::record_batch::RecordBatch;
 
 use crate::config::FlushPolicy;
-use crate::wal::{SegmentId, WalSeq};
+use crate::wal::{BatchId, WalSeq};
 
 /// Why a buffer was written to the table (also a metric label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -59,46 +59,76 @@ impl BufferStats {
 /// Batches acknowledged but not yet in the table.
 #[derive(Debug, Default)]
 pub struct Buffer {
-    batches: Vec<RecordBatch>,
-    stats: BufferStats,
-    last_seq: Option<WalSeq>,
+    drained: Drained,
+    oldest: Option<Instant>,
 }
 
-/// What a flush takes out of the buffer.
-#[derive(Debug)]
-pub struct Drained {
+/// One WAL record's batches in the buffer.
+#[derive(Debug, Clone)]
+pub struct BufferedRecord {
+    pub seq: WalSeq,
+    pub batch_id: Option<BatchId>,
     pub batches: Vec<RecordBatch>,
     pub rows: usize,
+    /// Memory held, as counted in the budget.
     pub bytes: usize,
-    /// Highest WAL sequence number in `batches`.
+}
+
+/// What a flush takes out of the buffer: whole WAL records, in sequence order.
+#[derive(Debug, Default)]
+pub struct Drained {
+    pub records: Vec<BufferedRecord>,
+    pub rows: usize,
+    pub bytes: usize,
+    /// Highest WAL sequence number taken: once the table's commit carries it,
+    /// every record up to it is in the table (or in the quarantine).
     pub last_seq: Option<WalSeq>,
-    /// Every WAL segment before this one holds only data in `batches` or already
-    /// committed: it may be deleted once `batches` are committed.
-    pub seal: SegmentId,
+}
+
+impl Drained {
+    /// Every batch of every record, in order.
+    pub fn batches(&self) -> Vec<RecordBatch> {
+        self.records
+            .iter()
+            .flat_map(|r| r.batches.iter().cloned())
+            .collect()
+    }
+
+    /// Takes the records at `positions` out (to quarantine them); `last_seq`
+    /// stays, so the commit of the rest still covers them.
+    pub fn remove(&mut self, positions: &[usize]) -> Vec<BufferedRecord> {
+        let mut out = Vec::new();
+        for &i in positions.iter().rev() {
+            let r = self.records.remove(i);
+            self.rows -= r.rows;
+            self.bytes -= r.bytes;
+            out.push(r);
+        }
+        out.reverse();
+        out
+    }
 }
 
 impl Buffer {
-    pub fn push(&mut self, batches: Vec<RecordBatch>, bytes: usize, seq: WalSeq, now: Instant) {
-        self.stats.rows += batches.iter().map(RecordBatch::num_rows).sum::<usize>();
-        self.stats.bytes += bytes;
-        self.stats.oldest.get_or_insert(now);
-        self.batches.extend(batches);
-        self.last_seq = Some(seq);
+    pub fn push(&mut self, record: BufferedRecord, now: Instant) {
+        let d = &mut self.drained;
+        d.rows += record.rows;
+        d.bytes += record.bytes;
+        d.last_seq = d.last_seq.max(Some(record.seq));
+        d.records.push(record);
+        self.oldest.get_or_insert(now);
     }
 
     pub fn stats(&self) -> BufferStats {
-        self.stats
+        BufferStats {
+            rows: self.drained.rows,
+            bytes: self.drained.bytes,
+            oldest: self.oldest,
+        }
     }
 
-    pub fn take(&mut self, seal: SegmentId) -> Drained {
-        let taken = std::mem::take(self);
-        Drained {
-            batches: taken.batches,
-            rows: taken.stats.rows,
-            bytes: taken.stats.bytes,
-            last_seq: taken.last_seq,
-            seal,
-        }
+    pub fn take(&mut self) -> Drained {
+        std::mem::take(self).drained
     }
 }
 

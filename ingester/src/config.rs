@@ -99,6 +99,18 @@ pub struct IngesterArgs {
     /// Size at which a WAL segment is closed and a new one started.
     #[arg(long, default_value_t = 64 << 20, env = "FLOWLAKE_INGESTER_WAL_SEGMENT_BYTES")]
     pub wal_segment_bytes: u64,
+    /// At shutdown (SIGTERM), the time to finish requests and commit the buffer;
+    /// what is not committed by then stays in the WAL for the next start.
+    #[arg(long, default_value = "25s", value_parser = humantime::parse_duration, env = "FLOWLAKE_INGESTER_SHUTDOWN_GRACE")]
+    pub shutdown_grace: Duration,
+    /// A connection that does not send a whole request head within this time is
+    /// closed (slow or idle clients).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, env = "FLOWLAKE_INGESTER_HEADER_TIMEOUT")]
+    pub header_timeout: Duration,
+    /// A request body that does not arrive whole within this time is refused
+    /// (408) and its memory released.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration, env = "FLOWLAKE_INGESTER_BODY_TIMEOUT")]
+    pub body_timeout: Duration,
     /// Run compaction and retention in the ingester at this interval (off when unset).
     #[arg(long, value_parser = humantime::parse_duration, env = "FLOWLAKE_INGESTER_COMPACT_EVERY")]
     pub compact_every: Option<Duration>,
@@ -195,8 +207,9 @@ pub struct IngesterConfig {
     pub wal_segment_bytes: u64,
     pub compact_every: Option<Duration>,
     pub compact: CompactConfig,
-    /// Object-store and commit retries before a flush attempt is given up (and retried later).
-    pub store_retries: usize,
+    pub shutdown_grace: Duration,
+    pub header_timeout: Duration,
+    pub body_timeout: Duration,
 }
 
 impl Default for IngesterConfig {
@@ -216,7 +229,9 @@ impl Default for IngesterConfig {
             wal_segment_bytes: 64 << 20,
             compact_every: None,
             compact: CompactConfig::default(),
-            store_retries: 8,
+            shutdown_grace: Duration::from_secs(25),
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -239,20 +254,47 @@ impl IngesterConfig {
             max_buffer_bytes: 256 << 20,
             max_body_bytes: 16 << 20,
             wal_segment_bytes: 1 << 20,
-            store_retries: 3,
+            shutdown_grace: Duration::from_secs(5),
             ..IngesterConfig::default()
         }
+    }
+
+    /// Refuses settings that cannot work together. The memory budget holds the
+    /// buffer, a flush's drained rows and their sorted copy, and bodies being
+    /// read: a buffer flushed by bytes must fit twice with a largest body beside
+    /// it, or it would stall ingestion before it is ever flushed.
+    pub fn validate(&self) -> Result<()> {
+        let f = &self.flush;
+        let positive = [
+            (f.max_rows == 0, "--flush-rows"),
+            (f.max_bytes == 0, "--flush-bytes"),
+            (f.max_age.is_zero(), "--flush-age"),
+            (self.max_body_bytes == 0, "--max-body-bytes"),
+            (self.wal_segment_bytes == 0, "--wal-segment-bytes"),
+            (self.header_timeout.is_zero(), "--header-timeout"),
+            (self.body_timeout.is_zero(), "--body-timeout"),
+        ];
+        if let Some((_, flag)) = positive.iter().find(|(zero, _)| *zero) {
+            return Err(IngestError::Config(format!("{flag} must be positive")));
+        }
+        let needed = f
+            .max_bytes
+            .saturating_mul(2)
+            .saturating_add(self.max_body_bytes);
+        if needed > self.max_buffer_bytes {
+            return Err(IngestError::Config(format!(
+                "--max-buffer-bytes {} is below 2 x --flush-bytes {} + --max-body-bytes {} = {needed}: \
+                 the buffer would fill before a flush by bytes could run",
+                self.max_buffer_bytes, f.max_bytes, self.max_body_bytes
+            )));
+        }
+        Ok(())
     }
 }
 
 impl IngesterArgs {
     pub fn into_config(self) -> Result<IngesterConfig> {
-        if self.flush_rows == 0 || self.flush_bytes == 0 {
-            return Err(IngestError::Config(
-                "flush rows and bytes must be positive".into(),
-            ));
-        }
-        Ok(IngesterConfig {
+        let config = IngesterConfig {
             listen: self.listen,
             table: self.table.into_config(),
             wal_dir: self.wal_dir,
@@ -268,7 +310,11 @@ impl IngesterArgs {
             wal_segment_bytes: self.wal_segment_bytes,
             compact_every: self.compact_every,
             compact: self.compact.into_config(),
-            store_retries: IngesterConfig::default().store_retries,
-        })
+            shutdown_grace: self.shutdown_grace,
+            header_timeout: self.header_timeout,
+            body_timeout: self.body_timeout,
+        };
+        config.validate()?;
+        Ok(config)
     }
 }

@@ -2,9 +2,12 @@
 //! acknowledged, kept in memory and in a CRC-framed journal so it survives restarts.
 //!
 //! Journal entries are written by the writer thread in the same group commit as the
-//! WAL records (and synced with them), so an acknowledged batch id is never forgotten
-//! within the window. The journal is rewritten with only live entries when it has
-//! grown to several times the live set.
+//! WAL records, synced after them; a group whose entries fail is cut off the WAL
+//! again. A crash between the two syncs leaves ids in WAL records only: replay
+//! adds every id in the WAL back ([`DedupWindow::remember`]) before any segment
+//! can be removed, so an id whose record is durable is never forgotten within
+//! the window. The journal is rewritten with only live entries when it has grown
+//! to several times the live set.
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::{File, OpenOptions};
@@ -30,6 +33,8 @@ pub struct DedupWindow {
     order: VecDeque<(i64, BatchId)>,
     journal_entries: usize,
     pending: Vec<u8>,
+    /// Length of the journal's whole entries (a failed append is cut back to it).
+    len: u64,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> IngestError + '_ {
@@ -82,6 +87,7 @@ impl DedupWindow {
             order: VecDeque::new(),
             journal_entries: 0,
             pending: Vec::new(),
+            len: 0,
         };
         for (at, rows, id) in entries {
             me.insert(id, rows, at);
@@ -115,6 +121,7 @@ impl DedupWindow {
             .open(&self.path)
             .map_err(io_err(&self.path))?;
         self.journal_entries = self.order.len();
+        self.len = out.len() as u64;
         Ok(())
     }
 
@@ -143,12 +150,30 @@ impl DedupWindow {
         self.insert(id, rows, at);
     }
 
-    /// Forgets staged entries whose WAL write failed.
+    /// An id found in a WAL record on replay: remembered (and staged for the
+    /// journal) unless it is already.
+    pub fn remember(&mut self, id: &BatchId, rows: u64, now: DateTime<Utc>) {
+        if self.get(id).is_none() {
+            self.record(id.clone(), rows, now);
+        }
+    }
+
+    /// Forgets staged entries whose WAL write failed, and cuts off whatever part
+    /// of them reached the journal.
     pub fn discard_pending(&mut self, ids: &[BatchId]) {
         self.pending.clear();
         for id in ids {
             self.seen.remove(id);
             self.order.retain(|(_, i)| i != id);
+        }
+        let cut = self
+            .file
+            .set_len(self.len)
+            .and_then(|()| self.file.sync_data());
+        if let Err(e) = cut {
+            // A torn tail is skipped on load; entries after it would be lost, so
+            // nothing is appended until the cut succeeds (see `sync`).
+            tracing::warn!(error = %e, journal = %self.path.display(), "could not cut a failed dedup journal append off");
         }
     }
 
@@ -157,15 +182,23 @@ impl DedupWindow {
         if self.pending.is_empty() {
             return Ok(());
         }
+        let on_disk = self.file.metadata().map_err(io_err(&self.path))?.len();
+        if on_disk != self.len {
+            self.file.set_len(self.len).map_err(io_err(&self.path))?;
+        }
         self.file
             .write_all(&self.pending)
             .and_then(|_| self.file.sync_data())
             .map_err(io_err(&self.path))?;
+        self.len += self.pending.len() as u64;
         self.pending.clear();
         self.expire(now);
         if self.journal_entries > 4 * self.order.len() + 10_000 {
             let tmp = self.path.with_extension("journal.tmp");
-            self.rewrite(&tmp)?;
+            if let Err(e) = self.rewrite(&tmp) {
+                // The appended journal is whole; compaction waits for space.
+                tracing::warn!(error = %crate::error::error_chain(&e), "could not compact the dedup journal");
+            }
         }
         Ok(())
     }

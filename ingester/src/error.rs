@@ -26,6 +26,33 @@ pub enum IngestError {
     NotReady,
     #[error("shutting down")]
     ShuttingDown,
+    /// The WAL's disk is full: nothing of the request was kept.
+    #[error("write-ahead log disk is full: {0}")]
+    WalFull(String),
+    /// A value the table cannot take (a partition value that disagrees with
+    /// `interval_start`, a timestamp out of range), with the column and row.
+    #[error("invalid value in column {column}, row {row}: {reason}")]
+    Invalid {
+        column: &'static str,
+        row: usize,
+        reason: String,
+    },
+    /// The request body could not be read (the client went away).
+    #[error("reading the request body failed: {0}")]
+    BodyRead(String),
+    /// The request body did not arrive within the read timeout.
+    #[error("request body not received within {0:?}")]
+    BodyTimeout(Duration),
+    /// Shutdown could not commit everything acknowledged: it stays in the WAL.
+    #[error(
+        "{rows} acknowledged rows (WAL sequence {first}..={last}) are not in the table; they stay in the write-ahead log at {wal_dir} and are committed at the next start"
+    )]
+    Uncommitted {
+        rows: usize,
+        first: u64,
+        last: u64,
+        wal_dir: PathBuf,
+    },
     #[error("write-ahead log I/O on {path}")]
     Wal {
         path: PathBuf,
@@ -69,13 +96,16 @@ impl IngestError {
             | Decode(DecodeError::Malformed(_))
             | Decode(DecodeError::ArrowPanic)
             | Decode(DecodeError::Encoding { .. })
-            | BadBatchId(_) => StatusCode::BAD_REQUEST,
-            Decode(DecodeError::Schema(_)) => StatusCode::UNPROCESSABLE_ENTITY,
+            | BadBatchId(_)
+            | BodyRead(_) => StatusCode::BAD_REQUEST,
+            Decode(DecodeError::Schema(_)) | Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Decode(DecodeError::TooLarge { .. }) | TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Unauthorized => StatusCode::UNAUTHORIZED,
             Decode(DecodeError::UnsupportedEncoding(_)) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Busy { .. } | NotReady | ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            Busy { .. } | NotReady | ShuttingDown | WalFull(_) => StatusCode::SERVICE_UNAVAILABLE,
             Wal { .. }
+            | Uncommitted { .. }
             | Table(_)
             | ObjectStore(_)
             | Parquet(_)
@@ -92,6 +122,8 @@ impl IngestError {
         matches!(
             self,
             IngestError::Busy { .. }
+                | IngestError::WalFull(_)
+                | IngestError::BodyTimeout(_)
                 | IngestError::NotReady
                 | IngestError::ShuttingDown
                 | IngestError::Table(_)
@@ -108,6 +140,10 @@ impl IngestError {
             | Decode(DecodeError::ArrowPanic)
             | Decode(DecodeError::Encoding { .. }) => "not_arrow",
             Decode(DecodeError::Schema(_)) => "schema",
+            Invalid { .. } => "invalid",
+            BodyTimeout(_) => "body_timeout",
+            BodyRead(_) => "body_read",
+            WalFull(_) => "wal_full",
             Decode(DecodeError::TooLarge { .. }) | TooLarge { .. } => "too_large",
             Unauthorized => "unauthorized",
             Decode(DecodeError::UnsupportedEncoding(_)) => "encoding",
@@ -122,6 +158,7 @@ impl IngestError {
     fn retry_after(&self) -> Option<Duration> {
         match self {
             IngestError::Busy { retry_after } => Some(*retry_after),
+            IngestError::WalFull(_) => Some(Duration::from_secs(5)),
             IngestError::NotReady | IngestError::ShuttingDown => Some(Duration::from_secs(1)),
             _ => None,
         }

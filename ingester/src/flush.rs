@@ -1,8 +1,9 @@
 //! The flusher: decides when the buffer goes to the table, writes sorted Parquet,
-//! commits it, and only then lets the WAL segments and memory go.
+//! commits it with the highest WAL sequence it holds, and only then lets the WAL
+//! segments that commit covers and the memory go.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use arrow::record_batch::RecordBatch;
@@ -16,9 +17,9 @@ use crate::buffer::{Drained, FlushReason, MemoryBudget, SharedStats};
 use crate::config::FlushPolicy;
 use crate::error::{IngestError, Result, error_chain};
 use crate::metrics::{Metrics, ReasonLabel};
+use crate::quarantine::Quarantine;
 use crate::sort::sort_plan;
 use crate::table::Table;
-use crate::wal::Wal;
 use crate::writer::WriterHandle;
 
 /// Identity of this ingester in the table's application transactions; kept in
@@ -68,7 +69,11 @@ pub struct Flusher {
     pub flush_now: Arc<Notify>,
     pub budget: Arc<MemoryBudget>,
     pub metrics: Metrics,
-    pub retries_on_shutdown: usize,
+    pub quarantine: Quarantine,
+    /// When shutdown gives up committing (set by whoever cancels the flusher;
+    /// `shutdown_grace` after the cancel when unset).
+    pub give_up_at: Arc<OnceLock<Instant>>,
+    pub shutdown_grace: Duration,
 }
 
 fn backoff(attempt: u32) -> Duration {
@@ -122,8 +127,9 @@ async fn write_partitions(table: &Table, batches: Vec<RecordBatch>) -> Result<Ve
 }
 
 impl Flusher {
-    /// Flushes whenever the policy says so, and once more at shutdown.
-    pub async fn run(mut self, shutdown: CancellationToken) {
+    /// Flushes whenever the policy says so, and once more at shutdown. Fails only
+    /// when shutdown could not commit everything: the WAL keeps it.
+    pub async fn run(mut self, shutdown: CancellationToken) -> Result<()> {
         let tick =
             (self.policy.max_age / 4).clamp(Duration::from_millis(20), Duration::from_secs(1));
         loop {
@@ -132,53 +138,138 @@ impl Flusher {
                 () = self.flush_now.notified() => self.stats.get().due(&self.policy, Instant::now()),
                 () = tokio::time::sleep(tick) => self.stats.get().due(&self.policy, Instant::now()),
             };
-            if let Some(reason) = reason {
-                self.flush(reason, &shutdown).await;
+            if let Some(reason) = reason
+                && let Err(e) = self.flush(reason, &shutdown).await
+            {
+                return Err(self.with_rest(e).await);
             }
             if reason == Some(FlushReason::Shutdown) {
-                break;
+                return Ok(());
             }
         }
     }
 
     /// Takes the buffer and commits it, retrying with backoff until it is in the
-    /// table (or, at shutdown, leaving it to the WAL after a few attempts).
-    async fn flush(&mut self, reason: FlushReason, shutdown: &CancellationToken) {
-        let drained = match self.writer.drain().await {
-            Ok(d) => d,
-            Err(e) => {
-                tracing::error!(error = %error_chain(&e), "could not drain the buffer");
-                return;
-            }
-        };
+    /// table, or until shutdown's grace is over: then the records stay in the WAL
+    /// (nothing is deleted that the table does not hold) and the error says so.
+    async fn flush(&mut self, reason: FlushReason, shutdown: &CancellationToken) -> Result<()> {
+        let mut drained = self.writer.drain().await?;
+        if drained.records.is_empty() {
+            return Ok(());
+        }
+        // The flush's sorted copy and Parquet pages count against the budget
+        // while it runs.
+        let held = drained.bytes;
+        self.budget.force_reserve(held);
+        let result = self
+            .commit_with_retries(&mut drained, reason, shutdown)
+            .await;
+        self.budget.release(2 * held);
+        self.metrics.buffer_bytes.set(self.budget.used() as i64);
+        result
+    }
+
+    async fn commit_with_retries(
+        &mut self,
+        drained: &mut Drained,
+        reason: FlushReason,
+        shutdown: &CancellationToken,
+    ) -> Result<()> {
         let mut attempt = 0;
         loop {
-            match self.commit(&drained, reason).await {
-                Ok(()) => return,
-                Err(e) => {
-                    self.metrics.error("flush");
-                    tracing::warn!(error = %error_chain(&e), attempt, rows = drained.rows, "flush failed; retrying");
-                    attempt += 1;
-                    if shutdown.is_cancelled() && attempt as usize > self.retries_on_shutdown {
-                        tracing::error!(
-                            rows = drained.rows,
-                            "giving up at shutdown; the WAL keeps the data for the next start"
-                        );
-                        return;
-                    }
-                    tokio::time::sleep(backoff(attempt)).await;
-                    if let Err(e) = self.table.refresh().await {
-                        tracing::warn!(error = %error_chain(&e), "table refresh failed");
+            let give_up_at = shutdown.is_cancelled().then(|| {
+                *self
+                    .give_up_at
+                    .get_or_init(|| Instant::now() + self.shutdown_grace)
+            });
+            let tried = match give_up_at {
+                Some(at) => {
+                    tokio::time::timeout_at(at.into(), self.commit(drained, reason, attempt))
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(IngestError::Internal("shutdown grace over".into()))
+                        })
+                }
+                None => self.commit(drained, reason, attempt).await,
+            };
+            let e = match tried {
+                Ok(()) => return Ok(()),
+                Err(e) => e,
+            };
+            self.metrics.error("flush");
+            tracing::warn!(error = %error_chain(&e), attempt, rows = drained.rows, "flush failed; retrying");
+            if from_rows(&e) {
+                match self.quarantine_unwritable(drained).await {
+                    Ok(0) => {}
+                    Ok(_) => continue,
+                    Err(e) => {
+                        tracing::error!(error = %error_chain(&e), "could not quarantine; retrying the flush")
                     }
                 }
             }
+            attempt += 1;
+            let pause = backoff(attempt);
+            if let Some(at) = give_up_at
+                && Instant::now() + pause >= at
+            {
+                let e = self.uncommitted(drained);
+                tracing::error!(error = %error_chain(&e), "shutdown could not commit to the table");
+                return Err(e);
+            }
+            tokio::time::sleep(pause).await;
         }
     }
 
-    async fn commit(&mut self, drained: &Drained, reason: FlushReason) -> Result<()> {
+    /// The shutdown error counting what was buffered after the failed drain too.
+    async fn with_rest(&self, e: IngestError) -> IngestError {
+        match (e, self.writer.drain().await) {
+            (
+                IngestError::Uncommitted {
+                    rows,
+                    first,
+                    last,
+                    wal_dir,
+                },
+                Ok(rest),
+            ) => IngestError::Uncommitted {
+                rows: rows + rest.rows,
+                first,
+                last: rest.last_seq.map_or(last, |s| s.0.max(last)),
+                wal_dir,
+            },
+            (e, _) => e,
+        }
+    }
+
+    fn uncommitted(&self, drained: &Drained) -> IngestError {
+        IngestError::Uncommitted {
+            rows: drained.rows,
+            first: drained.records.first().map_or(0, |r| r.seq.0),
+            last: drained.last_seq.map_or(0, |s| s.0),
+            wal_dir: self.wal_dir.clone(),
+        }
+    }
+
+    /// One attempt: the files, then the commit carrying the WAL sequence; then
+    /// the WAL segments the commit covers go. After a failed attempt the table
+    /// is read again first: a commit that landed although its answer was lost
+    /// is not made twice.
+    async fn commit(&mut self, drained: &Drained, reason: FlushReason, attempt: u32) -> Result<()> {
+        let Some(seq) = drained.last_seq else {
+            return Ok(());
+        };
         let started = Instant::now();
-        if let Some(seq) = drained.last_seq.filter(|_| drained.rows > 0) {
-            let adds = write_partitions(&self.table, drained.batches.clone()).await?;
+        let already = if attempt > 0 {
+            self.table.refresh().await?;
+            let done = self.table.app_version(self.writer_id.as_str()).await?;
+            done.is_some_and(|v| v >= seq.0 as i64)
+        } else {
+            false
+        };
+        if already {
+            tracing::info!(seq = seq.0, "an earlier attempt committed this flush");
+        } else if drained.rows > 0 {
+            let adds = write_partitions(&self.table, drained.batches()).await?;
             let done = self
                 .table
                 .commit_adds(adds, Some((self.writer_id.as_str(), seq.0 as i64)))
@@ -200,17 +291,61 @@ impl Flusher {
                 files = done.files,
                 bytes = done.bytes,
                 version = done.version,
+                seq = seq.0,
                 elapsed = ?started.elapsed(),
                 "flushed"
             );
         }
-        let removed = Wal::remove_before(&self.wal_dir, drained.seal)?;
-        self.budget.release(drained.bytes);
-        self.metrics.buffer_bytes.set(self.budget.used() as i64);
-        self.metrics
-            .wal_bytes
-            .set(Wal::disk_bytes(&self.wal_dir) as i64);
-        tracing::debug!(removed, "WAL segments removed after commit");
+        // Every record up to `seq` is in the table now (or quarantined).
+        let removed = self.writer.committed(seq).await?;
+        tracing::debug!(
+            removed,
+            seq = seq.0,
+            "WAL segments covered by the commit removed"
+        );
         Ok(())
     }
+
+    /// After a flush failed for a reason in the rows: encodes each record alone
+    /// and quarantines those that fail. Returns how many were set aside (none:
+    /// the failure was not in any one record, and the flush is retried).
+    async fn quarantine_unwritable(&mut self, drained: &mut Drained) -> Result<usize> {
+        let mut bad = Vec::new();
+        let mut reasons = Vec::new();
+        for (i, record) in drained.records.iter().enumerate() {
+            let (table, batches) = (self.table.clone(), record.batches.clone());
+            let checked = tokio::task::spawn_blocking(move || {
+                sort_plan(batches.into())
+                    .into_iter()
+                    .try_for_each(|run| table.encode_run(run).map(drop))
+            })
+            .await
+            .unwrap_or_else(|e| Err(IngestError::Internal(format!("encoding panicked: {e}"))));
+            if let Err(e) = checked {
+                bad.push(i);
+                reasons.push(e);
+            }
+        }
+        for (record, reason) in drained.remove(&bad).into_iter().zip(reasons) {
+            self.quarantine.batches(
+                record.seq,
+                record.batch_id.as_ref(),
+                &record.batches,
+                &reason,
+            )?;
+        }
+        Ok(bad.len())
+    }
+}
+
+/// Whether a flush error may come from the rows (encoding), rather than from the
+/// store or the table's log, which are retried as they are.
+fn from_rows(e: &IngestError) -> bool {
+    !matches!(
+        e,
+        IngestError::Table(_)
+            | IngestError::ObjectStore(_)
+            | IngestError::Wal { .. }
+            | IngestError::ShuttingDown
+    )
 }

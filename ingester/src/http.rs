@@ -12,12 +12,16 @@ use axum::routing::{get, post};
 use prometheus_client::registry::Registry;
 use serde::Serialize;
 
+use bytes::BytesMut;
+use futures::StreamExt;
+
 use crate::buffer::MemoryBudget;
 use crate::decode::{BodyEncoding, decode_bytes};
 use crate::error::{IngestError, Result};
 use crate::metrics::{Metrics, ReasonLabel};
+use crate::validate::check_rows;
 use crate::wal::BatchId;
-use crate::writer::{AppendRequest, Appended, WriterHandle};
+use crate::writer::{AppendRequest, Appended, Clock, WriterHandle};
 
 /// Route paths, in one place.
 pub mod routes {
@@ -39,6 +43,8 @@ pub struct HttpState {
     pub registry: Registry,
     pub token: Option<String>,
     pub max_body_bytes: usize,
+    pub body_timeout: Duration,
+    pub clock: Clock,
 }
 
 /// Body of a `200` answer.
@@ -59,11 +65,17 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .with_state(state)
 }
 
+/// Ready once the WAL is replayed, and while the WAL takes writes: after a
+/// failed write (a full disk) each call probes whether it does again.
 async fn readyz(State(s): State<Arc<HttpState>>) -> Response {
-    if s.writer.get().is_some() {
+    let Some(writer) = s.writer.get() else {
+        return IngestError::NotReady.into_response();
+    };
+    if writer.health.ok() || writer.probe().await {
         (StatusCode::OK, "ready").into_response()
     } else {
-        IngestError::NotReady.into_response()
+        IngestError::WalFull("the last write-ahead log write failed and a probe write fails".into())
+            .into_response()
     }
 }
 
@@ -142,17 +154,27 @@ async fn ingest(s: &HttpState, headers: &HeaderMap, body: Body) -> Result<Ingest
     if declared.is_some_and(|n| n > limit) {
         return Err(IngestError::TooLarge { limit });
     }
-    let body: Bytes = axum::body::to_bytes(body, limit)
+    // Admission before reading: the declared length is reserved now, a body
+    // without one as it arrives; then the inflated size of a zstd body, then
+    // what the decoded batches hold.
+    let mut held = Reservation::new(&s.budget);
+    held.resize(declared.unwrap_or(0))?;
+    let body = tokio::time::timeout(s.body_timeout, read_body(body, limit, &mut held))
         .await
-        .map_err(|_| IngestError::TooLarge { limit })?;
-    let decoded = decode_bytes(body.clone(), encoding, limit)?;
-    let rows = decoded.rows as u64;
-    let memory = decoded.memory_bytes;
-    if !s.budget.try_reserve(memory) {
-        return Err(IngestError::Busy {
-            retry_after: Duration::from_secs(1),
-        });
+        .map_err(|_| IngestError::BodyTimeout(s.body_timeout))??;
+    if encoding == BodyEncoding::Zstd {
+        let inflated = zstd::zstd_safe::get_frame_content_size(&body)
+            .ok()
+            .flatten()
+            .map_or(limit, |n| (n as usize).min(limit));
+        held.resize(body.len() + inflated)?;
     }
+    let decoded = decode_bytes(body.clone(), encoding, limit)?;
+    check_rows(&decoded.batches, (s.clock)())?;
+    let rows = decoded.rows as u64;
+    // Plain IPC arrays point into the body, which stays whole while any does.
+    let memory = decoded.memory_bytes.max(body.len());
+    held.resize(memory)?;
     s.metrics.buffer_bytes.set(s.budget.used() as i64);
     let body_len = body.len() as u64;
     let outcome = writer
@@ -161,10 +183,13 @@ async fn ingest(s: &HttpState, headers: &HeaderMap, body: Body) -> Result<Ingest
             encoding,
             body,
             decoded,
+            memory_bytes: memory,
         })
         .await;
     match outcome {
         Ok(Appended::Stored { .. }) => {
+            // The buffer holds it now; the flusher releases it.
+            held.keep();
             s.metrics.rows_in.inc_by(rows);
             s.metrics.bytes_in.inc_by(body_len);
             s.metrics.batches_accepted.inc();
@@ -174,16 +199,68 @@ async fn ingest(s: &HttpState, headers: &HeaderMap, body: Body) -> Result<Ingest
             })
         }
         Ok(Appended::Duplicate { rows }) => {
-            s.budget.release(memory);
             s.metrics.batches_duplicate.inc();
             Ok(IngestResponse {
                 rows,
                 duplicate: true,
             })
         }
-        Err(e) => {
-            s.budget.release(memory);
-            Err(e)
+        Err(e) => Err(e),
+    }
+}
+
+/// Reads a body of at most `limit` bytes, growing the reservation as it arrives.
+async fn read_body(body: Body, limit: usize, held: &mut Reservation<'_>) -> Result<Bytes> {
+    let mut stream = body.into_data_stream();
+    let mut out = BytesMut::with_capacity(held.bytes);
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| IngestError::BodyRead(e.to_string()))?;
+        let len = out.len() + chunk.len();
+        if len > limit {
+            return Err(IngestError::TooLarge { limit });
         }
+        if len > held.bytes {
+            held.resize(len.max(held.bytes.saturating_mul(2)).min(limit))?;
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out.freeze())
+}
+
+/// Memory reserved in the budget for one request; released when dropped
+/// unless kept (the buffer then owns it).
+struct Reservation<'a> {
+    budget: &'a MemoryBudget,
+    bytes: usize,
+}
+
+impl<'a> Reservation<'a> {
+    fn new(budget: &'a MemoryBudget) -> Self {
+        Reservation { budget, bytes: 0 }
+    }
+
+    /// Grows or shrinks the reservation to `bytes`; 503 when the budget is spent.
+    fn resize(&mut self, bytes: usize) -> Result<()> {
+        if bytes > self.bytes {
+            if !self.budget.try_reserve(bytes - self.bytes) {
+                return Err(IngestError::Busy {
+                    retry_after: Duration::from_secs(1),
+                });
+            }
+        } else {
+            self.budget.release(self.bytes - bytes);
+        }
+        self.bytes = bytes;
+        Ok(())
+    }
+
+    fn keep(mut self) {
+        self.bytes = 0;
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        self.budget.release(self.bytes);
     }
 }

@@ -1,11 +1,13 @@
 //! Flowlake ingester: Arrow IPC batches over HTTP become a Delta Lake table of
 //! partitioned Parquet on object storage. Nothing acknowledged is ever lost.
 //!
-//! Write path, in order: [`http`] (axum routes, limits, auth) → [`decode`] (IPC,
-//! validation) → [`writer`] (one thread: dedup, [`wal`] group commit, buffer) →
+//! Write path, in order: [`serve`] (connections, timeouts) → [`http`] (axum
+//! routes, memory admission, auth) → [`decode`] (IPC, schema) → [`validate`]
+//! (values) → [`writer`] (one thread: dedup, [`wal`] group commit, buffer) →
 //! [`flush`] (policy, [`sort`] order, [`parquet`] writer properties) → [`table`] (Delta
 //! commits on any object_store URL) → [`compact`] (merge, retention, vacuum,
-//! checkpoints). [`metrics`] and [`error`] beside them.
+//! checkpoints). [`quarantine`] holds what can never be written; [`metrics`] and
+//! [`error`] beside them.
 
 pub mod buffer;
 pub mod compact;
@@ -20,9 +22,12 @@ pub mod http;
 mod intern;
 pub mod metrics;
 pub mod parquet;
+pub mod quarantine;
 pub mod run;
+pub mod serve;
 pub mod sort;
 pub mod table;
+pub mod validate;
 pub mod wal;
 pub mod writer;
 
@@ -31,6 +36,7 @@ mod testdata;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use prometheus_client::registry::Registry;
 use tokio::sync::Notify;
@@ -53,10 +59,12 @@ pub use writer::Clock;
 
 use crate::buffer::{Buffer, MemoryBudget, SharedStats};
 use crate::dedup::DedupWindow;
-use crate::error::error_chain;
 use crate::flush::{Flusher, WriterId};
 use crate::metrics::Metrics;
+use crate::quarantine::Quarantine;
+use crate::validate::check_rows;
 use crate::wal::Wal;
+use crate::writer::{WalHealth, WriterHandle};
 
 /// Entry point for starting an ingester.
 pub struct Ingester;
@@ -68,7 +76,13 @@ pub struct RunningIngester {
     stop_flush: CancellationToken,
     http: tokio::task::JoinHandle<()>,
     tasks: TaskTracker,
+    flusher: tokio::task::JoinHandle<Result<()>>,
+    writer: WriterHandle,
     writer_thread: Option<std::thread::JoinHandle<()>>,
+    shutdown_grace: Duration,
+    /// When shutdown began plus the grace: the HTTP drain and the final flush
+    /// both end by then.
+    deadline: Arc<OnceLock<Instant>>,
 }
 
 impl Ingester {
@@ -84,6 +98,7 @@ impl Ingester {
         mut registry: Registry,
         clock: Clock,
     ) -> Result<RunningIngester> {
+        config.validate()?;
         let metrics = Metrics::new(&mut registry);
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
@@ -103,22 +118,36 @@ impl Ingester {
             registry,
             token: config.token.clone(),
             max_body_bytes: config.max_body_bytes,
+            body_timeout: config.body_timeout,
+            clock: Arc::clone(&clock),
         });
         let stop_http = CancellationToken::new();
         let stop_flush = CancellationToken::new();
+        let deadline: Arc<OnceLock<Instant>> = Arc::new(OnceLock::new());
         let app = http::router(Arc::clone(&state));
-        let graceful = stop_http.clone();
-        let http = tokio::spawn(async move {
-            let served = axum::serve(listener, app)
-                .with_graceful_shutdown(async move { graceful.cancelled().await })
-                .await;
-            if let Err(e) = served {
-                tracing::error!(error = %e, "HTTP server failed");
-            }
-        });
+        let limits = serve::ServeLimits {
+            header_timeout: config.header_timeout,
+        };
+        let (grace, http_deadline) = (config.shutdown_grace, Arc::clone(&deadline));
+        let http = tokio::spawn(serve::serve(
+            listener,
+            app,
+            limits,
+            stop_http.clone(),
+            // Requests in progress get half of what is left of the grace; the
+            // final flush the rest.
+            move || {
+                let end = *http_deadline.get_or_init(|| Instant::now() + grace);
+                end.saturating_duration_since(Instant::now()) / 2
+            },
+        ));
         tracing::info!(%addr, table = %config.table.location, "ingester listening; replaying WAL");
 
         let opened = Self::recover(&config, &metrics, &budget, Arc::clone(&clock)).await;
+        if opened.is_err() {
+            // Nothing to drain: the server has not served a write.
+            let _ = deadline.set(Instant::now());
+        }
         let (writer, writer_thread, table, writer_id, stats, flush_now) = match opened {
             Ok(parts) => parts,
             Err(e) => {
@@ -132,7 +161,7 @@ impl Ingester {
 
         let tasks = TaskTracker::new();
         let flusher = Flusher {
-            writer,
+            writer: writer.clone(),
             table: table.clone(),
             writer_id,
             wal_dir: config.wal_dir.clone(),
@@ -141,9 +170,11 @@ impl Ingester {
             flush_now,
             budget,
             metrics: metrics.clone(),
-            retries_on_shutdown: config.store_retries,
+            quarantine: Quarantine::new(&config.wal_dir, metrics.clone()),
+            give_up_at: Arc::clone(&deadline),
+            shutdown_grace: config.shutdown_grace,
         };
-        tasks.spawn(flusher.run(stop_flush.clone()));
+        let flusher = tasks.spawn(flusher.run(stop_flush.clone()));
         if let Some(every) = config.compact_every {
             tasks.spawn(compact::run_scheduled(
                 table,
@@ -161,7 +192,11 @@ impl Ingester {
             stop_flush,
             http,
             tasks,
+            flusher,
+            writer,
             writer_thread: Some(writer_thread),
+            shutdown_grace: config.shutdown_grace,
+            deadline,
         })
     }
 
@@ -188,38 +223,73 @@ impl Ingester {
             .await?
             .unwrap_or(0)
             .max(0) as u64;
-        let (wal, replay) = Wal::open(&config.wal_dir, config.wal_segment_bytes)?;
+        let (mut wal, replay) = Wal::open(&config.wal_dir, config.wal_segment_bytes)?;
         metrics
             .wal_torn_segments
             .inc_by(replay.torn_segments as u64);
         metrics.wal_bytes.set(replay.bytes as i64);
-        let dedup = DedupWindow::open(&config.wal_dir, config.dedup_window, clock())?;
+        let mut dedup = DedupWindow::open(&config.wal_dir, config.dedup_window, clock())?;
+        let quarantine = Quarantine::new(&config.wal_dir, metrics.clone());
         let mut buffer = Buffer::default();
         let mut last = committed;
         let mut replayed = 0;
         let now = std::time::Instant::now();
+        let today = clock();
         for record in replay.records {
             last = last.max(record.seq.0);
+            let id = record.batch_id.as_ref();
             if record.seq.0 <= committed {
+                // In the table; its id may be missing from the journal after a
+                // crash between the WAL's sync and the journal's.
+                if let Some(id) = id.filter(|id| dedup.get(id).is_none()) {
+                    let rows = decode_bytes(record.body.clone(), record.encoding, usize::MAX)
+                        .map_or(0, |d| d.rows);
+                    dedup.remember(id, rows as u64, today);
+                }
                 continue;
             }
-            match decode_bytes(record.body.clone(), record.encoding, usize::MAX) {
+            // Checked as a request is: a record an older build acknowledged
+            // unchecked must not stall every flush after it.
+            let checked = decode_bytes(record.body.clone(), record.encoding, usize::MAX)
+                .map_err(IngestError::from)
+                .and_then(|d| check_rows(&d.batches, today).map(|()| d));
+            match checked {
                 Ok(d) => {
                     replayed += d.rows;
-                    budget.force_reserve(d.memory_bytes);
-                    buffer.push(d.batches, d.memory_bytes, record.seq, now);
+                    if let Some(id) = id {
+                        dedup.remember(id, d.rows as u64, today);
+                    }
+                    let bytes = d.memory_bytes.max(record.body.len());
+                    budget.force_reserve(bytes);
+                    buffer.push(
+                        buffer::BufferedRecord {
+                            seq: record.seq,
+                            batch_id: record.batch_id.clone(),
+                            batches: d.batches,
+                            rows: d.rows,
+                            bytes,
+                        },
+                        now,
+                    );
                 }
                 Err(e) => {
                     metrics.error("replay");
-                    tracing::error!(seq = record.seq.0, error = %error_chain(&e), "WAL record does not decode; skipped");
+                    if let Some(id) = id {
+                        dedup.remember(id, 0, today);
+                    }
+                    quarantine.body(record.seq, id, record.encoding, &record.body, &e)?;
                 }
             }
         }
+        // Ids recovered from the WAL are durable before any segment can go.
+        dedup.sync(today)?;
+        let removed = wal.remove_covered(WalSeq(committed))?;
         metrics.wal_replayed_rows.inc_by(replayed as u64);
         tracing::info!(
             committed_seq = committed,
             replayed_rows = replayed,
             torn_segments = replay.torn_segments,
+            removed_segments = removed,
             "WAL replayed"
         );
         let stats = Arc::new(SharedStats::default());
@@ -235,6 +305,7 @@ impl Ingester {
             flush_now: Arc::clone(&flush_now),
             metrics: metrics.clone(),
             clock,
+            health: Arc::new(WalHealth::default()),
         })?;
         Ok((handle, thread, table, writer_id, stats, flush_now))
     }
@@ -245,20 +316,29 @@ impl RunningIngester {
         self.addr
     }
 
-    /// Stops accepting, finishes in-flight requests, flushes the buffer to the
-    /// table, and stops.
+    /// Stops accepting, finishes requests in progress, commits the buffer to the
+    /// table, and stops, all within the shutdown grace. Fails with
+    /// [`IngestError::Uncommitted`] when the table could not take everything
+    /// acknowledged in time: the WAL keeps it for the next start.
     pub async fn shutdown(mut self) -> Result<()> {
+        let grace = self.shutdown_grace;
+        let _ = self.deadline.get_or_init(|| Instant::now() + grace);
         self.stop_http.cancel();
         let _ = (&mut self.http).await;
         self.stop_flush.cancel();
         self.tasks.wait().await;
+        let flushed = (&mut self.flusher)
+            .await
+            .map_err(|e| IngestError::Internal(format!("flush task: {e}")))?;
+        self.writer.stop().await;
         if let Some(t) = self.writer_thread.take() {
             tokio::task::spawn_blocking(move || t.join())
                 .await
                 .map_err(|e| IngestError::Internal(format!("joining WAL thread: {e}")))?
                 .map_err(|_| IngestError::Internal("WAL thread panicked".into()))?;
         }
-        tracing::info!("ingester stopped");
+        flushed?;
+        tracing::info!("ingester stopped; everything acknowledged is in the table");
         Ok(())
     }
 }
@@ -288,7 +368,8 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 /// [`run`] on a new multi-threaded runtime, stopping on Ctrl-C or SIGTERM: for the
 /// synchronous `flowlake` binary.
 pub fn run_blocking(config: IngesterConfig) -> Result<()> {
-    runtime()?.block_on(async {
+    let rt = runtime()?;
+    let result = rt.block_on(async {
         let shutdown = CancellationToken::new();
         let signal = shutdown.clone();
         tokio::spawn(async move {
@@ -297,7 +378,11 @@ pub fn run_blocking(config: IngesterConfig) -> Result<()> {
             signal.cancel();
         });
         run(config, shutdown).await
-    })
+    });
+    // An upload that hangs on an unreachable store must not hold the exit: the
+    // WAL has its rows.
+    rt.shutdown_timeout(Duration::from_secs(1));
+    result
 }
 
 async fn wait_for_signal() {

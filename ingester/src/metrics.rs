@@ -36,6 +36,7 @@ pub struct Metrics {
     pub commit_seconds: Histogram,
     pub compactions: Counter,
     pub compacted_files: Counter,
+    pub quarantined: Counter,
     pub errors: Family<KindLabel, Counter>,
 }
 
@@ -57,6 +58,7 @@ impl Metrics {
             commit_seconds: Histogram::new(exponential_buckets(0.005, 2.0, 14)),
             compactions: Counter::default(),
             compacted_files: Counter::default(),
+            quarantined: Counter::default(),
             errors: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("flowlake_ingester");
@@ -118,6 +120,11 @@ impl Metrics {
             "compacted_files",
             "Files merged away by compaction",
             m.compacted_files.clone(),
+        );
+        r.register(
+            "quarantined_batches",
+            "Batches the table can never take, set aside in the quarantine directory",
+            m.quarantined.clone(),
         );
         r.register("errors", "Errors, by kind", m.errors.clone());
         m

@@ -43,6 +43,13 @@ pub struct TableFile {
     pub hour: String,
 }
 
+/// A data file encoded in memory, not yet uploaded.
+pub struct EncodedFile {
+    pub path: object_store::path::Path,
+    pub bytes: bytes::Bytes,
+    pub add: Add,
+}
+
 /// Result of one append commit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Appended {
@@ -166,8 +173,19 @@ impl Table {
     /// until its `Add` action is committed ([`Table::commit_adds`]). Several runs
     /// may be written at once from clones of this handle.
     pub async fn write_run(&self, run: PartitionRun) -> Result<Vec<Add>> {
-        if run.num_rows() == 0 {
+        let Some(file) = self.encode_run(run)? else {
             return Ok(Vec::new());
+        };
+        upload(self.delta.object_store(), &file.path, file.bytes).await?;
+        Ok(vec![file.add])
+    }
+
+    /// The Parquet file of one partition's rows and its `Add` action, in memory:
+    /// everything of [`Table::write_run`] but the upload. Its errors come from the
+    /// rows, never from the store.
+    pub fn encode_run(&self, run: PartitionRun) -> Result<Option<EncodedFile>> {
+        if run.num_rows() == 0 {
+            return Ok(None);
         }
         let partition = PartitionValues::new(&run.date, &run.hour)?;
         let target = RecordBatchWriter::for_table(&self.delta)?.arrow_schema();
@@ -175,13 +193,10 @@ impl Table {
         let written = write_file(&schema, &columns, writer_properties())?;
         let path = partition.data_file(uuid::Uuid::new_v4());
         let size = written.bytes.len() as i64;
-        upload(self.delta.object_store(), &path, written.bytes)
-            .await
-            .map_err(|e| IngestError::Internal(format!("writing {path}: {e}")))?;
         let columns = StatsColumns::from_config(self.delta.snapshot()?.metadata().configuration());
         let stats = add_stats(&written.metadata, &columns)
             .map_err(|e| IngestError::Internal(format!("statistics of {path}: {e}")))?;
-        Ok(vec![Add {
+        let add = Add {
             path: path.to_string(),
             size,
             partition_values: partition.into_map(),
@@ -193,7 +208,12 @@ impl Table {
             base_row_id: None,
             default_row_commit_version: None,
             clustering_provider: None,
-        }])
+        };
+        Ok(Some(EncodedFile {
+            path,
+            bytes: written.bytes,
+            add,
+        }))
     }
 
     /// Commits written data files in one Delta commit, with the application

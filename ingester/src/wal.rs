@@ -4,9 +4,16 @@
 //! its sequence number and client batch id. Appends are group-committed: the
 //! writer thread writes every pending record and then `fdatasync`s once before any
 //! of them is acknowledged. After a crash, [`Wal::open`] replays every segment; a
-//! torn last record is detected by its length or checksum and skipped. Segments
-//! are deleted only after the data they hold is committed to the table.
+//! torn last record is detected by its length or checksum and skipped.
+//!
+//! A group that fails to be written (a full disk) is cut off again before anything
+//! else is appended, so no partial record stays in the middle of a segment; if the
+//! cut itself fails the log refuses appends until it succeeds. A segment is deleted
+//! only when the table provably holds every record in it: the highest sequence
+//! number the segment holds is at most the WAL sequence of the table's last commit
+//! by this ingester ([`Wal::remove_covered`]).
 
+use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -131,6 +138,24 @@ pub struct Wal {
     current_id: SegmentId,
     current_bytes: u64,
     segment_bytes: u64,
+    /// Highest sequence number in each segment on disk (`None`: no whole record).
+    last_seq: BTreeMap<SegmentId, Option<WalSeq>>,
+    /// A failed append left bytes past `current_bytes` that are not cut off yet.
+    dirty: bool,
+}
+
+/// Where the log ends before a group is appended, to undo the group.
+#[derive(Debug, Clone, Copy)]
+pub struct Mark {
+    segment: SegmentId,
+    bytes: u64,
+}
+
+/// Whether an I/O error means the disk (or quota) is full.
+pub fn is_disk_full(e: &std::io::Error) -> bool {
+    const ENOSPC: i32 = 28;
+    const EDQUOT: i32 = 122;
+    e.kind() == std::io::ErrorKind::StorageFull || matches!(e.raw_os_error(), Some(ENOSPC | EDQUOT))
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> IngestError + '_ {
@@ -163,6 +188,7 @@ impl Wal {
     pub fn open(dir: &Path, segment_bytes: u64) -> Result<(Wal, Replay)> {
         std::fs::create_dir_all(dir).map_err(io_err(dir))?;
         let mut replay = Replay::default();
+        let mut last_seq = BTreeMap::new();
         let existing = segments(dir)?;
         for id in &existing {
             let path = dir.join(id.file_name());
@@ -170,40 +196,58 @@ impl Wal {
             replay.bytes += bytes.len() as u64;
             let decoded = frame::decode(&bytes);
             let mut torn = decoded.torn_at.is_some();
+            let mut last = None;
             for payload in decoded.records {
                 match WalRecord::decode(payload) {
-                    Some(r) => replay.records.push(r),
+                    Some(r) => {
+                        last = last.max(Some(r.seq));
+                        replay.records.push(r);
+                    }
                     None => {
                         torn = true;
                         break;
                     }
                 }
             }
+            last_seq.insert(*id, last);
             if torn {
                 replay.torn_segments += 1;
                 tracing::warn!(segment = %path.display(), "WAL segment ends in a torn record; skipped it");
             }
         }
         let next = SegmentId(existing.last().map_or(1, |s| s.0 + 1));
-        let wal = Wal::create_segment(dir, next, segment_bytes)?;
+        let (current, current_id) = Wal::create_segment(dir, next)?;
+        last_seq.insert(current_id, None);
+        let wal = Wal {
+            dir: dir.to_path_buf(),
+            current,
+            current_id,
+            current_bytes: 0,
+            segment_bytes,
+            last_seq,
+            dirty: false,
+        };
         Ok((wal, replay))
     }
 
-    fn create_segment(dir: &Path, id: SegmentId, segment_bytes: u64) -> Result<Wal> {
+    /// Opens segment `id` for appends: a new file, or an empty one a failed
+    /// rotation left behind.
+    fn create_segment(dir: &Path, id: SegmentId) -> Result<(File, SegmentId)> {
         let path = dir.join(id.file_name());
         let current = OpenOptions::new()
-            .create_new(true)
+            .create(true)
             .append(true)
             .open(&path)
             .map_err(io_err(&path))?;
+        let len = current.metadata().map_err(io_err(&path))?.len();
+        if len != 0 {
+            return Err(IngestError::Internal(format!(
+                "new WAL segment {} is not empty",
+                path.display()
+            )));
+        }
         sync_dir(dir)?;
-        Ok(Wal {
-            dir: dir.to_path_buf(),
-            current,
-            current_id: id,
-            current_bytes: 0,
-            segment_bytes,
-        })
+        Ok((current, id))
     }
 
     /// Writes already-framed records and makes them durable (one fdatasync).
@@ -212,43 +256,123 @@ impl Wal {
     }
 
     /// [`Wal::append_durable`] for framed records given in pieces, written in
-    /// order without joining them first.
+    /// order without joining them first. On failure nothing of the pieces stays
+    /// in the log (see [`Wal::undo`]).
     pub fn append_durable_pieces<B: AsRef<[u8]>>(&mut self, pieces: &[B]) -> Result<()> {
+        self.cut_dirty_tail()?;
         if self.current_bytes >= self.segment_bytes {
             self.rotate()?;
         }
+        let mark = self.mark();
         let path = self.dir.join(self.current_id.file_name());
-        for piece in pieces {
+        let written = pieces.iter().try_for_each(|piece| {
             let piece = piece.as_ref();
-            self.current.write_all(piece).map_err(io_err(&path))?;
+            self.current.write_all(piece)?;
             self.current_bytes += piece.len() as u64;
+            Ok(())
+        });
+        if let Err(source) = written.and_then(|()| self.current.sync_data()) {
+            self.undo(mark);
+            return Err(IngestError::Wal { path, source });
         }
-        self.current.sync_data().map_err(io_err(&path))?;
         Ok(())
+    }
+
+    /// Where the log ends now.
+    pub fn mark(&self) -> Mark {
+        Mark {
+            segment: self.current_id,
+            bytes: self.current_bytes,
+        }
+    }
+
+    /// Records that `seq` was appended to the current segment (the writer calls
+    /// this once the group holding it is durable).
+    pub fn note_appended(&mut self, seq: WalSeq) {
+        let last = self.last_seq.entry(self.current_id).or_default();
+        *last = (*last).max(Some(seq));
+    }
+
+    /// Cuts the log back to `mark`: what was appended since is gone (a group that
+    /// failed to be written, or whose dedup journal entries failed). When the cut
+    /// fails, appends are refused until it succeeds.
+    pub fn undo(&mut self, mark: Mark) {
+        if mark.segment != self.current_id {
+            // A rotation happened after the mark: the new segment holds only the
+            // group being undone.
+            self.current_bytes = 0;
+        } else {
+            self.current_bytes = mark.bytes;
+        }
+        self.dirty = true;
+        if let Err(e) = self.cut_dirty_tail() {
+            tracing::error!(error = %crate::error::error_chain(&e), "could not cut a failed WAL append off; appends are refused until it succeeds");
+        }
+    }
+
+    /// Truncates the current segment to `current_bytes` after a failed append.
+    fn cut_dirty_tail(&mut self) -> Result<()> {
+        if !self.dirty {
+            return Ok(());
+        }
+        let path = self.dir.join(self.current_id.file_name());
+        self.current
+            .set_len(self.current_bytes)
+            .and_then(|()| self.current.sync_data())
+            .map_err(io_err(&path))?;
+        self.dirty = false;
+        Ok(())
+    }
+
+    /// Whether the log can take appends again: any failed append is cut off and a
+    /// small file can be written and synced in the WAL directory.
+    pub fn probe(&mut self) -> Result<()> {
+        self.cut_dirty_tail()?;
+        let path = self.dir.join("probe.tmp");
+        let wrote = File::create(&path)
+            .and_then(|mut f| f.write_all(&[0; 64 << 10]).and_then(|()| f.sync_data()));
+        let _ = std::fs::remove_file(&path);
+        wrote.map_err(io_err(&path))
     }
 
     /// Starts a new segment; returns its id. Every segment before it is sealed.
     pub fn rotate(&mut self) -> Result<SegmentId> {
+        self.cut_dirty_tail()?;
         if self.current_bytes == 0 {
             return Ok(self.current_id);
         }
         let next = SegmentId(self.current_id.0 + 1);
-        *self = Wal::create_segment(&self.dir, next, self.segment_bytes)?;
+        let (current, id) = Wal::create_segment(&self.dir, next)?;
+        self.current = current;
+        self.current_id = id;
+        self.current_bytes = 0;
+        self.last_seq.insert(id, None);
         Ok(next)
     }
 
-    /// Deletes every segment before `keep_from` (their data is in the table).
-    pub fn remove_before(dir: &Path, keep_from: SegmentId) -> Result<usize> {
-        let mut removed = 0;
-        for id in segments(dir)?.into_iter().filter(|id| *id < keep_from) {
-            let path = dir.join(id.file_name());
-            std::fs::remove_file(&path).map_err(io_err(&path))?;
-            removed += 1;
+    /// Deletes every sealed segment whose records all have a sequence number at
+    /// most `committed` (the WAL sequence of the table's last commit by this
+    /// ingester): the table holds all of them. Returns how many were deleted.
+    pub fn remove_covered(&mut self, committed: WalSeq) -> Result<usize> {
+        let covered: Vec<SegmentId> = self
+            .last_seq
+            .iter()
+            .filter(|(id, last)| **id != self.current_id && last.is_none_or(|s| s <= committed))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &covered {
+            let path = self.dir.join(id.file_name());
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => return Err(IngestError::Wal { path, source }),
+            }
+            self.last_seq.remove(id);
         }
-        if removed > 0 {
-            sync_dir(dir)?;
+        if !covered.is_empty() {
+            sync_dir(&self.dir)?;
         }
-        Ok(removed)
+        Ok(covered.len())
     }
 
     /// Total bytes of all segment files.

@@ -45,14 +45,7 @@ async fn accepts_every_encoding_and_commits_sorted_partitions() {
         assert_eq!(resp.unwrap().rows, part.num_rows() as u64);
     }
     wait_for_rows(&cfg, 6000).await;
-    let metrics = client()
-        .get(format!("http://{addr}{}", routes::METRICS))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics(addr).await;
     for line in [
         "flowlake_ingester_rows_total 6000",
         "flowlake_ingester_batches_accepted_total 4",
@@ -144,14 +137,7 @@ async fn refuses_bad_input_with_the_right_status_and_changes_nothing() {
     .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
 
-    let metrics = client()
-        .get(format!("http://{addr}{}", routes::METRICS))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics(addr).await;
     for reason in [
         "unauthorized",
         "not_arrow",
@@ -175,22 +161,44 @@ async fn refuses_bad_input_with_the_right_status_and_changes_nothing() {
     ing.shutdown().await.unwrap();
 }
 
+/// The table refuses flushes (a file where a partition directory must go), so
+/// the buffer cannot drain: once the budget is spent requests get 503 with
+/// Retry-After; when the table works again everything acknowledged lands.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_buffer_answers_503_with_retry_after() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(dir.path());
-    cfg.max_buffer_bytes = 1;
-    cfg.flush.max_age = Duration::from_secs(3600);
+    cfg.flush.max_bytes = 128 << 10;
+    cfg.max_body_bytes = 256 << 10;
+    cfg.max_buffer_bytes = 512 << 10;
     let ing = Ingester::start(cfg.clone()).await.unwrap();
+    let blocker = std::path::Path::new(&cfg.table.location).join("date=2026-01-01");
+    std::fs::write(&blocker, b"not a directory").unwrap();
     let batch = flows(500, 1);
-    let (s, _, _) = post(ing.addr(), ipc(&batch), &[]).await;
-    assert_eq!(s, StatusCode::OK, "an empty buffer admits one request");
-    let (s, _, text) = post(ing.addr(), ipc(&batch), &[]).await;
-    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(ipc(&batch).len() < cfg.max_body_bytes);
+    let mut acked = 0;
+    let text = loop {
+        let (s, _, text) = post(ing.addr(), ipc(&batch), &[]).await;
+        if s == StatusCode::SERVICE_UNAVAILABLE {
+            break text;
+        }
+        assert_eq!(s, StatusCode::OK, "{text}");
+        acked += 1;
+        assert!(acked < 10, "the budget never ran out");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     assert!(text.starts_with("retry-after=1 "), "{text}");
-    // Shutdown flushes what was acknowledged.
+    assert!(text.contains("\"reason\":\"busy\""), "{text}");
+    std::fs::remove_file(&blocker).unwrap();
+    wait_for_rows(&cfg, acked * 500).await;
+    let (s, _, text) = post(ing.addr(), ipc(&batch), &[]).await;
+    assert_eq!(
+        s,
+        StatusCode::OK,
+        "the budget is released after the commit: {text}"
+    );
     ing.shutdown().await.unwrap();
-    assert_eq!(table_rows(&cfg).await, 500);
+    assert_eq!(table_rows(&cfg).await, (acked + 1) * 500);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -227,14 +235,7 @@ async fn batch_id_is_stored_once_across_restarts() {
         after.unwrap().duplicate,
         "the dedup window survives a restart"
     );
-    let metrics = client()
-        .get(format!("http://{}{}", ing.addr(), routes::METRICS))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics(ing.addr()).await;
     assert!(
         metrics.contains("flowlake_ingester_batches_duplicate_total 1"),
         "{metrics}"

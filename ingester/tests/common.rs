@@ -71,10 +71,40 @@ pub async fn post(
     (status, parsed, text)
 }
 
+/// The ingester's `/metrics` text.
+pub async fn metrics(addr: std::net::SocketAddr) -> String {
+    client()
+        .get(format!("http://{addr}{}", routes::METRICS))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 /// Rows per the table's file statistics.
 pub async fn table_rows(cfg: &IngesterConfig) -> usize {
     let table = Table::open(&cfg.table).await.unwrap();
     table.files().unwrap().iter().map(|f| f.rows.unwrap()).sum()
+}
+
+/// Sum of the `bytes` column over the whole table, read back from its files.
+pub async fn sum_bytes_in_table(cfg: &IngesterConfig) -> i64 {
+    let table = Table::open(&cfg.table).await.unwrap();
+    let mut sum = 0;
+    for f in table.files().unwrap() {
+        let path = Path::new(&cfg.table.location).join(f.path.replace("%3D", "="));
+        let file = std::fs::File::open(path).unwrap();
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+            .unwrap()
+            .build()
+            .unwrap();
+        for batch in reader {
+            sum += sum_bytes(&batch.unwrap());
+        }
+    }
+    sum
 }
 
 /// Waits until the table holds `rows` rows (flushes are asynchronous).

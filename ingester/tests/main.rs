@@ -8,4 +8,5 @@ mod common;
 mod compaction;
 mod gcs;
 mod reader;
+mod recovery;
 mod s3;

@@ -67,6 +67,7 @@ fn rotation_and_removal_keep_newer_segments() {
         let mut framed = Vec::new();
         record(i, None, &[0; 80]).encode(&mut framed);
         wal.append_durable(&framed).unwrap();
+        wal.note_appended(WalSeq(i));
     }
     // 64-byte segments: every append after the first rotated.
     let seal = wal.rotate().unwrap();
@@ -74,8 +75,54 @@ fn rotation_and_removal_keep_newer_segments() {
     let mut framed = Vec::new();
     record(5, None, b"after").encode(&mut framed);
     wal.append_durable(&framed).unwrap();
-    assert_eq!(Wal::remove_before(dir.path(), seal).unwrap(), 4);
+    wal.note_appended(WalSeq(5));
+    // Nothing noted as appended is removed before a commit covers it.
+    assert_eq!(wal.remove_covered(WalSeq(0)).unwrap(), 0);
+    drop(wal);
+    // Reopened, the log knows each segment's highest sequence number.
+    let (mut wal, replay) = Wal::open(dir.path(), 64).unwrap();
+    assert_eq!(replay.records.len(), 5);
+    assert_eq!(wal.remove_covered(WalSeq(3)).unwrap(), 3);
+    drop(wal);
+    let (mut wal, replay) = Wal::open(dir.path(), 64).unwrap();
+    assert_eq!(
+        replay.records.iter().map(|r| r.seq.0).collect::<Vec<_>>(),
+        [4, 5]
+    );
+    // Segments 4 and 5, and the empty one the first reopen started.
+    assert_eq!(wal.remove_covered(WalSeq(5)).unwrap(), 3);
     drop(wal);
     let (_, replay) = Wal::open(dir.path(), 64).unwrap();
-    assert_eq!(replay.records, vec![record(5, None, b"after")]);
+    assert!(replay.records.is_empty());
+}
+
+/// A group that fails is cut off: what is appended next follows the last whole
+/// record, and replay reads every record written before and after.
+#[test]
+fn undone_group_leaves_no_partial_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut wal, _) = Wal::open(dir.path(), 1 << 20).unwrap();
+    let mut framed = Vec::new();
+    record(1, Some("a"), b"first").encode(&mut framed);
+    wal.append_durable(&framed).unwrap();
+    // A group written in part (as a full disk leaves it), then undone.
+    let mark = wal.mark();
+    let mut partial = Vec::new();
+    record(2, Some("b"), &[7; 500]).encode(&mut partial);
+    wal.current.write_all(&partial[..100]).unwrap();
+    wal.current_bytes += 100;
+    wal.undo(mark);
+    let mut framed = Vec::new();
+    record(3, Some("c"), b"third").encode(&mut framed);
+    wal.append_durable(&framed).unwrap();
+    drop(wal);
+    let (_, replay) = Wal::open(dir.path(), 1 << 20).unwrap();
+    assert_eq!(replay.torn_segments, 0);
+    assert_eq!(
+        replay.records,
+        vec![
+            record(1, Some("a"), b"first"),
+            record(3, Some("c"), b"third")
+        ]
+    );
 }

@@ -1,0 +1,81 @@
+//! The HTTP/1.1 server loop: every connection on its own task, a timeout on each
+//! request head (slow and idle clients are closed), and a shutdown that finishes
+//! requests in progress for at most a grace period and then closes what is left.
+
+use std::time::Duration;
+
+use axum::Router;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// How the server treats connections.
+#[derive(Debug, Clone, Copy)]
+pub struct ServeLimits {
+    /// A request head must arrive whole within this time.
+    pub header_timeout: Duration,
+}
+
+/// Serves `app` on `listener` until `stop` is cancelled; then stops accepting,
+/// lets requests in progress finish until `grace` (read when `stop` fires) is
+/// over, and closes the connections still open.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: ServeLimits,
+    stop: CancellationToken,
+    grace: impl FnOnce() -> Duration,
+) {
+    let mut connections = JoinSet::new();
+    let closing = CancellationToken::new();
+    loop {
+        while connections.try_join_next().is_some() {}
+        let (stream, _peer) = tokio::select! {
+            () = stop.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: pause, not spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let service = TowerToHyperService::new(app.clone());
+        let closing = closing.clone();
+        connections.spawn(async move {
+            let mut builder = http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_timeout);
+            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                () = closing.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        });
+    }
+    drop(listener);
+    let grace = grace();
+    closing.cancel();
+    let drained = tokio::time::timeout(grace, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            connections = connections.len(),
+            ?grace,
+            "requests still in progress after the shutdown grace; closing their connections"
+        );
+        connections.shutdown().await;
+    }
+}

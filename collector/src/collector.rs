@@ -164,7 +164,9 @@ impl Run {
                 DropReasons::default()
             }
         };
-        let programs = Programs::load(config.flow_map_entries, reasons.min_counted(), &metrics)?;
+        let mut programs =
+            Programs::load(config.flow_map_entries, reasons.min_counted(), &metrics)?;
+        programs.set_tc_mode(config.tc_mode);
         let links = LinkWatcher::open()?;
         let clock = match programs.clock_sample() {
             Some(Ok(s)) => Some(JiffiesClock::new(s)),
@@ -205,9 +207,15 @@ impl Run {
         let mut next_active = Instant::now() + self.config.active_timeout;
         let idle_every = (self.config.idle_timeout / 2).max(Duration::from_millis(100));
         let mut next_idle = Instant::now() + idle_every;
+        let mut next_order_check = Instant::now() + self.config.attach_check_every;
         while !stop.load(Ordering::SeqCst) {
             self.wait(Duration::from_millis(100));
             self.handle_links()?;
+            if Instant::now() >= next_order_check {
+                let moved = self.programs.keep_first();
+                self.metrics.reattachments.inc_by(moved as u64);
+                next_order_check = Instant::now() + self.config.attach_check_every;
+            }
             self.read_dns();
             let now = Instant::now();
             if now >= next_active {

@@ -37,6 +37,10 @@ pub struct DatapathConfig {
     pub channel_batches: usize,
     /// Kernel BTF with `enum skb_drop_reason`.
     pub btf_path: PathBuf,
+    /// TCX or clsact for the flow programs (auto: by kernel version).
+    pub tc_mode: crate::attach::TcMode,
+    /// How often the flow programs' place first in each tc hook is checked.
+    pub attach_check_every: Duration,
 }
 
 impl Default for DatapathConfig {
@@ -55,6 +59,8 @@ impl Default for DatapathConfig {
             flow_map_entries: 1 << 17,
             channel_batches: 64,
             btf_path: PathBuf::from("/sys/kernel/btf/vmlinux"),
+            tc_mode: crate::attach::TcMode::Auto,
+            attach_check_every: Duration::from_secs(1),
         }
     }
 }
@@ -145,6 +151,18 @@ pub struct CollectorArgs {
         default_value = "/sys/kernel/btf/vmlinux"
     )]
     pub btf: PathBuf,
+    /// How the flow programs attach to tc: TCX (kernels >= 6.6), clsact, or auto.
+    #[arg(
+        long,
+        env = "FLOWLAKE_COLLECTOR_TC_MODE",
+        value_enum,
+        default_value = "auto"
+    )]
+    pub tc_mode: crate::attach::TcMode,
+    /// How often the flow programs' place first in each tc hook is checked (a
+    /// CNI attaching later is overtaken again).
+    #[arg(long, env = "FLOWLAKE_COLLECTOR_ATTACH_CHECK_EVERY", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub attach_check_every: Duration,
 }
 
 impl From<CollectorArgs> for DatapathConfig {
@@ -161,6 +179,8 @@ impl From<CollectorArgs> for DatapathConfig {
             flow_map_entries: a.flow_map_entries,
             channel_batches: a.channel_batches,
             btf_path: a.btf,
+            tc_mode: a.tc_mode,
+            attach_check_every: a.attach_check_every,
         }
     }
 }

@@ -9,11 +9,12 @@ use std::collections::HashMap;
 use std::os::fd::{AsFd, BorrowedFd};
 
 use aya::maps::{Array, Map, MapData, PerCpuArray, RingBuf};
-use aya::programs::{SchedClassifier, TcAttachType, TracePoint, tc::SchedClassifierLinkId};
+use aya::programs::{SchedClassifier, TracePoint};
 use aya::{Ebpf, EbpfLoader};
 use tracing::{info, warn};
 
 use crate::abi::{self, ClockSample, FlowKey, FlowStats};
+use crate::attach::{Attachments, TcMode};
 use crate::error::{CollectorError, Result};
 use crate::flowcache::{self, FlowCache};
 use crate::metrics::{DatapathMetrics, LossKind};
@@ -38,12 +39,6 @@ const TCP_PROGRAMS: &[(&str, &str)] = &[
     ("tcp_probe", "tcp_probe"),
 ];
 
-/// Links of the flow programs on one interface.
-struct Attached {
-    ingress: SchedClassifierLinkId,
-    egress: SchedClassifierLinkId,
-}
-
 /// The loaded objects. Fields are None when their object failed to load.
 pub struct Programs {
     flows: Option<Ebpf>,
@@ -57,7 +52,8 @@ pub struct Programs {
     cache: Option<FlowCache>,
     /// `clock_sample`'s output map (jiffies and boot time at one instant).
     clock: Option<Array<MapData, ClockSample>>,
-    attached: HashMap<u32, Attached>,
+    /// The flow programs' tc attachments (see attach.rs).
+    attached: Attachments,
     /// Loss counters already exported, per (object, slot).
     exported: HashMap<(&'static str, u32), u64>,
 }
@@ -208,7 +204,7 @@ impl Programs {
             dns,
             cache,
             clock,
-            attached: HashMap::new(),
+            attached: Attachments::new(TcMode::Auto),
             exported: HashMap::new(),
         })
     }
@@ -253,68 +249,40 @@ fn prog_err(name: &str, e: aya::programs::ProgramError) -> CollectorError {
 }
 
 impl Programs {
-    /// Attaches the flow programs to both tc hooks of an interface (TCX on
-    /// kernels >= 6.6, clsact otherwise).
-    pub fn attach(&mut self, ifindex: u32, name: &str) -> Result<()> {
-        if self.attached.contains_key(&ifindex) {
-            return Ok(());
+    /// How the flow programs attach to tc (call before the first attach).
+    pub fn set_tc_mode(&mut self, mode: TcMode) {
+        if self.attached.is_empty() {
+            self.attached = Attachments::new(mode);
         }
-        let Some(bpf) = self.flows.as_mut() else {
-            return Ok(());
-        };
-        if aya::util::KernelVersion::current()
-            .is_ok_and(|v| v < aya::util::KernelVersion::new(6, 6, 0))
-        {
-            // Legacy tc needs the clsact qdisc; it may already be there.
-            let _ = aya::programs::tc::qdisc_add_clsact(name);
-        }
-        let mut link = |prog: &str, hook: TcAttachType| -> Result<SchedClassifierLinkId> {
-            let p: &mut SchedClassifier = bpf
-                .program_mut(prog)
-                .ok_or_else(|| CollectorError::Config(format!("program {prog} missing")))?
-                .try_into()
-                .map_err(|e| prog_err(prog, e))?;
-            p.attach(name, hook).map_err(|e| prog_err(prog, e))
-        };
-        let ingress = link("flow_ingress", TcAttachType::Ingress)?;
-        let egress = match link("flow_egress", TcAttachType::Egress) {
-            Ok(l) => l,
-            Err(e) => {
-                self.detach_links(ingress, None);
-                return Err(e);
-            }
-        };
-        self.attached.insert(ifindex, Attached { ingress, egress });
-        Ok(())
     }
 
-    fn detach_links(
-        &mut self,
-        ingress: SchedClassifierLinkId,
-        egress: Option<SchedClassifierLinkId>,
-    ) {
-        let Some(bpf) = self.flows.as_mut() else {
-            return;
-        };
-        if let Some(p) = bpf
-            .program_mut("flow_ingress")
-            .and_then(|p| <&mut SchedClassifier>::try_from(p).ok())
-        {
-            let _ = p.detach(ingress);
-        }
-        if let Some(egress) = egress
-            && let Some(p) = bpf
-                .program_mut("flow_egress")
-                .and_then(|p| <&mut SchedClassifier>::try_from(p).ok())
-        {
-            let _ = p.detach(egress);
+    /// TCX or clsact (resolved for this kernel).
+    pub fn tc_mode(&self) -> TcMode {
+        self.attached.mode()
+    }
+
+    /// Attaches the flow programs first on both tc hooks of an interface
+    /// (TCX on kernels >= 6.6, clsact otherwise; see attach.rs).
+    pub fn attach(&mut self, ifindex: u32, name: &str) -> Result<()> {
+        match self.flows.as_mut() {
+            Some(bpf) => self.attached.attach(bpf, ifindex, name),
+            None => Ok(()),
         }
     }
 
     /// Detaches from an interface (gone or no longer wanted).
     pub fn detach(&mut self, ifindex: u32) {
-        if let Some(a) = self.attached.remove(&ifindex) {
-            self.detach_links(a.ingress, Some(a.egress));
+        if let Some(bpf) = self.flows.as_mut() {
+            self.attached.detach(bpf, ifindex);
+        }
+    }
+
+    /// Attaches again ahead of any program that took the first place on a
+    /// hook since; returns how many hooks moved.
+    pub fn keep_first(&mut self) -> usize {
+        match self.flows.as_mut() {
+            Some(bpf) => self.attached.keep_first(bpf),
+            None => 0,
         }
     }
 

@@ -8,6 +8,7 @@
 
 pub mod abi;
 pub mod agent;
+pub mod attach;
 pub mod batch;
 pub mod btf;
 pub mod collector;

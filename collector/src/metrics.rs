@@ -52,6 +52,10 @@ pub struct DatapathMetrics {
     pub attach_errors: Counter,
     /// `flowlake_collector_dns_parse_errors_total`.
     pub dns_parse_errors: Counter,
+    /// `flowlake_collector_reattachments_total`: tc hooks where the flow
+    /// program was attached again because another program took the first
+    /// place or removed it.
+    pub reattachments: Counter,
 }
 
 impl DatapathMetrics {
@@ -80,6 +84,11 @@ impl DatapathMetrics {
             "attach_errors",
             "Failed tc attachments",
             m.attach_errors.clone(),
+        );
+        r.register(
+            "reattachments",
+            "Flow programs attached again ahead of a program that took the first place in a tc hook, or after their attachment was removed",
+            m.reattachments.clone(),
         );
         r.register(
             "dns_parse_errors",

@@ -8,6 +8,13 @@ use crate::error::{CollectorError, Result};
 const RTM_NEWLINK: u16 = 16;
 const RTM_DELLINK: u16 = 17;
 const RTM_GETLINK: u16 = 18;
+const RTM_NEWTFILTER: u16 = 44;
+const RTM_GETTFILTER: u16 = 46;
+const TCA_KIND: u16 = 1;
+const TCA_OPTIONS: u16 = 2;
+const TCA_CHAIN: u16 = 11;
+const TCA_BPF_ID: u16 = 11;
+const TCMSG_LEN: usize = 20;
 const NLMSG_DONE: u16 = 3;
 const NLMSG_ERROR: u16 = 2;
 const IFLA_IFNAME: u16 = 3;
@@ -137,6 +144,156 @@ impl LinkWatcher {
             parse_messages(&self.buf[..n as usize], &mut out);
         }
     }
+}
+
+/// The clsact ingress hook (`tcm_parent` ffff:fff2).
+pub const TC_INGRESS: u32 = 0xffff_fff2;
+/// The clsact egress hook (`tcm_parent` ffff:fff3).
+pub const TC_EGRESS: u32 = 0xffff_fff3;
+/// `ETH_P_ALL`, the protocol of filters that see every packet.
+pub const ETH_P_ALL: u16 = 3;
+
+/// A tc filter on a clsact hook, as `tc filter show` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TcFilter {
+    pub priority: u16,
+    pub handle: u32,
+    /// Protocol in host byte order (`ETH_P_ALL` = 3).
+    pub protocol: u16,
+    /// `bpf`, `u32`, `flower`, …
+    pub kind: String,
+    /// The program of a `bpf` filter.
+    pub prog_id: Option<u32>,
+}
+
+/// The filters of chain 0 on a clsact hook (`TC_INGRESS` / `TC_EGRESS`) in the
+/// order the kernel runs them: by priority, and within a priority in list
+/// order (cls_bpf puts a new handle first). Empty when the interface has no
+/// clsact qdisc.
+pub fn tc_filters(ifindex: u32, parent: u32) -> Result<Vec<TcFilter>> {
+    // SAFETY: plain socket(2) call; the fd is owned right after.
+    let raw = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::NETLINK_ROUTE,
+        )
+    };
+    if raw < 0 {
+        return Err(CollectorError::io(
+            "netlink socket",
+            std::io::Error::last_os_error(),
+        ));
+    }
+    // SAFETY: raw is a fresh valid fd.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let mut msg = [0u8; NLMSG_HDRLEN + TCMSG_LEN];
+    let len = msg.len() as u32;
+    msg[0..4].copy_from_slice(&len.to_ne_bytes());
+    msg[4..6].copy_from_slice(&RTM_GETTFILTER.to_ne_bytes());
+    let flags = (libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16;
+    msg[6..8].copy_from_slice(&flags.to_ne_bytes());
+    msg[8..12].copy_from_slice(&1u32.to_ne_bytes());
+    let tcm = &mut msg[NLMSG_HDRLEN..];
+    tcm[0] = libc::AF_UNSPEC as u8;
+    tcm[4..8].copy_from_slice(&ifindex.to_ne_bytes());
+    tcm[12..16].copy_from_slice(&parent.to_ne_bytes());
+    // SAFETY: sending a valid buffer on an owned socket.
+    let rc = unsafe { libc::send(fd.as_raw_fd(), msg.as_ptr().cast(), msg.len(), 0) };
+    if rc < 0 {
+        return Err(CollectorError::io(
+            "netlink filter dump",
+            std::io::Error::last_os_error(),
+        ));
+    }
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut out = Vec::new();
+    loop {
+        // SAFETY: reading into an owned buffer of the given length.
+        let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n < 0 {
+            let err = std::io::Error::last_os_error();
+            if err.raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return Err(CollectorError::io("netlink filter dump", err));
+        }
+        match parse_filters(&buf[..n as usize], &mut out) {
+            Dump::More => {}
+            Dump::Done => return Ok(out),
+            // No clsact qdisc (EINVAL) or no such device (ENODEV, ENOENT).
+            Dump::Error(libc::EINVAL | libc::ENOENT | libc::ENODEV) => return Ok(Vec::new()),
+            Dump::Error(errno) => {
+                return Err(CollectorError::io(
+                    "netlink filter dump",
+                    std::io::Error::from_raw_os_error(errno),
+                ));
+            }
+        }
+    }
+}
+
+/// Where a dump stands after one buffer of replies.
+#[derive(Debug, PartialEq, Eq)]
+enum Dump {
+    More,
+    Done,
+    Error(i32),
+}
+
+/// Parses RTM_NEWTFILTER replies into `out` (chain 0, real filters only: the
+/// kernel also lists each priority's classifier with handle 0).
+fn parse_filters(mut b: &[u8], out: &mut Vec<TcFilter>) -> Dump {
+    while b.len() >= NLMSG_HDRLEN {
+        let len = u32_at(b, 0) as usize;
+        if len < NLMSG_HDRLEN || len > b.len() {
+            return Dump::More;
+        }
+        let ty = u16_at(b, 4);
+        let msg = &b[NLMSG_HDRLEN..len];
+        b = &b[align4(len).min(b.len())..];
+        match ty {
+            NLMSG_DONE => return Dump::Done,
+            NLMSG_ERROR if msg.len() >= 4 => {
+                let errno = -(u32_at(msg, 0) as i32);
+                return if errno == 0 {
+                    Dump::Done
+                } else {
+                    Dump::Error(errno)
+                };
+            }
+            RTM_NEWTFILTER if msg.len() >= TCMSG_LEN => {}
+            _ => continue,
+        }
+        let handle = u32_at(msg, 8);
+        let info = u32_at(msg, 16);
+        let mut f = TcFilter {
+            priority: (info >> 16) as u16,
+            handle,
+            protocol: u16::from_be((info & 0xffff) as u16),
+            kind: String::new(),
+            prog_id: None,
+        };
+        let mut chain = 0;
+        for (t, payload) in attrs(&msg[TCMSG_LEN..]) {
+            match t {
+                TCA_KIND => f.kind = cstr(payload),
+                TCA_CHAIN if payload.len() >= 4 => chain = u32_at(payload, 0),
+                TCA_OPTIONS => {
+                    for (ot, op) in attrs(payload) {
+                        if ot == TCA_BPF_ID && op.len() >= 4 && f.kind == "bpf" {
+                            f.prog_id = Some(u32_at(op, 0));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        if handle != 0 && chain == 0 {
+            out.push(f);
+        }
+    }
+    Dump::More
 }
 
 impl AsRawFd for LinkWatcher {

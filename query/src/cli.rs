@@ -3,7 +3,6 @@
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
-use tokio_util::sync::CancellationToken;
 
 use crate::config::QueryArgs;
 use crate::error::{QueryError, Result};
@@ -15,18 +14,17 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-/// `flowlake query`: serves until Ctrl-C / SIGTERM.
+/// `flowlake query`: serves until Ctrl-C or SIGTERM, then drains for at most
+/// `--shutdown-grace`.
 pub fn query_main(args: QueryArgs) -> Result<()> {
-    runtime()?.block_on(async {
-        let shutdown = CancellationToken::new();
-        let token = shutdown.clone();
-        tokio::spawn(async move {
-            let _ = tokio::signal::ctrl_c().await;
-            tracing::info!("shutting down");
-            token.cancel();
-        });
+    let runtime = runtime()?;
+    let outcome = runtime.block_on(async {
+        let shutdown = flowlake_service::shutdown_signal();
         crate::server::run(args.into_config(), shutdown).await
-    })
+    });
+    // Work abandoned after the grace period must not hold the exit.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    outcome
 }
 
 /// `flowlake export`: runs one export with a progress line on stderr.

@@ -2,7 +2,12 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
+
+use flowlake_service::AuditSql;
+
+use crate::export::ExportPolicy;
 
 use crate::rollup::build::RollupPolicy;
 
@@ -62,6 +67,10 @@ pub struct QueryArgs {
     /// Largest number of rows one query may return.
     #[arg(long, default_value_t = 1_000_000, env = "FLOWLAKE_QUERY_MAX_ROWS")]
     pub max_rows: usize,
+    /// Queries planned or running at once; more wait for a slot until their timeout
+    /// (then 503 `busy`).
+    #[arg(long, default_value_t = 4, env = "FLOWLAKE_QUERY_MAX_CONCURRENT")]
+    pub max_concurrent_queries: usize,
     /// DataFusion target partitions (parallelism); default: all cores.
     #[arg(long, env = "FLOWLAKE_QUERY_TARGET_PARTITIONS")]
     pub target_partitions: Option<usize>,
@@ -79,6 +88,28 @@ pub struct QueryArgs {
     /// An hour is rolled up once it ended this long ago.
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration, env = "FLOWLAKE_QUERY_ROLLUP_GRACE")]
     pub rollup_grace: Duration,
+    /// Bearer tokens (JSON, SHA-256 hashes with names and scopes; see docs/security.md),
+    /// re-read when the file changes. Without it authentication is off.
+    #[arg(long, env = "FLOWLAKE_QUERY_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// SQL in the audit log: `hash` (SHA-256), `text` or `none`.
+    #[arg(long, default_value = "hash", env = "FLOWLAKE_QUERY_AUDIT_SQL")]
+    pub audit_sql: AuditSql,
+    /// On SIGTERM, how long running requests and exports may take to finish.
+    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration, env = "FLOWLAKE_QUERY_SHUTDOWN_GRACE")]
+    pub shutdown_grace: Duration,
+    /// Where `POST /api/v1/export` may write: absolute local directories or URL prefixes
+    /// (`s3://bucket/exports/`). None: exports over HTTP are refused.
+    #[arg(
+        long = "export-root",
+        env = "FLOWLAKE_QUERY_EXPORT_ROOTS",
+        value_delimiter = ','
+    )]
+    pub export_roots: Vec<String>,
+    /// Object-store options (credentials, endpoint) for export destinations, `KEY=VALUE`;
+    /// requests cannot supply their own.
+    #[arg(long = "export-storage-option", value_parser = parse_key_value, env = "FLOWLAKE_QUERY_EXPORT_STORAGE_OPTIONS", value_delimiter = ',')]
+    pub export_storage_options: Vec<(String, String)>,
 }
 
 /// Resolved settings of the query service.
@@ -95,6 +126,11 @@ pub struct QueryConfig {
     /// Build rollups this often (`None`: never in this process).
     pub rollup_every: Option<Duration>,
     pub rollup_policy: RollupPolicy,
+    /// `None`: authentication off.
+    pub token_file: Option<PathBuf>,
+    pub audit_sql: AuditSql,
+    pub shutdown_grace: Duration,
+    pub export: ExportPolicy,
 }
 
 /// Limits applied to every query.
@@ -103,6 +139,8 @@ pub struct QueryLimits {
     pub memory_bytes: usize,
     pub timeout: Duration,
     pub max_rows: usize,
+    /// Queries planned or running at once; more wait for a slot until their deadline.
+    pub max_concurrent: usize,
 }
 
 impl Default for QueryLimits {
@@ -111,6 +149,7 @@ impl Default for QueryLimits {
             memory_bytes: 2 << 30,
             timeout: Duration::from_secs(60),
             max_rows: 1_000_000,
+            max_concurrent: 4,
         }
     }
 }
@@ -134,6 +173,10 @@ impl Default for QueryConfig {
             rollups: true,
             rollup_every: Some(Duration::from_secs(60)),
             rollup_policy: RollupPolicy::default(),
+            token_file: None,
+            audit_sql: AuditSql::Hash,
+            shutdown_grace: Duration::from_secs(20),
+            export: ExportPolicy::default(),
         }
     }
 }
@@ -152,6 +195,7 @@ impl QueryConfig {
                 memory_bytes: 256 << 20,
                 timeout: Duration::from_secs(30),
                 max_rows: 100_000,
+                max_concurrent: 4,
             },
             target_partitions: 2,
             max_export_jobs: 10,
@@ -159,6 +203,10 @@ impl QueryConfig {
             rollups: true,
             rollup_every: None,
             rollup_policy: RollupPolicy::default(),
+            token_file: None,
+            audit_sql: AuditSql::Hash,
+            shutdown_grace: Duration::from_secs(5),
+            export: ExportPolicy::default(),
         }
     }
 }
@@ -173,6 +221,7 @@ impl QueryArgs {
                 memory_bytes: self.memory_limit,
                 timeout: self.timeout,
                 max_rows: self.max_rows,
+                max_concurrent: self.max_concurrent_queries.max(1),
             },
             target_partitions: self.target_partitions.unwrap_or_else(cores).max(1),
             max_export_jobs: self.max_export_jobs.max(1),
@@ -182,6 +231,13 @@ impl QueryArgs {
             rollup_policy: RollupPolicy {
                 grace: self.rollup_grace,
                 ..RollupPolicy::default()
+            },
+            token_file: self.token_file,
+            audit_sql: self.audit_sql,
+            shutdown_grace: self.shutdown_grace,
+            export: ExportPolicy {
+                roots: self.export_roots,
+                storage_options: self.export_storage_options.into_iter().collect(),
             },
         }
     }

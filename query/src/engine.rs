@@ -12,8 +12,12 @@ use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use futures::stream::{BoxStream, StreamExt};
 
+use datafusion::execution::SendableRecordBatchStream;
+
+use crate::admission;
 use crate::config::{QueryConfig, QueryLimits};
 use crate::error::{QueryError, Result};
+use crate::exec::{self, Msg, QueryRuntime};
 use crate::metrics::QueryMetrics;
 use crate::questions::{self, Question, QuestionRequest};
 use crate::rollup::table::{ROLLUP_FUNCTION, RollupFunction};
@@ -58,6 +62,7 @@ pub struct QueryEngine {
     limits: QueryLimits,
     metrics: QueryMetrics,
     rollups: Option<Arc<RollupStore>>,
+    exec: Arc<QueryRuntime>,
 }
 
 impl std::fmt::Debug for QueryEngine {
@@ -96,7 +101,12 @@ impl QueryEngine {
         let session = SessionConfig::new()
             .with_information_schema(true)
             .with_target_partitions(target_partitions.max(1));
-        let ctx = SessionContext::new_with_config_rt(session, runtime);
+        let ctx = crate::coop::session(session, runtime);
+        crate::bounded::register(&ctx, limits.memory_bytes);
+        let exec = Arc::new(QueryRuntime::new(
+            target_partitions.max(2),
+            limits.max_concurrent,
+        )?);
         table
             .delta_table()
             .await
@@ -117,6 +127,7 @@ impl QueryEngine {
             limits,
             metrics,
             rollups: None,
+            exec,
         })
     }
 
@@ -202,125 +213,248 @@ impl QueryEngine {
         &self.ctx
     }
 
+    /// The runtime queries and export jobs run on.
+    pub fn exec(&self) -> &Arc<QueryRuntime> {
+        &self.exec
+    }
+
     fn df_err(&self, e: datafusion::error::DataFusionError) -> QueryError {
         QueryError::from_datafusion(e, self.limits.memory_bytes)
     }
 
-    /// Runs user SQL through the sandbox, then [`Self::run`].
+    /// Checks user SQL (admission bounds and the sandbox) on the query runtime, without
+    /// running it (for export requests, refused before a job starts).
+    pub async fn check_user_sql(&self, sql: &str) -> Result<()> {
+        let sql = sql.to_string();
+        self.exec
+            .handle()
+            .spawn(async move {
+                admission::admit(&sql)?;
+                sandbox::check(&sql).map(drop)
+            })
+            .await
+            .map_err(|e| QueryError::Config(format!("checking SQL failed: {e}")))?
+    }
+
+    /// Runs user SQL (checked by the sandbox) under the limits.
     pub async fn execute_user_sql(&self, sql: &str, endpoint: &'static str) -> Result<QueryResult> {
-        if let Err(e) = sandbox::check(sql) {
-            let refused = Err(e);
-            self.metrics
-                .observe(endpoint, &refused, std::time::Duration::ZERO);
-            return refused;
-        }
-        self.run(sql, endpoint, true).await
+        self.submit(sql, endpoint, true, true).await
     }
 
     /// Plans SQL into a DataFrame with the read-only SQL options (no sandbox check:
     /// for SQL built by the service itself).
     pub async fn plan(&self, sql: &str) -> Result<DataFrame> {
         self.table.refresh_if_stale().await?;
-        let options = SQLOptions::new()
-            .with_allow_ddl(false)
-            .with_allow_dml(false)
-            .with_allow_statements(false);
         self.ctx
-            .sql_with_options(sql, options)
+            .sql_with_options(sql, read_only())
             .await
             .map_err(|e| self.df_err(e))
     }
 
-    /// Plans and starts a query under the time, memory and (if `row_limit`) row limits.
+    /// Plans and starts SQL built by the service under the time, memory and (if
+    /// `row_limit`) row limits.
     pub async fn run(
         &self,
         sql: &str,
         endpoint: &'static str,
         row_limit: bool,
     ) -> Result<QueryResult> {
+        self.submit(sql, endpoint, false, row_limit).await
+    }
+
+    async fn submit(
+        &self,
+        sql: &str,
+        endpoint: &'static str,
+        user: bool,
+        row_limit: bool,
+    ) -> Result<QueryResult> {
         let started = Instant::now();
-        let outcome = self.run_inner(sql, row_limit, started).await;
+        let outcome = self.submit_inner(sql, user, row_limit).await;
         self.metrics.observe(endpoint, &outcome, started.elapsed());
         outcome
     }
 
-    async fn run_inner(&self, sql: &str, row_limit: bool, started: Instant) -> Result<QueryResult> {
+    async fn submit_inner(&self, sql: &str, user: bool, row_limit: bool) -> Result<QueryResult> {
         let timeout = self.limits.timeout;
-        let deadline = tokio::time::Instant::from_std(started + timeout);
-        let max_rows = row_limit.then_some(self.limits.max_rows);
-        let memory = self.limits.memory_bytes;
-        let planned = tokio::time::timeout_at(deadline, async {
-            let mut df = self.plan(sql).await?;
-            let is_query = !matches!(
-                df.logical_plan(),
-                LogicalPlan::Explain(_) | LogicalPlan::Analyze(_) | LogicalPlan::DescribeTable(_)
-            );
-            if let (Some(max), true) = (max_rows, is_query) {
-                df = df
-                    .limit(0, Some(max.saturating_add(1)))
-                    .map_err(|e| self.df_err(e))?;
-            }
-            let schema = df.schema().inner().clone();
-            let stream = df.execute_stream().await.map_err(|e| self.df_err(e))?;
-            Ok::<_, QueryError>((schema, stream))
-        })
-        .await
-        .map_err(|_| QueryError::Timeout(timeout))??;
-        let (schema, inner) = planned;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let permit = self.exec.permit(deadline).await?;
+        let job = Job {
+            ctx: self.ctx.clone(),
+            table: Arc::clone(&self.table),
+            limits: self.limits,
+            sql: sql.to_string(),
+            user,
+            max_rows: row_limit.then_some(self.limits.max_rows),
+            deadline,
+        };
+        let (tx, rx) = exec::channel();
+        let running = self.exec.spawn(permit, job.run(tx));
+        receive(rx, running, deadline + RECEIVE_MARGIN, timeout).await
+    }
+}
 
-        struct State {
-            inner: datafusion::execution::SendableRecordBatchStream,
-            rows: usize,
-            done: bool,
+/// How long after the deadline the handler gives up waiting for a query task that
+/// has not noticed it (a long CPU loop between two yields).
+const RECEIVE_MARGIN: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// One query as run on the query runtime.
+struct Job {
+    ctx: SessionContext,
+    table: Arc<FlowsTable>,
+    limits: QueryLimits,
+    sql: String,
+    user: bool,
+    max_rows: Option<usize>,
+    deadline: tokio::time::Instant,
+}
+
+impl Job {
+    fn df_err(&self, e: datafusion::error::DataFusionError) -> QueryError {
+        QueryError::from_datafusion(e, self.limits.memory_bytes)
+    }
+
+    async fn start(&self) -> Result<(SchemaRef, SendableRecordBatchStream)> {
+        admission::admit(&self.sql)?;
+        if self.user {
+            sandbox::check(&self.sql)?;
         }
-        let limited = futures::stream::unfold(
-            State {
-                inner,
-                rows: 0,
-                done: false,
-            },
-            move |mut st| async move {
-                if st.done {
-                    return None;
-                }
-                let item = match tokio::time::timeout_at(deadline, st.inner.next()).await {
-                    Err(_) => Err(QueryError::Timeout(timeout)),
-                    Ok(None) => return None,
-                    Ok(Some(Err(e))) => Err(QueryError::from_datafusion(e, memory)),
-                    Ok(Some(Ok(batch))) => {
-                        st.rows += batch.num_rows();
-                        match max_rows {
-                            Some(max) if st.rows > max => Err(QueryError::RowLimit(max)),
-                            _ => Ok(batch),
-                        }
-                    }
-                };
-                st.done = item.is_err();
-                Some((item, st))
-            },
-        )
-        .boxed();
+        self.table.refresh_if_stale().await?;
+        let mut df = self
+            .ctx
+            .sql_with_options(&self.sql, read_only())
+            .await
+            .map_err(|e| self.df_err(e))?;
+        admission::check_plan(df.logical_plan())?;
+        let is_query = !matches!(
+            df.logical_plan(),
+            LogicalPlan::Explain(_) | LogicalPlan::Analyze(_) | LogicalPlan::DescribeTable(_)
+        );
+        if let (Some(max), true) = (self.max_rows, is_query) {
+            df = df
+                .limit(0, Some(max.saturating_add(1)))
+                .map_err(|e| self.df_err(e))?;
+        }
+        let schema = df.schema().inner().clone();
+        let stream = df.execute_stream().await.map_err(|e| self.df_err(e))?;
+        Ok((schema, stream))
+    }
 
-        // Fetch up to the first non-empty batch so start-up errors get their status.
-        let mut rest = limited;
-        let mut head = Vec::new();
+    /// Plans, executes and sends the batches until done, an error, the deadline, or
+    /// the receiver is gone.
+    async fn run(self, tx: exec::Sender) {
+        let timeout = self.limits.timeout;
+        let started = tokio::time::timeout_at(self.deadline, self.start())
+            .await
+            .unwrap_or(Err(QueryError::Timeout(timeout)));
+        let mut stream = match started {
+            Ok((schema, stream)) => {
+                if tx.send(Ok(Msg::Schema(schema))).await.is_err() {
+                    return;
+                }
+                stream
+            }
+            Err(e) => {
+                let _ = tx.send(Err(e)).await;
+                return;
+            }
+        };
+        let mut rows = 0usize;
         loop {
-            match rest.next().await {
-                Some(Ok(b)) => {
-                    let non_empty = b.num_rows() > 0;
-                    head.push(b);
-                    if non_empty {
-                        break;
+            let item = match tokio::time::timeout_at(self.deadline, stream.next()).await {
+                Err(_) => Err(QueryError::Timeout(timeout)),
+                Ok(None) => return,
+                Ok(Some(Err(e))) => Err(self.df_err(e)),
+                Ok(Some(Ok(batch))) => {
+                    rows += batch.num_rows();
+                    match self.max_rows {
+                        Some(max) if rows > max => Err(QueryError::RowLimit(max)),
+                        _ => Ok(Msg::Batch(batch)),
                     }
                 }
-                Some(Err(e)) => return Err(e),
-                None => {
-                    // Finished: never poll the exhausted stream again.
-                    rest = futures::stream::empty().boxed();
+            };
+            let failed = item.is_err();
+            if tx.send(item).await.is_err() || failed {
+                return;
+            }
+        }
+    }
+}
+
+fn read_only() -> SQLOptions {
+    SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false)
+}
+
+/// The next message of a query task, or a timeout error once `deadline` passed.
+async fn recv_until(
+    rx: &mut exec::Receiver,
+    deadline: tokio::time::Instant,
+    timeout: std::time::Duration,
+) -> Option<Result<Msg>> {
+    match tokio::time::timeout_at(deadline, rx.recv()).await {
+        Err(_) => Some(Err(QueryError::Timeout(timeout))),
+        Ok(m) => m,
+    }
+}
+
+/// The handler's side of a query: the schema, the batches up to the first non-empty
+/// one (so start-up errors get their status), and the rest as a stream that keeps
+/// the task alive. Waits at most until `deadline` for each message.
+async fn receive(
+    mut rx: exec::Receiver,
+    running: exec::Running,
+    deadline: tokio::time::Instant,
+    timeout: std::time::Duration,
+) -> Result<QueryResult> {
+    let schema = match recv_until(&mut rx, deadline, timeout).await {
+        Some(Ok(Msg::Schema(s))) => s,
+        Some(Err(e)) => return Err(e),
+        Some(Ok(Msg::Batch(_))) | None => return Err(QueryError::Timeout(timeout)),
+    };
+    let mut head = Vec::new();
+    let mut finished = false;
+    loop {
+        match recv_until(&mut rx, deadline, timeout).await {
+            Some(Ok(Msg::Batch(b))) => {
+                let non_empty = b.num_rows() > 0;
+                head.push(b);
+                if non_empty {
                     break;
                 }
             }
+            Some(Ok(Msg::Schema(_))) => {}
+            Some(Err(e)) => return Err(e),
+            None => {
+                finished = true;
+                break;
+            }
         }
-        Ok(QueryResult { schema, head, rest })
     }
+    let rest = if finished {
+        futures::stream::empty().boxed()
+    } else {
+        futures::stream::unfold(
+            (rx, running, false),
+            move |(mut rx, running, done)| async move {
+                if done {
+                    return None;
+                }
+                let item = match recv_until(&mut rx, deadline, timeout).await {
+                    None => return None,
+                    Some(Ok(Msg::Batch(b))) => Ok(b),
+                    Some(Ok(Msg::Schema(_))) => {
+                        Err(QueryError::Config("a query sent its schema twice".into()))
+                    }
+                    Some(Err(e)) => Err(e),
+                };
+                let done = item.is_err();
+                Some((item, (rx, running, done)))
+            },
+        )
+        .boxed()
+    };
+    Ok(QueryResult { schema, head, rest })
 }

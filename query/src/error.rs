@@ -2,7 +2,6 @@
 
 use std::time::Duration;
 
-use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use datafusion::error::DataFusionError;
@@ -29,6 +28,17 @@ pub enum QueryError {
     MemoryLimit { limit: usize, message: String },
     #[error("the service is shutting down")]
     ShuttingDown,
+    /// The statement is deeper or longer than the service plans (see `admission`).
+    #[error("statement too complex: {0}")]
+    TooComplex(String),
+    /// Every query slot stayed taken until the request's deadline.
+    #[error("too many queries running ({0} at most); retry later")]
+    Busy(usize),
+    /// An export the operator's configuration does not allow.
+    #[error("export refused: {0}")]
+    ExportRefused(String),
+    #[error(transparent)]
+    Service(#[from] flowlake_service::ServiceError),
     #[error("Delta table operation failed")]
     Table(#[from] deltalake_core::DeltaTableError),
     #[error("object store operation failed")]
@@ -56,14 +66,31 @@ pub enum QueryError {
 pub type Result<T, E = QueryError> = std::result::Result<T, E>;
 
 impl QueryError {
-    /// Classifies a DataFusion error: planning and SQL errors are the client's fault,
-    /// resource exhaustion is a limit, the rest is an execution failure.
+    /// Classifies a DataFusion error: planning and SQL errors, and errors evaluating the
+    /// query's own expressions (casts, division by zero, bad function arguments), are
+    /// the client's fault; resource exhaustion is a limit; the rest is an execution failure.
     pub fn from_datafusion(e: DataFusionError, memory_limit: usize) -> Self {
+        use datafusion::arrow::error::ArrowError as A;
         match e.find_root() {
             DataFusionError::SQL(..)
             | DataFusionError::Plan(_)
             | DataFusionError::SchemaError(..)
-            | DataFusionError::NotImplemented(_) => QueryError::Sql(e.find_root().to_string()),
+            | DataFusionError::NotImplemented(_)
+            | DataFusionError::Execution(_) => QueryError::Sql(e.find_root().to_string()),
+            DataFusionError::ArrowError(a, _)
+                if matches!(
+                    **a,
+                    A::CastError(_)
+                        | A::ComputeError(_)
+                        | A::DivideByZero
+                        | A::ArithmeticOverflow(_)
+                        | A::InvalidArgumentError(_)
+                        | A::ParseError(_)
+                        | A::OffsetOverflowError(_)
+                ) =>
+            {
+                QueryError::Sql(e.find_root().to_string())
+            }
             DataFusionError::ResourcesExhausted(m) => QueryError::MemoryLimit {
                 limit: memory_limit,
                 message: m.clone(),
@@ -80,9 +107,13 @@ impl QueryError {
     /// HTTP status of the error.
     pub fn status(&self) -> StatusCode {
         match self {
-            QueryError::Refused(_) | QueryError::Sql(_) | QueryError::BadRequest(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            QueryError::Refused(_)
+            | QueryError::Sql(_)
+            | QueryError::BadRequest(_)
+            | QueryError::TooComplex(_) => StatusCode::BAD_REQUEST,
+            QueryError::ExportRefused(_) => StatusCode::FORBIDDEN,
+            QueryError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
+            QueryError::Service(e) => e.status(),
             QueryError::Location { .. } => StatusCode::BAD_REQUEST,
             QueryError::NotFound(_) => StatusCode::NOT_FOUND,
             QueryError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
@@ -113,6 +144,10 @@ impl QueryError {
             QueryError::RowLimit(_) => "row_limit_exceeded",
             QueryError::MemoryLimit { .. } => "memory_limit_exceeded",
             QueryError::ShuttingDown => "shutting_down",
+            QueryError::TooComplex(_) => "too_complex",
+            QueryError::Busy(_) => "busy",
+            QueryError::ExportRefused(_) => "export_refused",
+            QueryError::Service(e) => e.code(),
             QueryError::Table(_) => "table_error",
             QueryError::ObjectStore(_) => "object_store_error",
             QueryError::Execution(_) => "execution_error",
@@ -127,6 +162,7 @@ impl QueryError {
         matches!(
             self,
             QueryError::ShuttingDown
+                | QueryError::Busy(_)
                 | QueryError::ObjectStore(_)
                 | QueryError::Timeout(_)
                 | QueryError::MemoryLimit { .. }
@@ -152,13 +188,21 @@ impl IntoResponse for QueryError {
         if status.is_server_error() {
             tracing::error!(error = %self.full_message(), "request failed");
         }
-        let body = serde_json::json!({
-            "error": {
-                "code": self.code(),
-                "message": self.full_message(),
-                "retryable": self.retryable(),
-            }
-        });
-        (status, Json(body)).into_response()
+        if let QueryError::Service(e) = self {
+            return e.into_response();
+        }
+        let mut resp = flowlake_service::error_response(
+            status,
+            self.code(),
+            &self.full_message(),
+            self.retryable(),
+        );
+        if matches!(self, QueryError::Busy(_) | QueryError::ShuttingDown) {
+            resp.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+        }
+        resp
     }
 }

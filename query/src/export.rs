@@ -6,15 +6,16 @@
 //! after it, so a nightly job neither duplicates nor misses rows. The state is written
 //! only after the data, so a failed run is simply retried.
 
-pub mod http;
 mod job;
+mod policy;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use datafusion::dataframe::DataFrameWriteOptions;
-use datafusion::prelude::SessionContext;
+use datafusion::execution::memory_pool::MemoryLimit;
+use datafusion::prelude::{SessionConfig, SessionContext};
 use deltalake_core::DeltaTable;
 use deltalake_core::protocol::SaveMode;
 use object_store::{ObjectStoreExt, PutPayload};
@@ -22,14 +23,18 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{TableArgs, TableLocation};
 use crate::error::{QueryError, Result};
-use crate::pods::parse_time;
-use crate::questions::{TimeRange, VIEWS};
+use crate::questions::{TimeRange, VIEWS, parse_time};
 use crate::storage::{location_url, object_store_for, open_table};
 
 pub use job::{ExportJob, ExportJobs, JobState};
+pub use policy::ExportPolicy;
 
 /// Name of the state object written next to the exported data.
 pub const STATE_FILE: &str = "_flowlake_export.json";
+/// Parquet files are written below this directory of the destination, then moved into
+/// place: an interrupted export leaves its partial files only there, where readers of
+/// the destination (which skip `_`-prefixed directories) do not look.
+pub const STAGING_DIR: &str = "_flowlake_staging";
 
 /// Format of the destination.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -95,6 +100,9 @@ pub struct ExportConfig {
     pub format: ExportFormat,
     #[serde(default)]
     pub incremental: bool,
+    /// Memory pool (and disk manager) to run under; `None`: unbounded (the CLI).
+    #[serde(skip)]
+    pub runtime_env: Option<Arc<datafusion::execution::runtime_env::RuntimeEnv>>,
 }
 
 impl ExportArgs {
@@ -108,6 +116,7 @@ impl ExportArgs {
             to: self.to,
             format: self.format,
             incremental: self.incremental,
+            runtime_env: None,
         }
     }
 }
@@ -242,7 +251,16 @@ pub async fn run_export(cfg: &ExportConfig, progress: Option<Progress>) -> Resul
     }
     let provider = builder.build().await.map_err(QueryError::Execution)?;
 
-    let ctx = SessionContext::new();
+    let ctx = match &cfg.runtime_env {
+        Some(env) => {
+            let ctx = crate::coop::session(SessionConfig::new(), Arc::clone(env));
+            if let MemoryLimit::Finite(bytes) = env.memory_pool.memory_limit() {
+                crate::bounded::register(&ctx, bytes);
+            }
+            ctx
+        }
+        None => SessionContext::new(),
+    };
     table.update_datafusion_session(&ctx.state())?;
     ctx.register_table(crate::engine::FLOWS, Arc::new(provider))
         .map_err(QueryError::Execution)?;
@@ -255,6 +273,7 @@ pub async fn run_export(cfg: &ExportConfig, progress: Option<Progress>) -> Resul
         .sql
         .clone()
         .unwrap_or_else(|| "SELECT * FROM flows".to_string());
+    crate::admission::admit(&base)?;
     crate::sandbox::check(&base)?;
     let sql = match range {
         Some(r) => format!("SELECT * FROM ({base}) AS q WHERE {}", r.predicate()),
@@ -264,6 +283,7 @@ pub async fn run_export(cfg: &ExportConfig, progress: Option<Progress>) -> Resul
         .sql(&sql)
         .await
         .map_err(|e| QueryError::from_datafusion(e, usize::MAX))?;
+    crate::admission::check_plan(df.logical_plan())?;
     let names: Vec<String> = df
         .schema()
         .fields()
@@ -279,13 +299,23 @@ pub async fn run_export(cfg: &ExportConfig, progress: Option<Progress>) -> Resul
     let dest = location_url(&cfg.destination)?;
     let rows = match cfg.format {
         ExportFormat::Parquet => {
-            let (store, _) = object_store_for(&dest, &cfg.storage_options)?;
-            ctx.register_object_store(&dest, store);
+            let (store, prefix) = object_store_for(&dest, &cfg.storage_options)?;
+            ctx.register_object_store(&dest, Arc::clone(&store));
+            let run = uuid::Uuid::new_v4().to_string();
+            let staging = location_url(&format!(
+                "{}/{STAGING_DIR}/{run}/",
+                dest.as_str().trim_end_matches('/')
+            ))?;
             let opts = DataFrameWriteOptions::new().with_partition_by(partition_by);
             let out = df
-                .write_parquet(dest.as_str(), opts, None)
+                .write_parquet(staging.as_str(), opts, None)
                 .await
                 .map_err(|e| QueryError::from_datafusion(e, usize::MAX))?;
+            publish(store.as_ref(), &prefix, &run).await?;
+            // Local stores leave the run's empty directories behind.
+            if let Ok(dir) = dest.to_file_path() {
+                let _ = std::fs::remove_dir_all(dir.join(STAGING_DIR).join(&run));
+            }
             count_rows(&out)
         }
         ExportFormat::Delta => {
@@ -338,6 +368,28 @@ pub async fn run_export(cfg: &ExportConfig, progress: Option<Progress>) -> Resul
         to_version: version,
         files_read,
     })
+}
+
+/// Moves the files of a staged run into place, then removes the run's directory.
+async fn publish(
+    store: &dyn object_store::ObjectStore,
+    prefix: &object_store::path::Path,
+    run: &str,
+) -> Result<()> {
+    use futures::TryStreamExt;
+    let staged = prefix.clone().join(STAGING_DIR).join(run);
+    let files: Vec<object_store::ObjectMeta> = store.list(Some(&staged)).try_collect().await?;
+    for meta in files {
+        let Some(rel) = meta.location.prefix_match(&staged) else {
+            continue;
+        };
+        let mut target = prefix.clone();
+        for part in rel {
+            target = target.join(part.as_ref());
+        }
+        store.rename(&meta.location, &target).await?;
+    }
+    Ok(())
 }
 
 fn count_rows(out: &[datafusion::arrow::array::RecordBatch]) -> u64 {

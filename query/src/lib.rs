@@ -2,30 +2,32 @@
 //! questions about drops, latency and talkers per pod.
 //!
 //! Read path: [`table`] (Delta snapshot as a `TableProvider`, refreshed) and
-//! [`pruning`] (time → partition predicates) → [`engine`] (session, limits) →
-//! [`sandbox`] (read-only SQL) → [`sql`] (`/api/v1/sql`, [`format`]s) →
-//! [`questions`] / [`pods`] (per-pod views and endpoints) → [`grafana`] (JSON
-//! datasource) → [`export`] (Parquet/Delta to any object store, incremental).
-//! [`rollup`] keeps hourly per-pod rollups next to the table for the questions.
-//! [`server`] holds the routes; [`error`], [`config`], [`metrics`] beside them.
+//! [`pruning`] (time → partition predicates) → [`engine`] (session, limits) on the
+//! query runtime ([`exec`]) → [`admission`] (size and depth bounds) and [`sandbox`]
+//! (read-only SQL) → [`questions`] (per-pod views) → [`export`] (Parquet/Delta under
+//! the operator's export roots, incremental). [`rollup`] keeps hourly per-pod rollups
+//! next to the table for the questions. [`http`] holds the handlers, one module per
+//! area, behind the shared service layer (`flowlake-service`: auth, audit, health);
+//! [`server`] starts and drains the service; [`error`], [`config`], [`metrics`] beside them.
 
+pub mod admission;
+mod bounded;
 pub mod cli;
 pub mod config;
+mod coop;
 pub mod engine;
 pub mod error;
+pub mod exec;
 pub mod export;
 pub mod format;
-pub mod grafana;
+pub mod http;
 pub mod metrics;
 mod native_scan;
-pub mod openapi;
-pub mod pods;
 pub mod pruning;
 pub mod questions;
 pub mod rollup;
 pub mod sandbox;
 pub mod server;
-pub mod sql;
 pub mod storage;
 pub mod table;
 
@@ -35,4 +37,5 @@ pub use engine::{FLOWS, QueryEngine};
 pub use error::{QueryError, Result};
 pub use export::{ExportArgs, ExportConfig, run_export};
 pub use format::OutputFormat;
-pub use server::{AppState, QueryService, RunningQuery, router, run};
+pub use http::{AppState, router};
+pub use server::{QueryService, RunningQuery, run};

@@ -208,7 +208,45 @@ pub struct TimeRange {
     pub to: DateTime<Utc>,
 }
 
+/// Parses an RFC 3339 time or epoch milliseconds, between 1970 and 9999.
+pub fn parse_time(s: &str) -> crate::error::Result<DateTime<Utc>> {
+    let t = match s.parse::<i64>() {
+        Ok(ms) => DateTime::from_timestamp_millis(ms),
+        Err(_) => DateTime::parse_from_rfc3339(s)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(|e| {
+                crate::error::QueryError::BadRequest(format!(
+                    "time {s:?} is not RFC 3339 or epoch ms: {e}"
+                ))
+            })
+            .map(Some)?,
+    };
+    t.filter(|t| (1970..=9999).contains(&chrono::Datelike::year(t)))
+        .ok_or_else(|| {
+            crate::error::QueryError::BadRequest(format!("time {s} is not between 1970 and 9999"))
+        })
+}
+
+/// Longest range a question or Grafana panel may ask for (about ten years): a range
+/// is cut into hours to find rollups and partitions.
+pub const MAX_RANGE_DAYS: i64 = 3660;
+
 impl TimeRange {
+    /// `[from, to)`, refused when empty or longer than [`MAX_RANGE_DAYS`].
+    pub fn checked(from: DateTime<Utc>, to: DateTime<Utc>) -> crate::error::Result<Self> {
+        if from >= to {
+            return Err(crate::error::QueryError::BadRequest(
+                "`from` must be before `to`".into(),
+            ));
+        }
+        if (to - from).num_days() > MAX_RANGE_DAYS {
+            return Err(crate::error::QueryError::BadRequest(format!(
+                "the range {from} .. {to} is longer than {MAX_RANGE_DAYS} days"
+            )));
+        }
+        Ok(TimeRange { from, to })
+    }
+
     /// `interval_start` predicate (string literals, coerced to the column's type, so the
     /// same text works in DataFusion and DuckDB).
     pub fn predicate(&self) -> String {

@@ -1,14 +1,12 @@
-//! The HTTP service: route paths in one place, the router, and start/run.
+//! Starting and stopping the service: the table, the listener, the rollup loop, and
+//! a drain on shutdown (stop accepting, let requests and export jobs finish within
+//! the grace period, then abandon what is left).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
-use axum::Router;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use chrono::{DateTime, Utc};
+use flowlake_service::{AuditConfig, Auth, TokenStore};
 use prometheus_client::registry::Registry;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -16,97 +14,12 @@ use tokio_util::sync::CancellationToken;
 use crate::config::QueryConfig;
 use crate::engine::QueryEngine;
 use crate::error::{QueryError, Result};
-use crate::export::ExportJobs;
+use crate::http::{AppState, router};
 use crate::metrics::QueryMetrics;
 use crate::rollup::build::{RollupPolicy, build_rollups};
-use crate::{export, grafana, openapi, pods, sql};
 
-/// Route paths.
-pub mod routes {
-    pub const HEALTH: &str = "/healthz";
-    /// Prometheus scrape endpoint (OpenMetrics text).
-    pub const METRICS: &str = "/metrics";
-    pub const SQL: &str = "/api/v1/sql";
-    pub const OPENAPI: &str = "/api/v1/openapi.json";
-    pub const QUESTIONS: &str = "/api/v1/questions";
-    pub const QUESTION_RANKED: &str = "/api/v1/questions/{question}";
-    pub const POD_QUESTION: &str = "/api/v1/pods/{namespace}/{pod}/{question}";
-    pub const WORKLOAD_QUESTION: &str = "/api/v1/workloads/{namespace}/{workload}/{question}";
-    pub const EXPORT: &str = "/api/v1/export";
-    pub const EXPORT_JOB: &str = "/api/v1/export/{id}";
-    /// Prefix of the Grafana JSON datasource.
-    pub const GRAFANA: &str = "/grafana";
-    /// Grafana's health check calls the prefix with a trailing slash.
-    pub const GRAFANA_ROOT: &str = "/grafana/";
-}
-
-/// The current time (injected so tests control it).
-pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
-
-/// Shared state of all handlers.
-#[derive(Clone)]
-pub struct AppState {
-    pub engine: Arc<QueryEngine>,
-    pub exports: Arc<ExportJobs>,
-    pub clock: Clock,
-    /// Served on [`routes::METRICS`].
-    pub registry: Arc<Registry>,
-}
-
-impl AppState {
-    pub fn new(engine: Arc<QueryEngine>, max_export_jobs: usize) -> Self {
-        AppState {
-            exports: Arc::new(ExportJobs::new(Arc::clone(&engine), max_export_jobs)),
-            engine,
-            clock: Arc::new(Utc::now),
-            registry: Arc::new(Registry::default()),
-        }
-    }
-
-    /// Serves `registry` on `/metrics`.
-    pub fn with_registry(mut self, registry: Registry) -> Self {
-        self.registry = Arc::new(registry);
-        self
-    }
-}
-
-/// `GET /metrics`: the registry in the OpenMetrics text format.
-async fn metrics(State(state): State<AppState>) -> Response {
-    let mut text = String::new();
-    match prometheus_client::encoding::text::encode(&mut text, &state.registry) {
-        Ok(()) => (
-            [(
-                header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
-            text,
-        )
-            .into_response(),
-        Err(e) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("encoding metrics: {e}"),
-        )
-            .into_response(),
-    }
-}
-
-/// The whole HTTP API, for `flowlake query` or for mounting in another binary.
-pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route(routes::HEALTH, get(|| async { "ok" }))
-        .route(routes::METRICS, get(metrics))
-        .route(routes::SQL, post(sql::handle))
-        .route(routes::OPENAPI, get(openapi::handle))
-        .route(routes::QUESTIONS, get(pods::list))
-        .route(routes::QUESTION_RANKED, get(pods::ranked))
-        .route(routes::POD_QUESTION, get(pods::pod))
-        .route(routes::WORKLOAD_QUESTION, get(pods::workload))
-        .route(routes::EXPORT, post(export::http::start))
-        .route(routes::EXPORT_JOB, get(export::http::status))
-        .route(routes::GRAFANA_ROOT, get(|| async { "ok" }))
-        .nest(routes::GRAFANA, grafana::router())
-        .with_state(state)
-}
+/// How often the token file is looked at for changes.
+const TOKEN_RECHECK: Duration = Duration::from_secs(1);
 
 /// A running query service.
 pub struct RunningQuery {
@@ -128,10 +41,38 @@ impl RunningQuery {
 
     /// Stops accepting, lets running requests finish, and waits.
     pub async fn stop(self) -> Result<()> {
+        self.stop_within(Duration::MAX).await
+    }
+
+    /// Stops accepting and lets running requests and export jobs finish for at most
+    /// `grace`; what is still running then is abandoned (its queries aborted).
+    pub async fn stop_within(self, grace: Duration) -> Result<()> {
         self.shutdown.cancel();
-        self.task
-            .await
-            .map_err(|e| QueryError::Config(format!("server task failed: {e}")))??;
+        self.state.engine.exec().close();
+        let deadline = tokio::time::Instant::now()
+            .checked_add(grace)
+            .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(86400 * 365));
+        let abort = self.task.abort_handle();
+        let served = tokio::time::timeout_at(deadline, self.task).await;
+        let exports = tokio::time::timeout_at(deadline, self.state.exports.wait_idle()).await;
+        match served {
+            Ok(joined) => {
+                joined.map_err(|e| QueryError::Config(format!("server task failed: {e}")))??
+            }
+            Err(_) => {
+                tracing::warn!(
+                    ?grace,
+                    "requests still running after the grace period; abandoning them"
+                );
+                abort.abort();
+            }
+        }
+        if exports.is_err() {
+            tracing::warn!(
+                ?grace,
+                "export jobs still running after the grace period; abandoning them"
+            );
+        }
         Ok(())
     }
 }
@@ -153,8 +94,24 @@ impl QueryService {
         shutdown: CancellationToken,
     ) -> Result<RunningQuery> {
         let metrics = QueryMetrics::new(&mut registry);
+        let auth = match &config.token_file {
+            Some(path) => Auth::Tokens(Arc::new(TokenStore::open(path, TOKEN_RECHECK)?)),
+            None => {
+                tracing::warn!(
+                    "no --token-file: authentication is off, every caller may use every route"
+                );
+                Auth::Open
+            }
+        };
         let engine = Arc::new(QueryEngine::open(&config, metrics).await?);
-        let state = AppState::new(engine, config.max_export_jobs).with_registry(registry);
+        let mut state =
+            AppState::with_exports(engine, config.max_export_jobs, config.export.clone())
+                .with_registry(registry);
+        state.auth = auth;
+        state.audit = AuditConfig {
+            sql: config.audit_sql,
+        };
+        state.shutdown = shutdown.clone();
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|source| QueryError::Bind {
@@ -209,9 +166,11 @@ async fn rollup_loop(
     }
 }
 
-/// Runs the service until `shutdown` is cancelled.
+/// Runs the service until `shutdown` is cancelled, then drains for at most the
+/// configured grace period.
 pub async fn run(config: QueryConfig, shutdown: CancellationToken) -> Result<()> {
+    let grace = config.shutdown_grace;
     let running = QueryService::start_with(config, Registry::default(), shutdown.clone()).await?;
     shutdown.cancelled().await;
-    running.stop().await
+    running.stop_within(grace).await
 }

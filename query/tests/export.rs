@@ -84,7 +84,9 @@ async fn incremental_parquet_and_delta_exports() {
 #[tokio::test]
 async fn sql_export_over_http_job() {
     let tmp = tempfile::tempdir().unwrap();
-    let svc = start_shared().await;
+    let mut cfg = QueryConfig::for_tests(shared_table().to_str().unwrap());
+    cfg.export.roots = vec![tmp.path().to_str().unwrap().to_string()];
+    let svc = start(cfg).await;
     let dest = tmp.path().join("drops");
     let body = serde_json::json!({
         "destination": dest.to_str().unwrap(),
@@ -115,9 +117,13 @@ async fn sql_export_over_http_job() {
     if python_has("pyarrow") {
         assert_eq!(pyarrow_rows(&dest), expected[0]["n"].as_u64().unwrap());
     }
+    // Files were written below the staging directory, then moved into place.
+    let staged: Vec<_> = walk(&dest.join(flowlake_query::export::STAGING_DIR));
+    assert!(staged.is_empty(), "left in staging: {staged:?}");
+    assert!(!walk(&dest).is_empty());
     let (status, _) = post_json(
         &url(&svc, "/api/v1/export"),
-        &serde_json::json!({"destination": "/tmp/x", "sql": "DELETE FROM flows"}),
+        &serde_json::json!({"destination": tmp.path().join("x"), "sql": "DELETE FROM flows"}),
     )
     .await;
     assert_eq!(status, 400);
@@ -127,4 +133,21 @@ async fn sql_export_over_http_job() {
     assert_eq!(missing.status(), 404);
     svc.stop().await.unwrap();
     let _ = QueryConfig::default();
+}
+
+/// Files below `dir` (none if it does not exist).
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
 }

@@ -4,6 +4,7 @@ mod export;
 mod golden;
 mod grafana;
 mod http;
+mod limits;
 mod metrics;
 mod rollup;
 mod sandbox;

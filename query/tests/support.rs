@@ -130,3 +130,15 @@ pub fn python(code: &str) -> String {
     );
     String::from_utf8(out.stdout).unwrap()
 }
+
+/// A JSON request body (reqwest is built without its `json` feature).
+pub trait JsonBody {
+    fn json_body(self, v: &serde_json::Value) -> Self;
+}
+
+impl JsonBody for reqwest::RequestBuilder {
+    fn json_body(self, v: &serde_json::Value) -> Self {
+        self.header("content-type", "application/json")
+            .body(serde_json::to_vec(v).unwrap())
+    }
+}

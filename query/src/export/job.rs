@@ -5,8 +5,11 @@ use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
-use super::{ExportConfig, ExportSummary, run_export};
+use tokio_util::task::TaskTracker;
+
+use super::{ExportConfig, ExportPolicy, ExportSummary, run_export};
 use crate::engine::QueryEngine;
+use crate::error::{QueryError, Result};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -33,20 +36,46 @@ pub struct ExportJobs {
     engine: Arc<QueryEngine>,
     jobs: Mutex<VecDeque<Arc<Mutex<ExportJob>>>>,
     max_jobs: usize,
+    policy: ExportPolicy,
+    tasks: TaskTracker,
 }
 
 impl ExportJobs {
-    pub fn new(engine: Arc<QueryEngine>, max_jobs: usize) -> Self {
+    pub fn new(engine: Arc<QueryEngine>, max_jobs: usize, policy: ExportPolicy) -> Self {
         ExportJobs {
             engine,
             jobs: Mutex::new(VecDeque::new()),
             max_jobs: max_jobs.max(1),
+            policy,
+            tasks: TaskTracker::new(),
         }
     }
 
-    /// Starts a job reading the service's table; returns its initial status.
+    /// Waits until no job runs (for the drain on shutdown).
+    pub async fn wait_idle(&self) {
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+
+    /// Checks a requested export against the operator's policy: the destination below
+    /// an export root, no storage options from the request (the operator's are used).
+    pub fn confine(&self, mut cfg: ExportConfig) -> Result<ExportConfig> {
+        if !cfg.storage_options.is_empty() {
+            return Err(QueryError::ExportRefused(
+                "storage options and credentials come from the service's configuration, not the request".into(),
+            ));
+        }
+        cfg.source = self.engine.table().location().clone();
+        cfg.destination = self.policy.confine(&cfg.destination, &cfg.source)?;
+        cfg.storage_options = self.policy.storage_options.clone();
+        Ok(cfg)
+    }
+
+    /// Starts a job (checked by [`Self::confine`]) on the query runtime, under the
+    /// service's memory pool, timeout and concurrency bound; returns its initial status.
     pub fn start(&self, mut cfg: ExportConfig) -> ExportJob {
         cfg.source = self.engine.table().location().clone();
+        cfg.runtime_env = Some(self.engine.context().runtime_env());
         let job = ExportJob {
             id: uuid::Uuid::new_v4().to_string(),
             state: JobState::Running,
@@ -74,8 +103,16 @@ impl ExportJobs {
             jobs.push_back(Arc::clone(&shared));
         }
         let metrics_rows = self.engine_rows_counter();
-        tokio::spawn(async move {
-            let outcome = run_export(&cfg, None).await;
+        let exec = Arc::clone(self.engine.exec());
+        let timeout = self.engine.limits().timeout;
+        let work = self.tasks.track_future(async move {
+            let deadline = tokio::time::Instant::now() + timeout;
+            let outcome = match exec.permit(deadline).await {
+                Ok(_permit) => tokio::time::timeout_at(deadline, run_export(&cfg, None))
+                    .await
+                    .unwrap_or(Err(QueryError::Timeout(timeout))),
+                Err(e) => Err(e),
+            };
             let mut j = shared.lock().expect("job lock");
             match outcome {
                 Ok(ExportSummary {
@@ -97,6 +134,7 @@ impl ExportJobs {
                 }
             }
         });
+        self.engine.exec().handle().spawn(work);
         job
     }
 

@@ -9,11 +9,11 @@ use axum::response::Response;
 use chrono::{DateTime, Duration, Utc};
 use serde::Deserialize;
 
+use super::sql::stream_response;
+use super::state::AppState;
 use crate::error::{QueryError, Result};
 use crate::format::OutputFormat;
-use crate::questions::{Question, QuestionRequest, Scope, TimeRange};
-use crate::server::AppState;
-use crate::sql::stream_response;
+use crate::questions::{Question, QuestionRequest, Scope, TimeRange, parse_time};
 
 /// Query string shared by the question endpoints.
 #[derive(Debug, Default, Deserialize)]
@@ -32,17 +32,6 @@ pub struct RangeParams {
     pub exact: bool,
 }
 
-/// Parses an RFC 3339 time or epoch milliseconds.
-pub fn parse_time(s: &str) -> Result<DateTime<Utc>> {
-    if let Ok(ms) = s.parse::<i64>() {
-        return DateTime::from_timestamp_millis(ms)
-            .ok_or_else(|| QueryError::BadRequest(format!("time {s} out of range")));
-    }
-    DateTime::parse_from_rfc3339(s)
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| QueryError::BadRequest(format!("time {s:?} is not RFC 3339 or epoch ms: {e}")))
-}
-
 impl RangeParams {
     pub fn range(&self, now: DateTime<Utc>) -> Result<TimeRange> {
         let to = self
@@ -57,10 +46,7 @@ impl RangeParams {
             .map(parse_time)
             .transpose()?
             .unwrap_or(to - Duration::hours(1));
-        if from >= to {
-            return Err(QueryError::BadRequest("`from` must be before `to`".into()));
-        }
-        Ok(TimeRange { from, to })
+        TimeRange::checked(from, to)
     }
 }
 

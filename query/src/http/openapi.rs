@@ -3,8 +3,8 @@
 use axum::Json;
 use serde_json::{Value, json};
 
+use super::routes;
 use crate::questions::Question;
-use crate::server::routes;
 
 fn error_response(description: &str) -> Value {
     json!({"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})

@@ -8,10 +8,12 @@ use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use serde::Deserialize;
 
+use flowlake_service::SqlAudit;
+
+use super::state::AppState;
 use crate::engine::QueryResult;
 use crate::error::{QueryError, Result};
 use crate::format::OutputFormat;
-use crate::server::AppState;
 
 /// Body of `POST /api/v1/sql`.
 #[derive(Debug, Deserialize)]
@@ -25,10 +27,18 @@ pub struct SqlRequest {
 pub async fn handle(
     State(state): State<AppState>,
     body: std::result::Result<Json<SqlRequest>, axum::extract::rejection::JsonRejection>,
-) -> Result<Response> {
-    let Json(req) = body.map_err(|e| QueryError::BadRequest(e.body_text()))?;
-    let result = state.engine.execute_user_sql(&req.sql, "sql").await?;
-    stream_response(result, req.format)
+) -> Response {
+    let req = match body {
+        Ok(Json(req)) => req,
+        Err(e) => return QueryError::BadRequest(e.body_text()).into_response(),
+    };
+    let answer = match state.engine.execute_user_sql(&req.sql, "sql").await {
+        Ok(result) => stream_response(result, req.format),
+        Err(e) => Err(e),
+    };
+    let mut resp = answer.unwrap_or_else(IntoResponse::into_response);
+    resp.extensions_mut().insert(SqlAudit(req.sql));
+    resp
 }
 
 /// Streams a query result as an HTTP body. Errors after the first bytes abort the

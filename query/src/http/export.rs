@@ -4,17 +4,18 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 
-use super::{ExportConfig, ExportJob};
+use super::state::AppState;
 use crate::error::{QueryError, Result};
-use crate::server::AppState;
+use crate::export::{ExportConfig, ExportJob};
 
 pub async fn start(
     State(state): State<AppState>,
     body: std::result::Result<Json<ExportConfig>, axum::extract::rejection::JsonRejection>,
 ) -> Result<(StatusCode, Json<ExportJob>)> {
     let Json(cfg) = body.map_err(|e| QueryError::BadRequest(e.body_text()))?;
+    let cfg = state.exports.confine(cfg)?;
     if let Some(sql) = &cfg.sql {
-        crate::sandbox::check(sql)?;
+        state.engine.check_user_sql(sql).await?;
     }
     crate::storage::location_url(&cfg.destination)?;
     Ok((StatusCode::ACCEPTED, Json(state.exports.start(cfg))))

@@ -12,11 +12,12 @@ use datafusion::arrow::datatypes::DataType;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::state::AppState;
 use crate::error::{QueryError, Result};
 use crate::format::{OutputFormat, encode_all};
-use crate::pods::parse_time;
-use crate::questions::{Question, QuestionRequest, Scope, TimeRange, quote, where_clause};
-use crate::server::AppState;
+use crate::questions::{
+    Question, QuestionRequest, Scope, TimeRange, parse_time, quote, where_clause,
+};
 
 /// Metric name of free SQL.
 pub const SQL_METRIC: &str = "sql";
@@ -73,13 +74,19 @@ fn payload_str<'a>(payload: &'a Value, key: &str) -> Option<&'a str> {
     }
 }
 
-/// Runs internal SQL and returns the rows as JSON objects.
+/// Runs SQL (`user`: from the request, checked by the sandbox) and returns the rows
+/// as JSON objects.
 async fn rows(
     state: &AppState,
     sql: &str,
     endpoint: &'static str,
+    user: bool,
 ) -> Result<(Vec<(String, DataType)>, Vec<serde_json::Map<String, Value>>)> {
-    let result = state.engine.run(sql, endpoint, true).await?;
+    let result = if user {
+        state.engine.execute_user_sql(sql, endpoint).await?
+    } else {
+        state.engine.run(sql, endpoint, true).await?
+    };
     let schema = result.schema.clone();
     let batches: Vec<RecordBatch> = result.collect().await?;
     let bytes = encode_all(OutputFormat::Json, schema.clone(), &batches)?;
@@ -111,7 +118,7 @@ async fn distinct(
         "SELECT DISTINCT {column} AS v FROM pod_talkers WHERE {} ORDER BY v LIMIT 1000",
         where_clause(&range, &Scope::AllPods, &extra)
     );
-    let (_, objs) = rows(state, &sql, "grafana").await?;
+    let (_, objs) = rows(state, &sql, "grafana", false).await?;
     Ok(objs
         .into_iter()
         .filter_map(|o| o.get("v").and_then(Value::as_str).map(str::to_string))
@@ -167,13 +174,7 @@ struct GrafanaRange {
 
 impl GrafanaRange {
     fn range(&self) -> Result<TimeRange> {
-        let (from, to) = (parse_time(&self.from)?, parse_time(&self.to)?);
-        if from >= to {
-            return Err(QueryError::BadRequest(
-                "range.from must be before range.to".into(),
-            ));
-        }
-        Ok(TimeRange { from, to })
+        TimeRange::checked(parse_time(&self.from)?, parse_time(&self.to)?)
     }
 }
 
@@ -301,8 +302,7 @@ async fn answer_target(state: &AppState, req: &QueryRequest, t: &Target) -> Resu
         let sql = payload_str(&t.payload, "sql")
             .ok_or_else(|| QueryError::BadRequest("payload.sql is empty".into()))?;
         let sql = sql.replace("$__timeFilter", &format!("({})", range.predicate()));
-        crate::sandbox::check(&sql)?;
-        let (cols, objs) = rows(state, &sql, "grafana").await?;
+        let (cols, objs) = rows(state, &sql, "grafana", true).await?;
         return Ok(vec![table_frame(&cols, &objs)]);
     }
     let q = Question::parse(name)
@@ -314,7 +314,8 @@ async fn answer_target(state: &AppState, req: &QueryRequest, t: &Target) -> Resu
     }
     let limit = payload_str(&t.payload, "limit")
         .and_then(|l| l.parse().ok())
-        .unwrap_or(100);
+        .unwrap_or(100)
+        .min(state.engine.limits().max_rows);
     if payload_str(&t.payload, "view") == Some("table") {
         // Ad-hoc filters and the namespace payload are on subject columns only.
         let request = QuestionRequest {
@@ -322,7 +323,7 @@ async fn answer_target(state: &AppState, req: &QueryRequest, t: &Target) -> Resu
             ..QuestionRequest::new(q, scope.clone(), range, limit)
         };
         let sql = state.engine.question_sql(&request).await?;
-        let (cols, objs) = rows(state, &sql, "grafana").await?;
+        let (cols, objs) = rows(state, &sql, "grafana", false).await?;
         return Ok(vec![table_frame(&cols, &objs)]);
     }
     // Time series: buckets of the panel interval (at least a second, at most maxDataPoints).
@@ -341,7 +342,7 @@ async fn answer_target(state: &AppState, req: &QueryRequest, t: &Target) -> Resu
         view = q.view(),
         filter = where_clause(&range, &scope, &extra),
     );
-    let (_, objs) = rows(state, &sql, "grafana").await?;
+    let (_, objs) = rows(state, &sql, "grafana", false).await?;
     let mut series: Vec<(String, Vec<Value>)> = Vec::new();
     for o in objs {
         let k = match o.get("k") {

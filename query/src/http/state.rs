@@ -1,0 +1,62 @@
+//! The state every handler shares.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use flowlake_service::{AuditConfig, Auth};
+use prometheus_client::registry::Registry;
+use tokio_util::sync::CancellationToken;
+
+use crate::engine::QueryEngine;
+use crate::export::{ExportJobs, ExportPolicy};
+
+/// The current time (injected so tests control it).
+pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
+
+/// Shared state of all handlers.
+#[derive(Clone)]
+pub struct AppState {
+    pub engine: Arc<QueryEngine>,
+    pub exports: Arc<ExportJobs>,
+    pub clock: Clock,
+    /// Served on [`super::routes::METRICS`].
+    pub registry: Arc<Registry>,
+    /// Who may call which route (off: everyone may call everything).
+    pub auth: Auth,
+    pub audit: AuditConfig,
+    /// Cancelled when the service starts draining (`/readyz` then answers 503).
+    pub shutdown: CancellationToken,
+}
+
+impl AppState {
+    /// State with authentication off and exports refused (no export roots).
+    pub fn new(engine: Arc<QueryEngine>, max_export_jobs: usize) -> Self {
+        Self::with_exports(engine, max_export_jobs, ExportPolicy::default())
+    }
+
+    pub fn with_exports(
+        engine: Arc<QueryEngine>,
+        max_export_jobs: usize,
+        policy: ExportPolicy,
+    ) -> Self {
+        AppState {
+            exports: Arc::new(ExportJobs::new(
+                Arc::clone(&engine),
+                max_export_jobs,
+                policy,
+            )),
+            engine,
+            clock: Arc::new(Utc::now),
+            registry: Arc::new(Registry::default()),
+            auth: Auth::Open,
+            audit: AuditConfig::default(),
+            shutdown: CancellationToken::new(),
+        }
+    }
+
+    /// Serves `registry` on `/metrics`.
+    pub fn with_registry(mut self, registry: Registry) -> Self {
+        self.registry = Arc::new(registry);
+        self
+    }
+}

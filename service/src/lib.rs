@@ -1,0 +1,15 @@
+//! Flowlake's shared HTTP service layer, used by the query service (and next by the
+//! ingester): bearer-token authentication with scopes ([`auth`]), the one JSON error
+//! body ([`error`]), an audit line per request ([`audit`]), the open health routes
+//! ([`health`]) and signal handling with a drain period ([`shutdown`]).
+
+pub mod audit;
+pub mod auth;
+pub mod error;
+pub mod health;
+pub mod shutdown;
+
+pub use audit::{AuditConfig, AuditSql, SqlAudit};
+pub use auth::{Auth, Principal, Scope, TokenStore, hash_token};
+pub use error::{ServiceError, error_response};
+pub use shutdown::{drain, shutdown_signal};

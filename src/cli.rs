@@ -71,6 +71,19 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Collector(args) if args.check => {
+            let found = flowlake_collector::preflight::check(&args.datapath.clone().into());
+            if args.check_json {
+                println!("{}", found.to_json());
+            } else {
+                print!("{}", found.render());
+            }
+            Ok(if found.flows {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
         Command::Collector(args) => {
             tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

@@ -31,6 +31,13 @@ pub struct AgentArgs {
     /// Retina-compatible metrics, served with `/healthz` and `/readyz` on their address.
     #[command(flatten)]
     pub metrics: RetinaArgs,
+    /// Preflight: load every program (attaching none), print what this node
+    /// will and will not observe, and exit; non-zero when flows cannot be observed.
+    #[arg(long)]
+    pub check: bool,
+    /// With --check: print the findings as JSON.
+    #[arg(long, requires = "check")]
+    pub check_json: bool,
 }
 
 /// The agent's configuration, resolved.
@@ -72,11 +79,29 @@ pub async fn forward(
     }
 }
 
-/// `/metrics` (Retina-compatible), `/healthz` and `/readyz` over a registry.
-pub fn metrics_router(registry: Arc<Registry>) -> Router {
+/// `/metrics` (Retina-compatible), `/healthz` and `/readyz` over a registry:
+/// ready while the flow programs run (`datapath`'s program status).
+pub fn metrics_router(registry: Arc<Registry>, datapath: DatapathMetrics) -> Router {
     retina::router(registry)
         .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let running = ["flow_ingress", "flow_egress"]
+                    .iter()
+                    .all(|p| datapath.program_status(p) == 1);
+                async move {
+                    if running {
+                        (axum::http::StatusCode::OK, "ok")
+                    } else {
+                        (
+                            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                            "flow programs not running",
+                        )
+                    }
+                }
+            }),
+        )
 }
 
 /// Runs the agent until `shutdown`: programs attached, flows enriched and shipped.
@@ -101,6 +126,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<()>
         system_clock(),
     )?;
     let datapath_config = config.datapath.clone();
+    let readiness = datapath_metrics.clone();
     let (datapath, flows) =
         tokio::task::spawn_blocking(move || Datapath::start(datapath_config, datapath_metrics))
             .await
@@ -111,7 +137,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<()>
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| CollectorError::io(format!("binding {listen}"), e))?;
-    let app = metrics_router(Arc::new(registry));
+    let app = metrics_router(Arc::new(registry), readiness);
     let http = tokio::spawn(retina::serve(listener, app, shutdown.clone()));
     let forwarder = tokio::spawn(forward(flows, enricher, shipper.sender(), Some(retina)));
 

@@ -17,11 +17,16 @@ use crate::abi::{self, ClockSample, FlowKey, FlowStats};
 use crate::attach::{Attachments, TcMode};
 use crate::error::{CollectorError, Result};
 use crate::flowcache::{self, FlowCache};
+use crate::l3::L3Interfaces;
 use crate::metrics::{DatapathMetrics, LossKind};
+use crate::preflight::{Degraded, LoadReport, ProgramStatus};
 
 /// The compiled objects (built by build.rs from `ebpf/`, or the committed copies).
 pub mod objects {
     pub static FLOWS: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/flows.bpf.o"));
+    /// The flow object for kernels that refuse atomic OR (before 5.12).
+    pub static FLOWS_COMPAT: &[u8] =
+        aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/flows_compat.bpf.o"));
     pub static DROPS: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/drops.bpf.o"));
     pub static TCP: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tcp.bpf.o"));
     /// The benchmark's minimal packet counter.
@@ -56,6 +61,10 @@ pub struct Programs {
     attached: Attachments,
     /// Loss counters already exported, per (object, slot).
     exported: HashMap<(&'static str, u32), u64>,
+    /// Every program's load result and this kernel's degradations.
+    report: LoadReport,
+    /// The flow programs' interfaces without a link-layer header.
+    l3: Option<L3Interfaces>,
 }
 
 fn fd_of(map: &Option<Map>) -> Option<BorrowedFd<'_>> {
@@ -93,9 +102,41 @@ impl Programs {
         min_drop_reason: u32,
         metrics: &DatapathMetrics,
     ) -> Result<Self> {
+        Self::load_with_report(flow_map_entries, min_drop_reason, metrics).0
+    }
+
+    /// [`Programs::load`], with what it found also when nothing loads (the
+    /// preflight's view).
+    pub fn load_with_report(
+        flow_map_entries: u32,
+        min_drop_reason: u32,
+        metrics: &DatapathMetrics,
+    ) -> (Result<Self>, LoadReport) {
+        let mut report = LoadReport::default();
+        let r = Self::load_inner(flow_map_entries, min_drop_reason, metrics, &mut report);
+        for d in &report.degraded {
+            metrics.set_degraded(d.feature, true);
+        }
+        (
+            r.map(|mut p| {
+                p.report = report.clone();
+                p
+            }),
+            report,
+        )
+    }
+
+    fn load_inner(
+        flow_map_entries: u32,
+        min_drop_reason: u32,
+        metrics: &DatapathMetrics,
+        report: &mut LoadReport,
+    ) -> Result<Self> {
         ensure_tracefs();
         let mut errors = Vec::new();
+        let mut statuses = Vec::new();
         let mut note = |name: &str, r: std::result::Result<(), String>| {
+            statuses.push(ProgramStatus::new(name, &r));
             metrics.set_program(name, r.is_ok());
             match r {
                 Ok(()) => info!(program = name, "eBPF program running"),
@@ -106,31 +147,52 @@ impl Programs {
             }
         };
 
-        let mut flows = match EbpfLoader::new()
-            .map_max_entries("flows", flow_map_entries)
-            .load(objects::FLOWS)
+        // The flow object, else the one without atomic OR (kernels before
+        // 5.12 refuse that instruction anywhere in a program). Older kernels
+        // try the latter first: one verification less (seconds in an emulator).
+        let mut flows = None;
+        let mut failed = Vec::new();
+        let mut candidates = [
+            ("flows", objects::FLOWS),
+            ("flows_compat", objects::FLOWS_COMPAT),
+        ];
+        if aya::util::KernelVersion::current()
+            .is_ok_and(|v| v < aya::util::KernelVersion::new(5, 12, 0))
         {
-            Ok(mut bpf) => {
-                let mut ok = true;
-                for name in ["flow_ingress", "flow_egress"] {
-                    let r = load_classifier(&mut bpf, name);
-                    ok &= r.is_ok();
-                    note(name, r.map_err(|e| error_chain(&e)));
+            candidates.reverse();
+        }
+        for (object, bytes) in candidates {
+            match load_flows(bytes, flow_map_entries) {
+                Ok(bpf) => {
+                    if object == "flows_compat" {
+                        report.degraded.push(Degraded {
+                            feature: "flows",
+                            reason: "kernel without atomic OR (before 5.12): a TCP flag may be missed when two CPUs update one flow at once; packets and bytes stay exact".into(),
+                        });
+                    }
+                    flows = Some(bpf);
+                    break;
                 }
-                // Never attached: run by userspace to calibrate flow times.
-                if let Err(e) = load_classifier(&mut bpf, "clock_sample") {
-                    ok = false;
-                    note("flow_ingress", Err(error_chain(&e)));
-                }
-                ok.then_some(bpf)
+                Err(e) => failed = e,
             }
-            Err(e) => {
-                for name in ["flow_ingress", "flow_egress"] {
-                    note(name, Err(error_chain(&e)));
-                }
-                None
-            }
-        };
+        }
+        for name in ["flow_ingress", "flow_egress"] {
+            let r = match flows {
+                Some(_) => Ok(()),
+                None => Err(failed
+                    .iter()
+                    .find(|(p, _)| *p == name)
+                    .or(failed.first())
+                    .map_or_else(|| "not loaded".to_string(), |(_, e)| e.clone())),
+            };
+            note(name, r);
+        }
+        if flows.is_some() && !crate::btf::kernel_has_drop_reasons() {
+            report.degraded.push(Degraded {
+                feature: "drops",
+                reason: "kernel without drop reasons (before 5.17): every kfree_skb is reported, reason UNKNOWN, including some frees that are not drops".into(),
+            });
+        }
 
         let mut drops = match EbpfLoader::new()
             .override_global("min_reason", &min_drop_reason, true)
@@ -166,9 +228,11 @@ impl Programs {
             }
         };
 
+        report.programs = statuses;
         if flows.is_none() && drops.is_none() && tcp.is_none() {
             return Err(CollectorError::NothingLoaded(errors.join("; ")));
         }
+        let l3 = flows.as_mut().and_then(L3Interfaces::take);
         let flow_map = flows.as_mut().and_then(|b| b.take_map("flows"));
         let cpus = aya::util::nr_cpus().map_err(|(what, e)| CollectorError::io(what, e))?;
         let dns = flows
@@ -206,6 +270,8 @@ impl Programs {
             clock,
             attached: Attachments::new(TcMode::Auto),
             exported: HashMap::new(),
+            report: LoadReport::default(),
+            l3,
         })
     }
 }
@@ -219,6 +285,34 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         cur = c.source();
     }
     s
+}
+
+/// Loads a flow object and its three classifiers; on failure, each failed
+/// program's error (clock_sample's counted as flow_ingress's).
+fn load_flows(
+    bytes: &[u8],
+    flow_map_entries: u32,
+) -> std::result::Result<Ebpf, Vec<(&'static str, String)>> {
+    let mut bpf = EbpfLoader::new()
+        .map_max_entries("flows", flow_map_entries)
+        .load(bytes)
+        .map_err(|e| vec![("flow_ingress", error_chain(&e))])?;
+    let mut failed = Vec::new();
+    for (name, as_name) in [
+        ("flow_ingress", "flow_ingress"),
+        ("flow_egress", "flow_egress"),
+        // Never attached: run by userspace to calibrate flow times.
+        ("clock_sample", "flow_ingress"),
+    ] {
+        if let Err(e) = load_classifier(&mut bpf, name) {
+            failed.push((as_name, error_chain(&e)));
+        }
+    }
+    if failed.is_empty() {
+        Ok(bpf)
+    } else {
+        Err(failed)
+    }
 }
 
 fn load_classifier(bpf: &mut Ebpf, name: &str) -> Result<()> {
@@ -264,6 +358,9 @@ impl Programs {
     /// Attaches the flow programs first on both tc hooks of an interface
     /// (TCX on kernels >= 6.6, clsact otherwise; see attach.rs).
     pub fn attach(&mut self, ifindex: u32, name: &str) -> Result<()> {
+        if let Some(l3) = self.l3.as_mut() {
+            l3.mark(ifindex, name);
+        }
         match self.flows.as_mut() {
             Some(bpf) => self.attached.attach(bpf, ifindex, name),
             None => Ok(()),
@@ -274,6 +371,9 @@ impl Programs {
     pub fn detach(&mut self, ifindex: u32) {
         if let Some(bpf) = self.flows.as_mut() {
             self.attached.detach(bpf, ifindex);
+        }
+        if let Some(l3) = self.l3.as_mut() {
+            l3.forget(ifindex);
         }
     }
 
@@ -289,6 +389,11 @@ impl Programs {
     /// Number of interfaces attached.
     pub fn attached_count(&self) -> usize {
         self.attached.len()
+    }
+
+    /// Every program's load result and this kernel's degradations.
+    pub fn report(&self) -> &LoadReport {
+        &self.report
     }
 
     /// Whether the flow programs are running.

@@ -18,8 +18,10 @@ pub mod dns;
 pub mod enrich;
 pub mod error;
 pub mod flowcache;
+pub mod l3;
 pub mod metrics;
 pub mod netlink;
+pub mod preflight;
 pub mod records;
 pub mod retina;
 

@@ -10,6 +10,11 @@ use flowlake_collector::{Datapath, DatapathConfig, DatapathMetrics};
 use flowlake_schemas::{FlowRecord, ObservationPoint, Verdict};
 use prometheus_client::registry::Registry;
 
+// A child module, so that every test binary including this file (the root
+// tests/ include it by path) gets the capture reader with it.
+#[path = "pcap.rs"]
+mod pcap;
+
 /// True when the test may run; prints why not otherwise (or panics in CI).
 pub fn privileged() -> bool {
     // SAFETY: geteuid has no preconditions.
@@ -360,7 +365,7 @@ impl Capture {
         // SAFETY: signalling our own child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
         let _ = self.child.wait();
-        super::pcap::tuples(&self.file)
+        pcap::tuples(&self.file)
     }
 }
 

@@ -6,7 +6,8 @@
 mod cni;
 mod eviction;
 mod harness;
-mod pcap;
+mod l3;
+mod preflight;
 mod rtt;
 mod talkers;
 mod tests;

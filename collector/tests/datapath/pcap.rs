@@ -7,7 +7,8 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 
-use super::harness::Tuple;
+/// (src, dst, src port, dst port, protocol), as harness.rs's `Tuple`.
+type Tuple = (IpAddr, IpAddr, u16, u16, u8);
 
 /// Reads a pcap file (microsecond or nanosecond, either byte order) and sums
 /// packets and L3 bytes per (src, dst, src port, dst port, protocol).

@@ -1,0 +1,298 @@
+//! What this node will observe: each program's load result in plain words,
+//! the capabilities that run in a reduced form on this kernel, and the
+//! preflight behind `flowlake collector --check`.
+
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::attach::TcMode;
+use crate::btf::DropReasons;
+use crate::config::DatapathConfig;
+use crate::datapath::Programs;
+use crate::metrics::DatapathMetrics;
+
+/// One program's load (and, for tracepoints, attach) result.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProgramStatus {
+    pub program: String,
+    pub running: bool,
+    /// Why it is not running, in plain words.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The loader's own error (with the verifier's last lines).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+impl ProgramStatus {
+    pub fn new(program: &str, result: &std::result::Result<(), String>) -> Self {
+        ProgramStatus {
+            program: program.to_string(),
+            running: result.is_ok(),
+            reason: result.as_ref().err().map(|e| plain_words(e)),
+            detail: result.as_ref().err().map(|e| last_lines(e, 6)),
+        }
+    }
+}
+
+/// A capability that runs in a reduced form on this kernel, by design.
+#[derive(Debug, Clone, Serialize)]
+pub struct Degraded {
+    /// The capability (a name of [`CAPABILITIES`]).
+    pub feature: &'static str,
+    pub reason: String,
+}
+
+/// What loading the objects found: every program's status and the
+/// degradations chosen for this kernel.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LoadReport {
+    pub programs: Vec<ProgramStatus>,
+    pub degraded: Vec<Degraded>,
+}
+
+impl LoadReport {
+    /// Whether every named program runs.
+    pub fn running(&self, programs: &[&str]) -> bool {
+        programs
+            .iter()
+            .all(|p| self.programs.iter().any(|s| s.program == *p && s.running))
+    }
+
+    /// Each capability and whether this node observes it.
+    pub fn capabilities(&self) -> Vec<Capability> {
+        CAPABILITIES
+            .iter()
+            .map(|(name, programs)| Capability {
+                name,
+                observed: self.running(programs),
+                degraded: self
+                    .degraded
+                    .iter()
+                    .find(|d| d.feature == *name)
+                    .map(|d| d.reason.clone()),
+            })
+            .collect()
+    }
+}
+
+/// The capabilities and the programs each one needs.
+pub const CAPABILITIES: &[(&str, &[&str])] = &[
+    ("flows", &["flow_ingress", "flow_egress"]),
+    ("dns", &["flow_ingress", "flow_egress"]),
+    ("handshake", &["flow_ingress", "flow_egress"]),
+    ("rtt", &["tcp_probe"]),
+    ("retransmits", &["tcp_retransmit"]),
+    ("resets", &["tcp_send_reset", "tcp_receive_reset"]),
+    ("drops", &["kfree_skb"]),
+];
+
+/// One capability on this node.
+#[derive(Debug, Clone, Serialize)]
+pub struct Capability {
+    pub name: &'static str,
+    pub observed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub degraded: Option<String>,
+}
+
+/// A loader error in plain words: the first known cause found in it.
+pub fn plain_words(error: &str) -> String {
+    const CAUSES: &[(&str, &str)] = &[
+        (
+            "Operation not permitted",
+            "not permitted: the collector needs CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN), CAP_NET_ADMIN, and a seccomp profile that allows bpf and perf_event_open",
+        ),
+        (
+            "uses reserved fields",
+            "this kernel refuses an instruction of the program (atomic operations older than the kernel)",
+        ),
+        (
+            "CO-RE relocation",
+            "a kernel structure the program reads is missing from this kernel",
+        ),
+        (
+            "0xbad2310",
+            "a kernel structure the program reads is missing from this kernel",
+        ),
+        (
+            "tracefs",
+            "tracefs is not mounted or not readable (mount it at /sys/kernel/tracing)",
+        ),
+        (
+            "No such file or directory",
+            "the kernel has no such tracepoint or file",
+        ),
+        (
+            "Permission denied",
+            "the kernel's verifier rejected the program",
+        ),
+        ("Invalid argument", "the kernel rejected the program"),
+        (
+            "BTF",
+            "the kernel's BTF (/sys/kernel/btf/vmlinux) is missing or unreadable",
+        ),
+    ];
+    CAUSES
+        .iter()
+        .find(|(needle, _)| error.contains(needle))
+        .map_or_else(
+            || "failed to load".to_string(),
+            |(_, words)| words.to_string(),
+        )
+}
+
+/// The last `n` non-empty lines of a (verifier) message.
+fn last_lines(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// The preflight's findings.
+#[derive(Debug, Clone, Serialize)]
+pub struct Preflight {
+    pub kernel: String,
+    pub btf: bool,
+    pub tc: String,
+    pub programs: Vec<ProgramStatus>,
+    pub capabilities: Vec<Capability>,
+    /// Flows can be observed: the verdict (non-zero exit otherwise).
+    pub flows: bool,
+}
+
+impl Preflight {
+    /// Assembles the findings from a load report.
+    pub fn new(report: &LoadReport, btf_path: &Path, tc: &str) -> Self {
+        let capabilities = report.capabilities();
+        Preflight {
+            kernel: kernel_release(),
+            btf: btf_path.exists(),
+            tc: tc.to_string(),
+            programs: report.programs.clone(),
+            flows: capabilities.iter().any(|c| c.name == "flows" && c.observed),
+            capabilities,
+        }
+    }
+
+    /// The findings as JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+
+    /// The human-readable report.
+    pub fn render(&self) -> String {
+        let mut s = format!(
+            "kernel {}\nBTF {}\ntc attach: {}\n\nprograms:\n",
+            self.kernel,
+            if self.btf { "present" } else { "MISSING" },
+            self.tc
+        );
+        for p in &self.programs {
+            match &p.reason {
+                None => s.push_str(&format!("  {:<18} running\n", p.program)),
+                Some(r) => s.push_str(&format!("  {:<18} NOT RUNNING: {r}\n", p.program)),
+            }
+        }
+        s.push_str("\nthis node will observe:\n");
+        for c in &self.capabilities {
+            let state = match (c.observed, &c.degraded) {
+                (false, _) => "no".to_string(),
+                (true, None) => "yes".to_string(),
+                (true, Some(d)) => format!("yes, degraded: {d}"),
+            };
+            s.push_str(&format!("  {:<12} {state}\n", c.name));
+        }
+        s.push_str(if self.flows {
+            "\nverdict: flows can be observed\n"
+        } else {
+            "\nverdict: FLOWS CANNOT BE OBSERVED on this node\n"
+        });
+        s
+    }
+}
+
+/// Loads every program as the collector would (nothing attached) and reports
+/// what this node will observe. Maps and programs are removed on return.
+pub fn check(config: &DatapathConfig) -> Preflight {
+    let reasons = DropReasons::from_btf_file(&config.btf_path).unwrap_or_default();
+    let metrics = DatapathMetrics::default();
+    let (programs, report) =
+        Programs::load_with_report(config.flow_map_entries, reasons.min_counted(), &metrics);
+    drop(programs);
+    let tc = match config.tc_mode.resolve() {
+        TcMode::Tcx => "tcx",
+        _ => "clsact",
+    };
+    Preflight::new(&report, &config.btf_path, tc)
+}
+
+/// `uname -r`.
+pub fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(running: &[&str], failed: &[&str]) -> LoadReport {
+        let mut r = LoadReport::default();
+        for p in running {
+            r.programs.push(ProgramStatus::new(p, &Ok(())));
+        }
+        for p in failed {
+            let e = Err("eBPF program x: the BPF_PROG_LOAD syscall failed: Operation not permitted (os error 1)".to_string());
+            r.programs.push(ProgramStatus::new(p, &e));
+        }
+        r
+    }
+
+    #[test]
+    fn capabilities_follow_their_programs() {
+        let mut r = report(
+            &["flow_ingress", "flow_egress", "tcp_probe", "kfree_skb"],
+            &["tcp_retransmit"],
+        );
+        r.degraded.push(Degraded {
+            feature: "drops",
+            reason: "no drop reasons before 5.17".into(),
+        });
+        let caps = r.capabilities();
+        let get = |n: &str| caps.iter().find(|c| c.name == n).unwrap();
+        assert!(get("flows").observed && get("dns").observed && get("rtt").observed);
+        assert!(!get("retransmits").observed && !get("resets").observed);
+        assert_eq!(
+            get("drops").degraded.as_deref(),
+            Some("no drop reasons before 5.17")
+        );
+        let p = Preflight::new(&r, Path::new("/nonexistent"), "clsact");
+        assert!(p.flows && !p.btf);
+        let text = p.render();
+        assert!(
+            text.contains("tcp_retransmit     NOT RUNNING: not permitted"),
+            "{text}"
+        );
+        assert!(text.contains("verdict: flows can be observed"), "{text}");
+    }
+
+    #[test]
+    fn no_flow_programs_no_flows() {
+        let p = Preflight::new(
+            &report(&["flow_ingress"], &["flow_egress"]),
+            Path::new("/"),
+            "tcx",
+        );
+        assert!(!p.flows);
+        assert!(p.render().contains("FLOWS CANNOT BE OBSERVED"));
+    }
+
+    #[test]
+    fn plain_words_name_the_cause() {
+        assert!(plain_words("x: BPF_STX uses reserved fields").contains("atomic"));
+        assert!(plain_words("failed to resolve CO-RE relocation").contains("missing"));
+        assert_eq!(plain_words("something new"), "failed to load");
+    }
+}

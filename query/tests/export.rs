@@ -4,6 +4,8 @@
 use flowlake_query::export::{ExportConfig, ExportFormat, run_export};
 use flowlake_query::{QueryConfig, TableLocation};
 
+use serde_json::json;
+
 use crate::support::*;
 
 fn cfg(source: &std::path::Path, dest: &std::path::Path, format: ExportFormat) -> ExportConfig {
@@ -135,19 +137,45 @@ async fn sql_export_over_http_job() {
     let _ = QueryConfig::default();
 }
 
-/// Files below `dir` (none if it does not exist).
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return out;
-    };
-    for e in entries.flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
+/// Exports outside the operator's roots, through `..` or a symlink, to another scheme,
+/// into the live table, to a relative path or with request-supplied credentials are
+/// refused, and nothing is written anywhere.
+#[tokio::test]
+async fn export_refusals_write_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("exports");
+    let outside = tmp.path().join("outside");
+    let table = tmp.path().join("flows");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    append(&table, &gen_records()[..500]).await;
+    std::os::unix::fs::symlink(&outside, root.join("escape")).unwrap();
+    std::os::unix::fs::symlink(&table, root.join("live")).unwrap();
+    let mut cfg = QueryConfig::for_tests(table.to_str().unwrap());
+    cfg.export.roots = vec![root.to_str().unwrap().to_string()];
+    let svc = start(cfg).await;
+    let before = (walk(tmp.path()), walk(&table).len());
+    let at = |p: &str| format!("{}/{p}", root.display());
+    let refused = [
+        json!({"destination": outside.join("x")}),
+        json!({"destination": at("../outside/x")}),
+        json!({"destination": at("escape/x")}),
+        json!({"destination": at("live/x")}),
+        json!({"destination": table.join("x")}),
+        json!({"destination": "exports/relative"}),
+        json!({"destination": "s3://bucket/exports/x"}),
+        json!({"destination": "http://169.254.169.254/latest/"}),
+        json!({"destination": at("ok"), "storage_options": {"aws_endpoint": "http://127.0.0.1:1"}}),
+        json!({"destination": at("ok"), "sql": "COPY (SELECT 1) TO '/tmp/x.csv'"}),
+    ];
+    for body in refused {
+        let (status, text) = post_json(&url(&svc, "/api/v1/export"), &body).await;
+        assert!(status == 403 || status == 400, "{body}: {status} {text}");
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert!(v["error"]["code"].is_string(), "{text}");
     }
-    out
+    // Give a wrongly started job the time to write something.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!((walk(tmp.path()), walk(&table).len()), before);
+    svc.stop().await.unwrap();
 }

@@ -1,5 +1,6 @@
 //! Integration tests of the query service (one binary, one module per area).
 
+mod auth;
 mod export;
 mod golden;
 mod grafana;
@@ -8,4 +9,5 @@ mod limits;
 mod metrics;
 mod rollup;
 mod sandbox;
+mod sigterm;
 mod support;

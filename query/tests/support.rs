@@ -142,3 +142,20 @@ impl JsonBody for reqwest::RequestBuilder {
             .body(serde_json::to_vec(v).unwrap())
     }
 }
+
+/// Files below `dir` (none if it does not exist).
+pub fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}

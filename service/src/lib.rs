@@ -12,4 +12,4 @@ pub mod shutdown;
 pub use audit::{AuditConfig, AuditSql, SqlAudit};
 pub use auth::{Auth, Principal, Scope, TokenStore, hash_token};
 pub use error::{ServiceError, error_response};
-pub use shutdown::{drain, shutdown_signal};
+pub use shutdown::shutdown_signal;

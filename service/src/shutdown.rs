@@ -1,7 +1,4 @@
-//! Signal handling and the drain period shared by the services.
-
-use std::future::Future;
-use std::time::Duration;
+//! Signal handling shared by the services (each drains for its own grace period).
 
 use tokio_util::sync::CancellationToken;
 
@@ -30,26 +27,4 @@ pub fn shutdown_signal() -> CancellationToken {
         signal.cancel();
     });
     token
-}
-
-/// Waits for `work` (a server that stops accepting once `shutdown` is cancelled and
-/// finishes its requests) at most `grace` after the cancellation. Returns `None` when
-/// the grace period ran out first (the caller then abandons the remaining work).
-pub async fn drain<F: Future>(
-    work: F,
-    shutdown: &CancellationToken,
-    grace: Duration,
-) -> Option<F::Output> {
-    tokio::pin!(work);
-    tokio::select! {
-        out = &mut work => return Some(out),
-        _ = shutdown.cancelled() => {}
-    }
-    match tokio::time::timeout(grace, work).await {
-        Ok(out) => Some(out),
-        Err(_) => {
-            tracing::warn!(grace = ?grace, "drain period over; abandoning running requests");
-            None
-        }
-    }
 }

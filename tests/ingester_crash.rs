@@ -1,18 +1,12 @@
 //! `flowlake ingester` killed with SIGKILL mid-stream and restarted: every
 //! acknowledged row is in the table exactly once.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
+use crate::ingester_faults::{free_addr, ready, request};
 
 fn start(dir: &Path, addr: SocketAddr) -> Child {
     let mut child = crate::flowlake()
@@ -28,7 +22,7 @@ fn start(dir: &Path, addr: SocketAddr) -> Child {
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
-        if let Ok((200, _)) = request(addr, "GET", "/readyz", &[], &[]) {
+        if ready(addr) {
             return child;
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -36,42 +30,6 @@ fn start(dir: &Path, addr: SocketAddr) -> Child {
     let _ = child.kill();
     let _ = child.wait();
     panic!("ingester at {addr} never became ready");
-}
-
-/// A minimal HTTP/1.1 client: status and body, or an I/O error if the server died.
-fn request(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> std::io::Result<(u16, String)> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    s.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str("\r\n");
-    s.write_all(head.as_bytes())?;
-    s.write_all(body)?;
-    let mut out = Vec::new();
-    s.read_to_end(&mut out)?;
-    let text = String::from_utf8_lossy(&out).to_string();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("bad response {text:?}")))?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|x| x.1)
-        .unwrap_or("")
-        .to_string();
-    Ok((status, body))
 }
 
 fn post(addr: SocketAddr, id: &str, body: &[u8]) -> std::io::Result<u16> {
@@ -82,22 +40,12 @@ fn post(addr: SocketAddr, id: &str, body: &[u8]) -> std::io::Result<u16> {
         &[("Flowlake-Batch-Id", id)],
         body,
     )
-    .map(|r| r.0)
+    .map(|a| a.status)
 }
 
 fn table_rows(dir: &Path) -> usize {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let cfg = flowlake_ingester::TableConfig {
-            location: dir.join("table").display().to_string(),
-            storage_options: Default::default(),
-        };
-        let table = flowlake_ingester::Table::open(&cfg).await.unwrap();
-        table.files().unwrap().iter().map(|f| f.rows.unwrap()).sum()
-    })
+    let table = dir.join("table");
+    crate::ingester_faults::table_rows(&table.to_string_lossy(), &[]).unwrap() as usize
 }
 
 fn wait_rows(dir: &Path, rows: usize) {
@@ -192,7 +140,7 @@ fn kill_9_mid_stream_loses_and_duplicates_nothing() {
     child.wait().unwrap();
     let mut child = start(dir.path(), addr);
     wait_rows(dir.path(), acked_total);
-    let metrics = request(addr, "GET", "/metrics", &[], &[]).unwrap().1;
+    let metrics = request(addr, "GET", "/metrics", &[], &[]).unwrap().body;
     let replayed = metrics
         .lines()
         .find(|l| l.starts_with("flowlake_ingester_wal_replayed_rows_total"))

@@ -3,6 +3,7 @@
 mod deploy_chart;
 mod gen_cli;
 mod ingester_crash;
+mod ingester_faults;
 mod pipeline;
 mod standalone;
 

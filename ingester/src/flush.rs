@@ -177,24 +177,18 @@ impl Flusher {
     ) -> Result<()> {
         let mut attempt = 0;
         loop {
-            let give_up_at = shutdown.is_cancelled().then(|| {
-                *self
-                    .give_up_at
-                    .get_or_init(|| Instant::now() + self.shutdown_grace)
-            });
-            let tried = match give_up_at {
-                Some(at) => {
-                    tokio::time::timeout_at(at.into(), self.commit(drained, reason, attempt))
-                        .await
-                        .unwrap_or_else(|_| {
-                            Err(IngestError::Internal("shutdown grace over".into()))
-                        })
-                }
-                None => self.commit(drained, reason, attempt).await,
+            // An attempt can hang as long as the store's own retries (minutes):
+            // shutdown's grace ends it.
+            let (give_up_at, grace) = (Arc::clone(&self.give_up_at), self.shutdown_grace);
+            let over = grace_over(shutdown, &give_up_at, grace);
+            let tried = tokio::select! {
+                r = self.commit(drained, reason, attempt) => Some(r),
+                () = over => None,
             };
             let e = match tried {
-                Ok(()) => return Ok(()),
-                Err(e) => e,
+                Some(Ok(())) => return Ok(()),
+                Some(Err(e)) => e,
+                None => return Err(self.give_up(drained)),
             };
             self.metrics.error("flush");
             tracing::warn!(error = %error_chain(&e), attempt, rows = drained.rows, "flush failed; retrying");
@@ -208,16 +202,20 @@ impl Flusher {
                 }
             }
             attempt += 1;
-            let pause = backoff(attempt);
-            if let Some(at) = give_up_at
-                && Instant::now() + pause >= at
-            {
-                let e = self.uncommitted(drained);
-                tracing::error!(error = %error_chain(&e), "shutdown could not commit to the table");
-                return Err(e);
+            tokio::select! {
+                () = tokio::time::sleep(backoff(attempt)) => {}
+                () = grace_over(shutdown, &self.give_up_at, self.shutdown_grace) => {
+                    return Err(self.give_up(drained));
+                }
             }
-            tokio::time::sleep(pause).await;
         }
+    }
+
+    /// Shutdown's grace is over: what was drained stays in the WAL.
+    fn give_up(&self, drained: &Drained) -> IngestError {
+        let e = self.uncommitted(drained);
+        tracing::error!(error = %error_chain(&e), "shutdown could not commit to the table");
+        e
     }
 
     /// The shutdown error counting what was buffered after the failed drain too.
@@ -336,6 +334,14 @@ impl Flusher {
         }
         Ok(bad.len())
     }
+}
+
+/// Resolves when shutdown was requested and its grace is over (`give_up_at`, or
+/// `grace` after the request when nobody set it).
+async fn grace_over(shutdown: &CancellationToken, give_up_at: &OnceLock<Instant>, grace: Duration) {
+    shutdown.cancelled().await;
+    let at = *give_up_at.get_or_init(|| Instant::now() + grace);
+    tokio::time::sleep_until(at.into()).await;
 }
 
 /// Whether a flush error may come from the rows (encoding), rather than from the

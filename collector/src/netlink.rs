@@ -44,6 +44,36 @@ pub enum LinkEvent {
     Removed { index: u32, name: String },
 }
 
+/// A `NETLINK_ROUTE` socket (`extra`: more `SOCK_*` flags).
+fn route_socket(extra: i32) -> Result<OwnedFd> {
+    // SAFETY: plain socket(2) call; the fd is owned right after.
+    let raw = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC | extra,
+            libc::NETLINK_ROUTE,
+        )
+    };
+    if raw < 0 {
+        return Err(CollectorError::io(
+            "netlink socket",
+            std::io::Error::last_os_error(),
+        ));
+    }
+    // SAFETY: raw is a fresh valid fd.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
+/// Writes the header of a dump request of type `ty` filling all of `msg`.
+fn dump_header(msg: &mut [u8], ty: u16) {
+    let len = msg.len() as u32;
+    msg[0..4].copy_from_slice(&len.to_ne_bytes());
+    msg[4..6].copy_from_slice(&ty.to_ne_bytes());
+    let flags = (libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16;
+    msg[6..8].copy_from_slice(&flags.to_ne_bytes());
+    msg[8..12].copy_from_slice(&1u32.to_ne_bytes());
+}
+
 /// A netlink socket subscribed to link changes, non-blocking.
 pub struct LinkWatcher {
     fd: OwnedFd,
@@ -53,22 +83,7 @@ pub struct LinkWatcher {
 impl LinkWatcher {
     /// Opens the socket in the calling thread's network namespace and requests a dump.
     pub fn open() -> Result<Self> {
-        // SAFETY: plain socket(2) call; the fd is owned right after.
-        let raw = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-                libc::NETLINK_ROUTE,
-            )
-        };
-        if raw < 0 {
-            return Err(CollectorError::io(
-                "netlink socket",
-                std::io::Error::last_os_error(),
-            ));
-        }
-        // SAFETY: raw is a fresh valid fd.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let fd = route_socket(libc::SOCK_NONBLOCK)?;
         // SAFETY: zeroed sockaddr_nl is valid; fields set below.
         let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
         addr.nl_family = libc::AF_NETLINK as u16;
@@ -97,12 +112,7 @@ impl LinkWatcher {
 
     fn request_dump(&self) -> Result<()> {
         let mut msg = [0u8; NLMSG_HDRLEN + IFINFO_LEN];
-        let len = msg.len() as u32;
-        msg[0..4].copy_from_slice(&len.to_ne_bytes());
-        msg[4..6].copy_from_slice(&RTM_GETLINK.to_ne_bytes());
-        let flags = (libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16;
-        msg[6..8].copy_from_slice(&flags.to_ne_bytes());
-        msg[8..12].copy_from_slice(&1u32.to_ne_bytes());
+        dump_header(&mut msg, RTM_GETLINK);
         msg[NLMSG_HDRLEN] = libc::AF_UNSPEC as u8;
         // SAFETY: sending a valid buffer on an owned socket.
         let rc = unsafe { libc::send(self.fd.as_raw_fd(), msg.as_ptr().cast(), msg.len(), 0) };
@@ -171,29 +181,9 @@ pub struct TcFilter {
 /// order (cls_bpf puts a new handle first). Empty when the interface has no
 /// clsact qdisc.
 pub fn tc_filters(ifindex: u32, parent: u32) -> Result<Vec<TcFilter>> {
-    // SAFETY: plain socket(2) call; the fd is owned right after.
-    let raw = unsafe {
-        libc::socket(
-            libc::AF_NETLINK,
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-            libc::NETLINK_ROUTE,
-        )
-    };
-    if raw < 0 {
-        return Err(CollectorError::io(
-            "netlink socket",
-            std::io::Error::last_os_error(),
-        ));
-    }
-    // SAFETY: raw is a fresh valid fd.
-    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let fd = route_socket(0)?;
     let mut msg = [0u8; NLMSG_HDRLEN + TCMSG_LEN];
-    let len = msg.len() as u32;
-    msg[0..4].copy_from_slice(&len.to_ne_bytes());
-    msg[4..6].copy_from_slice(&RTM_GETTFILTER.to_ne_bytes());
-    let flags = (libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16;
-    msg[6..8].copy_from_slice(&flags.to_ne_bytes());
-    msg[8..12].copy_from_slice(&1u32.to_ne_bytes());
+    dump_header(&mut msg, RTM_GETTFILTER);
     let tcm = &mut msg[NLMSG_HDRLEN..];
     tcm[0] = libc::AF_UNSPEC as u8;
     tcm[4..8].copy_from_slice(&ifindex.to_ne_bytes());

@@ -191,31 +191,38 @@ fn transfer_and_compare(
     per_point
 }
 
+/// `cni_pass` on both hooks of both pod veths.
+fn passing_everywhere(t: &Topology, mode: TcMode) -> Vec<CniProgram> {
+    let mut cni = Vec::new();
+    for pod in 0..2 {
+        for hook in [TcAttachType::Ingress, TcAttachType::Egress] {
+            cni.push(CniProgram::attach(t, "cni_pass", pod, hook, pod, mode));
+        }
+    }
+    cni
+}
+
+/// Asserts that more than a handful of packets were compared at `point`.
+fn assert_seen(seen: &HashMap<ObservationPoint, u64>, point: ObservationPoint) {
+    assert!(
+        seen.get(&point).is_some_and(|n| *n > 10),
+        "{point}: {seen:?}"
+    );
+}
+
 /// A CNI program on every hook of both pod veths, then the collector.
 fn chain_ended_before_collector(subnet: u8, mode: TcMode) {
     if !privileged() || fixture().is_none() {
         return;
     }
     let t = Topology::new(subnet, 2);
-    let mut cni = Vec::new();
-    for pod in 0..2 {
-        for hook in [TcAttachType::Ingress, TcAttachType::Egress] {
-            cni.push(CniProgram::attach(&t, "cni_pass", pod, hook, pod, mode));
-        }
-    }
+    let _cni = passing_everywhere(&t, mode);
     let dir = tempfile::tempdir().unwrap();
     let caps = t.capture_pods(dir.path(), "c");
     let (dp, rx, _metrics) = collector(&t, mode);
     let seen = transfer_and_compare(&t, caps, dp, rx);
-    assert!(
-        seen.get(&ObservationPoint::FromPod)
-            .is_some_and(|n| *n > 10),
-        "{seen:?}"
-    );
-    assert!(
-        seen.get(&ObservationPoint::ToPod).is_some_and(|n| *n > 10),
-        "{seen:?}"
-    );
+    assert_seen(&seen, ObservationPoint::FromPod);
+    assert_seen(&seen, ObservationPoint::ToPod);
 }
 
 #[test]
@@ -239,27 +246,15 @@ fn chain_ended_after_collector(subnet: u8, mode: TcMode) {
     let caps = t.capture_pods(dir.path(), "c");
     let (dp, rx, metrics) = collector(&t, mode);
     assert_eq!(metrics.reattachments.get(), 0);
-    let mut cni = Vec::new();
-    for pod in 0..2 {
-        for hook in [TcAttachType::Ingress, TcAttachType::Egress] {
-            cni.push(CniProgram::attach(&t, "cni_pass", pod, hook, pod, mode));
-        }
-    }
+    let _cni = passing_everywhere(&t, mode);
     let deadline = Instant::now() + Duration::from_secs(10);
     while metrics.reattachments.get() < 4 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(metrics.reattachments.get(), 4, "each of the 4 hooks once");
     let seen = transfer_and_compare(&t, caps, dp, rx);
-    assert!(
-        seen.get(&ObservationPoint::FromPod)
-            .is_some_and(|n| *n > 10),
-        "{seen:?}"
-    );
-    assert!(
-        seen.get(&ObservationPoint::ToPod).is_some_and(|n| *n > 10),
-        "{seen:?}"
-    );
+    assert_seen(&seen, ObservationPoint::FromPod);
+    assert_seen(&seen, ObservationPoint::ToPod);
     assert_eq!(
         metrics.reattachments.get(),
         4,
@@ -300,11 +295,7 @@ fn cni_redirecting_to_the_peer() {
         return;
     }
     let seen = redirected(45, "cni_redirect_peer");
-    assert!(
-        seen.get(&ObservationPoint::FromPod)
-            .is_some_and(|n| *n > 10),
-        "{seen:?}"
-    );
+    assert_seen(&seen, ObservationPoint::FromPod);
     assert_eq!(
         seen.get(&ObservationPoint::ToPod),
         None,
@@ -318,13 +309,6 @@ fn cni_redirecting_to_the_other_veth() {
         return;
     }
     let seen = redirected(46, "cni_redirect");
-    assert!(
-        seen.get(&ObservationPoint::FromPod)
-            .is_some_and(|n| *n > 10),
-        "{seen:?}"
-    );
-    assert!(
-        seen.get(&ObservationPoint::ToPod).is_some_and(|n| *n > 10),
-        "{seen:?}"
-    );
+    assert_seen(&seen, ObservationPoint::FromPod);
+    assert_seen(&seen, ObservationPoint::ToPod);
 }

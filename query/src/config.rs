@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use flowlake_service::AuditSql;
+use flowlake_service::tls::TlsFiles;
 
 use crate::export::ExportPolicy;
 
@@ -88,6 +89,12 @@ pub struct QueryArgs {
     /// An hour is rolled up once it ended this long ago.
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration, env = "FLOWLAKE_QUERY_ROLLUP_GRACE")]
     pub rollup_grace: Duration,
+    /// PEM certificate chain: serve HTTPS (with `--tls-key`); re-read when it changes.
+    #[arg(long, env = "FLOWLAKE_QUERY_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `--tls-cert`.
+    #[arg(long, env = "FLOWLAKE_QUERY_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Bearer tokens (JSON, SHA-256 hashes with names and scopes; see docs/security.md),
     /// re-read when the file changes. Without it authentication is off.
     #[arg(long, env = "FLOWLAKE_QUERY_TOKEN_FILE")]
@@ -126,6 +133,8 @@ pub struct QueryConfig {
     /// Build rollups this often (`None`: never in this process).
     pub rollup_every: Option<Duration>,
     pub rollup_policy: RollupPolicy,
+    /// `None`: plain HTTP.
+    pub tls: Option<TlsFiles>,
     /// `None`: authentication off.
     pub token_file: Option<PathBuf>,
     pub audit_sql: AuditSql,
@@ -173,6 +182,7 @@ impl Default for QueryConfig {
             rollups: true,
             rollup_every: Some(Duration::from_secs(60)),
             rollup_policy: RollupPolicy::default(),
+            tls: None,
             token_file: None,
             audit_sql: AuditSql::Hash,
             shutdown_grace: Duration::from_secs(20),
@@ -203,6 +213,7 @@ impl QueryConfig {
             rollups: true,
             rollup_every: None,
             rollup_policy: RollupPolicy::default(),
+            tls: None,
             token_file: None,
             audit_sql: AuditSql::Hash,
             shutdown_grace: Duration::from_secs(5),
@@ -232,6 +243,10 @@ impl QueryArgs {
                 grace: self.rollup_grace,
                 ..RollupPolicy::default()
             },
+            tls: self
+                .tls_cert
+                .zip(self.tls_key)
+                .map(|(cert, key)| TlsFiles { cert, key }),
             token_file: self.token_file,
             audit_sql: self.audit_sql,
             shutdown_grace: self.shutdown_grace,

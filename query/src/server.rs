@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use flowlake_service::tls::TlsListener;
 use flowlake_service::{AuditConfig, Auth, TokenStore};
 use prometheus_client::registry::Registry;
 use tokio::task::JoinHandle;
@@ -18,7 +19,7 @@ use crate::http::{AppState, router};
 use crate::metrics::QueryMetrics;
 use crate::rollup::build::{RollupPolicy, build_rollups};
 
-/// How often the token file is looked at for changes.
+/// How often the token file and the TLS files are looked at for changes.
 const TOKEN_RECHECK: Duration = Duration::from_secs(1);
 
 /// A running query service.
@@ -130,11 +131,22 @@ impl QueryService {
         }
         let app = router(state.clone());
         let token = shutdown.clone();
-        let task = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move { token.cancelled().await })
-                .await
-        });
+        let task = match &config.tls {
+            Some(files) => {
+                let tls = flowlake_service::tls::server_config(files.clone(), TOKEN_RECHECK)?;
+                let listener = TlsListener::new(listener, tls)?;
+                tokio::spawn(async move {
+                    axum::serve(listener, app)
+                        .with_graceful_shutdown(async move { token.cancelled().await })
+                        .await
+                })
+            }
+            None => tokio::spawn(async move {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(async move { token.cancelled().await })
+                    .await
+            }),
+        };
         Ok(RunningQuery {
             addr,
             shutdown,

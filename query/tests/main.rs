@@ -11,3 +11,4 @@ mod rollup;
 mod sandbox;
 mod sigterm;
 mod support;
+mod tls;

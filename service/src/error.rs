@@ -35,6 +35,8 @@ pub enum ServiceError {
     },
     #[error("token file {path} is invalid: {reason}")]
     TokenFormat { path: PathBuf, reason: String },
+    #[error("TLS certificate or key {path}: {reason}")]
+    Tls { path: PathBuf, reason: String },
 }
 
 impl ServiceError {
@@ -42,9 +44,9 @@ impl ServiceError {
         match self {
             ServiceError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ServiceError::Forbidden { .. } => StatusCode::FORBIDDEN,
-            ServiceError::TokenFile { .. } | ServiceError::TokenFormat { .. } => {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
+            ServiceError::TokenFile { .. }
+            | ServiceError::TokenFormat { .. }
+            | ServiceError::Tls { .. } => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -52,7 +54,9 @@ impl ServiceError {
         match self {
             ServiceError::Unauthorized(_) => "unauthorized",
             ServiceError::Forbidden { .. } => "forbidden",
-            ServiceError::TokenFile { .. } | ServiceError::TokenFormat { .. } => "config_error",
+            ServiceError::TokenFile { .. }
+            | ServiceError::TokenFormat { .. }
+            | ServiceError::Tls { .. } => "config_error",
         }
     }
 }

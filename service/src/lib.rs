@@ -1,13 +1,14 @@
 //! Flowlake's shared HTTP service layer, used by the query service (and next by the
 //! ingester): bearer-token authentication with scopes ([`auth`]), the one JSON error
 //! body ([`error`]), an audit line per request ([`audit`]), the open health routes
-//! ([`health`]) and signal handling with a drain period ([`shutdown`]).
+//! ([`health`]), signal handling ([`shutdown`]) and TLS with certificate reload ([`tls`]).
 
 pub mod audit;
 pub mod auth;
 pub mod error;
 pub mod health;
 pub mod shutdown;
+pub mod tls;
 
 pub use audit::{AuditConfig, AuditSql, SqlAudit};
 pub use auth::{Auth, Principal, Scope, TokenStore, hash_token};

@@ -1,0 +1,163 @@
+#!/usr/bin/env bash
+# The kernel matrix: the collector's datapath tests on Debian's LTS kernels,
+# each booted in QEMU with virtme-ng (the host's root file system shared over
+# 9p, TCG: no nested KVM), and on the host kernel. Writes
+# docs/compatibility.md (kernel x capability) from what the runs found.
+#
+#   ./scripts/kernel-matrix.sh            # every kernel
+#   KERNELS="6.1" ./scripts/kernel-matrix.sh
+#
+# Kernel packages come from deb.debian.org through a private apt state (the
+# host's apt configuration is not touched) and are cached in
+# $FLOWLAKE_KERNEL_CACHE (default ~/.cache/flowlake-kernels), outside the clone.
+# Needs root, qemu-system-x86_64, vng (PyPI virtme-ng), busybox and depmod;
+# without them it skips with the reason, or fails when
+# FLOWLAKE_REQUIRE_PRIVILEGED=1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+CACHE=${FLOWLAKE_KERNEL_CACHE:-$HOME/.cache/flowlake-kernels}
+# suite:label — the generic amd64 flavour (it has the 9p modules virtme-ng needs).
+ALL_KERNELS="bullseye:5.10 bookworm:6.1 bookworm-backports:6.12"
+KERNELS=${KERNELS:-5.10 6.1 6.12}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/flowlake-target}
+# The datapath tests that matter, by capability (libtest name filters).
+TESTS=(
+  datapath::tests::flows_equal_tcpdump_capture_exactly
+  datapath::tests::dns_queries_and_responses_with_latency
+  datapath::tests::lost_segments_show_retransmits_and_rtt
+  datapath::tests::drops_have_kernel_reason_names
+  datapath::l3::tun_traffic_counted_exactly
+  datapath::preflight::verdict_and_capabilities
+)
+
+skip() {
+  if [ "${FLOWLAKE_REQUIRE_PRIVILEGED:-}" = 1 ]; then
+    echo "kernel-matrix: cannot run: $1" >&2
+    exit 1
+  fi
+  echo "kernel-matrix: skipped: $1 (set FLOWLAKE_REQUIRE_PRIVILEGED=1 to fail instead)" >&2
+  exit 0
+}
+[ "$(id -u)" -eq 0 ] || skip "not root"
+for tool in qemu-system-x86_64 vng busybox depmod dpkg-deb apt-get; do
+  command -v "$tool" >/dev/null || skip "no $tool"
+done
+
+start=$(date +%s)
+
+# apt-get with a private state, cache and sources list for one suite.
+apt_suite() {
+  local suite=$1
+  shift
+  local d="$CACHE/apt/$suite"
+  mkdir -p "$d/state/lists/partial" "$d/cache/archives/partial" "$d/etc/apt.conf.d" "$d/etc/preferences.d"
+  echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian $suite main" >"$d/etc/sources.list"
+  "$@" -o Dir::State="$d/state" -o Dir::Cache="$d/cache" -o Dir::Etc="$d/etc" \
+    -o Dir::Etc::SourceList="$d/etc/sources.list" -o Dir::Etc::SourceParts=/nonexistent \
+    -o Debug::NoLocking=1 -o APT::Sandbox::User=root
+}
+
+# Prints the kernel image of a suite, fetching and unpacking it once.
+kernel_image() {
+  local suite=$1 img
+  img=$(ls "$CACHE"/"$suite"/*/boot/vmlinuz-* 2>/dev/null | head -1 || true)
+  if [ -z "$img" ]; then
+    apt_suite "$suite" apt-get -qq update >&2
+    local pkg
+    pkg=$(apt_suite "$suite" apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-/ {print $2; exit}')
+    [ -n "$pkg" ] || { echo "kernel-matrix: no linux-image-amd64 in $suite" >&2; return 1; }
+    local deb="$CACHE/apt/$suite/debs"
+    mkdir -p "$deb"
+    (cd "$deb" && apt_suite "$suite" apt-get -qq download "$pkg" >&2)
+    local ver=${pkg#linux-image-}
+    mkdir -p "$CACHE/$suite/$ver"
+    dpkg-deb -x "$deb"/"$pkg"_*.deb "$CACHE/$suite/$ver"
+    img=$(ls "$CACHE"/"$suite"/*/boot/vmlinuz-* | head -1)
+  fi
+  echo "$img"
+}
+
+# The collector's integration test binary, built on the host (or given).
+BIN=${FLOWLAKE_MATRIX_BIN:-$(cargo test -p flowlake-collector --test main --no-run --message-format=json 2>/dev/null |
+  sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)}
+[ -x "$BIN" ] || { echo "kernel-matrix: cannot build the collector test binary" >&2; exit 1; }
+
+# Kept after the run (test output and VM consoles) for a look at failures.
+RESULTS=$CACHE/last-run
+rm -rf "$RESULTS"
+mkdir -p "$RESULTS"
+
+# FLOWLAKE_MATRIX_BENCH=1: also the per-packet cost benchmark on each kernel
+# (collector/bench/datapath.sh cost; docs/BENCHMARKS.md), with a copy of the
+# loader it needs.
+LOADER=""
+if [ "${FLOWLAKE_MATRIX_BENCH:-}" = 1 ]; then
+  cargo build -p flowlake-collector --example bench_attach >&2
+  cp "$CARGO_TARGET_DIR/debug/examples/bench_attach" "$RESULTS/bench_attach"
+  LOADER=$RESULTS/bench_attach
+fi
+
+# A copy: a build running meanwhile may replace cargo's.
+cp "$BIN" "$RESULTS/collector-tests"
+BIN=$RESULTS/collector-tests
+
+# Runs the tests in the current kernel, results into $1.
+GUEST=$RESULTS/guest.sh
+cat >"$GUEST" <<EOF
+#!/bin/sh
+out=\$1
+mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
+mountpoint -q /sys/kernel/tracing || mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null
+mkdir -p /var/run/netns
+modprobe tun 2>/dev/null
+uname -r >"\$out/kernel"
+cd "\$out"
+FLOWLAKE_REQUIRE_PRIVILEGED=1 FLOWLAKE_MATRIX_OUT="\$out" "$BIN" --test-threads=1 ${TESTS[*]} >"\$out/tests.txt" 2>&1
+echo \$? >"\$out/rc"
+if [ -n "$LOADER" ]; then
+  LOADER="$LOADER" COST_SECS=\${COST_SECS:-5} "$ROOT/collector/bench/datapath.sh" cost >"\$out/cost.txt" 2>"\$out/cost.err"
+fi
+EOF
+chmod +x "$GUEST"
+
+run_kernel() {
+  local label=$1 suite=$2 out="$RESULTS/$1" img t0
+  mkdir -p "$out"
+  img=$(kernel_image "$suite")
+  t0=$(date +%s)
+  timeout 900 vng --run "$img" --disable-kvm --force-9p --memory 2G --cpus 2 \
+    --rwdir "$RESULTS" -v -e "$GUEST $out" >"$out/console.txt" 2>&1 || true
+  echo $(($(date +%s) - t0)) >"$out/seconds"
+  [ -f "$out/rc" ] || { echo 1 >"$out/rc"; echo "no result: see the console" >>"$out/tests.txt"; tail -30 "$out/console.txt" >>"$out/tests.txt"; }
+  echo "kernel-matrix: $label ($(cat "$out/kernel" 2>/dev/null || echo '?')): exit $(cat "$out/rc") in $(cat "$out/seconds")s" >&2
+}
+
+for entry in $ALL_KERNELS; do
+  suite=${entry%%:*}
+  label=${entry#*:}
+  case " $KERNELS " in *" $label "*) run_kernel "$label" "$suite" ;; esac
+done
+
+# The host kernel, directly.
+mkdir -p "$RESULTS/host"
+t0=$(date +%s)
+sh "$GUEST" "$RESULTS/host"
+echo $(($(date +%s) - t0)) >"$RESULTS/host/seconds"
+echo "kernel-matrix: host ($(cat "$RESULTS/host/kernel")): exit $(cat "$RESULTS/host/rc") in $(cat "$RESULTS/host/seconds")s" >&2
+
+total=$(($(date +%s) - start))
+python3 scripts/kernel_matrix_report.py "$RESULTS" "$total" >docs/compatibility.md
+echo "kernel-matrix: wrote docs/compatibility.md (${total}s)" >&2
+
+failed=0
+for d in "$RESULTS"/*/; do
+  [ -f "$d/rc" ] || continue
+  if [ "$(cat "$d/rc")" != 0 ]; then
+    failed=1
+    echo "kernel-matrix: FAILED on $(basename "$d"):" >&2
+    grep -E "^test .* FAILED|panicked|assert" "$d/tests.txt" | head -20 >&2 || true
+  fi
+done
+exit $failed

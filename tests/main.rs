@@ -1,5 +1,6 @@
 //! End-to-end tests of the `flowlake` binary.
 
+mod collector_check;
 mod deploy_chart;
 mod gen_cli;
 mod ingester_crash;

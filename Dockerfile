@@ -14,7 +14,8 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /usr/local/bin/flowlake /usr/local/bin/flowlake
-# The collector runs as root with the capabilities the chart grants; the ingester and
-# query service run as this user (the chart sets runAsUser 65532).
+# The ingester and query service run as this user. The chart runs the collector as
+# uid 0 with only the capabilities it needs (docs/operations.md, "Collector security").
+# tests/podman.rs builds this stage on a debootstrapped base and runs it under podman.
 USER 65532:65532
 ENTRYPOINT ["/usr/local/bin/flowlake"]

@@ -21,7 +21,7 @@ fn root() -> &'static Path {
 }
 
 /// Builds the renderer, or says why it cannot (Go and sprig come from Debian packages).
-fn renderer(dir: &Path) -> Option<PathBuf> {
+pub(crate) fn renderer(dir: &Path) -> Option<PathBuf> {
     let bin = dir.join("render");
     let status = Command::new("go")
         .args(["build", "-o"])
@@ -45,7 +45,7 @@ fn renderer(dir: &Path) -> Option<PathBuf> {
     }
 }
 
-fn render(bin: &Path, values: Option<&Path>) -> Vec<Value> {
+pub(crate) fn render(bin: &Path, values: Option<&Path>) -> Vec<Value> {
     let mut cmd = Command::new(bin);
     cmd.arg(root().join("deploy/helm/flowlake"));
     if let Some(v) = values {
@@ -125,7 +125,7 @@ fn check_all(docs: &[Value]) -> Vec<(String, String)> {
     seen
 }
 
-fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
+pub(crate) fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
     docs.iter()
         .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
         .unwrap_or_else(|| panic!("{kind}/{name} not rendered"))

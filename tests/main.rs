@@ -6,6 +6,7 @@ mod gen_cli;
 mod ingester_crash;
 mod ingester_faults;
 mod pipeline;
+mod podman;
 mod standalone;
 
 use std::ffi::OsStr;

@@ -1,8 +1,10 @@
 //! The audit log: one structured line per request (target `flowlake::audit`) with the
-//! token name, method, path, status, outcome, bytes sent and duration, written when
-//! the response body ends (streamed results included), plus the SQL a handler ran —
+//! token name, method, path, status, outcome, rows and bytes sent and duration, written
+//! when the response body ends (streamed results included), plus the SQL a handler ran —
 //! as a SHA-256 hash, the text, or not at all ([`AuditSql`]).
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use axum::body::Body;
@@ -46,6 +48,17 @@ pub struct AuditConfig {
 #[derive(Debug, Clone)]
 pub struct SqlAudit(pub String);
 
+/// Rows a handler sends, counted while its body streams; left in the response's
+/// extensions.
+#[derive(Debug, Clone, Default)]
+pub struct RowCount(pub Arc<AtomicU64>);
+
+impl RowCount {
+    pub fn add(&self, rows: usize) {
+        self.0.fetch_add(rows as u64, Ordering::Relaxed);
+    }
+}
+
 /// The error code of a failed request, left in the response's extensions.
 #[derive(Debug, Clone)]
 pub struct ErrorCode(pub String);
@@ -58,6 +71,7 @@ struct Line {
     status: u16,
     outcome: String,
     sql: Option<String>,
+    rows: Option<RowCount>,
     bytes: u64,
     started: Instant,
 }
@@ -78,6 +92,7 @@ impl Drop for Line {
             status = self.status,
             outcome = %self.outcome,
             sql = self.sql.as_deref().unwrap_or("-"),
+            rows = self.rows.as_ref().map(|r| r.0.load(Ordering::Relaxed)),
             bytes = self.bytes,
             duration_ms = self.started.elapsed().as_millis() as u64,
             "request"
@@ -111,6 +126,7 @@ pub async fn audit(State(config): State<AuditConfig>, req: Request, next: Next) 
         status: resp.status().as_u16(),
         outcome,
         sql,
+        rows: ext.get::<RowCount>().cloned(),
         bytes: 0,
         started,
     };
@@ -122,4 +138,111 @@ pub async fn audit(State(config): State<AuditConfig>, req: Request, next: Next) 
         chunk
     });
     Response::from_parts(parts, Body::from_stream(stream))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use axum::Router;
+    use axum::middleware::from_fn_with_state;
+    use axum::response::IntoResponse;
+    use axum::routing::get;
+
+    use super::*;
+    use crate::auth::{Auth, Scope, TokenEntry, TokenStore, require};
+
+    /// Collects what the subscriber writes.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    async fn data() -> Response {
+        let rows = RowCount::default();
+        rows.add(3);
+        let mut resp = "hello".into_response();
+        resp.extensions_mut().insert(rows);
+        resp.extensions_mut().insert(SqlAudit("SELECT 1".into()));
+        resp
+    }
+
+    #[tokio::test]
+    async fn one_line_per_request_with_token_rows_bytes_and_sql_hash() {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokens.json");
+        let entry = TokenEntry {
+            name: "reader".into(),
+            sha256: hash_token("s3cret"),
+            scopes: vec![Scope::Read],
+            namespaces: None,
+        };
+        std::fs::write(&path, serde_json::json!({"tokens": [entry]}).to_string()).unwrap();
+        let auth = Auth::Tokens(Arc::new(TokenStore::open(&path, Duration::ZERO).unwrap()));
+        let app = Router::new()
+            .route("/data", get(data))
+            .route_layer(from_fn_with_state((auth, Scope::Read), require))
+            .layer(from_fn_with_state(AuditConfig::default(), audit));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+
+        let client = reqwest::Client::new();
+        let denied = client.get(format!("{base}/data")).send().await.unwrap();
+        assert_eq!(denied.status(), 401);
+        denied.bytes().await.unwrap();
+        let ok = client
+            .get(format!("{base}/data"))
+            .header("authorization", "Bearer s3cret")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(ok.bytes().await.unwrap(), "hello");
+        // The line is written when the server drops the body.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+
+        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("flowlake::audit"))
+            .collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert!(
+            lines[0].contains("token=-") && lines[0].contains("status=401"),
+            "{}",
+            lines[0]
+        );
+        assert!(lines[0].contains("outcome=unauthorized"), "{}", lines[0]);
+        let ok = lines[1];
+        for field in [
+            "token=reader",
+            "status=200",
+            "outcome=ok",
+            "rows=3",
+            "bytes=5",
+        ] {
+            assert!(ok.contains(field), "{field} missing: {ok}");
+        }
+        assert!(
+            ok.contains(&format!("sql=\"{}\"", hash_token("SELECT 1"))),
+            "{ok}"
+        );
+    }
 }

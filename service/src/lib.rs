@@ -10,7 +10,7 @@ pub mod health;
 pub mod shutdown;
 pub mod tls;
 
-pub use audit::{AuditConfig, AuditSql, SqlAudit};
+pub use audit::{AuditConfig, AuditSql, RowCount, SqlAudit};
 pub use auth::{Auth, Principal, Scope, TokenStore, hash_token};
 pub use error::{ServiceError, error_response};
 pub use shutdown::shutdown_signal;

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use serde::Deserialize;
 
-use flowlake_service::SqlAudit;
+use flowlake_service::{RowCount, SqlAudit};
 
 use super::state::AppState;
 use crate::engine::QueryResult;
@@ -44,16 +44,20 @@ pub async fn handle(
 /// Streams a query result as an HTTP body. Errors after the first bytes abort the
 /// body (the client sees a failed transfer, never a silently short result).
 pub fn stream_response(result: QueryResult, format: OutputFormat) -> Result<Response> {
+    let rows = RowCount::default();
     let mut encoder = format.encoder(result.schema.clone())?;
     let start = encoder.start();
     let mut first = vec![start];
     for b in &result.head {
+        rows.add(b.num_rows());
         first.push(encoder.batch(b)?);
     }
+    let counter = rows.clone();
     let encoder = std::sync::Arc::new(std::sync::Mutex::new(Some(encoder)));
     let enc_rest = std::sync::Arc::clone(&encoder);
     let rest = result.rest.map(move |batch| {
         let batch = batch?;
+        counter.add(batch.num_rows());
         let mut guard = enc_rest.lock().expect("encoder lock");
         guard
             .as_mut()
@@ -72,9 +76,11 @@ pub fn stream_response(result: QueryResult, format: OutputFormat) -> Result<Resp
                 std::io::Error::other(e.full_message())
             })
         });
-    Ok((
+    let mut resp = (
         [(header::CONTENT_TYPE, format.content_type())],
         Body::from_stream(body),
     )
-        .into_response())
+        .into_response();
+    resp.extensions_mut().insert(rows);
+    Ok(resp)
 }

@@ -417,6 +417,60 @@ mod tests {
         );
     }
 
+    /// An RTM_NEWTFILTER message as the kernel dumps one.
+    fn filter_msg(
+        priority: u16,
+        handle: u32,
+        kind: &str,
+        chain: Option<u32>,
+        prog: u32,
+    ) -> Vec<u8> {
+        let mut body = vec![0u8; TCMSG_LEN];
+        body[8..12].copy_from_slice(&handle.to_ne_bytes());
+        let info = (u32::from(priority) << 16) | u32::from(ETH_P_ALL.to_be());
+        body[16..20].copy_from_slice(&info.to_ne_bytes());
+        body.extend(attr(TCA_KIND, format!("{kind}\0").as_bytes()));
+        if let Some(c) = chain {
+            body.extend(attr(TCA_CHAIN, &c.to_ne_bytes()));
+        }
+        body.extend(attr(TCA_OPTIONS, &attr(TCA_BPF_ID, &prog.to_ne_bytes())));
+        let mut msg = Vec::new();
+        msg.extend_from_slice(&((NLMSG_HDRLEN + body.len()) as u32).to_ne_bytes());
+        msg.extend_from_slice(&RTM_NEWTFILTER.to_ne_bytes());
+        msg.extend_from_slice(&[0; 10]);
+        msg.extend(body);
+        msg
+    }
+
+    #[test]
+    fn parses_filter_dump_in_order_skipping_headers_and_other_chains() {
+        let mut buf = filter_msg(1, 0, "bpf", Some(0), 0);
+        buf.extend(filter_msg(1, 0x464c_0001, "bpf", Some(0), 42));
+        buf.extend(filter_msg(1, 1, "bpf", None, 7));
+        buf.extend(filter_msg(2, 1, "bpf", Some(3), 8));
+        let mut out = Vec::new();
+        assert_eq!(parse_filters(&buf, &mut out), Dump::More);
+        let seen: Vec<(u16, u32, Option<u32>)> = out
+            .iter()
+            .map(|f| (f.priority, f.handle, f.prog_id))
+            .collect();
+        assert_eq!(seen, [(1, 0x464c_0001, Some(42)), (1, 1, Some(7))]);
+        assert!(
+            out.iter()
+                .all(|f| f.protocol == ETH_P_ALL && f.kind == "bpf")
+        );
+
+        let mut done = vec![0u8; NLMSG_HDRLEN + 4];
+        let len = done.len() as u32;
+        done[0..4].copy_from_slice(&len.to_ne_bytes());
+        done[4..6].copy_from_slice(&NLMSG_DONE.to_ne_bytes());
+        assert_eq!(parse_filters(&done, &mut out), Dump::Done);
+        let mut err = done.clone();
+        err[4..6].copy_from_slice(&NLMSG_ERROR.to_ne_bytes());
+        err[NLMSG_HDRLEN..].copy_from_slice(&(-libc::EINVAL).to_ne_bytes());
+        assert_eq!(parse_filters(&err, &mut out), Dump::Error(libc::EINVAL));
+    }
+
     #[test]
     fn live_dump_lists_loopback() {
         let mut w = match LinkWatcher::open() {

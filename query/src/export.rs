@@ -334,14 +334,9 @@ pub async fn run_export(cfg: &ExportConfig, progress: Option<Progress>) -> Resul
             )
             .await?;
             let before = total_rows(&target);
-            // One commit for the whole export, so a failed run leaves nothing behind.
-            let batches = df
-                .collect()
-                .await
-                .map_err(|e| QueryError::from_datafusion(e, usize::MAX))?
-                .into_iter()
-                .map(plain_types)
-                .collect::<Result<Vec<_>>>()?;
+            // One commit for the whole export, so a failed run leaves nothing behind; the
+            // batches held for it are reserved in the memory pool.
+            let batches = collect_reserved(df, &ctx).await?;
             let written = target
                 .write(batches)
                 .with_save_mode(SaveMode::Append)
@@ -390,6 +385,33 @@ async fn publish(
         store.rename(&meta.location, &target).await?;
     }
     Ok(())
+}
+
+/// The result's batches (as plain types), each reserved in the session's memory pool
+/// before it is kept: an export larger than the pool fails with the memory limit.
+async fn collect_reserved(
+    df: datafusion::dataframe::DataFrame,
+    ctx: &SessionContext,
+) -> Result<Vec<datafusion::arrow::array::RecordBatch>> {
+    use datafusion::execution::memory_pool::MemoryConsumer;
+    use futures::StreamExt;
+    let pool = &ctx.runtime_env().memory_pool;
+    let limit = match pool.memory_limit() {
+        MemoryLimit::Finite(n) => n,
+        _ => usize::MAX,
+    };
+    let err = |e| QueryError::from_datafusion(e, limit);
+    let reservation = MemoryConsumer::new("delta export").register(pool);
+    let mut stream = df.execute_stream().await.map_err(err)?;
+    let mut batches = Vec::new();
+    while let Some(batch) = stream.next().await {
+        let batch = plain_types(batch.map_err(err)?)?;
+        reservation
+            .try_grow(batch.get_array_memory_size())
+            .map_err(err)?;
+        batches.push(batch);
+    }
+    Ok(batches)
 }
 
 fn count_rows(out: &[datafusion::arrow::array::RecordBatch]) -> u64 {

@@ -179,3 +179,43 @@ async fn export_refusals_write_nothing() {
     assert_eq!((walk(tmp.path()), walk(&table).len()), before);
     svc.stop().await.unwrap();
 }
+
+/// An export job runs under the service's memory pool: a Delta export larger than the
+/// pool fails with the memory limit and commits nothing.
+#[tokio::test]
+async fn export_jobs_run_under_the_memory_limit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = QueryConfig::for_tests(shared_table().to_str().unwrap());
+    cfg.limits.memory_bytes = 2 << 20;
+    cfg.export.roots = vec![tmp.path().to_str().unwrap().to_string()];
+    let svc = start(cfg).await;
+    let dest = tmp.path().join("all");
+    let (status, text) = post_json(
+        &url(&svc, "/api/v1/export"),
+        &json!({"destination": dest, "format": "delta"}),
+    )
+    .await;
+    assert_eq!(status, 202, "{text}");
+    let id = serde_json::from_str::<serde_json::Value>(&text).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut job = serde_json::Value::Null;
+    for _ in 0..300 {
+        let bytes = reqwest::get(url(&svc, &format!("/api/v1/export/{id}")))
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        job = serde_json::from_slice(&bytes).unwrap();
+        if job["state"] != "running" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(job["state"], "failed", "{job}");
+    assert!(job["error"].as_str().unwrap().contains("memory"), "{job}");
+    assert!(!dest.join("_delta_log").exists() || walk(&dest.join("_delta_log")).is_empty());
+    svc.stop().await.unwrap();
+}

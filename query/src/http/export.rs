@@ -25,9 +25,11 @@ pub async fn status(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<ExportJob>> {
-    state
-        .exports
-        .get(&id)
-        .map(Json)
-        .ok_or_else(|| QueryError::NotFound(format!("no export job {id}")))
+    state.exports.get(&id).map(Json).ok_or_else(|| {
+        QueryError::NotFound(format!(
+            "no export job {id} (jobs are kept in memory: a job that was running when the \
+                 service stopped was interrupted, its partial files only in the destination's {})",
+            crate::export::STAGING_DIR
+        ))
+    })
 }

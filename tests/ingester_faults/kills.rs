@@ -14,7 +14,7 @@ fn kill_9_at_random_instants_under_concurrent_retrying_posters() {
     let dir = tempfile::tempdir().unwrap();
     let table = dir.path().join("table");
     let table = table.to_str().unwrap();
-    let all = batches("kill", 1200, 30);
+    let all = batches("kill", 1600, 25);
     let mut server = Server::start(
         dir.path(),
         table,

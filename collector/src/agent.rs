@@ -155,3 +155,46 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<()>
     let _ = expiry.await;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+        let r = reqwest::get(format!("http://{addr}{path}")).await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+
+    #[tokio::test]
+    async fn ready_only_while_the_flow_programs_run() {
+        let mut registry = Registry::default();
+        let datapath = DatapathMetrics::new(&mut registry);
+        let app = metrics_router(Arc::new(registry), datapath.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let http = tokio::spawn(retina::serve(listener, app, shutdown.clone()));
+
+        // Before the datapath starts, and with one flow program failed.
+        assert_eq!(get(addr, "/readyz").await.0, 503);
+        datapath.set_program("flow_ingress", true);
+        datapath.set_program("flow_egress", false);
+        assert_eq!(get(addr, "/readyz").await.0, 503);
+        datapath.set_program("flow_egress", true);
+        assert_eq!(get(addr, "/readyz").await, (200, "ok".to_string()));
+        assert_eq!(get(addr, "/healthz").await.0, 200);
+
+        datapath.set_degraded("drops", true);
+        let (_, metrics) = get(addr, "/metrics").await;
+        assert!(
+            metrics.contains("flowlake_collector_feature_degraded{feature=\"drops\"} 1"),
+            "{metrics}"
+        );
+        assert!(
+            metrics.contains("flowlake_collector_program_loaded{program=\"flow_egress\"} 1"),
+            "{metrics}"
+        );
+        shutdown.cancel();
+        http.await.unwrap().unwrap();
+    }
+}

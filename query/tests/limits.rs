@@ -114,6 +114,7 @@ fn limit_config() -> (QueryConfig, tempfile::TempDir) {
 async fn deep_sql_in_every_shape_is_answered() {
     let (mut cfg, exports) = limit_config();
     cfg.limits.timeout = Duration::from_secs(10);
+    let memory = cfg.limits.memory_bytes as u64;
     let svc = start(cfg).await;
     let base = format!("http://{}", svc.addr());
     let (stop, health) = watch_health(base.clone());
@@ -177,6 +178,7 @@ async fn deep_sql_in_every_shape_is_answered() {
     );
     assert!(answered > 0 && refused > 0);
     assert_eq!(failed, 0);
+    assert!(rss() < memory + (768 << 20), "rss {} MiB", rss() >> 20);
     svc.stop().await.unwrap();
 }
 

@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -24,169 +24,12 @@ use serde_json::Value;
 #[path = "../collector/tests/datapath/harness.rs"]
 mod harness;
 
+mod runtime;
+
 use harness::{Capture, Topology, in_netns, privileged};
+use runtime::{Container, IMAGE, Podman, have};
 
-const BASE: &str = "localhost/flowlake-base:bookworm";
-const IMAGE: &str = "localhost/flowlake:podman-test";
 const INGEST_PORT: u16 = 18081;
-
-/// podman with its own storage under the cache directory, runc, and no
-/// default ulimits (this machine refuses podman's).
-struct Podman {
-    cache: PathBuf,
-}
-
-impl Podman {
-    fn new() -> Podman {
-        let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
-        let cache = PathBuf::from(home).join(".cache/flowlake-podman");
-        std::fs::create_dir_all(&cache).unwrap();
-        std::fs::write(
-            cache.join("containers.conf"),
-            "[containers]\ndefault_ulimits = []\n\n[engine]\nruntime = \"runc\"\n\
-             cgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\n",
-        )
-        .unwrap();
-        Podman { cache }
-    }
-
-    fn cmd(&self) -> Command {
-        let mut c = Command::new("podman");
-        c.env("CONTAINERS_CONF", self.cache.join("containers.conf"))
-            .arg("--root")
-            .arg(self.cache.join("storage"))
-            .arg("--runroot")
-            .arg(self.cache.join("runroot"));
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> String {
-        let out = self.cmd().args(args).output().expect("podman");
-        assert!(
-            out.status.success(),
-            "podman {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// The base image: Debian's minimal bookworm with CA certificates (as the
-    /// Dockerfile's runtime stage installs them), built once.
-    fn base(&self) {
-        let exists = self.cmd().args(["image", "exists", BASE]).status();
-        if exists.is_ok_and(|s| s.success()) {
-            return;
-        }
-        let rootfs = self.cache.join("rootfs");
-        let _ = std::fs::remove_dir_all(&rootfs);
-        let out = Command::new("debootstrap")
-            .args(["--variant=minbase", "--include=ca-certificates", "bookworm"])
-            .arg(&rootfs)
-            .arg("http://deb.debian.org/debian")
-            .output()
-            .expect("debootstrap");
-        assert!(
-            out.status.success(),
-            "debootstrap: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let mut tar = Command::new("tar")
-            .arg("-C")
-            .arg(&rootfs)
-            .args(["-c", "."])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let import = self
-            .cmd()
-            .args(["import", "-", BASE])
-            .stdin(tar.stdout.take().unwrap())
-            .output()
-            .unwrap();
-        assert!(tar.wait().unwrap().success());
-        assert!(
-            import.status.success(),
-            "podman import: {}",
-            String::from_utf8_lossy(&import.stderr)
-        );
-        let _ = std::fs::remove_dir_all(&rootfs);
-    }
-
-    /// The image: the Dockerfile's last stage on the base, its binary the one
-    /// cargo built for this test.
-    fn image(&self, dir: &Path) {
-        let ctx = dir.join("image");
-        std::fs::create_dir_all(&ctx).unwrap();
-        let bin = Path::new(env!("CARGO_BIN_EXE_flowlake"));
-        if std::fs::hard_link(bin, ctx.join("flowlake")).is_err() {
-            std::fs::copy(bin, ctx.join("flowlake")).unwrap();
-        }
-        let dockerfile =
-            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("Dockerfile"))
-                .unwrap();
-        std::fs::write(ctx.join("Containerfile"), last_stage(&dockerfile, BASE)).unwrap();
-        self.run(&[
-            "build",
-            "--pull=never",
-            "-q",
-            "-t",
-            IMAGE,
-            ctx.to_str().unwrap(),
-        ]);
-    }
-}
-
-/// The Dockerfile's last stage on `base`: its package installation is the
-/// base's `--include`, and its binary comes from the build context.
-fn last_stage(dockerfile: &str, base: &str) -> String {
-    let stage = dockerfile
-        .rsplit_once("\nFROM ")
-        .map(|(_, s)| s)
-        .expect("a multi-stage Dockerfile");
-    let mut out = format!("FROM {base}\n");
-    let mut in_run = false;
-    let mut copied = false;
-    for line in stage.lines().skip(1) {
-        let l = line.trim();
-        if in_run || l.starts_with("RUN ") {
-            in_run = l.ends_with('\\');
-            assert!(
-                l.contains("apt-get") || l.starts_with("&&") || l.starts_with("rm "),
-                "the runtime stage runs more than apt-get: {l} (teach tests/podman.rs)"
-            );
-            continue;
-        }
-        if let Some(rest) = l.strip_prefix("COPY --from=build ") {
-            let (_, to) = rest.split_once(' ').unwrap();
-            assert_eq!(to, "/usr/local/bin/flowlake", "{l}");
-            out.push_str(&format!("COPY flowlake {to}\n"));
-            copied = true;
-        } else if !l.is_empty() && !l.starts_with('#') {
-            out.push_str(l);
-            out.push('\n');
-        }
-    }
-    assert!(
-        copied,
-        "the Dockerfile's last stage copies no flowlake binary"
-    );
-    out
-}
-
-/// Skips (or fails in CI) without a tool.
-fn have(tool: &str) -> bool {
-    let ok = Command::new(tool)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        if flowlake_testkit::required() {
-            panic!("{tool} is required (scripts/test.sh installs it)");
-        }
-        eprintln!("skipping: {tool} is not installed");
-    }
-    ok
-}
 
 /// `podman run` options for a rendered container's securityContext. Fails on
 /// a field it does not know, so the chart cannot grow one the test ignores.
@@ -280,36 +123,6 @@ impl Drop for Terminated {
         // SAFETY: signalling our own child.
         unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
         let _ = self.0.wait();
-    }
-}
-
-/// A running container, removed when dropped (also when the test fails).
-struct Container<'a> {
-    podman: &'a Podman,
-    name: String,
-}
-
-impl Container<'_> {
-    /// SIGTERM (the collector reports its last interval), then its logs.
-    fn stop(&self) -> String {
-        let _ = self
-            .podman
-            .cmd()
-            .args(["stop", "-t", "30", &self.name])
-            .output();
-        let logs = self
-            .podman
-            .cmd()
-            .args(["logs", &self.name])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&logs.stderr).into_owned() + &String::from_utf8_lossy(&logs.stdout)
-    }
-}
-
-impl Drop for Container<'_> {
-    fn drop(&mut self) {
-        let _ = self.podman.cmd().args(["rm", "-f", &self.name]).output();
     }
 }
 

@@ -112,6 +112,8 @@ impl Podman {
             IMAGE,
             ctx.to_str().unwrap(),
         ]);
+        // The images of earlier binaries (untagged now) would fill the cache.
+        self.run(&["image", "prune", "-f"]);
     }
 }
 

@@ -194,17 +194,23 @@ impl Attachments {
     /// the first place, or where the attachment was removed. Returns how many
     /// hooks were re-attached.
     pub fn keep_first(&mut self, bpf: &mut Ebpf) -> usize {
-        let mut moved = 0;
         let indexes: Vec<u32> = self.ifaces.keys().copied().collect();
-        for ifindex in indexes {
-            for hook in Hook::BOTH {
-                match self.reattach_if_needed(bpf, ifindex, hook) {
-                    Ok(true) => moved += 1,
-                    Ok(false) => {}
-                    Err(e) => {
-                        let name = self.ifaces.get(&ifindex).map(|i| i.name.clone());
-                        warn!(interface = ?name, ?hook, error = %e, "cannot keep the flow program first");
-                    }
+        indexes
+            .into_iter()
+            .map(|i| self.keep_first_on(bpf, i))
+            .sum()
+    }
+
+    /// [`Attachments::keep_first`] for one interface (after a tc change on it).
+    pub fn keep_first_on(&mut self, bpf: &mut Ebpf, ifindex: u32) -> usize {
+        let mut moved = 0;
+        for hook in Hook::BOTH {
+            match self.reattach_if_needed(bpf, ifindex, hook) {
+                Ok(true) => moved += 1,
+                Ok(false) => {}
+                Err(e) => {
+                    let name = self.ifaces.get(&ifindex).map(|i| i.name.clone());
+                    warn!(interface = ?name, ?hook, error = %e, "cannot keep the flow program first");
                 }
             }
         }

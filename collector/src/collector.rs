@@ -264,6 +264,7 @@ impl Run {
     fn handle_links(&mut self) -> Result<usize> {
         let events = self.links.poll_events()?;
         let n = events.len();
+        let mut tc_changed = Vec::new();
         for ev in events {
             match ev {
                 LinkEvent::New(link) => {
@@ -299,6 +300,17 @@ impl Run {
                         self.removed.push(index);
                     }
                 }
+                LinkEvent::TcChanged { index } => tc_changed.push(index),
+            }
+        }
+        // A CNI's filter may now run ahead of ours: checked at once, not at
+        // the next --attach-check-every.
+        tc_changed.sort_unstable();
+        tc_changed.dedup();
+        for index in tc_changed {
+            if self.ifaces.contains_key(&index) && !self.removed.contains(&index) {
+                let moved = self.programs.keep_first_on(index);
+                self.metrics.reattachments.inc_by(moved as u64);
             }
         }
         if n > 0 {

@@ -386,6 +386,14 @@ impl Programs {
         }
     }
 
+    /// [`Programs::keep_first`] on one interface (its tc set-up changed).
+    pub fn keep_first_on(&mut self, ifindex: u32) -> usize {
+        match self.flows.as_mut() {
+            Some(bpf) => self.attached.keep_first_on(bpf, ifindex),
+            None => 0,
+        }
+    }
+
     /// Number of interfaces attached.
     pub fn attached_count(&self) -> usize {
         self.attached.len()

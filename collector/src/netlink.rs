@@ -22,6 +22,10 @@ const IFLA_LINKINFO: u16 = 18;
 const IFLA_INFO_KIND: u16 = 1;
 const IFLA_LINK_NETNSID: u16 = 37;
 const RTMGRP_LINK: u32 = 1;
+const RTMGRP_TC: u32 = 8;
+const RTM_NEWQDISC: u16 = 36;
+const RTM_DELQDISC: u16 = 37;
+const RTM_DELTFILTER: u16 = 45;
 const NLMSG_HDRLEN: usize = 16;
 const IFINFO_LEN: usize = 16;
 
@@ -41,7 +45,15 @@ pub struct Link {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LinkEvent {
     New(Link),
-    Removed { index: u32, name: String },
+    Removed {
+        index: u32,
+        name: String,
+    },
+    /// A tc filter or qdisc of the link was added or removed (someone may
+    /// have got ahead of the flow programs: see attach.rs).
+    TcChanged {
+        index: u32,
+    },
 }
 
 /// A `NETLINK_ROUTE` socket (`extra`: more `SOCK_*` flags).
@@ -74,7 +86,7 @@ fn dump_header(msg: &mut [u8], ty: u16) {
     msg[8..12].copy_from_slice(&1u32.to_ne_bytes());
 }
 
-/// A netlink socket subscribed to link changes, non-blocking.
+/// A netlink socket subscribed to link and tc changes, non-blocking.
 pub struct LinkWatcher {
     fd: OwnedFd,
     buf: Vec<u8>,
@@ -87,7 +99,7 @@ impl LinkWatcher {
         // SAFETY: zeroed sockaddr_nl is valid; fields set below.
         let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
         addr.nl_family = libc::AF_NETLINK as u16;
-        addr.nl_groups = RTMGRP_LINK;
+        addr.nl_groups = RTMGRP_LINK | RTMGRP_TC;
         // SAFETY: addr is a valid sockaddr_nl of the given size.
         let rc = unsafe {
             libc::bind(
@@ -338,6 +350,16 @@ pub fn parse_messages(mut b: &[u8], out: &mut Vec<LinkEvent>) {
         if ty == NLMSG_DONE || ty == NLMSG_ERROR {
             continue;
         }
+        if matches!(
+            ty,
+            RTM_NEWTFILTER | RTM_DELTFILTER | RTM_NEWQDISC | RTM_DELQDISC
+        ) && msg.len() >= TCMSG_LEN
+        {
+            out.push(LinkEvent::TcChanged {
+                index: u32_at(msg, 4),
+            });
+            continue;
+        }
         if (ty != RTM_NEWLINK && ty != RTM_DELLINK) || msg.len() < IFINFO_LEN {
             continue;
         }
@@ -469,6 +491,15 @@ mod tests {
         err[4..6].copy_from_slice(&NLMSG_ERROR.to_ne_bytes());
         err[NLMSG_HDRLEN..].copy_from_slice(&(-libc::EINVAL).to_ne_bytes());
         assert_eq!(parse_filters(&err, &mut out), Dump::Error(libc::EINVAL));
+    }
+
+    #[test]
+    fn filter_notifications_name_their_link() {
+        let mut msg = filter_msg(1, 1, "bpf", None, 7);
+        msg[16 + 4..16 + 8].copy_from_slice(&9u32.to_ne_bytes());
+        let mut out = Vec::new();
+        parse_messages(&msg, &mut out);
+        assert_eq!(out, vec![LinkEvent::TcChanged { index: 9 }]);
     }
 
     #[test]

@@ -131,10 +131,12 @@ fn ifindex(name: &str) -> u32 {
     i
 }
 
-/// A datapath on the node namespace attaching in `mode`.
+/// A datapath on the node namespace attaching in `mode`, checking its place
+/// in each hook every `check_every`.
 fn collector(
     t: &Topology,
     mode: TcMode,
+    check_every: Duration,
 ) -> (
     Datapath,
     tokio::sync::mpsc::Receiver<Vec<FlowRecord>>,
@@ -146,7 +148,7 @@ fn collector(
         active_timeout: Duration::from_secs(60),
         idle_timeout: Duration::from_secs(60),
         tc_mode: mode,
-        attach_check_every: Duration::from_millis(200),
+        attach_check_every: check_every,
         ..DatapathConfig::for_tests()
     };
     let (dp, rx) = Datapath::start(config, metrics.clone()).expect("start datapath");
@@ -219,7 +221,7 @@ fn chain_ended_before_collector(subnet: u8, mode: TcMode) {
     let _cni = passing_everywhere(&t, mode);
     let dir = tempfile::tempdir().unwrap();
     let caps = t.capture_pods(dir.path(), "c");
-    let (dp, rx, _metrics) = collector(&t, mode);
+    let (dp, rx, _metrics) = collector(&t, mode, Duration::from_millis(200));
     let seen = transfer_and_compare(&t, caps, dp, rx);
     assert_seen(&seen, ObservationPoint::FromPod);
     assert_seen(&seen, ObservationPoint::ToPod);
@@ -237,14 +239,14 @@ fn cni_ending_the_chain_before_the_collector_clsact() {
 
 /// The collector first, then a CNI program on every hook ahead of it: the
 /// collector attaches ahead again (counted in its metric) before traffic.
-fn chain_ended_after_collector(subnet: u8, mode: TcMode) {
+fn chain_ended_after_collector(subnet: u8, mode: TcMode, check_every: Duration) {
     if !privileged() || fixture().is_none() {
         return;
     }
     let t = Topology::new(subnet, 2);
     let dir = tempfile::tempdir().unwrap();
     let caps = t.capture_pods(dir.path(), "c");
-    let (dp, rx, metrics) = collector(&t, mode);
+    let (dp, rx, metrics) = collector(&t, mode, check_every);
     assert_eq!(metrics.reattachments.get(), 0);
     let _cni = passing_everywhere(&t, mode);
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -264,12 +266,14 @@ fn chain_ended_after_collector(subnet: u8, mode: TcMode) {
 
 #[test]
 fn cni_attaching_after_the_collector_tcx() {
-    chain_ended_after_collector(43, TcMode::Tcx);
+    // TCX has no notifications: the periodic check finds it.
+    chain_ended_after_collector(43, TcMode::Tcx, Duration::from_millis(200));
 }
 
 #[test]
 fn cni_attaching_after_the_collector_clsact() {
-    chain_ended_after_collector(44, TcMode::Clsact);
+    // The filter's netlink notification, long before any periodic check.
+    chain_ended_after_collector(44, TcMode::Clsact, Duration::from_secs(3600));
 }
 
 /// Each pod veth's ingress hands packets straight to the other pod: with
@@ -285,7 +289,7 @@ fn redirected(subnet: u8, program: &'static str) -> HashMap<ObservationPoint, u6
     ];
     let dir = tempfile::tempdir().unwrap();
     let caps = t.capture_pods(dir.path(), "r");
-    let (dp, rx, _metrics) = collector(&t, mode);
+    let (dp, rx, _metrics) = collector(&t, mode, Duration::from_millis(200));
     transfer_and_compare(&t, caps, dp, rx)
 }
 

@@ -58,10 +58,21 @@ impl Podman {
         }
         let rootfs = self.cache.join("rootfs");
         let _ = std::fs::remove_dir_all(&rootfs);
+        // The Debian archive this machine's apt uses.
+        let mirror =
+            Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/debian-mirror.sh"))
+                .output()
+                .expect("scripts/debian-mirror.sh");
+        assert!(
+            mirror.status.success(),
+            "debian-mirror.sh: {}",
+            String::from_utf8_lossy(&mirror.stderr)
+        );
+        let mirror = String::from_utf8_lossy(&mirror.stdout).trim().to_string();
         let out = Command::new("debootstrap")
             .args(["--variant=minbase", "--include=ca-certificates", "bookworm"])
             .arg(&rootfs)
-            .arg("http://deb.debian.org/debian")
+            .arg(mirror)
             .output()
             .expect("debootstrap");
         assert!(

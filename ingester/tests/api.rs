@@ -137,6 +137,31 @@ async fn refuses_bad_input_with_the_right_status_and_changes_nothing() {
     .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
 
+    // A string that is not UTF-8 (the bytes of a Latin-1 "é"): refused, named.
+    let invalid_utf8 = {
+        let schema = batch.schema();
+        let idx = schema
+            .fields()
+            .iter()
+            .position(|f| f.data_type() == &arrow::datatypes::DataType::Utf8)
+            .expect("a string column");
+        let rows = batch.num_rows();
+        let offsets = arrow::buffer::OffsetBuffer::from_lengths(std::iter::repeat_n(1, rows));
+        let values = arrow::buffer::Buffer::from(vec![0xE9u8; rows]);
+        // SAFETY: deliberately invalid UTF-8, as a hostile client would send; the
+        // array is only encoded to IPC, never read as strings here.
+        let bad = unsafe { arrow::array::StringArray::new_unchecked(offsets, values, None) };
+        let mut cols = batch.columns().to_vec();
+        cols[idx] = std::sync::Arc::new(bad);
+        arrow::array::RecordBatch::try_new(schema.clone(), cols).unwrap()
+    };
+    let (s, _, text) = post(addr, ipc(&invalid_utf8), &[auth]).await;
+    assert!(
+        s == StatusCode::BAD_REQUEST || s == StatusCode::UNPROCESSABLE_ENTITY,
+        "{s}: {text}"
+    );
+    assert!(text.to_lowercase().contains("utf"), "{text}");
+
     let metrics = metrics(addr).await;
     for reason in [
         "unauthorized",

@@ -7,7 +7,8 @@
 #   ./scripts/kernel-matrix.sh            # every kernel
 #   KERNELS="6.1" ./scripts/kernel-matrix.sh
 #
-# Kernel packages come from deb.debian.org through a private apt state (the
+# Kernel packages come from the Debian archive the host's apt uses
+# (scripts/debian-mirror.sh) through a private apt state (the
 # host's apt configuration is not touched) and are cached in
 # $FLOWLAKE_KERNEL_CACHE (default ~/.cache/flowlake-kernels), outside the clone.
 # Needs root, qemu-system-x86_64, vng (PyPI virtme-ng), busybox and depmod;
@@ -45,6 +46,7 @@ for tool in qemu-system-x86_64 vng busybox depmod dpkg-deb apt-get; do
   command -v "$tool" >/dev/null || skip "no $tool"
 done
 
+MIRROR=$(./scripts/debian-mirror.sh) || skip "no Debian archive in apt's sources"
 start=$(date +%s)
 
 # apt-get with a private state, cache and sources list for one suite.
@@ -53,7 +55,7 @@ apt_suite() {
   shift
   local d="$CACHE/apt/$suite"
   mkdir -p "$d/state/lists/partial" "$d/cache/archives/partial" "$d/etc/apt.conf.d" "$d/etc/preferences.d"
-  echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian $suite main" >"$d/etc/sources.list"
+  echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $MIRROR $suite main" >"$d/etc/sources.list"
   "$@" -o Dir::State="$d/state" -o Dir::Cache="$d/cache" -o Dir::Etc="$d/etc" \
     -o Dir::Etc::SourceList="$d/etc/sources.list" -o Dir::Etc::SourceParts=/nonexistent \
     -o Debug::NoLocking=1 -o APT::Sandbox::User=root

@@ -42,6 +42,8 @@ install_pip() {
     echo "test.sh: installing ${PIP_PACKAGES[*]}" >&2
     python3 -m pip install -q --disable-pip-version-check "${PIP_PACKAGES[@]}" \
       || echo "test.sh: pip install failed — cross-reader tests will skip" >&2
+    # Under pyenv, new console scripts (vng) need their shims made.
+    if command -v pyenv >/dev/null; then pyenv rehash || true; fi
   fi
 }
 
@@ -59,8 +61,15 @@ install_npm() {
 install_apt
 install_pip
 install_npm
-# The kernel matrix (docs/compatibility.md) with the full run only.
+# The kernel matrix (docs/compatibility.md) with the full run only. It runs
+# first and its failure does not stop the rest: cargo's summary stays last and
+# the exit status is non-zero when either failed.
+matrix=0
 if [ $# -eq 0 ]; then
-  ./scripts/kernel-matrix.sh
+  ./scripts/kernel-matrix.sh || matrix=$?
 fi
-exec cargo test --workspace "$@"
+cargo test --workspace "$@"
+if [ "$matrix" -ne 0 ]; then
+  echo "test.sh: the kernel matrix failed (exit $matrix); see its output above" >&2
+  exit "$matrix"
+fi

@@ -89,7 +89,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
                 .enable_all()
                 .build()?
                 .block_on(async {
-                    let shutdown = crate::standalone::shutdown_signal();
+                    let shutdown = flowlake_service::shutdown_signal();
                     flowlake_collector::agent::run((*args).into(), shutdown).await
                 })?;
             Ok(ExitCode::SUCCESS)

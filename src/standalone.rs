@@ -55,29 +55,7 @@ pub fn run(args: StandaloneArgs) -> anyhow::Result<()> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
-        .block_on(async { serve(args, shutdown_signal()).await })
-}
-
-/// A token cancelled by Ctrl-C or SIGTERM.
-pub fn shutdown_signal() -> CancellationToken {
-    let token = CancellationToken::new();
-    let t = token.clone();
-    tokio::spawn(async move {
-        let term = async {
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(mut s) => {
-                    s.recv().await;
-                }
-                Err(_) => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term => {}
-        }
-        t.cancel();
-    });
-    token
+        .block_on(async { serve(args, flowlake_service::shutdown_signal()).await })
 }
 
 /// A flow source feeding the shipper.

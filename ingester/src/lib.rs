@@ -369,39 +369,9 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 /// synchronous `flowlake` binary.
 pub fn run_blocking(config: IngesterConfig) -> Result<()> {
     let rt = runtime()?;
-    let result = rt.block_on(async {
-        let shutdown = CancellationToken::new();
-        let signal = shutdown.clone();
-        tokio::spawn(async move {
-            wait_for_signal().await;
-            tracing::info!("shutdown requested");
-            signal.cancel();
-        });
-        run(config, shutdown).await
-    });
+    let result = rt.block_on(async { run(config, flowlake_service::shutdown_signal()).await });
     // An upload that hangs on an unreachable store must not hold the exit: the
     // WAL has its rows.
     rt.shutdown_timeout(Duration::from_secs(1));
     result
-}
-
-async fn wait_for_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }

@@ -12,8 +12,8 @@
 //! every entry in constant time.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, header};
@@ -24,6 +24,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::error::ServiceError;
+use crate::reload::{Monotonic, Reloading, system_monotonic};
 
 /// What a token may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -122,24 +123,6 @@ fn parse_hex32(s: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
-/// Identity of the file's content as far as `stat` tells.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Stamp {
-    modified: Option<SystemTime>,
-    len: u64,
-    inode: u64,
-}
-
-pub(crate) fn stamp(path: &Path) -> std::io::Result<Stamp> {
-    use std::os::unix::fs::MetadataExt;
-    let m = std::fs::metadata(path)?;
-    Ok(Stamp {
-        modified: m.modified().ok(),
-        len: m.len(),
-        inode: m.ino(),
-    })
-}
-
 fn load(path: &Path) -> Result<Vec<Known>, ServiceError> {
     let text = std::fs::read_to_string(path).map_err(|source| ServiceError::TokenFile {
         path: path.to_path_buf(),
@@ -168,17 +151,10 @@ fn load(path: &Path) -> Result<Vec<Known>, ServiceError> {
         .collect()
 }
 
-struct Loaded {
-    stamp: Option<Stamp>,
-    checked: Instant,
-    tokens: Arc<Vec<Known>>,
-}
-
 /// The token file, re-read when it changes.
 pub struct TokenStore {
     path: PathBuf,
-    recheck: Duration,
-    loaded: Mutex<Loaded>,
+    tokens: Reloading<Vec<Known>>,
 }
 
 impl std::fmt::Debug for TokenStore {
@@ -193,40 +169,26 @@ impl TokenStore {
     /// Reads the file (an error if it cannot be read or parsed); it is read again
     /// when its size, modification time or inode changed, looked at most every `recheck`.
     pub fn open(path: impl Into<PathBuf>, recheck: Duration) -> Result<Self, ServiceError> {
+        Self::open_with_clock(path, recheck, system_monotonic())
+    }
+
+    /// [`TokenStore::open`] with the clock that times the rechecks.
+    pub fn open_with_clock(
+        path: impl Into<PathBuf>,
+        recheck: Duration,
+        clock: Monotonic,
+    ) -> Result<Self, ServiceError> {
         let path = path.into();
-        let st = stamp(&path).ok();
-        let tokens = load(&path)?;
-        tracing::info!(path = %path.display(), tokens = tokens.len(), "token file loaded");
-        Ok(TokenStore {
-            path,
-            recheck,
-            loaded: Mutex::new(Loaded {
-                stamp: st,
-                checked: Instant::now(),
-                tokens: Arc::new(tokens),
-            }),
-        })
+        let tokens = Reloading::open("token file", vec![path.clone()], recheck, clock, || {
+            let tokens = load(&path)?;
+            tracing::info!(path = %path.display(), tokens = tokens.len(), "token file loaded");
+            Ok::<_, ServiceError>(tokens)
+        })?;
+        Ok(TokenStore { path, tokens })
     }
 
     fn tokens(&self) -> Arc<Vec<Known>> {
-        let mut loaded = self.loaded.lock().expect("token store lock");
-        if loaded.checked.elapsed() >= self.recheck {
-            loaded.checked = Instant::now();
-            let now = stamp(&self.path).ok();
-            if now != loaded.stamp {
-                loaded.stamp = now;
-                match load(&self.path) {
-                    Ok(tokens) => {
-                        tracing::info!(path = %self.path.display(), tokens = tokens.len(), "token file reloaded");
-                        loaded.tokens = Arc::new(tokens);
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "token file not reloaded; keeping the previous tokens");
-                    }
-                }
-            }
-        }
-        Arc::clone(&loaded.tokens)
+        self.tokens.get(|| load(&self.path))
     }
 
     /// The principal of a presented token, compared with every entry in constant time.

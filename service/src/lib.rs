@@ -7,10 +7,12 @@ pub mod audit;
 pub mod auth;
 pub mod error;
 pub mod health;
+pub mod reload;
 pub mod shutdown;
 pub mod tls;
 
 pub use audit::{AuditConfig, AuditSql, RowCount, SqlAudit};
 pub use auth::{Auth, Principal, Scope, TokenStore, hash_token};
 pub use error::{ServiceError, error_response};
+pub use reload::{Monotonic, Reloading, system_monotonic};
 pub use shutdown::shutdown_signal;

@@ -6,8 +6,8 @@
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use rustls::ServerConfig;
 use rustls::crypto::ring::sign::any_supported_type;
@@ -20,8 +20,8 @@ use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
-use crate::auth::{Stamp, stamp};
 use crate::error::ServiceError;
+use crate::reload::{Monotonic, Reloading, system_monotonic};
 
 /// Where the PEM files are.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,7 +30,7 @@ pub struct TlsFiles {
     pub key: PathBuf,
 }
 
-fn load(files: &TlsFiles) -> Result<Arc<CertifiedKey>, ServiceError> {
+fn load(files: &TlsFiles) -> Result<CertifiedKey, ServiceError> {
     let err = |path: &PathBuf, reason: String| ServiceError::Tls {
         path: path.clone(),
         reason,
@@ -45,55 +45,27 @@ fn load(files: &TlsFiles) -> Result<Arc<CertifiedKey>, ServiceError> {
     let key =
         PrivateKeyDer::from_pem_file(&files.key).map_err(|e| err(&files.key, e.to_string()))?;
     let signing = any_supported_type(&key).map_err(|e| err(&files.key, e.to_string()))?;
-    Ok(Arc::new(CertifiedKey::new(certs, signing)))
-}
-
-struct Current {
-    stamps: (Option<Stamp>, Option<Stamp>),
-    checked: Instant,
-    key: Arc<CertifiedKey>,
+    let certified = CertifiedKey::new(certs, signing);
+    // A certificate of one pair with the key of another (one file renewed, the
+    // other not yet) is refused, and tried again when the files change.
+    match certified.keys_match() {
+        Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {
+            Ok(certified)
+        }
+        Err(e) => Err(err(&files.key, e.to_string())),
+    }
 }
 
 /// Serves the certificate of the files, reloaded when they change.
-struct Reloading {
+#[derive(Debug)]
+struct Resolver {
     files: TlsFiles,
-    recheck: Duration,
-    current: Mutex<Current>,
+    key: Reloading<CertifiedKey>,
 }
 
-impl std::fmt::Debug for Reloading {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Reloading")
-            .field("files", &self.files)
-            .finish()
-    }
-}
-
-impl Reloading {
-    fn stamps(&self) -> (Option<Stamp>, Option<Stamp>) {
-        (stamp(&self.files.cert).ok(), stamp(&self.files.key).ok())
-    }
-}
-
-impl ResolvesServerCert for Reloading {
+impl ResolvesServerCert for Resolver {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let mut current = self.current.lock().expect("tls lock");
-        if current.checked.elapsed() >= self.recheck {
-            current.checked = Instant::now();
-            let stamps = self.stamps();
-            if stamps != current.stamps {
-                match load(&self.files) {
-                    Ok(key) => {
-                        tracing::info!(cert = %self.files.cert.display(), "TLS certificate reloaded");
-                        current.key = key;
-                        current.stamps = stamps;
-                    }
-                    // Possibly the cert written and the key not yet: try again next time.
-                    Err(e) => tracing::warn!(error = %e, "TLS certificate not reloaded"),
-                }
-            }
-        }
-        Some(Arc::clone(&current.key))
+        Some(self.key.get(|| load(&self.files)))
     }
 }
 
@@ -102,16 +74,18 @@ pub fn server_config(
     files: TlsFiles,
     recheck: Duration,
 ) -> Result<Arc<ServerConfig>, ServiceError> {
-    let key = load(&files)?;
-    let resolver = Reloading {
-        current: Mutex::new(Current {
-            stamps: (stamp(&files.cert).ok(), stamp(&files.key).ok()),
-            checked: Instant::now(),
-            key,
-        }),
-        files,
-        recheck,
-    };
+    server_config_with_clock(files, recheck, system_monotonic())
+}
+
+/// [`server_config`] with the clock that times the rechecks of the files.
+pub fn server_config_with_clock(
+    files: TlsFiles,
+    recheck: Duration,
+    clock: Monotonic,
+) -> Result<Arc<ServerConfig>, ServiceError> {
+    let paths = vec![files.cert.clone(), files.key.clone()];
+    let key = Reloading::open("TLS certificate", paths, recheck, clock, || load(&files))?;
+    let resolver = Resolver { files, key };
     let mut config =
         ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
             .with_safe_default_protocol_versions()
@@ -126,7 +100,7 @@ pub fn server_config(
 }
 
 /// How long a client may take to finish its handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A listener for `axum::serve` that hands out TLS connections. Handshakes run in
 /// their own tasks, so a slow client holds up no one else.

@@ -10,6 +10,7 @@ mod disk;
 mod input;
 mod kills;
 mod limits;
+mod replicas;
 mod store;
 
 use std::collections::BTreeMap;
@@ -34,6 +35,11 @@ pub struct Batch {
 /// `count` batches of `rows` generated flows each (2026-01-01, two hours), the
 /// rows of each tagged with its id in `cluster`.
 pub fn batches(prefix: &str, count: usize, rows: usize) -> Vec<Batch> {
+    batches_named(count, rows, |i| format!("{prefix}-{i:05}"))
+}
+
+/// [`batches`] with the ids `name(i)`.
+pub fn batches_named(count: usize, rows: usize, name: impl Fn(usize) -> String) -> Vec<Batch> {
     let mut cfg = flowlake_gen::GenConfig::for_tests(std::env::temp_dir());
     cfg.rate = (count * rows) as f64 / 7200.0 + 1.0;
     let records = flowlake_gen::records(&cfg);
@@ -43,7 +49,7 @@ pub fn batches(prefix: &str, count: usize, rows: usize) -> Vec<Batch> {
         .take(count)
         .enumerate()
         .map(|(i, chunk)| {
-            let id = format!("{prefix}-{i:05}");
+            let id = name(i);
             let mut chunk = chunk.to_vec();
             let cluster: Arc<str> = id.as_str().into();
             for r in &mut chunk {
@@ -369,6 +375,63 @@ pub fn assert_table_holds(table: &str, storage_options: &[(&str, &str)], acked: 
         "table checked by Python deltalake: {} batches, {want} rows, each exactly once",
         expected.len()
     );
+}
+
+/// moto's S3-protocol server on loopback with a bucket `flowlake`.
+pub struct Moto(Child);
+
+impl Moto {
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.0.id() as i32, signal) };
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        self.signal(libc::SIGCONT);
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn start_moto() -> Option<(Moto, String)> {
+    let mut python = flowlake_testkit::python_with("moto.server, flask")?;
+    let addr = free_addr();
+    let child = python
+        .args(["-m", "moto.server", "-H", "127.0.0.1", "-p"])
+        .arg(addr.port().to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let moto = Moto(child);
+    for _ in 0..400 {
+        if request(addr, "PUT", "/flowlake", &[], &[]).is_ok_and(|a| a.status == 200) {
+            return Some((moto, format!("http://{addr}")));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("moto server did not start on {addr}");
+}
+
+/// object_store's options for the moto server at `endpoint`.
+pub fn s3_options(endpoint: &str) -> [(&'static str, &str); 5] {
+    [
+        ("aws_endpoint", endpoint),
+        ("aws_allow_http", "true"),
+        ("aws_access_key_id", "test"),
+        ("aws_secret_access_key", "test"),
+        ("aws_region", "us-east-1"),
+    ]
+}
+
+/// `--storage-option k=v` arguments for `options`.
+pub fn storage_args(options: &[(&str, &str)]) -> Vec<String> {
+    options
+        .iter()
+        .flat_map(|(k, v)| ["--storage-option".to_string(), format!("{k}={v}")])
+        .collect()
 }
 
 /// A tmpfs mounted for the test (root only), unmounted when dropped.

@@ -14,6 +14,7 @@ pub mod config;
 pub mod encode;
 pub mod error;
 pub mod metrics;
+pub mod producer;
 pub mod spool;
 
 use std::collections::VecDeque;
@@ -51,16 +52,11 @@ struct Outbox {
     memory_bytes: u64,
     memory_max: u64,
     spool: Spool,
-    next_seq: u64,
+    producer: producer::Producer,
     metrics: metrics::ShipMetrics,
 }
 
 impl Outbox {
-    fn seq(&mut self) -> BatchSeq {
-        self.next_seq += 1;
-        BatchSeq(self.next_seq - 1)
-    }
-
     fn push(&mut self, b: EncodedBatch) {
         if !self.spool.is_empty() {
             self.spool_one(&b);
@@ -144,7 +140,7 @@ impl Shipper {
             memory: VecDeque::new(),
             memory_bytes: 0,
             memory_max: cfg.memory_max_bytes,
-            next_seq: spool.next_seq().0,
+            producer: producer::Producer::open(&cfg.spool_dir, spool.next_seq())?,
             spool,
             metrics: metrics.clone(),
         }));
@@ -249,9 +245,17 @@ impl BatcherTask {
             match encode_ipc(&rb) {
                 Ok(ipc) => {
                     let mut o = self.outbox.lock().expect("outbox lock");
+                    let (id, seq) = match o.producer.next_batch() {
+                        Ok(next) => next,
+                        Err(e) => {
+                            tracing::error!(error = %e, records, "cannot number the batch: dropped");
+                            self.metrics.dropped(DropReason::SpoolError, records);
+                            continue;
+                        }
+                    };
                     let b = EncodedBatch {
-                        seq: o.seq(),
-                        id: BatchId::random(),
+                        seq,
+                        id,
                         records,
                         created: (self.clock)(),
                         ipc,

@@ -77,7 +77,7 @@ pub async fn compact_once(
         let version = table
             .commit(
                 remove,
-                None,
+                Vec::new(),
                 DeltaOperation::Delete {
                     predicate: Some(predicate),
                 },

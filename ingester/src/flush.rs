@@ -7,7 +7,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use arrow::record_batch::RecordBatch;
-use deltalake_core::kernel::Add;
+use deltalake_core::kernel::{Add, Transaction};
 use futures::StreamExt;
 use tokio::runtime::{Handle, RuntimeFlavor};
 use tokio::sync::Notify;
@@ -16,11 +16,17 @@ use tokio_util::sync::CancellationToken;
 use crate::buffer::{Drained, FlushReason, MemoryBudget, SharedStats};
 use crate::config::FlushPolicy;
 use crate::error::{IngestError, Result, error_chain};
+use crate::exactly_once::{self, Plan, SequencedId, TableTxns};
 use crate::metrics::{Metrics, ReasonLabel};
 use crate::quarantine::Quarantine;
 use crate::sort::sort_plan;
-use crate::table::Table;
+use crate::table::{Appended, Table, is_txn_conflict};
+use crate::wal::WalSeq;
 use crate::writer::WriterHandle;
+
+/// Times one flush plans again after a `txn` conflict before it fails (and is
+/// retried as a whole, with backoff).
+const TXN_CONFLICT_RETRIES: usize = 20;
 
 /// Identity of this ingester in the table's application transactions; kept in
 /// the WAL directory so it survives restarts.
@@ -74,6 +80,8 @@ pub struct Flusher {
     /// `shutdown_grace` after the cancel when unset).
     pub give_up_at: Arc<OnceLock<Instant>>,
     pub shutdown_grace: Duration,
+    /// The table's batch `txn`s, kept between flushes.
+    pub txns: TableTxns,
 }
 
 fn backoff(attempt: u32) -> Duration {
@@ -248,17 +256,18 @@ impl Flusher {
         }
     }
 
-    /// One attempt: the files, then the commit carrying the WAL sequence; then
-    /// the WAL segments the commit covers go. After a failed attempt the table
-    /// is read again first: a commit that landed although its answer was lost
-    /// is not made twice.
+    /// One attempt: the table read again (other replicas commit too), the
+    /// files of the batches it does not hold yet, then the commit carrying the
+    /// WAL sequence and the batches' `txn`s ([`crate::exactly_once`]); then
+    /// the WAL segments the commit covers go. After a failed attempt, a commit
+    /// that landed although its answer was lost is not made twice.
     async fn commit(&mut self, drained: &Drained, reason: FlushReason, attempt: u32) -> Result<()> {
         let Some(seq) = drained.last_seq else {
             return Ok(());
         };
         let started = Instant::now();
+        self.table.refresh().await?;
         let already = if attempt > 0 {
-            self.table.refresh().await?;
             let done = self.table.app_version(self.writer_id.as_str()).await?;
             done.is_some_and(|v| v >= seq.0 as i64)
         } else {
@@ -267,11 +276,17 @@ impl Flusher {
         if already {
             tracing::info!(seq = seq.0, "an earlier attempt committed this flush");
         } else if drained.rows > 0 {
-            let adds = write_partitions(&self.table, drained.batches()).await?;
-            let done = self
-                .table
-                .commit_adds(adds, Some((self.writer_id.as_str(), seq.0 as i64)))
-                .await?;
+            let (done, plan) = self.commit_new(drained, seq).await?;
+            let rows: usize = drained
+                .records
+                .iter()
+                .zip(&plan.keep)
+                .filter(|(_, keep)| **keep)
+                .map(|(r, _)| r.rows)
+                .sum();
+            self.metrics
+                .exactly_once("already_in_table", plan.committed);
+            self.metrics.exactly_once("unverifiable", plan.unverifiable);
             self.metrics
                 .commit_seconds
                 .observe(started.elapsed().as_secs_f64());
@@ -281,11 +296,18 @@ impl Flusher {
                     reason: reason.as_str(),
                 })
                 .inc();
-            self.metrics.rows_committed.inc_by(drained.rows as u64);
+            self.metrics.rows_committed.inc_by(rows as u64);
             self.metrics.files_committed.inc_by(done.files as u64);
+            if plan.unverifiable > 0 {
+                tracing::warn!(
+                    batches = plan.unverifiable,
+                    "stored batches whose slot in the table moved on to later batches; they may be stored twice"
+                );
+            }
             tracing::info!(
                 reason = reason.as_str(),
-                rows = drained.rows,
+                rows,
+                already_in_table = plan.committed,
                 files = done.files,
                 bytes = done.bytes,
                 version = done.version,
@@ -302,6 +324,59 @@ impl Flusher {
             "WAL segments covered by the commit removed"
         );
         Ok(())
+    }
+
+    /// Plans against the table's latest `txn`s, writes the files of the
+    /// batches to store and commits; on a `txn` conflict (another replica
+    /// committed batches of the same producers meanwhile) reads the table and
+    /// plans again, keeping the files when the plan did not change.
+    async fn commit_new(&mut self, drained: &Drained, seq: WalSeq) -> Result<(Appended, Plan)> {
+        let ids: Vec<Option<SequencedId>> = drained
+            .records
+            .iter()
+            .map(|r| r.batch_id.as_ref().and_then(SequencedId::parse))
+            .collect();
+        let mut written: Option<(Vec<bool>, Vec<Add>)> = None;
+        let mut conflicts = 0;
+        loop {
+            self.txns.sync(&self.table).await?;
+            let versions = self.txns.versions(&self.table, &ids).await?;
+            let plan = exactly_once::plan(&ids, versions, chrono::Utc::now().timestamp_millis());
+            let adds = match &written {
+                Some((keep, adds)) if *keep == plan.keep => adds.clone(),
+                _ => {
+                    let batches: Vec<RecordBatch> = drained
+                        .records
+                        .iter()
+                        .zip(&plan.keep)
+                        .filter(|(_, keep)| **keep)
+                        .flat_map(|(r, _)| r.batches.iter().cloned())
+                        .collect();
+                    let adds = if batches.is_empty() {
+                        Vec::new()
+                    } else {
+                        write_partitions(&self.table, batches).await?
+                    };
+                    written = Some((plan.keep.clone(), adds.clone()));
+                    adds
+                }
+            };
+            let mut txns = plan.txns.clone();
+            txns.push(Transaction::new(self.writer_id.as_str(), seq.0 as i64));
+            match self.table.commit_adds_with(adds, txns).await {
+                Ok(done) => return Ok((done, plan)),
+                Err(e) if is_txn_conflict(&e) && conflicts < TXN_CONFLICT_RETRIES => {
+                    conflicts += 1;
+                    self.metrics.exactly_once("txn_conflict", 1);
+                    tracing::debug!(
+                        conflicts,
+                        "txn conflict with another replica; planning again"
+                    );
+                    self.table.refresh().await?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// After a flush failed for a reason in the rows: encodes each record alone

@@ -15,6 +15,7 @@ pub mod config;
 pub mod decode;
 pub mod dedup;
 pub mod error;
+pub mod exactly_once;
 pub mod flush;
 pub mod frame;
 mod gather;
@@ -173,6 +174,7 @@ impl Ingester {
             quarantine: Quarantine::new(&config.wal_dir, metrics.clone()),
             give_up_at: Arc::clone(&deadline),
             shutdown_grace: config.shutdown_grace,
+            txns: Default::default(),
         };
         let flusher = tasks.spawn(flusher.run(stop_flush.clone()));
         if let Some(every) = config.compact_every {

@@ -38,6 +38,10 @@ pub struct Metrics {
     pub compacted_files: Counter,
     pub quarantined: Counter,
     pub errors: Family<KindLabel, Counter>,
+    /// Sequenced batches by what the table's `txn`s said at commit
+    /// (`already_in_table`, `unverifiable`) and commits redone on a `txn`
+    /// conflict (`txn_conflict`).
+    pub exactly_once: Family<ReasonLabel, Counter>,
 }
 
 impl Metrics {
@@ -60,6 +64,7 @@ impl Metrics {
             compacted_files: Counter::default(),
             quarantined: Counter::default(),
             errors: Family::default(),
+            exactly_once: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("flowlake_ingester");
         r.register("rows", "Rows accepted", m.rows_in.clone());
@@ -127,7 +132,18 @@ impl Metrics {
             m.quarantined.clone(),
         );
         r.register("errors", "Errors, by kind", m.errors.clone());
+        r.register(
+            "exactly_once",
+            "Batches left out because another commit stored them, stored unverified, and txn conflicts",
+            m.exactly_once.clone(),
+        );
         m
+    }
+
+    pub fn exactly_once(&self, reason: &'static str, n: usize) {
+        self.exactly_once
+            .get_or_create(&ReasonLabel { reason })
+            .inc_by(n as u64);
     }
 
     pub fn error(&self, kind: &'static str) {

@@ -26,6 +26,10 @@ use crate::parquet::{PartitionRun, StatsColumns, add_stats, write_file, writer_p
 /// retried as a whole).
 pub const COMMIT_RETRIES: usize = 30;
 
+/// How long an application transaction not updated counts (the table's
+/// `delta.setTransactionRetentionDuration`, set when it is created).
+pub const TXN_RETENTION: &str = "interval 7 days";
+
 /// An open flow table.
 #[derive(Debug, Clone)]
 pub struct Table {
@@ -117,6 +121,11 @@ impl Table {
             .with_configuration_property(
                 deltalake_core::TableProperty::CheckpointInterval,
                 Some("20"),
+            )
+            // Batch `txn`s of collectors that are gone expire (exactly_once.rs).
+            .with_configuration_property(
+                deltalake_core::TableProperty::SetTransactionRetentionDuration,
+                Some(TXN_RETENTION),
             )
             .with_save_mode(SaveMode::Ignore)
             .await;
@@ -223,10 +232,25 @@ impl Table {
         adds: Vec<Add>,
         txn: Option<(&str, i64)>,
     ) -> Result<Appended> {
+        let txns = txn
+            .map(|(app_id, version)| Transaction::new(app_id, version))
+            .into_iter()
+            .collect();
+        self.commit_adds_with(adds, txns).await
+    }
+
+    /// Commits written data files in one Delta commit carrying the application
+    /// transactions `txns`. A concurrent commit of one of the same app ids makes
+    /// it fail with a `ConcurrentTransaction` conflict ([`is_txn_conflict`]).
+    pub async fn commit_adds_with(
+        &mut self,
+        adds: Vec<Add>,
+        txns: Vec<Transaction>,
+    ) -> Result<Appended> {
         let files = adds.len();
         let bytes = adds.iter().map(|a| a.size).sum();
         let actions: Vec<Action> = adds.into_iter().map(Action::Add).collect();
-        let version = self.commit(actions, txn, append_operation()).await?;
+        let version = self.commit(actions, txns, append_operation()).await?;
         Ok(Appended {
             version,
             files,
@@ -238,13 +262,12 @@ impl Table {
     pub async fn commit(
         &mut self,
         actions: Vec<Action>,
-        txn: Option<(&str, i64)>,
+        txns: Vec<Transaction>,
         operation: DeltaOperation,
     ) -> Result<u64> {
-        let mut props = CommitProperties::default().with_max_retries(COMMIT_RETRIES);
-        if let Some((app_id, version)) = txn {
-            props = props.with_application_transaction(Transaction::new(app_id, version));
-        }
+        let props = CommitProperties::default()
+            .with_max_retries(COMMIT_RETRIES)
+            .with_application_transactions(txns);
         let started = Instant::now();
         let finalized = CommitBuilder::from(props)
             .with_actions(actions)
@@ -283,6 +306,18 @@ impl Table {
     pub fn into_delta(self) -> DeltaTable {
         self.delta
     }
+}
+
+/// Whether a commit failed because a concurrent commit wrote one of its
+/// application transactions' app ids (read the table again and plan again).
+pub fn is_txn_conflict(e: &IngestError) -> bool {
+    use deltalake_core::kernel::transaction::{CommitConflictError, TransactionError};
+    matches!(
+        e,
+        IngestError::Table(DeltaTableError::Transaction {
+            source: TransactionError::CommitConflict(CommitConflictError::ConcurrentTransaction)
+        })
+    )
 }
 
 /// Upload part size: files up to this size are one PUT, larger ones a multipart

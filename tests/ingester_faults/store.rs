@@ -5,43 +5,6 @@ use std::time::Duration;
 
 use super::*;
 
-struct Moto(Child);
-
-impl Moto {
-    fn signal(&self, signal: i32) {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(self.0.id() as i32, signal) };
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        self.signal(libc::SIGCONT);
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_moto() -> Option<(Moto, String)> {
-    let mut python = flowlake_testkit::python_with("moto.server, flask")?;
-    let addr = free_addr();
-    let child = python
-        .args(["-m", "moto.server", "-H", "127.0.0.1", "-p"])
-        .arg(addr.port().to_string())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let moto = Moto(child);
-    for _ in 0..400 {
-        if request(addr, "PUT", "/flowlake", &[], &[]).is_ok_and(|a| a.status == 200) {
-            return Some((moto, format!("http://{addr}")));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("moto server did not start on {addr}");
-}
-
 /// Outage one: flushes fail and are retried while requests are still
 /// acknowledged; the store comes back and everything lands. Outage two: SIGTERM
 /// during it ends within the grace and leaves the rows in the WAL; restarted
@@ -52,18 +15,9 @@ fn object_store_unreachable_for_a_while() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let options = [
-        ("aws_endpoint", endpoint.as_str()),
-        ("aws_allow_http", "true"),
-        ("aws_access_key_id", "test"),
-        ("aws_secret_access_key", "test"),
-        ("aws_region", "us-east-1"),
-    ];
+    let options = s3_options(&endpoint);
     let mut args = vec!["--shutdown-grace".to_string(), "3s".to_string()];
-    for (k, v) in options {
-        args.push("--storage-option".into());
-        args.push(format!("{k}={v}"));
-    }
+    args.extend(storage_args(&options));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let table = "s3://flowlake/flows";
     let all = batches("store-down", 40, 200);

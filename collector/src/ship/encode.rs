@@ -18,33 +18,73 @@ pub const BATCH_ID_HEADER: &str = "Flowlake-Batch-Id";
 /// Content type of an Arrow IPC stream.
 pub const ARROW_STREAM_CONTENT_TYPE: &str = "application/vnd.apache.arrow.stream";
 
-/// A batch's idempotency key.
+/// A batch's idempotency key: the producer (this node's collector, see
+/// [`super::producer`]) and the batch's sequence number. On the wire it is
+/// `<producer, 16 hex digits>/<seq>`, the form by which ingesters check, against
+/// the table, whether any replica already stored the batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct BatchId(Uuid);
+pub struct BatchId {
+    producer: u64,
+    seq: u64,
+}
 
 impl BatchId {
-    /// A fresh random id.
+    pub fn new(producer: u64, seq: BatchSeq) -> Self {
+        BatchId {
+            producer,
+            seq: seq.0,
+        }
+    }
+    /// A fresh random producer (tests, tools without a producer file).
     pub fn random() -> Self {
-        BatchId(Uuid::new_v4())
+        BatchId::new(rand_u64(), BatchSeq(0))
     }
+    /// As the spool stores it (a spool file of a build that used random UUIDs
+    /// reads as some producer and a sequence number out of the checked range:
+    /// ingesters then deduplicate it by id alone, as before).
     pub fn from_bytes(b: [u8; 16]) -> Self {
-        BatchId(Uuid::from_bytes(b))
+        let (p, s) = b.split_at(8);
+        BatchId {
+            producer: u64::from_be_bytes(p.try_into().expect("8 bytes")),
+            seq: u64::from_be_bytes(s.try_into().expect("8 bytes")),
+        }
     }
-    pub fn as_bytes(&self) -> &[u8; 16] {
-        self.0.as_bytes()
+    pub fn as_bytes(&self) -> [u8; 16] {
+        let mut b = [0; 16];
+        b[..8].copy_from_slice(&self.producer.to_be_bytes());
+        b[8..].copy_from_slice(&self.seq.to_be_bytes());
+        b
     }
+}
+
+pub(crate) fn rand_u64() -> u64 {
+    let b = *Uuid::new_v4().as_bytes();
+    u64::from_le_bytes(b[..8].try_into().expect("8 bytes"))
 }
 
 impl fmt::Display for BatchId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.hyphenated().fmt(f)
+        write!(f, "{:016x}/{}", self.producer, self.seq)
     }
 }
 
+/// A batch id that is not `<16 hex digits>/<decimal>`.
+#[derive(Debug, thiserror::Error)]
+#[error("not a batch id (<16 hex digits>/<sequence number>): {0:?}")]
+pub struct BadBatchId(String);
+
 impl FromStr for BatchId {
-    type Err = uuid::Error;
+    type Err = BadBatchId;
     fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
-        Uuid::parse_str(s).map(BatchId)
+        let bad = || BadBatchId(s.to_string());
+        let (p, seq) = s.split_once('/').ok_or_else(bad)?;
+        if p.len() != 16 {
+            return Err(bad());
+        }
+        Ok(BatchId {
+            producer: u64::from_str_radix(p, 16).map_err(|_| bad())?,
+            seq: seq.parse().map_err(|_| bad())?,
+        })
     }
 }
 

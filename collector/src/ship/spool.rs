@@ -45,7 +45,7 @@ pub struct Spool {
 fn file_bytes(b: &EncodedBatch) -> Vec<u8> {
     let mut body = Vec::with_capacity(HEADER + b.ipc.len());
     body.extend_from_slice(&b.seq.0.to_le_bytes());
-    body.extend_from_slice(b.id.as_bytes());
+    body.extend_from_slice(&b.id.as_bytes());
     body.extend_from_slice(&b.records.to_le_bytes());
     body.extend_from_slice(&b.created.timestamp_millis().to_le_bytes());
     body.extend_from_slice(&b.ipc);

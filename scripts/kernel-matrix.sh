@@ -19,9 +19,17 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 
 CACHE=${FLOWLAKE_KERNEL_CACHE:-$HOME/.cache/flowlake-kernels}
-# suite:label — the generic amd64 flavour (it has the 9p modules virtme-ng needs).
-ALL_KERNELS="bullseye:5.10 bookworm:6.1 bookworm-backports:6.12"
-KERNELS=${KERNELS:-5.10 6.1 6.12}
+# suite:label — the generic amd64 flavour (it has the 9p modules virtme-ng needs)
+# of the kernel line `label`, the newest the suite has.
+ALL_KERNELS="bullseye:5.10 bookworm:6.1 bookworm-backports:6.12 trixie-backports:6.18"
+# 6.18 in a VM is the benchmark's reference (FLOWLAKE_MATRIX_BENCH=1): the host
+# runs the same kernel line natively, so the two runs show what emulation
+# alone does to the per-packet cost ratio (docs/BENCHMARKS.md).
+if [ "${FLOWLAKE_MATRIX_BENCH:-}" = 1 ]; then
+  KERNELS=${KERNELS:-5.10 6.1 6.12 6.18}
+else
+  KERNELS=${KERNELS:-5.10 6.1 6.12}
+fi
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/flowlake-target}
 # The datapath tests that matter, by capability (libtest name filters).
 TESTS=(
@@ -61,22 +69,32 @@ apt_suite() {
     -o Debug::NoLocking=1 -o APT::Sandbox::User=root
 }
 
-# Prints the kernel image of a suite, fetching and unpacking it once.
+# Prints the kernel image of a kernel line from a suite, fetching and
+# unpacking it once: the suite's linux-image-amd64 when it is of that line,
+# else the newest linux-image-<line>.*-amd64 package the suite has.
 kernel_image() {
-  local suite=$1 img
-  img=$(ls "$CACHE"/"$suite"/*/boot/vmlinuz-* 2>/dev/null | head -1 || true)
+  local suite=$1 line=$2 img
+  img=$(ls "$CACHE"/"$suite"/"$line"[.-]*/boot/vmlinuz-* 2>/dev/null | head -1 || true)
   if [ -z "$img" ]; then
     apt_suite "$suite" apt-get -qq update >&2
     local pkg
     pkg=$(apt_suite "$suite" apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-/ {print $2; exit}')
-    [ -n "$pkg" ] || { echo "kernel-matrix: no linux-image-amd64 in $suite" >&2; return 1; }
+    case "$pkg" in
+    linux-image-"$line".* | linux-image-"$line"-*) ;;
+    *) pkg=$(apt_suite "$suite" apt-cache pkgnames "linux-image-$line." |
+      grep -E "^linux-image-$line\.[0-9.]+[-+][^-]*-amd64\$" | sort -V | tail -1) ;;
+    esac
+    [ -n "$pkg" ] || { echo "kernel-matrix: no $line kernel package in $suite" >&2; return 1; }
     local deb="$CACHE/apt/$suite/debs"
     mkdir -p "$deb"
     (cd "$deb" && apt_suite "$suite" apt-get -qq download "$pkg" >&2)
-    local ver=${pkg#linux-image-}
-    mkdir -p "$CACHE/$suite/$ver"
-    dpkg-deb -x "$deb"/"$pkg"_*.deb "$CACHE/$suite/$ver"
-    img=$(ls "$CACHE"/"$suite"/*/boot/vmlinuz-* | head -1)
+    local ver=${pkg#linux-image-} dir
+    dir="$CACHE/$suite/$ver"
+    mkdir -p "$dir"
+    dpkg-deb -x "$deb"/"$pkg"_*.deb "$dir"
+    # Newer packages keep modules under /usr/lib (merged /usr).
+    [ -e "$dir/lib" ] || ln -s usr/lib "$dir/lib"
+    img=$(ls "$dir"/boot/vmlinuz-* | head -1)
   fi
   echo "$img"
 }
@@ -87,7 +105,7 @@ BIN=${FLOWLAKE_MATRIX_BIN:-$(cargo test -p flowlake-collector --test main --no-r
 [ -x "$BIN" ] || { echo "kernel-matrix: cannot build the collector test binary" >&2; exit 1; }
 
 # Kept after the run (test output and VM consoles) for a look at failures.
-RESULTS=$CACHE/last-run
+RESULTS=${FLOWLAKE_MATRIX_RESULTS:-$CACHE/last-run}
 rm -rf "$RESULTS"
 mkdir -p "$RESULTS"
 
@@ -119,7 +137,7 @@ cd "\$out"
 FLOWLAKE_REQUIRE_PRIVILEGED=1 FLOWLAKE_MATRIX_OUT="\$out" "$BIN" --test-threads=1 ${TESTS[*]} >"\$out/tests.txt" 2>&1
 echo \$? >"\$out/rc"
 if [ -n "$LOADER" ]; then
-  LOADER="$LOADER" COST_SECS=\${COST_SECS:-5} "$ROOT/collector/bench/datapath.sh" cost >"\$out/cost.txt" 2>"\$out/cost.err"
+  LOADER="$LOADER" COST_SECS=${COST_SECS:-10} "$ROOT/collector/bench/datapath.sh" cost >"\$out/cost.txt" 2>"\$out/cost.err"
 fi
 EOF
 chmod +x "$GUEST"
@@ -127,7 +145,7 @@ chmod +x "$GUEST"
 run_kernel() {
   local label=$1 suite=$2 out="$RESULTS/$1" img t0
   mkdir -p "$out"
-  img=$(kernel_image "$suite")
+  img=$(kernel_image "$suite" "$label")
   t0=$(date +%s)
   timeout 900 vng --run "$img" --disable-kvm --force-9p --memory 2G --cpus 2 \
     --rwdir "$RESULTS" -v -e "$GUEST $out" >"$out/console.txt" 2>&1 || true

@@ -24,7 +24,7 @@ CAPABILITIES = [
     ("drops", "drops_have_kernel_reason_names", "netfilter and no-socket drops, counted exactly"),
     ("l3", "tun_traffic_counted_exactly", "a TUN device (no link-layer header) equals tcpdump"),
 ]
-ORDER = ["5.10", "6.1", "6.12", "host"]
+ORDER = ["5.10", "6.1", "6.12", "6.18", "host"]
 
 
 def load(results, label):

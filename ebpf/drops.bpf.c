@@ -3,7 +3,8 @@
  * Packet drops: tracepoint skb:kfree_skb with the kernel's drop reason. Frees
  * with SKB_CONSUMED or NOT_SPECIFIED are ordinary frees, not drops; the
  * smallest counted value comes from the running kernel's BTF (min_reason).
- * The dropped packet's 5-tuple is parsed from its network header.
+ * The dropped packet's 5-tuple is parsed from its network header; its
+ * network namespace is its device's, else its socket's.
  *
  * Kernels before 5.17 have no reason in the record: there every kfree_skb
  * counts, with the reason FLK_DROP_REASON_UNKNOWN (bpf_core_field_exists
@@ -47,6 +48,10 @@ int kfree_skb(struct trace_event_raw_kfree_skb *ctx)
 		return 0;
 	key.flow.ifindex = BPF_CORE_READ(skb, dev, ifindex);
 	key.netns = BPF_CORE_READ(skb, dev, nd_net.net, ns.inum);
+	/* No device (a socket's queues, a locally generated packet before it
+	 * has one): the namespace of its socket. */
+	if (!key.netns)
+		key.netns = BPF_CORE_READ(skb, sk, __sk_common.skc_net.net, ns.inum);
 	key.iif = BPF_CORE_READ(skb, skb_iif);
 	key.reason = reason;
 

@@ -46,6 +46,8 @@ struct flow_stats {
 	__u64 last_jiffies;
 	__u32 handshake_us; /* SYN -> SYN-ACK, set on the SYN direction */
 	__u32 tcp_flags;
+	__u32 resets; /* TCP segments with RST (they bypass the flow cache) */
+	__u32 pad;
 };
 
 /* The per-CPU flow cache in front of the flows hash (flows.bpf.c): slots per
@@ -96,10 +98,8 @@ struct tcp_key {
 };
 
 struct tcp_stats {
-	__u32 retransmits;
-	__u32 resets; /* RST sent by src */
+	__u32 retransmits; /* segments: tcp_skb_pcount of each retransmitted skb */
 	__u32 srtt_us; /* latest smoothed RTT, microseconds; 0 = none */
-	__u32 pad;
 	__u64 last_jiffies; /* bpf_jiffies64, as flow times */
 };
 

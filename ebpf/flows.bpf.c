@@ -15,6 +15,7 @@
 
 #define FLK_ETH_HLEN 14
 #define TCP_SYN 0x02
+#define TCP_RST 0x04
 #define TCP_ACK 0x10
 
 /* One entry per key shared by the CPUs: the per-CPU flow cache below takes
@@ -227,6 +228,8 @@ static __always_inline void flow_add(struct flow_key *key, struct flow_stats *ad
 	 * CPUs flushing the same key at once may keep either's time). */
 	__sync_fetch_and_add(&st->packets, add->packets);
 	__sync_fetch_and_add(&st->bytes, add->bytes);
+	if (add->resets)
+		__sync_fetch_and_add(&st->resets, add->resets);
 	if ((st->tcp_flags | add->tcp_flags) != st->tcp_flags) {
 #ifdef FLK_NO_ATOMIC_OR
 		/* Atomic OR came with 5.12, and older kernels refuse the
@@ -292,19 +295,22 @@ static __always_inline int observe(struct __sk_buff *skb, __u32 direction)
 	__u64 now = bpf_jiffies64();
 	__u64 bytes = skb->len - l2;
 
-	if (p.tcp_flags & TCP_SYN) {
-		/* Handshake packets go straight to the hash: the SYN-ACK finds
-		 * the SYN direction's entry there. Boot clock for the latency. */
-		__u64 precise = bpf_ktime_get_boot_ns();
+	if (p.tcp_flags & (TCP_SYN | TCP_RST)) {
+		/* Handshake packets and resets go straight to the hash: the
+		 * SYN-ACK finds the SYN direction's entry there, and resets are
+		 * counted (rare: no per-packet cost in the cache). Boot clock
+		 * for the latency. */
 		struct flow_stats one = {
 			.packets = 1,
 			.bytes = bytes,
 			.first_jiffies = now,
 			.last_jiffies = now,
 			.tcp_flags = p.tcp_flags,
+			.resets = (p.tcp_flags & TCP_RST) ? 1 : 0,
 		};
 		flow_add(&key, &one);
-		handshake(&key, p.tcp_flags, precise);
+		if (p.tcp_flags & TCP_SYN)
+			handshake(&key, p.tcp_flags, bpf_ktime_get_boot_ns());
 	} else {
 		__u32 zero = 0;
 		__u32 *bank = bpf_map_lookup_elem(&cache_bank, &zero);

@@ -32,9 +32,18 @@ struct net_device {
 	possible_net_t nd_net;
 };
 
+struct sock_common {
+	possible_net_t skc_net;
+};
+
+struct sock {
+	struct sock_common __sk_common;
+};
+
 struct sk_buff {
 	unsigned int len;
 	struct net_device *dev;
+	struct sock *sk;
 	int skb_iif;
 	__u16 protocol;
 	__u16 transport_header;
@@ -42,6 +51,7 @@ struct sk_buff {
 	__u16 mac_header;
 	unsigned char *head;
 	unsigned char *data;
+	char cb[48];
 };
 
 struct trace_entry {
@@ -68,36 +78,21 @@ struct trace_event_raw_kfree_skb {
 /* tcp_retransmit_skb's own record (newer kernels). */
 struct trace_event_raw_tcp_retransmit_skb {
 	struct trace_entry ent;
+	const void *skbaddr;
 	__u16 sport;
 	__u16 dport;
 	__u8 saddr_v6[16];
 	__u8 daddr_v6[16];
 };
 
-/* The class tcp_retransmit_skb (before its own record) and tcp_send_reset
- * (before 6.10) belong to. */
+/* The class tcp_retransmit_skb belongs to before its own record. */
 struct trace_event_raw_tcp_event_sk_skb {
 	struct trace_entry ent;
+	const void *skbaddr;
 	__u16 sport;
 	__u16 dport;
 	__u8 saddr_v6[16];
 	__u8 daddr_v6[16];
-};
-
-/* tcp_receive_reset's class, on every kernel. */
-struct trace_event_raw_tcp_event_sk {
-	struct trace_entry ent;
-	__u16 sport;
-	__u16 dport;
-	__u8 saddr_v6[16];
-	__u8 daddr_v6[16];
-};
-
-/* tcp_send_reset's own record (6.10 on): both ends as sockaddrs. */
-struct trace_event_raw_tcp_send_reset {
-	struct trace_entry ent;
-	__u8 saddr[28];
-	__u8 daddr[28];
 };
 
 struct trace_event_raw_tcp_probe {

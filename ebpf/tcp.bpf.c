@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /*
- * TCP health per socket 4-tuple (src = local end): retransmits
- * (tcp:tcp_retransmit_skb), resets sent (tcp:tcp_send_reset) and received
- * (tcp:tcp_receive_reset, counted on the peer's direction), smoothed RTT
- * (tcp:tcp_probe, on every segment received by an established socket).
+ * TCP health per socket 4-tuple (src = local end): retransmitted segments
+ * (tcp:tcp_retransmit_skb) and the smoothed RTT (tcp:tcp_probe, on every
+ * segment received by an established socket). Resets are counted from the
+ * packets themselves by the flow programs (every kernel, with or without a
+ * socket).
  */
 #include "kernel.h"
 
@@ -12,6 +13,8 @@
 
 #define FLK_AF_INET 2
 #define FLK_AF_INET6 10
+/* struct tcp_skb_cb: seq, end_seq, then tcp_gso_segs (since 4.x, unchanged). */
+#define FLK_TCP_CB_GSO_SEGS 8
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -49,47 +52,17 @@ static __always_inline int key_from_v6(struct tcp_key *key, __u16 sport, __u16 d
 	return 0;
 }
 
-/* Fills one end from a struct sockaddr_in / sockaddr_in6 copy (28 bytes). */
-static __always_inline int end_from_sockaddr(const __u8 *sa, __u8 *ip, __u16 *port, __u8 *ver)
-{
-	__u16 family = sa[0] | (sa[1] << 8);
-	*port = (sa[2] << 8) | sa[3];
-	if (family == FLK_AF_INET) {
-		flk_map_v4(ip, sa + 4);
-		*ver = 4;
-	} else if (family == FLK_AF_INET6) {
-		__builtin_memcpy(ip, sa + 8, 16);
-		*ver = 6;
-	} else {
-		return -1;
-	}
-	return 0;
-}
-
-/* The key of a socket event that carries both ends as sockaddrs (v4 or v6). */
-static __always_inline int key_from_sockaddrs(struct tcp_key *key, const void *saddr, const void *daddr)
-{
-	__u8 s[28], d[28];
-	__u8 v1, v2;
-	bpf_probe_read_kernel(s, sizeof(s), saddr);
-	bpf_probe_read_kernel(d, sizeof(d), daddr);
-	if (end_from_sockaddr(s, key->src_ip, &key->src_port, &v1) ||
-	    end_from_sockaddr(d, key->dst_ip, &key->dst_port, &v2))
-		return -1;
-	key->ip_version = v1;
-	return 0;
-}
-
-/* Adds one to a counter of the flow's health entry. */
-static __always_inline void count(struct tcp_key *key, int resets)
+/* Adds a retransmitted skb's segments (tcp_skb_pcount: the count the
+ * kernel adds to TcpRetransSegs and to the socket's total_retrans). */
+static __always_inline void count_retransmit(struct tcp_key *key, struct sk_buff *skb)
 {
 	struct tcp_stats *st = health(key);
 	if (!st)
 		return;
-	if (resets)
-		__sync_fetch_and_add(&st->resets, 1);
-	else
-		__sync_fetch_and_add(&st->retransmits, 1);
+	__u16 segs = 0;
+	if (skb)
+		bpf_probe_read_kernel(&segs, sizeof(segs), &skb->cb[FLK_TCP_CB_GSO_SEGS]);
+	__sync_fetch_and_add(&st->retransmits, segs ? segs : 1);
 	st->last_jiffies = bpf_jiffies64();
 }
 
@@ -105,39 +78,19 @@ SEC("tracepoint/tcp/tcp_retransmit_skb")
 int tcp_retransmit(void *ctx)
 {
 	struct tcp_key key = {};
+	struct sk_buff *skb;
 	int err;
-	if (bpf_core_type_exists(struct trace_event_raw_tcp_retransmit_skb))
-		err = FLK_KEY_FROM(&key, (struct trace_event_raw_tcp_retransmit_skb *)ctx, 0);
-	else
-		err = FLK_KEY_FROM(&key, (struct trace_event_raw_tcp_event_sk_skb *)ctx, 0);
-	if (!err)
-		count(&key, 0);
-	return 0;
-}
-
-SEC("tracepoint/tcp/tcp_send_reset")
-int tcp_send_reset(void *ctx)
-{
-	struct tcp_key key = {};
-	int err;
-	if (bpf_core_type_exists(struct trace_event_raw_tcp_send_reset)) {
-		struct trace_event_raw_tcp_send_reset *r = ctx;
-		err = key_from_sockaddrs(&key, r->saddr, r->daddr);
+	if (bpf_core_type_exists(struct trace_event_raw_tcp_retransmit_skb)) {
+		struct trace_event_raw_tcp_retransmit_skb *r = ctx;
+		err = FLK_KEY_FROM(&key, r, 0);
+		skb = (struct sk_buff *)BPF_CORE_READ(r, skbaddr);
 	} else {
-		err = FLK_KEY_FROM(&key, (struct trace_event_raw_tcp_event_sk_skb *)ctx, 0);
+		struct trace_event_raw_tcp_event_sk_skb *r = ctx;
+		err = FLK_KEY_FROM(&key, r, 0);
+		skb = (struct sk_buff *)BPF_CORE_READ(r, skbaddr);
 	}
 	if (!err)
-		count(&key, 1);
-	return 0;
-}
-
-SEC("tracepoint/tcp/tcp_receive_reset")
-int tcp_receive_reset(struct trace_event_raw_tcp_event_sk *ctx)
-{
-	struct tcp_key key = {};
-	/* The peer sent it: key from the peer's side. */
-	if (!FLK_KEY_FROM(&key, ctx, 1))
-		count(&key, 1);
+		count_retransmit(&key, skb);
 	return 0;
 }
 

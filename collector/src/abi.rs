@@ -44,6 +44,9 @@ pub struct FlowStats {
     pub last_jiffies: u64,
     pub handshake_us: u32,
     pub tcp_flags: u32,
+    /// TCP segments with RST.
+    pub resets: u32,
+    pub pad: u32,
 }
 
 impl FlowStats {
@@ -61,6 +64,7 @@ impl FlowStats {
             out.last_jiffies = out.last_jiffies.max(c.last_jiffies);
             out.handshake_us = out.handshake_us.max(c.handshake_us);
             out.tcp_flags |= c.tcp_flags;
+            out.resets += c.resets;
         }
         out
     }
@@ -118,10 +122,9 @@ pub struct TcpKey {
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct TcpStats {
+    /// Retransmitted segments.
     pub retransmits: u32,
-    pub resets: u32,
     pub srtt_us: u32,
-    pub pad: u32,
     pub last_jiffies: u64,
 }
 
@@ -148,13 +151,14 @@ const _: () = {
     assert!(offset_of!(FlowKey, icmp_code) == 39);
     assert!(offset_of!(FlowKey, ifindex) == 40);
     assert!(offset_of!(FlowKey, direction) == 44);
-    assert!(size_of::<FlowStats>() == 40);
+    assert!(size_of::<FlowStats>() == 48);
     assert!(offset_of!(FlowStats, bytes) == 8);
     assert!(offset_of!(FlowStats, first_jiffies) == 16);
     assert!(offset_of!(FlowStats, last_jiffies) == 24);
     assert!(offset_of!(FlowStats, handshake_us) == 32);
     assert!(offset_of!(FlowStats, tcp_flags) == 36);
-    assert!(size_of::<FlowCacheSlot>() == 88);
+    assert!(offset_of!(FlowStats, resets) == 40);
+    assert!(size_of::<FlowCacheSlot>() == 96);
     assert!(offset_of!(FlowCacheSlot, stats) == 48);
     assert!(size_of::<ClockSample>() == 16);
     assert!(offset_of!(ClockSample, boot_ns) == 8);
@@ -167,9 +171,9 @@ const _: () = {
     assert!(size_of::<TcpKey>() == 40);
     assert!(offset_of!(TcpKey, src_port) == 32);
     assert!(offset_of!(TcpKey, ip_version) == 36);
-    assert!(size_of::<TcpStats>() == 24);
-    assert!(offset_of!(TcpStats, srtt_us) == 8);
-    assert!(offset_of!(TcpStats, last_jiffies) == 16);
+    assert!(size_of::<TcpStats>() == 16);
+    assert!(offset_of!(TcpStats, srtt_us) == 4);
+    assert!(offset_of!(TcpStats, last_jiffies) == 8);
     assert!(size_of::<DnsEvent>() == 48 + 16 + DNS_MAX);
     assert!(offset_of!(DnsEvent, ts_ns) == 48);
     assert!(offset_of!(DnsEvent, pkt_len) == 56);
@@ -239,6 +243,8 @@ mod tests {
             last_jiffies: 50,
             handshake_us: 0,
             tcp_flags: 0x02,
+            resets: 1,
+            pad: 0,
         };
         let idle = FlowStats {
             handshake_us: 7,
@@ -251,6 +257,8 @@ mod tests {
             last_jiffies: 40,
             handshake_us: 0,
             tcp_flags: 0x10,
+            resets: 2,
+            pad: 0,
         };
         let m = FlowStats::merge(&[idle, a, b]);
         assert_eq!(
@@ -262,6 +270,8 @@ mod tests {
                 last_jiffies: 50,
                 handshake_us: 7,
                 tcp_flags: 0x12,
+                resets: 3,
+                pad: 0,
             }
         );
         assert_eq!(FlowStats::merge(&[a]), a);

@@ -3,7 +3,8 @@
 //! namespace), follows interfaces through rtnetlink, evicts flows on the
 //! active and idle timeouts and sends `FlowRecord` batches on a bounded channel.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
 use std::os::fd::{AsFd, AsRawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -25,7 +26,7 @@ use crate::error::{CollectorError, Result};
 use crate::flowcache::{self, JiffiesClock};
 use crate::metrics::{DatapathMetrics, LossKind};
 use crate::netlink::{LinkEvent, LinkWatcher};
-use crate::records::{BootClock, Iface, RecordContext, observation_point};
+use crate::records::{BootClock, Iface, RecordContext, local_addresses, observation_point};
 
 /// A running datapath. Stop it with [`Datapath::stop`] (also done on drop):
 /// the last interval is flushed, then programs and maps are removed.
@@ -145,6 +146,8 @@ struct Run {
     pending: HashMap<FlowKey, FlowStats>,
     /// Flow times (jiffies) against boot time; None without flow programs.
     clock: Option<JiffiesClock>,
+    /// The node's own addresses, read at each eviction (sending rows).
+    local: HashSet<IpAddr>,
 }
 
 impl Run {
@@ -191,6 +194,7 @@ impl Run {
             interval_start: Utc::now(),
             pending: HashMap::new(),
             clock,
+            local: HashSet::new(),
         };
         // The initial dump: attach before returning so callers can send traffic.
         for _ in 0..20 {
@@ -358,6 +362,7 @@ impl Run {
             interval_end: end,
             ifaces: &self.ifaces,
             netns: self.netns,
+            local: &self.local,
         }
     }
 
@@ -424,6 +429,7 @@ impl Run {
         let mut out = Vec::with_capacity(flows.len() + drops.len());
         let mut dns_infos: Vec<_> = flows.iter().map(|(k, _)| self.dns.take(k)).collect();
         let leftovers = self.dns.take_all(clock_cutoff);
+        self.local = local_addresses();
         {
             let ctx = self.context(end);
             for ((k, s), infos) in flows.iter().zip(dns_infos.drain(..)) {
@@ -435,9 +441,11 @@ impl Run {
             for (k, info) in leftovers {
                 out.push(ctx.dns_only(&k, info));
             }
-        }
-        if !health.is_empty() {
-            debug!(entries = health.len(), "tcp health without a sending row");
+            // Retransmits of a flow without packets at its sending row in
+            // this interval: on a row of their own, never dropped.
+            for (k, h) in health.iter().filter(|(_, h)| h.retransmits > 0) {
+                out.push(ctx.health_only(k, h));
+            }
         }
         self.metrics
             .evicted(reason, (flows.len() + drops.len()) as u64);
@@ -525,20 +533,23 @@ impl Run {
         if taken.is_empty() {
             return;
         }
-        let mut health = HashMap::new();
-        if let Some(tfd) = self.programs.tcp_map_fd() {
-            for (k, _) in taken.iter().filter(|(k, _)| k.proto == 6) {
-                let tk = abi::tcp_key_of(k);
-                if let Ok(Some(h)) = batch::take::<TcpKey, TcpStats>(tfd, &tk) {
-                    health.insert(tk, h);
-                }
-            }
-        }
         self.read_dns();
+        self.local = local_addresses();
         let infos: Vec<_> = taken.iter().map(|(k, _)| self.dns.take(k)).collect();
         let mut out = Vec::with_capacity(taken.len());
         {
             let ctx = self.context(Utc::now());
+            // Health only of the sending rows taken: another row of the
+            // same 4-tuple leaves it for its own.
+            let mut health = HashMap::new();
+            if let Some(tfd) = self.programs.tcp_map_fd() {
+                for (k, _) in taken.iter().filter(|(k, _)| k.proto == 6 && ctx.sends(k)) {
+                    let tk = abi::tcp_key_of(k);
+                    if let Ok(Some(h)) = batch::take::<TcpKey, TcpStats>(tfd, &tk) {
+                        health.insert(tk, h);
+                    }
+                }
+            }
             for ((k, s), i) in taken.iter().zip(infos) {
                 ctx.flow(k, s, &mut health, i, &mut out);
             }

@@ -39,8 +39,6 @@ pub mod objects {
 /// tcp.bpf.c's programs and their tracepoints.
 const TCP_PROGRAMS: &[(&str, &str)] = &[
     ("tcp_retransmit", "tcp_retransmit_skb"),
-    ("tcp_send_reset", "tcp_send_reset"),
-    ("tcp_receive_reset", "tcp_receive_reset"),
     ("tcp_probe", "tcp_probe"),
 ];
 

@@ -276,6 +276,7 @@ mod tests {
             last_jiffies: 20,
             handshake_us: 0,
             tcp_flags: 0x10,
+            ..FlowStats::default()
         };
         let b = FlowStats {
             packets: 1,
@@ -284,6 +285,7 @@ mod tests {
             last_jiffies: 30,
             handshake_us: 9,
             tcp_flags: 0x01,
+            ..FlowStats::default()
         };
         let mut m = HashMap::new();
         merge_into(&mut m, k, a);

@@ -84,7 +84,7 @@ pub const CAPABILITIES: &[(&str, &[&str])] = &[
     ("handshake", &["flow_ingress", "flow_egress"]),
     ("rtt", &["tcp_probe"]),
     ("retransmits", &["tcp_retransmit"]),
-    ("resets", &["tcp_send_reset", "tcp_receive_reset"]),
+    ("resets", &["flow_ingress", "flow_egress"]),
     ("drops", &["kfree_skb"]),
 ];
 
@@ -263,7 +263,7 @@ mod tests {
         let caps = r.capabilities();
         let get = |n: &str| caps.iter().find(|c| c.name == n).unwrap();
         assert!(get("flows").observed && get("dns").observed && get("rtt").observed);
-        assert!(!get("retransmits").observed && !get("resets").observed);
+        assert!(!get("retransmits").observed && get("resets").observed);
         assert_eq!(
             get("drops").degraded.as_deref(),
             Some("no drop reasons before 5.17")

@@ -1,6 +1,7 @@
 //! Evicted map entries → `FlowRecord`s, and kernel boot time → wall-clock UTC.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -68,6 +69,42 @@ pub fn observation_point(role: InterfaceRole, direction: u32) -> ObservationPoin
     }
 }
 
+/// The addresses of the calling thread's network namespace (the node's
+/// own: its sockets' local ends), read with getifaddrs(3).
+pub fn local_addresses() -> HashSet<IpAddr> {
+    let mut out = HashSet::new();
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills a list we free below.
+    if unsafe { libc::getifaddrs(&mut head) } != 0 {
+        return out;
+    }
+    let mut cur = head;
+    while !cur.is_null() {
+        // SAFETY: cur is a node of the list getifaddrs returned.
+        let ifa = unsafe { &*cur };
+        if !ifa.ifa_addr.is_null() {
+            // SAFETY: ifa_addr points to a sockaddr of the family it names.
+            match i32::from(unsafe { (*ifa.ifa_addr).sa_family }) {
+                libc::AF_INET => {
+                    // SAFETY: an AF_INET address is a sockaddr_in.
+                    let a = unsafe { &*ifa.ifa_addr.cast::<libc::sockaddr_in>() };
+                    out.insert(IpAddr::V4(Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr))));
+                }
+                libc::AF_INET6 => {
+                    // SAFETY: an AF_INET6 address is a sockaddr_in6.
+                    let a = unsafe { &*ifa.ifa_addr.cast::<libc::sockaddr_in6>() };
+                    out.insert(IpAddr::V6(Ipv6Addr::from(a.sin6_addr.s6_addr)));
+                }
+                _ => {}
+            }
+        }
+        cur = ifa.ifa_next;
+    }
+    // SAFETY: head came from getifaddrs and is freed once.
+    unsafe { libc::freeifaddrs(head) };
+    out
+}
+
 /// Everything needed to turn entries of one eviction into records.
 pub struct RecordContext<'a> {
     pub cluster: Arc<str>,
@@ -77,6 +114,9 @@ pub struct RecordContext<'a> {
     pub ifaces: &'a HashMap<u32, Iface>,
     /// Network namespace inode of the observed namespace (drop attribution).
     pub netns: u32,
+    /// Addresses of the observed namespace: a socket with one of them as
+    /// its local end is the node's own (see [`RecordContext::sending`]).
+    pub local: &'a HashSet<IpAddr>,
 }
 
 fn endpoints(k: &FlowKey, proto: Protocol) -> (Endpoint, Endpoint) {
@@ -119,8 +159,30 @@ impl RecordContext<'_> {
         }
     }
 
-    /// One flow entry. TCP health goes on the sending socket's row: `from_pod`
-    /// (or `to_network` for a socket of the node itself); `health` entries used
+    /// Whether a row at `point` with source `src` is its sending socket's
+    /// row, the one TCP health, resets and the handshake go on: a pod's
+    /// `from_pod` (its packets leave the pod there), or for a socket of the
+    /// node itself (source a node address) `to_network`. The rule needs no
+    /// knowledge of the CNI: a pod address routed out of a node interface
+    /// (native routing) is seen at `to_network` too, but is no node address.
+    pub fn sending(&self, point: ObservationPoint, src: IpAddr) -> bool {
+        match point {
+            ObservationPoint::FromPod => true,
+            ObservationPoint::ToNetwork => self.local.contains(&src),
+            _ => false,
+        }
+    }
+
+    /// Whether the row of flow key `k` is a sending row ([`Self::sending`]).
+    pub fn sends(&self, k: &FlowKey) -> bool {
+        self.ifaces.get(&k.ifindex).is_some_and(|i| {
+            let src = abi::ip_from_key(&k.src_ip, k.ip_version);
+            self.sending(observation_point(i.role, k.direction), src)
+        })
+    }
+
+    /// One flow entry. TCP health, resets and the handshake go on the
+    /// sending socket's row only ([`Self::sending`]); `health` entries used
     /// are removed. DNS infos: the first on this row, the others on extra
     /// zero-packet rows.
     pub fn flow(
@@ -140,16 +202,13 @@ impl RecordContext<'_> {
         r.bytes = s.bytes;
         if r.protocol == Protocol::Tcp {
             r.tcp_flags = Some(s.tcp_flags as u16);
-            if matches!(
-                point,
-                ObservationPoint::FromPod | ObservationPoint::ToNetwork
-            ) {
+            if self.sending(point, r.src.ip) {
                 let h = health.remove(&abi::tcp_key_of(k));
-                if h.is_some() || s.handshake_us > 0 {
+                if h.is_some() || s.handshake_us > 0 || s.resets > 0 {
                     let h = h.unwrap_or_default();
                     r.tcp = Some(TcpHealth {
                         retransmits: h.retransmits,
-                        resets: h.resets,
+                        resets: s.resets,
                         srtt_us: (h.srtt_us > 0).then_some(u64::from(h.srtt_us)),
                         handshake_us: (s.handshake_us > 0).then_some(u64::from(s.handshake_us)),
                     });
@@ -162,6 +221,35 @@ impl RecordContext<'_> {
             out.push(self.dns_only(k, extra));
         }
         out.push(r);
+    }
+
+    /// A zero-packet row for TCP health whose flow had no packets in the
+    /// interval at this node's sending row (retransmits are never dropped):
+    /// on the row the rule names, without an interface.
+    pub fn health_only(&self, k: &TcpKey, h: &TcpStats) -> FlowRecord {
+        let key = FlowKey {
+            src_ip: k.src_ip,
+            dst_ip: k.dst_ip,
+            src_port: k.src_port,
+            dst_port: k.dst_port,
+            proto: 6,
+            ip_version: k.ip_version,
+            ..FlowKey::default()
+        };
+        let src = abi::ip_from_key(&k.src_ip, k.ip_version);
+        let point = if self.local.contains(&src) {
+            ObservationPoint::ToNetwork
+        } else {
+            ObservationPoint::FromPod
+        };
+        let mut r = self.base(&key, point, None);
+        r.tcp = Some(TcpHealth {
+            retransmits: h.retransmits,
+            resets: 0,
+            srtt_us: (h.srtt_us > 0).then_some(u64::from(h.srtt_us)),
+            handshake_us: None,
+        });
+        r
     }
 
     /// A zero-packet row carrying one DNS message (its packets are counted on
@@ -178,14 +266,16 @@ impl RecordContext<'_> {
 
     /// One drop entry. Observation point: a drop inside another namespace (a
     /// pod) is `to_pod` when the packet was received there, `from_pod` when the
-    /// pod sent it; in the observed namespace, the role of the input interface.
+    /// pod sent it. In the observed (node) namespace, or with no namespace
+    /// known: the role of the input interface; a packet received on an
+    /// interface not observed (loopback) is `from_network`; one the node
+    /// sent, the role of its device (`to_network` without one). The node's
+    /// own drops so stay node-level.
     pub fn drop(&self, k: &DropKey, s: &DropStats, reason: Arc<str>) -> FlowRecord {
-        let local = self
-            .ifaces
-            .get(&k.flow.ifindex)
-            .filter(|_| k.netns == self.netns);
-        let input = self.ifaces.get(&k.iif).filter(|_| k.netns == self.netns);
-        let point = if k.netns != self.netns {
+        let own = k.netns == self.netns || k.netns == 0;
+        let local = self.ifaces.get(&k.flow.ifindex).filter(|_| own);
+        let input = self.ifaces.get(&k.iif).filter(|_| own);
+        let point = if !own {
             if k.iif != 0 {
                 ObservationPoint::ToPod
             } else {
@@ -195,6 +285,7 @@ impl RecordContext<'_> {
             match input.map(|i| i.role) {
                 Some(InterfaceRole::Node) => ObservationPoint::FromNetwork,
                 Some(InterfaceRole::Pod) => ObservationPoint::FromPod,
+                None if k.iif != 0 => ObservationPoint::FromNetwork,
                 None => match local.map(|i| i.role) {
                     Some(InterfaceRole::Pod) => ObservationPoint::ToPod,
                     _ => ObservationPoint::ToNetwork,
@@ -247,5 +338,86 @@ mod tests {
             observation_point(InterfaceRole::Node, 1),
             ObservationPoint::ToNetwork
         );
+    }
+
+    #[test]
+    fn node_drops_stay_node_level_and_health_goes_to_the_sending_row() {
+        let ifaces = HashMap::from([
+            (
+                7,
+                Iface {
+                    name: "veth7".into(),
+                    role: InterfaceRole::Pod,
+                },
+            ),
+            (
+                2,
+                Iface {
+                    name: "eth0".into(),
+                    role: InterfaceRole::Node,
+                },
+            ),
+        ]);
+        let local: HashSet<IpAddr> = ["192.168.1.10".parse().unwrap()].into();
+        let ctx = RecordContext {
+            cluster: "c".into(),
+            node: "n".into(),
+            interval_start: DateTime::UNIX_EPOCH,
+            interval_end: DateTime::UNIX_EPOCH,
+            ifaces: &ifaces,
+            netns: 100,
+            local: &local,
+        };
+        let drop = |netns, iif, ifindex| {
+            let k = DropKey {
+                flow: FlowKey {
+                    ifindex,
+                    ip_version: 4,
+                    proto: 17,
+                    ..FlowKey::default()
+                },
+                netns,
+                iif,
+                ..DropKey::default()
+            };
+            ctx.drop(&k, &DropStats::default(), "X".into())
+                .observation_point
+        };
+        // The node's own packets: no device (netns from the socket, or none).
+        assert_eq!(drop(100, 0, 0), ObservationPoint::ToNetwork);
+        assert_eq!(drop(0, 0, 0), ObservationPoint::ToNetwork);
+        // Received on loopback (not observed) in the node's namespace.
+        assert_eq!(drop(100, 1, 1), ObservationPoint::FromNetwork);
+        assert_eq!(drop(100, 2, 2), ObservationPoint::FromNetwork);
+        assert_eq!(drop(100, 7, 2), ObservationPoint::FromPod);
+        // Inside a pod.
+        assert_eq!(drop(555, 3, 3), ObservationPoint::ToPod);
+        assert_eq!(drop(555, 0, 3), ObservationPoint::FromPod);
+
+        let node: IpAddr = "192.168.1.10".parse().unwrap();
+        let pod: IpAddr = "10.0.0.5".parse().unwrap();
+        assert!(ctx.sending(ObservationPoint::FromPod, pod));
+        assert!(!ctx.sending(ObservationPoint::ToNetwork, pod));
+        assert!(ctx.sending(ObservationPoint::ToNetwork, node));
+        assert!(!ctx.sending(ObservationPoint::ToPod, pod));
+        assert!(!ctx.sending(ObservationPoint::FromNetwork, node));
+        // Retransmits without a row: at the rule's point, no interface.
+        let mut src_ip = [0u8; 16];
+        src_ip[10..].copy_from_slice(&[0xff, 0xff, 192, 168, 1, 10]);
+        let k = abi::tcp_key_of(&FlowKey {
+            src_ip,
+            ip_version: 4,
+            ..FlowKey::default()
+        });
+        let r = ctx.health_only(
+            &k,
+            &TcpStats {
+                retransmits: 3,
+                ..TcpStats::default()
+            },
+        );
+        assert_eq!(r.observation_point, ObservationPoint::ToNetwork);
+        assert_eq!((r.packets, r.interface.clone()), (0, None));
+        assert_eq!(r.tcp.map(|h| h.retransmits), Some(3));
     }
 }

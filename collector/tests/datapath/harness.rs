@@ -233,16 +233,50 @@ impl Topology {
         tokio::sync::mpsc::Receiver<Vec<FlowRecord>>,
         DatapathMetrics,
     ) {
+        self.collector_configured(|c| {
+            c.active_timeout = active_timeout;
+            c.idle_timeout = idle_timeout;
+        })
+    }
+
+    /// `collector` with its configuration changed by `f` first.
+    pub fn collector_configured(
+        &self,
+        f: impl FnOnce(&mut DatapathConfig),
+    ) -> (
+        Datapath,
+        tokio::sync::mpsc::Receiver<Vec<FlowRecord>>,
+        DatapathMetrics,
+    ) {
         let mut registry = Registry::default();
         let metrics = DatapathMetrics::new(&mut registry);
-        let config = DatapathConfig {
+        let mut config = DatapathConfig {
             netns: Some(self.node_ns_path()),
-            active_timeout,
-            idle_timeout,
+            active_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(60),
             ..DatapathConfig::for_tests()
         };
+        f(&mut config);
         let (dp, rx) = Datapath::start(config, metrics.clone()).expect("start datapath");
         (dp, rx, metrics)
+    }
+
+    /// A counter of the kernel's SNMP MIB (`/proc/net/snmp`, e.g. `Tcp`
+    /// `RetransSegs`) in the namespace `ns`: nstat's source.
+    pub fn snmp(ns: &str, group: &str, field: &str) -> u64 {
+        let out = Command::new("ip")
+            .args(["netns", "exec", ns, "cat", "/proc/net/snmp"])
+            .output()
+            .expect("ip netns exec cat");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let prefix = format!("{group}:");
+        let mut lines = text.lines().filter(|l| l.starts_with(&prefix));
+        let (names, values) = (lines.next().expect(group), lines.next().expect(group));
+        let i = names
+            .split_whitespace()
+            .position(|n| n == field)
+            .unwrap_or_else(|| panic!("{group} {field} not in /proc/net/snmp"));
+        values.split_whitespace().nth(i).unwrap().parse().unwrap()
     }
 }
 
@@ -358,14 +392,23 @@ impl Capture {
     }
 
     /// Stops tcpdump and sums packets / L3 bytes per tuple (pcap.rs).
-    pub fn stop(mut self) -> HashMap<Tuple, (u64, u64)> {
+    pub fn stop(self) -> HashMap<Tuple, (u64, u64)> {
+        pcap::tuples(&self.stop_file())
+    }
+
+    /// Stops tcpdump and counts the TCP segments with RST per tuple (pcap.rs).
+    pub fn stop_resets(self) -> HashMap<Tuple, u64> {
+        pcap::resets(&self.stop_file())
+    }
+
+    fn stop_file(mut self) -> PathBuf {
         // Let tcpdump read what the kernel buffered before it is interrupted (a
         // loaded machine delays it).
         std::thread::sleep(Duration::from_millis(1000));
         // SAFETY: signalling our own child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
         let _ = self.child.wait();
-        pcap::tuples(&self.file)
+        self.file
     }
 }
 

@@ -6,7 +6,9 @@
 mod cni;
 mod eviction;
 mod harness;
+mod health;
 mod l3;
+mod node;
 mod preflight;
 mod rtt;
 mod talkers;

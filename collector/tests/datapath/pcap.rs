@@ -13,8 +13,31 @@ type Tuple = (IpAddr, IpAddr, u16, u16, u8);
 /// Reads a pcap file (microsecond or nanosecond, either byte order) and sums
 /// packets and L3 bytes per (src, dst, src port, dst port, protocol).
 pub fn tuples(file: &Path) -> HashMap<Tuple, (u64, u64)> {
-    let data = std::fs::read(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
     let mut m: HashMap<Tuple, (u64, u64)> = HashMap::new();
+    for (t, _, wire) in packets(file) {
+        let e = m.entry(t).or_default();
+        e.0 += 1;
+        e.1 += wire;
+    }
+    m
+}
+
+/// TCP segments with RST per tuple of a pcap file.
+pub fn resets(file: &Path) -> HashMap<Tuple, u64> {
+    let mut m: HashMap<Tuple, u64> = HashMap::new();
+    for (t, flags, _) in packets(file) {
+        if t.4 == 6 && flags & 0x04 != 0 {
+            *m.entry(t).or_default() += 1;
+        }
+    }
+    m
+}
+
+/// Every IP packet of a pcap file: its tuple, TCP flags (0 for others) and
+/// L3 length on the wire.
+fn packets(file: &Path) -> Vec<(Tuple, u8, u64)> {
+    let data = std::fs::read(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    let mut m = Vec::new();
     if data.len() < 24 {
         return m; // tcpdump stopped before writing its header: nothing captured
     }
@@ -45,17 +68,16 @@ pub fn tuples(file: &Path) -> HashMap<Tuple, (u64, u64)> {
         let wire = u64::from(u32_at(&data, off + 12));
         let pkt = &data[off + 16..(off + 16 + caught).min(data.len())];
         off += 16 + caught;
-        if let Some(t) = pkt.get(link_header..).and_then(tuple) {
-            let e = m.entry(t).or_default();
-            e.0 += 1;
-            e.1 += wire - link_header as u64;
+        if let Some((t, flags)) = pkt.get(link_header..).and_then(tuple) {
+            m.push((t, flags, wire - link_header as u64));
         }
     }
     m
 }
 
-/// The flow tuple of an IP packet (ports 0 for ICMP and later fragments).
-fn tuple(ip: &[u8]) -> Option<Tuple> {
+/// The flow tuple of an IP packet (ports 0 for ICMP and later fragments)
+/// and its TCP flags (0 when not TCP).
+fn tuple(ip: &[u8]) -> Option<(Tuple, u8)> {
     let (src, dst, mut proto, mut l4, first_fragment): (IpAddr, IpAddr, u8, usize, bool) =
         match ip.first()? >> 4 {
             4 if ip.len() >= 20 => {
@@ -93,5 +115,9 @@ fn tuple(ip: &[u8]) -> Option<Tuple> {
         ),
         _ => (0, 0),
     };
-    Some((src, dst, ports.0, ports.1, proto))
+    let flags = match proto {
+        6 if first => ip.get(l4 + 13).copied().unwrap_or(0),
+        _ => 0,
+    };
+    Some(((src, dst, ports.0, ports.1, proto), flags))
 }

@@ -299,6 +299,43 @@ fn chart_with_every_option_renders_valid_objects() {
         ingest_port,
         Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(8081))
     );
+    check_tls_and_tokens(&docs, q, "query", "FLOWLAKE_QUERY");
+    let sts_pod = sts.spec.template.spec.unwrap();
+    check_tls_and_tokens(
+        &docs,
+        container(&sts_pod.containers, "ingester"),
+        "ingester",
+        "FLOWLAKE_INGESTER",
+    );
+    check_collector_trust(&docs);
+    let monitor = find(&docs, "ServiceMonitor", "flowlake");
+    let endpoints = monitor["spec"]["endpoints"].as_array().unwrap();
+    for (port, component) in [("ingest", "ingester"), ("http", "query")] {
+        let e = endpoints.iter().find(|e| e["port"] == port).unwrap();
+        assert_eq!(e["scheme"], "https", "{e}");
+        assert_eq!(
+            e["tlsConfig"]["ca"]["secret"]["name"],
+            format!("flowlake-{component}-tls")
+        );
+        assert_eq!(
+            e["tlsConfig"]["serverName"],
+            format!("flowlake-{component}.flowlake.svc")
+        );
+        assert_eq!(
+            e["authorization"]["credentials"]["name"],
+            "flowlake-prometheus-token"
+        );
+    }
+    let sources: ConfigMap = typed(find(&docs, "ConfigMap", "flowlake-grafana-datasources"));
+    let text = &sources.data.unwrap()["flowlake.yaml"];
+    for line in [
+        "url: https://flowlake-query.flowlake.svc:8082/grafana",
+        "httpHeaderName1: Authorization",
+        "httpHeaderValue1: \"Bearer ${FLOWLAKE_GRAFANA_TOKEN}\"",
+        "tlsCACert: \"${FLOWLAKE_QUERY_CA}\"",
+    ] {
+        assert!(text.contains(line), "{line} missing: {text}");
+    }
     let dashboards: ConfigMap = typed(find(&docs, "ConfigMap", "flowlake-grafana-dashboards"));
     let data = dashboards.data.unwrap_or_default();
     assert!(
@@ -313,4 +350,134 @@ fn chart_with_every_option_renders_valid_objects() {
             "{name} has panels"
         );
     }
+}
+
+/// The container reads its certificate, key and token file from the mounted Secrets,
+/// and its probes speak HTTPS.
+fn check_tls_and_tokens(docs: &[Value], c: &Container, component: &str, prefix: &str) {
+    let env = env_values(c);
+    let dir = format!("/etc/flowlake/{component}");
+    assert_eq!(
+        env[&format!("{prefix}_TLS_CERT")],
+        format!("{dir}-tls/tls.crt")
+    );
+    assert_eq!(
+        env[&format!("{prefix}_TLS_KEY")],
+        format!("{dir}-tls/tls.key")
+    );
+    assert_eq!(
+        env[&format!("{prefix}_TOKEN_FILE")],
+        format!("{dir}-tokens/tokens.json")
+    );
+    let mounts: Vec<(String, String)> = c
+        .volume_mounts
+        .clone()
+        .unwrap()
+        .into_iter()
+        .map(|m| (m.name, m.mount_path))
+        .collect();
+    for (volume, secret) in [
+        (
+            format!("{component}-tls"),
+            format!("flowlake-{component}-tls"),
+        ),
+        (
+            format!("{component}-tokens"),
+            format!("flowlake-{component}-tokens"),
+        ),
+    ] {
+        assert!(
+            mounts.iter().any(|(n, _)| *n == volume),
+            "{volume}: {mounts:?}"
+        );
+        let v = pod_volume(docs, &volume);
+        assert_eq!(v["secret"]["secretName"], secret.as_str(), "{v}");
+    }
+    for probe in [&c.readiness_probe, &c.liveness_probe] {
+        let get = probe.clone().unwrap().http_get.unwrap();
+        assert_eq!(get.scheme.as_deref(), Some("HTTPS"), "{component}");
+    }
+}
+
+/// A container's environment variables with a literal value.
+fn env_values(c: &Container) -> std::collections::HashMap<String, String> {
+    let env = c.env.clone().unwrap_or_default();
+    env.into_iter()
+        .map(|e| (e.name, e.value.unwrap_or_default()))
+        .collect()
+}
+
+/// A pod volume of that name in any workload.
+fn pod_volume<'a>(docs: &'a [Value], name: &str) -> &'a Value {
+    docs.iter()
+        .filter_map(|d| d["spec"]["template"]["spec"]["volumes"].as_array())
+        .flatten()
+        .find(|v| v["name"] == name)
+        .unwrap_or_else(|| panic!("no volume {name}"))
+}
+
+/// Collectors connect over HTTPS, trust only the CA of the ingester's Secret (its
+/// key is not mounted) and send their own token.
+fn check_collector_trust(docs: &[Value]) {
+    let ds: DaemonSet = typed(find(docs, "DaemonSet", "flowlake-collector"));
+    let pod = ds.spec.template.spec.unwrap();
+    let c = container(&pod.containers, "collector");
+    let env = env_values(c);
+    assert_eq!(
+        env["FLOWLAKE_COLLECTOR_INGESTER_URL"],
+        "https://flowlake-ingester.flowlake.svc:8081"
+    );
+    assert_eq!(
+        env["FLOWLAKE_COLLECTOR_INGESTER_CA_FILE"],
+        "/etc/flowlake/ingester-ca/ca.crt"
+    );
+    assert_eq!(
+        env["FLOWLAKE_COLLECTOR_INGESTER_TOKEN_FILE"],
+        "/etc/flowlake/collector-token/token"
+    );
+    let ca = pod_volume(docs, "ingester-ca");
+    assert_eq!(ca["secret"]["secretName"], "flowlake-ingester-tls");
+    assert_eq!(
+        ca["secret"]["items"],
+        serde_json::json!([{"key": "ca.crt", "path": "ca.crt"}]),
+        "only the CA certificate"
+    );
+    let token = pod_volume(docs, "collector-token");
+    assert_eq!(token["secret"]["secretName"], "flowlake-collector-token");
+}
+
+#[test]
+fn tls_and_tokens_with_the_query_service_beside_the_ingester() {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(bin) = renderer(tmp.path()) else {
+        return;
+    };
+    let values = tmp.path().join("values.yaml");
+    std::fs::write(
+        &values,
+        "tls:\n  ingester: {secretName: flowlake-ingester-tls}\n  query: {secretName: flowlake-query-tls}\n\
+         auth:\n  ingester: {tokenFileSecret: {name: flowlake-ingester-tokens, key: tokens.json}}\n\
+         \x20 query: {tokenFileSecret: {name: flowlake-query-tokens, key: tokens.json}}\n\
+         \x20 collector: {tokenSecret: {name: flowlake-collector-token, key: token}}\n",
+    )
+    .unwrap();
+    let docs = render(&bin, Some(&values));
+    check_all(&docs);
+    env_matches_flags(&docs);
+    let sts: StatefulSet = typed(find(&docs, "StatefulSet", "flowlake-ingester"));
+    let pod = sts.spec.template.spec.unwrap();
+    let ingester = container(&pod.containers, "ingester");
+    check_tls_and_tokens(&docs, ingester, "ingester", "FLOWLAKE_INGESTER");
+    let query = container(&pod.containers, "query");
+    check_tls_and_tokens(&docs, query, "query", "FLOWLAKE_QUERY");
+    assert!(
+        query
+            .volume_mounts
+            .clone()
+            .unwrap()
+            .iter()
+            .any(|m| m.name == "table"),
+        "the query service still mounts the table"
+    );
+    check_collector_trust(&docs);
 }

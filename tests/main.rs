@@ -5,6 +5,7 @@ mod deploy_chart;
 mod gen_cli;
 mod ingester_crash;
 mod ingester_faults;
+mod ingester_tls;
 mod pipeline;
 mod podman;
 mod standalone;

@@ -134,7 +134,7 @@ impl Shipper {
         metrics: ShipMetrics,
         clock: Clock,
     ) -> Result<Self> {
-        let client = IngestClient::new(&cfg.ingester_url, cfg.request_timeout)?;
+        let client = IngestClient::new(cfg)?;
         let spool = Spool::open(&cfg.spool_dir, cfg.spool_max_bytes, metrics.clone())?;
         let outbox = Arc::new(Mutex::new(Outbox {
             memory: VecDeque::new(),

@@ -6,6 +6,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use flowlake_service::tls::TlsFiles;
+
 use crate::error::{IngestError, Result};
 
 /// Where the Delta table lives and how to reach it.
@@ -70,9 +72,17 @@ pub struct IngesterArgs {
         env = "FLOWLAKE_INGESTER_WAL_DIR"
     )]
     pub wal_dir: PathBuf,
-    /// Bearer token clients must present; no authentication when unset.
-    #[arg(long, env = "FLOWLAKE_INGESTER_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
+    /// Bearer tokens (JSON: SHA-256 hashes with names and scopes, docs/security.md),
+    /// re-read when the file changes; `POST /api/v1/flows` needs `ingest`, `/metrics`
+    /// `admin`. Without it authentication is off.
+    #[arg(long, env = "FLOWLAKE_INGESTER_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// PEM certificate chain: serve HTTPS (with `--tls-key`); re-read when it changes.
+    #[arg(long, env = "FLOWLAKE_INGESTER_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `--tls-cert`.
+    #[arg(long, env = "FLOWLAKE_INGESTER_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Flush when this many rows are buffered.
     #[arg(
         long,
@@ -199,7 +209,12 @@ pub struct IngesterConfig {
     pub listen: SocketAddr,
     pub table: TableConfig,
     pub wal_dir: PathBuf,
-    pub token: Option<String>,
+    /// Token file (see [`flowlake_service::TokenStore`]); `None`: no authentication.
+    pub token_file: Option<PathBuf>,
+    /// Certificate and key of the HTTPS listener; `None`: plain HTTP.
+    pub tls: Option<TlsFiles>,
+    /// The token and TLS files are looked at (and re-read if changed) at most this often.
+    pub reload_every: Duration,
     pub flush: FlushPolicy,
     pub max_buffer_bytes: usize,
     pub max_body_bytes: usize,
@@ -221,7 +236,9 @@ impl Default for IngesterConfig {
                 storage_options: HashMap::new(),
             },
             wal_dir: "./flowlake-wal".into(),
-            token: None,
+            token_file: None,
+            tls: None,
+            reload_every: Duration::from_secs(1),
             flush: FlushPolicy::default(),
             max_buffer_bytes: 1 << 30,
             max_body_bytes: 64 << 20,
@@ -298,7 +315,12 @@ impl IngesterArgs {
             listen: self.listen,
             table: self.table.into_config(),
             wal_dir: self.wal_dir,
-            token: self.token.filter(|t| !t.is_empty()),
+            token_file: self.token_file,
+            tls: self
+                .tls_cert
+                .zip(self.tls_key)
+                .map(|(cert, key)| TlsFiles { cert, key }),
+            reload_every: Duration::from_secs(1),
             flush: FlushPolicy {
                 max_rows: self.flush_rows,
                 max_bytes: self.flush_bytes,

@@ -16,8 +16,9 @@ pub enum IngestError {
     Decode(#[from] DecodeError),
     #[error("body larger than the limit of {limit} bytes")]
     TooLarge { limit: usize },
-    #[error("missing or wrong bearer token")]
-    Unauthorized,
+    /// Authentication, authorization or the TLS and token files (the service layer).
+    #[error(transparent)]
+    Service(#[from] flowlake_service::ServiceError),
     #[error("invalid batch id header: {0}")]
     BadBatchId(String),
     #[error("buffer full, retry later")]
@@ -101,7 +102,7 @@ impl IngestError {
             Decode(DecodeError::Schema(_)) | Invalid { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Decode(DecodeError::TooLarge { .. }) | TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Unauthorized => StatusCode::UNAUTHORIZED,
+            Service(e) => e.status(),
             Decode(DecodeError::UnsupportedEncoding(_)) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Busy { .. } | NotReady | ShuttingDown | WalFull(_) => StatusCode::SERVICE_UNAVAILABLE,
             Wal { .. }
@@ -145,7 +146,7 @@ impl IngestError {
             BodyRead(_) => "body_read",
             WalFull(_) => "wal_full",
             Decode(DecodeError::TooLarge { .. }) | TooLarge { .. } => "too_large",
-            Unauthorized => "unauthorized",
+            Service(e) => e.code(),
             Decode(DecodeError::UnsupportedEncoding(_)) => "encoding",
             BadBatchId(_) => "batch_id",
             Busy { .. } => "busy",
@@ -178,14 +179,18 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 impl IntoResponse for IngestError {
+    /// The shared error body (`{"error": {"code", "message", "retryable"}}`) with
+    /// [`IngestError::reason`] as the code, and Retry-After when a retry may succeed.
     fn into_response(self) -> Response {
-        let status = self.status();
-        let body = serde_json::json!({
-            "error": error_chain(&self),
-            "reason": self.reason(),
-            "retryable": self.retryable(),
-        });
-        let mut response = (status, axum::Json(body)).into_response();
+        if let IngestError::Service(e) = self {
+            return e.into_response();
+        }
+        let mut response = flowlake_service::error_response(
+            self.status(),
+            self.reason(),
+            &error_chain(&self),
+            self.retryable(),
+        );
         if let Some(after) = self.retry_after() {
             let secs = after.as_secs().max(1).to_string();
             if let Ok(v) = HeaderValue::from_str(&secs) {

@@ -1,14 +1,20 @@
-//! The HTTP API: `POST /api/v1/flows`, `/healthz`, `/readyz`, `/metrics`.
+//! The HTTP API: `POST /api/v1/flows` (token with `ingest`), `/metrics` (`admin`),
+//! `/healthz` and `/readyz` (open), on the shared service layer: bearer tokens from
+//! the reloaded token file, the shared error body, an audit line per request.
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{Next, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use flowlake_service::audit::audit;
+use flowlake_service::auth::require;
+use flowlake_service::{AuditConfig, Auth, BytesIn, RowCount, Scope, TokenStore};
 use prometheus_client::registry::Registry;
 use serde::Serialize;
 
@@ -16,6 +22,7 @@ use bytes::BytesMut;
 use futures::StreamExt;
 
 use crate::buffer::MemoryBudget;
+use crate::config::IngesterConfig;
 use crate::decode::{BodyEncoding, decode_bytes};
 use crate::error::{IngestError, Result};
 use crate::metrics::{Metrics, ReasonLabel};
@@ -41,7 +48,7 @@ pub struct HttpState {
     pub budget: Arc<MemoryBudget>,
     pub metrics: Metrics,
     pub registry: Registry,
-    pub token: Option<String>,
+    pub auth: Auth,
     pub max_body_bytes: usize,
     pub body_timeout: Duration,
     pub clock: Clock,
@@ -54,15 +61,55 @@ pub struct IngestResponse {
     pub duplicate: bool,
 }
 
+/// Authentication as configured: the token file (re-read when it changes) or off.
+pub fn auth(config: &IngesterConfig) -> Result<Auth> {
+    match &config.token_file {
+        Some(path) => Ok(Auth::Tokens(Arc::new(TokenStore::open(
+            path,
+            config.reload_every,
+        )?))),
+        None => {
+            tracing::warn!(
+                "no --token-file: the ingester takes batches from anyone who reaches it"
+            );
+            Ok(Auth::Open)
+        }
+    }
+}
+
 /// The ingester's router.
 pub fn router(state: Arc<HttpState>) -> Router {
-    Router::new()
+    let needs = |scope: Scope| from_fn_with_state((state.auth.clone(), scope), require);
+    let flows = Router::new()
         .route(routes::FLOWS, post(post_flows))
+        .route_layer(needs(Scope::Ingest))
+        .route_layer(from_fn_with_state(Arc::clone(&state), count_refusals));
+    let metrics = Router::new()
+        .route(routes::METRICS, get(metrics))
+        .route_layer(needs(Scope::Admin));
+    Router::new()
+        .merge(flows)
+        .merge(metrics)
         .route(routes::HEALTHZ, get(|| async { "ok" }))
         .route(routes::READYZ, get(readyz))
-        .route(routes::METRICS, get(metrics))
+        .layer(from_fn_with_state(AuditConfig::default(), audit))
         .layer(DefaultBodyLimit::disable())
         .with_state(state)
+}
+
+/// Batches refused for their token count as rejected (`unauthorized`, `forbidden`).
+async fn count_refusals(State(s): State<Arc<HttpState>>, req: Request, next: Next) -> Response {
+    let resp = next.run(req).await;
+    let reason = match resp.status() {
+        StatusCode::UNAUTHORIZED => "unauthorized",
+        StatusCode::FORBIDDEN => "forbidden",
+        _ => return resp,
+    };
+    s.metrics
+        .batches_rejected
+        .get_or_create(&ReasonLabel { reason })
+        .inc();
+    resp
 }
 
 /// Ready once the WAL is replayed, and while the WAL takes writes: after a
@@ -94,44 +141,29 @@ async fn metrics(State(s): State<Arc<HttpState>>) -> Response {
     }
 }
 
-fn authorized(headers: &HeaderMap, token: &str) -> bool {
-    let Some(given) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-    else {
-        return false;
-    };
-    // Constant-time comparison.
-    given.len() == token.len()
-        && given
-            .bytes()
-            .zip(token.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
-}
-
-async fn post_flows(
-    State(s): State<Arc<HttpState>>,
-    headers: HeaderMap,
-    body: Body,
-) -> std::result::Result<axum::Json<IngestResponse>, IngestError> {
+async fn post_flows(State(s): State<Arc<HttpState>>, headers: HeaderMap, body: Body) -> Response {
     let result = ingest(&s, &headers, body).await;
-    if let Err(e) = &result {
-        s.metrics
-            .batches_rejected
-            .get_or_create(&ReasonLabel { reason: e.reason() })
-            .inc();
+    match result {
+        Ok((answer, bytes_in)) => {
+            let rows = RowCount::default();
+            rows.add(answer.rows as usize);
+            let mut resp = axum::Json(answer).into_response();
+            resp.extensions_mut().insert(rows);
+            resp.extensions_mut().insert(BytesIn(bytes_in));
+            resp
+        }
+        Err(e) => {
+            s.metrics
+                .batches_rejected
+                .get_or_create(&ReasonLabel { reason: e.reason() })
+                .inc();
+            e.into_response()
+        }
     }
-    result.map(axum::Json)
 }
 
-async fn ingest(s: &HttpState, headers: &HeaderMap, body: Body) -> Result<IngestResponse> {
-    if let Some(token) = &s.token
-        && !authorized(headers, token)
-    {
-        return Err(IngestError::Unauthorized);
-    }
+/// Takes one batch; the answer and the bytes of the body received.
+async fn ingest(s: &HttpState, headers: &HeaderMap, body: Body) -> Result<(IngestResponse, u64)> {
     let writer = s.writer.get().ok_or(IngestError::NotReady)?.clone();
     let batch_id = headers
         .get(BATCH_ID_HEADER)
@@ -193,17 +225,19 @@ async fn ingest(s: &HttpState, headers: &HeaderMap, body: Body) -> Result<Ingest
             s.metrics.rows_in.inc_by(rows);
             s.metrics.bytes_in.inc_by(body_len);
             s.metrics.batches_accepted.inc();
-            Ok(IngestResponse {
+            let answer = IngestResponse {
                 rows,
                 duplicate: false,
-            })
+            };
+            Ok((answer, body_len))
         }
         Ok(Appended::Duplicate { rows }) => {
             s.metrics.batches_duplicate.inc();
-            Ok(IngestResponse {
+            let answer = IngestResponse {
                 rows,
                 duplicate: true,
-            })
+            };
+            Ok((answer, body_len))
         }
         Err(e) => Err(e),
     }

@@ -117,7 +117,7 @@ impl Ingester {
             budget: Arc::clone(&budget),
             metrics: metrics.clone(),
             registry,
-            token: config.token.clone(),
+            auth: http::auth(&config)?,
             max_body_bytes: config.max_body_bytes,
             body_timeout: config.body_timeout,
             clock: Arc::clone(&clock),
@@ -132,6 +132,7 @@ impl Ingester {
         let (grace, http_deadline) = (config.shutdown_grace, Arc::clone(&deadline));
         let http = tokio::spawn(serve::serve(
             listener,
+            serve::tls_acceptor(&config)?,
             app,
             limits,
             stop_http.clone(),

@@ -76,7 +76,10 @@ async fn accepts_every_encoding_and_commits_sorted_partitions() {
 async fn refuses_bad_input_with_the_right_status_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(dir.path());
-    cfg.token = Some("s3cret".into());
+    cfg.token_file = Some(crate::common::token_file(
+        dir.path(),
+        &[("collector", "s3cret", &["ingest"])],
+    ));
     cfg.max_body_bytes = 200_000;
     let ing = Ingester::start(cfg.clone()).await.unwrap();
     let addr = ing.addr();
@@ -213,7 +216,7 @@ async fn full_buffer_answers_503_with_retry_after() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert!(text.starts_with("retry-after=1 "), "{text}");
-    assert!(text.contains("\"reason\":\"busy\""), "{text}");
+    assert!(text.contains("\"code\":\"busy\""), "{text}");
     std::fs::remove_file(&blocker).unwrap();
     wait_for_rows(&cfg, acked * 500).await;
     // The flush releases its memory right after the commit it waits for.

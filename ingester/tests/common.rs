@@ -71,10 +71,36 @@ pub async fn post(
     (status, parsed, text)
 }
 
+/// The token of the `admin` entry of every [`token_file`]; [`metrics`] presents it.
+pub const ADMIN_TOKEN: &str = "admin-s3cret";
+
+/// Writes (atomically, as a Secret update does) a token file in `dir` with an
+/// `admin` entry and `(name, token, scopes)`; returns its path.
+pub fn token_file(dir: &Path, entries: &[(&str, &str, &[&str])]) -> std::path::PathBuf {
+    let mut tokens = vec![serde_json::json!({
+        "name": "admin",
+        "sha256": flowlake_service::hash_token(ADMIN_TOKEN),
+        "scopes": ["admin"],
+    })];
+    for (name, token, scopes) in entries {
+        tokens.push(serde_json::json!({
+            "name": name,
+            "sha256": flowlake_service::hash_token(token),
+            "scopes": scopes,
+        }));
+    }
+    let path = dir.join("tokens.json");
+    let tmp = dir.join("tokens.json.tmp");
+    std::fs::write(&tmp, serde_json::json!({ "tokens": tokens }).to_string()).unwrap();
+    std::fs::rename(&tmp, &path).unwrap();
+    path
+}
+
 /// The ingester's `/metrics` text.
 pub async fn metrics(addr: std::net::SocketAddr) -> String {
     client()
         .get(format!("http://{addr}{}", routes::METRICS))
+        .bearer_auth(ADMIN_TOKEN)
         .send()
         .await
         .unwrap()

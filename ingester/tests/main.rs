@@ -2,6 +2,7 @@
 //! real S3- and Azure-protocol servers, a GCS XML API fake, independent readers.
 
 mod api;
+mod auth;
 mod azure;
 mod cloud;
 mod common;

@@ -1,7 +1,8 @@
 //! The audit log: one structured line per request (target `flowlake::audit`) with the
-//! token name, method, path, status, outcome, rows and bytes sent and duration, written
-//! when the response body ends (streamed results included), plus the SQL a handler ran —
-//! as a SHA-256 hash, the text, or not at all ([`AuditSql`]).
+//! token name, method, path, status, outcome, rows, bytes received (where a handler
+//! says) and sent and duration, written when the response body ends (streamed results
+//! included), plus the SQL a handler ran — as a SHA-256 hash, the text, or not at all
+//! ([`AuditSql`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -59,6 +60,11 @@ impl RowCount {
     }
 }
 
+/// Bytes of the request body a handler took in (the ingester's batches), left in the
+/// response's extensions; logged as `bytes_in`.
+#[derive(Debug, Clone, Copy)]
+pub struct BytesIn(pub u64);
+
 /// The error code of a failed request, left in the response's extensions.
 #[derive(Debug, Clone)]
 pub struct ErrorCode(pub String);
@@ -72,6 +78,7 @@ struct Line {
     outcome: String,
     sql: Option<String>,
     rows: Option<RowCount>,
+    bytes_in: Option<u64>,
     bytes: u64,
     started: Instant,
 }
@@ -93,6 +100,7 @@ impl Drop for Line {
             outcome = %self.outcome,
             sql = self.sql.as_deref().unwrap_or("-"),
             rows = self.rows.as_ref().map(|r| r.0.load(Ordering::Relaxed)),
+            bytes_in = self.bytes_in,
             bytes = self.bytes,
             duration_ms = self.started.elapsed().as_millis() as u64,
             "request"
@@ -127,6 +135,7 @@ pub async fn audit(State(config): State<AuditConfig>, req: Request, next: Next) 
         outcome,
         sql,
         rows: ext.get::<RowCount>().cloned(),
+        bytes_in: ext.get::<BytesIn>().map(|b| b.0),
         bytes: 0,
         started,
     };

@@ -1,7 +1,13 @@
-//! One batch to the ingester: `POST /api/v1/flows`, answers classified, retries with
-//! exponential backoff and jitter.
+//! One batch to the ingester: `POST /api/v1/flows` with the collector's bearer token,
+//! over HTTPS verified against the CA file when one is given; answers classified,
+//! retries with exponential backoff and jitter. The token and CA files are read again
+//! when they change (a rotated Secret), without a restart.
 
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
+
+use flowlake_service::{Reloading, system_monotonic};
 
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -9,8 +15,12 @@ use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
 use tokio_util::sync::CancellationToken;
 
+use super::config::ShipConfig;
 use super::encode::{ARROW_STREAM_CONTENT_TYPE, BATCH_ID_HEADER, EncodedBatch};
 use super::error::{Result, ShipError};
+
+/// How often the token and CA files are looked at for changes.
+const RELOAD_EVERY: Duration = Duration::from_secs(1);
 
 /// The ingester's write path.
 pub const FLOWS_PATH: &str = "/api/v1/flows";
@@ -90,44 +100,142 @@ pub enum Outcome {
     Cancelled,
 }
 
+/// The HTTP client (trusting the CA file's certificates) and the token, as the files
+/// say now.
+#[derive(Debug)]
+struct Transport {
+    http: reqwest::Client,
+    token: Option<String>,
+}
+
+/// Where the client's credentials come from.
+#[derive(Debug, Clone)]
+struct Credentials {
+    ca_file: Option<PathBuf>,
+    token_file: Option<PathBuf>,
+    timeout: Duration,
+}
+
+impl Credentials {
+    fn load(&self) -> Result<Transport> {
+        let mut builder = reqwest::Client::builder().timeout(self.timeout);
+        if let Some(path) = &self.ca_file {
+            let pem = std::fs::read(path).map_err(ShipError::credentials(path))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(ShipError::credentials(path))?;
+            if certs.is_empty() {
+                return Err(ShipError::credentials(path)(
+                    "no PEM certificate in the file",
+                ));
+            }
+            // Only the CA file's certificates are trusted, not the system's.
+            builder = builder.tls_built_in_root_certs(false);
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let token = match &self.token_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(ShipError::credentials(path))?;
+                let token = text.trim();
+                if token.is_empty() {
+                    return Err(ShipError::credentials(path)("the token file is empty"));
+                }
+                Some(token.to_string())
+            }
+            None => None,
+        };
+        let http = builder.build().map_err(ShipError::Http)?;
+        Ok(Transport { http, token })
+    }
+
+    fn paths(&self) -> Vec<PathBuf> {
+        self.ca_file
+            .iter()
+            .chain(&self.token_file)
+            .cloned()
+            .collect()
+    }
+}
+
 /// HTTP client of the ingester.
 #[derive(Debug, Clone)]
 pub struct IngestClient {
-    http: reqwest::Client,
     url: reqwest::Url,
+    credentials: Arc<Credentials>,
+    transport: Arc<Reloading<Transport>>,
 }
 
 impl IngestClient {
-    /// A client posting to `<base>/api/v1/flows`.
-    pub fn new(base: &str, timeout: Duration) -> Result<Self> {
+    /// A client posting to `<ingester_url>/api/v1/flows`; fails when the CA or token
+    /// file cannot be read.
+    pub fn new(cfg: &ShipConfig) -> Result<Self> {
+        let base = &cfg.ingester_url;
         let url = reqwest::Url::parse(base)
             .and_then(|u| u.join(FLOWS_PATH))
             .map_err(|_| ShipError::BadUrl {
                 url: base.to_string(),
             })?;
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .build()
-            .map_err(ShipError::Http)?;
-        Ok(IngestClient { http, url })
+        if cfg.ingester_ca_file.is_some() && url.scheme() != "https" {
+            tracing::warn!(url = %url, "--ingester-ca-file is set but the ingester URL is not https: the CA is not used");
+        }
+        let credentials = Arc::new(Credentials {
+            ca_file: cfg.ingester_ca_file.clone(),
+            token_file: cfg.ingester_token_file.clone(),
+            timeout: cfg.request_timeout,
+        });
+        let transport = Reloading::open(
+            "ingester CA and token files",
+            credentials.paths(),
+            RELOAD_EVERY,
+            system_monotonic(),
+            || credentials.load(),
+        )?;
+        Ok(IngestClient {
+            url,
+            credentials,
+            transport: Arc::new(transport),
+        })
+    }
+
+    /// A certificate the CA file does not vouch for, said plainly.
+    fn explain(&self, e: &reqwest::Error) -> String {
+        let mut text = e.to_string();
+        let mut cause = std::error::Error::source(e);
+        while let Some(c) = cause {
+            text.push_str(": ");
+            text.push_str(&c.to_string());
+            cause = c.source();
+        }
+        if text.contains("certificate") {
+            let ca = match &self.credentials.ca_file {
+                Some(path) => format!("the CA file {}", path.display()),
+                None => "the system's CA certificates (no --ingester-ca-file)".into(),
+            };
+            text = format!(
+                "the ingester's TLS certificate is not trusted by {ca}; batches stay in the spool until it is: {text}"
+            );
+        }
+        text
     }
 
     /// One attempt.
     pub async fn post(&self, b: &EncodedBatch) -> Outcome {
-        let resp = self
+        let transport = self.transport.get(|| self.credentials.load());
+        let mut req = transport
             .http
             .post(self.url.clone())
             .header(CONTENT_TYPE, ARROW_STREAM_CONTENT_TYPE)
-            .header(BATCH_ID_HEADER, b.id.to_string())
-            .body(b.ipc.clone())
-            .send()
-            .await;
-        let resp = match resp {
+            .header(BATCH_ID_HEADER, b.id.to_string());
+        if let Some(token) = &transport.token {
+            req = req.bearer_auth(token);
+        }
+        let resp = match req.body(b.ipc.clone()).send().await {
             Ok(r) => r,
             Err(e) => {
                 return Outcome::Unavailable {
                     retry_after: None,
-                    why: e.to_string(),
+                    why: self.explain(&e),
                 };
             }
         };
@@ -140,7 +248,11 @@ impl IngestClient {
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
             .map(Duration::from_secs);
+        // A token the ingester does not (yet) know or that lacks `ingest` is a
+        // configuration to fix, not bad data: the batch waits in the spool.
         let retryable = status.is_server_error()
+            || status == StatusCode::UNAUTHORIZED
+            || status == StatusCode::FORBIDDEN
             || status == StatusCode::TOO_MANY_REQUESTS
             || status == StatusCode::REQUEST_TIMEOUT
             || !status.is_client_error();

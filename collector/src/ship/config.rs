@@ -8,8 +8,13 @@ use super::batcher::FlushPolicy;
 /// Resolved shipper settings.
 #[derive(Debug, Clone)]
 pub struct ShipConfig {
-    /// Base URL of the ingester (`http://host:port`).
+    /// Base URL of the ingester (`http://host:port` or `https://…`).
     pub ingester_url: String,
+    /// PEM CA certificate(s) the ingester's certificate must chain to (only these
+    /// are trusted); `None`: the system's roots. Re-read when it changes.
+    pub ingester_ca_file: Option<PathBuf>,
+    /// File holding the collector's bearer token; `None`: no token. Re-read when it changes.
+    pub ingester_token_file: Option<PathBuf>,
     /// Directory of the on-disk spool.
     pub spool_dir: PathBuf,
     /// Spool limit; beyond it the oldest batches are dropped (and counted).
@@ -32,6 +37,8 @@ impl Default for ShipConfig {
     fn default() -> Self {
         ShipConfig {
             ingester_url: "http://127.0.0.1:7070".into(),
+            ingester_ca_file: None,
+            ingester_token_file: None,
             spool_dir: PathBuf::from("/var/lib/flowlake/spool"),
             spool_max_bytes: 1 << 30,
             memory_max_bytes: 64 << 20,
@@ -54,6 +61,8 @@ impl ShipConfig {
     pub fn for_tests(ingester_url: String, spool_dir: PathBuf) -> Self {
         ShipConfig {
             ingester_url,
+            ingester_ca_file: None,
+            ingester_token_file: None,
             spool_dir,
             spool_max_bytes: 64 << 20,
             memory_max_bytes: 1 << 20,
@@ -81,6 +90,14 @@ pub struct ShipArgs {
         default_value = "http://127.0.0.1:7070"
     )]
     pub ingester_url: String,
+    /// PEM CA certificate(s) that must have signed the ingester's certificate (an
+    /// `https://` URL); only these are trusted. Re-read when the file changes.
+    #[arg(long, env = "FLOWLAKE_COLLECTOR_INGESTER_CA_FILE")]
+    pub ingester_ca_file: Option<PathBuf>,
+    /// File with the bearer token sent to the ingester (a token with the `ingest`
+    /// scope); re-read when it changes.
+    #[arg(long, env = "FLOWLAKE_COLLECTOR_INGESTER_TOKEN_FILE")]
+    pub ingester_token_file: Option<PathBuf>,
     /// Spool directory (batches wait here while the ingester is unreachable).
     #[arg(
         long,
@@ -109,6 +126,8 @@ impl From<ShipArgs> for ShipConfig {
     fn from(a: ShipArgs) -> Self {
         ShipConfig {
             ingester_url: a.ingester_url,
+            ingester_ca_file: a.ingester_ca_file,
+            ingester_token_file: a.ingester_token_file,
             spool_dir: a.spool_dir,
             spool_max_bytes: a.spool_max_bytes,
             flush: FlushPolicy {

@@ -17,6 +17,9 @@ pub enum ShipError {
     SpoolCorrupt { path: PathBuf, reason: &'static str },
     #[error("invalid ingester URL {url:?}")]
     BadUrl { url: String },
+    /// The ingester's CA file or the collector's token file.
+    #[error("cannot use {path}: {reason}")]
+    Credentials { path: PathBuf, reason: String },
     #[error("cannot build the HTTP client")]
     Http(#[source] reqwest::Error),
     #[error("the shipper has stopped")]
@@ -28,6 +31,15 @@ impl ShipError {
         move |source| ShipError::SpoolIo {
             path: path.to_path_buf(),
             source,
+        }
+    }
+
+    pub(crate) fn credentials<E: std::fmt::Display>(
+        path: &std::path::Path,
+    ) -> impl FnOnce(E) -> ShipError + '_ {
+        move |e| ShipError::Credentials {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
         }
     }
 }

@@ -46,3 +46,49 @@ envFrom:
       name: {{ . }}
 {{- end }}
 {{- end -}}
+
+{{- /* HTTPS or HTTP for a probe or a URL of a component with this TLS Secret name. */ -}}
+{{- define "flowlake.scheme" -}}
+{{- if . }}HTTPS{{ else }}HTTP{{ end -}}
+{{- end -}}
+
+{{- /* Pod volumes of the Secrets the ingester's and the query service's containers
+       read (TLS pair, token file); `component` is "ingester" or "query". */ -}}
+{{- define "flowlake.secretVolumes" -}}
+{{- $root := .root }}
+{{- with (index $root.Values.tls .component).secretName }}
+- name: {{ $.component }}-tls
+  secret: {secretName: {{ . }}, items: [{key: tls.crt, path: tls.crt}, {key: tls.key, path: tls.key}]}
+{{- end }}
+{{- with (index $root.Values.auth .component).tokenFileSecret }}
+{{- if .name }}
+- name: {{ $.component }}-tokens
+  secret: {secretName: {{ .name }}, items: [{key: {{ .key }}, path: tokens.json}]}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{- define "flowlake.secretMounts" -}}
+{{- $root := .root }}
+{{- if (index $root.Values.tls .component).secretName }}
+- {name: {{ .component }}-tls, mountPath: /etc/flowlake/{{ .component }}-tls, readOnly: true}
+{{- end }}
+{{- if (index $root.Values.auth .component).tokenFileSecret.name }}
+- {name: {{ .component }}-tokens, mountPath: /etc/flowlake/{{ .component }}-tokens, readOnly: true}
+{{- end }}
+{{- end -}}
+
+{{- /* The flags naming those files; `prefix` is the env prefix (FLOWLAKE_INGESTER). */ -}}
+{{- define "flowlake.secretEnv" -}}
+{{- $root := .root }}
+{{- if (index $root.Values.tls .component).secretName }}
+- name: {{ .prefix }}_TLS_CERT
+  value: /etc/flowlake/{{ .component }}-tls/tls.crt
+- name: {{ .prefix }}_TLS_KEY
+  value: /etc/flowlake/{{ .component }}-tls/tls.key
+{{- end }}
+{{- if (index $root.Values.auth .component).tokenFileSecret.name }}
+- name: {{ .prefix }}_TOKEN_FILE
+  value: /etc/flowlake/{{ .component }}-tokens/tokens.json
+{{- end }}
+{{- end -}}

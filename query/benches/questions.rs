@@ -22,6 +22,7 @@ use clap::Parser;
 use deltalake_core::DeltaTable;
 use deltalake_core::protocol::SaveMode;
 use flowlake_gen::GenArgs;
+use flowlake_query::access::Access;
 use flowlake_query::metrics::QueryMetrics;
 use flowlake_query::questions::{Question, QuestionRequest, Scope, TimeRange, VIEWS};
 use flowlake_query::rollup::build::{RollupPolicy, build_rollups};
@@ -162,7 +163,7 @@ async fn open(opts: &HashMap<String, String>) -> Result<QueryEngine, BoxError> {
     if let Some(tp) = opts.get("target-partitions") {
         config.target_partitions = tp.parse()?;
     }
-    let engine = QueryEngine::open(&config, QueryMetrics::unregistered()).await?;
+    let engine = QueryEngine::open(&config.engine(), QueryMetrics::unregistered()).await?;
     // Diagnostics only: `--set "key=value;key=value"` session options.
     for kv in opts.get("set").map_or("", String::as_str).split(';') {
         if let Some((k, v)) = kv.split_once('=') {
@@ -176,7 +177,11 @@ async fn open(opts: &HashMap<String, String>) -> Result<QueryEngine, BoxError> {
 }
 
 async fn collect(engine: &QueryEngine, sql: &str) -> Result<Vec<RecordBatch>, BoxError> {
-    Ok(engine.run(sql, "bench", false).await?.collect().await?)
+    Ok(engine
+        .run(sql, "bench", false, &Access::all())
+        .await?
+        .collect()
+        .await?)
 }
 
 /// The benchmark's questions: each per-pod question for the pod with the most drops
@@ -270,7 +275,7 @@ async fn run(opts: &HashMap<String, String>) -> Result<(), BoxError> {
         let mut s = ms.clone();
         s.sort_by(f64::total_cmp);
         eprintln!("{name:<20} p50 {:>9.1} ms", s[s.len() / 2]);
-        let flowlake_sql = engine.question_sql(&request).await?;
+        let flowlake_sql = engine.question_sql(&request, &Access::all()).await?;
         let approximate = flowlake_sql.contains("sketch_quantile");
         results.push(serde_json::json!({
             "name": name, "sql": sql, "flowlake_sql": flowlake_sql,
@@ -297,7 +302,11 @@ async fn answer_batches(
     engine: &QueryEngine,
     request: &QuestionRequest,
 ) -> Result<Vec<RecordBatch>, BoxError> {
-    Ok(engine.answer(request).await?.collect().await?)
+    Ok(engine
+        .answer(request, &Access::all())
+        .await?
+        .collect()
+        .await?)
 }
 
 /// Builds the rollups of every hour of the table (all closed: the data is in the past).
@@ -328,7 +337,7 @@ async fn explain(opts: &HashMap<String, String>) -> Result<(), BoxError> {
                 exact,
                 ..QuestionRequest::new(*q, scope.clone(), range, 100)
             };
-            engine.question_sql(&request).await?
+            engine.question_sql(&request, &Access::all()).await?
         }
     };
     println!("{sql}\n");

@@ -8,45 +8,12 @@ use std::time::Duration;
 use flowlake_service::AuditSql;
 use flowlake_service::tls::TlsFiles;
 
+use crate::engine::EngineConfig;
 use crate::export::ExportPolicy;
-
-use crate::rollup::build::RollupPolicy;
-
-/// Where the Delta table lives and how to reach it (shared by `query` and `export`).
-#[derive(Debug, Clone, clap::Args)]
-pub struct TableArgs {
-    /// Table location: a local directory or an `s3://`, `gs://`, `az://` URL.
-    #[arg(long, default_value = "./flowlake-table", env = "FLOWLAKE_TABLE")]
-    pub table: String,
-    /// Object-store options `KEY=VALUE` (e.g. `aws_endpoint=http://127.0.0.1:9000`,
-    /// `aws_allow_http=true`); credentials also come from the usual `AWS_*`,
-    /// `GOOGLE_*`, `AZURE_*` environment variables.
-    #[arg(long = "storage-option", value_parser = parse_key_value, env = "FLOWLAKE_STORAGE_OPTIONS", value_delimiter = ',')]
-    pub storage_options: Vec<(String, String)>,
-}
-
-pub(crate) fn parse_key_value(s: &str) -> Result<(String, String), String> {
-    s.split_once('=')
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .ok_or_else(|| format!("expected KEY=VALUE, got {s:?}"))
-}
-
-/// Table location and object-store options, resolved.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TableLocation {
-    /// A URL (`file:///…`, `s3://…`) or a local path.
-    pub location: String,
-    pub storage_options: HashMap<String, String>,
-}
-
-impl TableArgs {
-    pub fn into_location(self) -> TableLocation {
-        TableLocation {
-            location: self.table,
-            storage_options: self.storage_options.into_iter().collect(),
-        }
-    }
-}
+pub use crate::limits::QueryLimits;
+pub(crate) use crate::location::parse_key_value;
+pub use crate::location::{TableArgs, TableLocation};
+use crate::rollup::policy::RollupPolicy;
 
 /// `flowlake query`: SQL over HTTP, per-pod questions and the Grafana datasource.
 #[derive(Debug, Clone, clap::Args)]
@@ -142,27 +109,6 @@ pub struct QueryConfig {
     pub export: ExportPolicy,
 }
 
-/// Limits applied to every query.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct QueryLimits {
-    pub memory_bytes: usize,
-    pub timeout: Duration,
-    pub max_rows: usize,
-    /// Queries planned or running at once; more wait for a slot until their deadline.
-    pub max_concurrent: usize,
-}
-
-impl Default for QueryLimits {
-    fn default() -> Self {
-        QueryLimits {
-            memory_bytes: 2 << 30,
-            timeout: Duration::from_secs(60),
-            max_rows: 1_000_000,
-            max_concurrent: 4,
-        }
-    }
-}
-
 fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
@@ -218,6 +164,19 @@ impl QueryConfig {
             audit_sql: AuditSql::Hash,
             shutdown_grace: Duration::from_secs(5),
             export: ExportPolicy::default(),
+        }
+    }
+}
+
+impl QueryConfig {
+    /// What the engine needs of it.
+    pub fn engine(&self) -> EngineConfig {
+        EngineConfig {
+            table: self.table.clone(),
+            snapshot_max_age: self.snapshot_max_age,
+            limits: self.limits,
+            target_partitions: self.target_partitions,
+            rollups: self.rollups,
         }
     }
 }

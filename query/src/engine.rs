@@ -1,5 +1,6 @@
-//! The query engine: one DataFusion `SessionContext` with `flows` and the per-pod
-//! views registered, a shared memory pool, and per-query time and row limits.
+//! The query engine: DataFusion sessions with `flows` and the per-pod views registered
+//! ([`crate::session`]: one per namespace scope, see [`crate::access`]), a shared memory
+//! pool, and per-query time and row limits.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -10,23 +11,26 @@ use datafusion::dataframe::DataFrame;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
+
+use crate::access::Access;
 use futures::stream::{BoxStream, StreamExt};
 
 use datafusion::execution::SendableRecordBatchStream;
 
 use crate::admission;
-use crate::config::{QueryConfig, QueryLimits};
 use crate::error::{QueryError, Result};
 use crate::exec::{self, Msg, QueryRuntime};
+use crate::limits::QueryLimits;
+use crate::location::TableLocation;
 use crate::metrics::QueryMetrics;
 use crate::questions::{self, Question, QuestionRequest};
-use crate::rollup::table::{ROLLUP_FUNCTION, RollupFunction};
-use crate::rollup::{Coverage, RollupSpec, RollupStore, sketch};
+use crate::rollup::table::RollupFunction;
+use crate::rollup::{Coverage, RollupSpec, RollupStore};
 use crate::sandbox;
+use crate::session::{SessionParts, Sessions};
 use crate::table::FlowsTable;
 
-/// Name the Delta table is registered under.
-pub const FLOWS: &str = "flows";
+pub use crate::session::FLOWS;
 
 /// A running query: its schema, the batches already fetched (so errors at the start
 /// become a proper HTTP status) and the rest of the stream.
@@ -55,9 +59,21 @@ impl QueryResult {
     }
 }
 
+/// What [`QueryEngine::open`] needs (`QueryConfig::engine` of the service's settings).
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub table: TableLocation,
+    /// How old the table snapshot may be before a query reloads it.
+    pub snapshot_max_age: std::time::Duration,
+    pub limits: QueryLimits,
+    pub target_partitions: usize,
+    /// Answer the questions from rollups where they are current.
+    pub rollups: bool,
+}
+
 /// DataFusion over the `flows` table.
 pub struct QueryEngine {
-    ctx: SessionContext,
+    sessions: Sessions,
     table: Arc<FlowsTable>,
     limits: QueryLimits,
     metrics: QueryMetrics,
@@ -76,7 +92,7 @@ impl std::fmt::Debug for QueryEngine {
 
 impl QueryEngine {
     /// Opens the table and builds the session.
-    pub async fn open(config: &QueryConfig, metrics: QueryMetrics) -> Result<Self> {
+    pub async fn open(config: &EngineConfig, metrics: QueryMetrics) -> Result<Self> {
         let table =
             Arc::new(FlowsTable::open(config.table.clone(), config.snapshot_max_age).await?);
         let engine =
@@ -101,28 +117,26 @@ impl QueryEngine {
         let session = SessionConfig::new()
             .with_information_schema(true)
             .with_target_partitions(target_partitions.max(1));
-        let ctx = crate::coop::session(session, runtime);
-        crate::bounded::register(&ctx, limits.memory_bytes);
         let exec = Arc::new(QueryRuntime::new(
             target_partitions.max(2),
             limits.max_concurrent,
         )?);
+        // The table's object store, in the runtime every session shares.
+        let probe = SessionContext::new_with_config_rt(session.clone(), Arc::clone(&runtime));
         table
             .delta_table()
             .await
-            .update_datafusion_session(&ctx.state())?;
-        ctx.register_table(FLOWS, Arc::clone(&table) as _)
-            .map_err(QueryError::Execution)?;
-        for udaf in sketch::udafs() {
-            ctx.register_udaf(udaf);
-        }
-        for (name, sql) in questions::VIEWS {
-            ctx.sql(&format!("CREATE VIEW {name} AS {sql}"))
-                .await
-                .map_err(|e| QueryError::Config(format!("view {name}: {e}")))?;
-        }
+            .update_datafusion_session(&probe.state())?;
+        let sessions = Sessions::new(SessionParts {
+            config: session,
+            runtime,
+            memory_bytes: limits.memory_bytes,
+            flows: Arc::clone(&table) as _,
+            rollups: None,
+        })
+        .await?;
         Ok(QueryEngine {
-            ctx,
+            sessions,
             table,
             limits,
             metrics,
@@ -137,17 +151,14 @@ impl QueryEngine {
         let mut schemas = std::collections::HashMap::new();
         for q in Question::ALL {
             let sql = RollupSpec::of(q).partial_sql(q, "false");
-            let df = self.ctx.sql(&sql).await.map_err(|e| self.df_err(e))?;
+            let df = (self.sessions.all().sql(&sql).await).map_err(|e| self.df_err(e))?;
             schemas.insert(q, Arc::new(df.schema().as_arrow().clone()));
         }
         let log_store = self.table.delta_table().await.log_store();
         let store = Arc::new(RollupStore::new(log_store, schemas, max_age));
-        self.ctx.register_udtf(
-            ROLLUP_FUNCTION,
-            Arc::new(RollupFunction {
-                store: Arc::clone(&store),
-            }),
-        );
+        self.sessions.set_rollups(Arc::new(RollupFunction {
+            store: Arc::clone(&store),
+        }));
         self.rollups = Some(store);
         Ok(self)
     }
@@ -158,8 +169,11 @@ impl QueryEngine {
 
     /// The SQL answering a question: from rollups for the whole hours they cover (unless
     /// `exact`, conditions beyond the subject columns, or no current rollup), else from
-    /// the flow rows.
-    pub async fn question_sql(&self, request: &QuestionRequest) -> Result<String> {
+    /// the flow rows. With a namespace-scoped `access`, a question about a subject of
+    /// another namespace is refused and cluster-wide ones keep the access's subjects;
+    /// run the SQL with the same `access`.
+    pub async fn question_sql(&self, request: &QuestionRequest, access: &Access) -> Result<String> {
+        let request = &scoped_request(request, access)?;
         let usable = !request.exact && request.extra.is_empty();
         let Some(store) = self.rollups.as_ref().filter(|_| usable) else {
             return Ok(request.exact_sql());
@@ -192,9 +206,9 @@ impl QueryEngine {
     }
 
     /// Answers a per-pod question (see [`Self::question_sql`]) under the limits.
-    pub async fn answer(&self, request: &QuestionRequest) -> Result<QueryResult> {
-        let sql = self.question_sql(request).await?;
-        self.run(&sql, request.question.name(), true).await
+    pub async fn answer(&self, request: &QuestionRequest, access: &Access) -> Result<QueryResult> {
+        let sql = self.question_sql(request, access).await?;
+        self.run(&sql, request.question.name(), true, access).await
     }
 
     pub fn table(&self) -> &Arc<FlowsTable> {
@@ -209,8 +223,9 @@ impl QueryEngine {
         self.limits
     }
 
+    /// The session reading every namespace.
     pub fn context(&self) -> &SessionContext {
-        &self.ctx
+        self.sessions.all()
     }
 
     /// The runtime queries and export jobs run on.
@@ -236,30 +251,38 @@ impl QueryEngine {
             .map_err(|e| QueryError::Config(format!("checking SQL failed: {e}")))?
     }
 
-    /// Runs user SQL (checked by the sandbox) under the limits.
-    pub async fn execute_user_sql(&self, sql: &str, endpoint: &'static str) -> Result<QueryResult> {
-        self.submit(sql, endpoint, true, true).await
+    /// Runs user SQL (checked by the sandbox) under the limits, reading what `access`
+    /// allows.
+    pub async fn execute_user_sql(
+        &self,
+        sql: &str,
+        endpoint: &'static str,
+        access: &Access,
+    ) -> Result<QueryResult> {
+        self.submit(sql, endpoint, true, true, access).await
     }
 
     /// Plans SQL into a DataFrame with the read-only SQL options (no sandbox check:
     /// for SQL built by the service itself).
     pub async fn plan(&self, sql: &str) -> Result<DataFrame> {
         self.table.refresh_if_stale().await?;
-        self.ctx
+        self.sessions
+            .all()
             .sql_with_options(sql, read_only())
             .await
             .map_err(|e| self.df_err(e))
     }
 
     /// Plans and starts SQL built by the service under the time, memory and (if
-    /// `row_limit`) row limits.
+    /// `row_limit`) row limits, reading what `access` allows.
     pub async fn run(
         &self,
         sql: &str,
         endpoint: &'static str,
         row_limit: bool,
+        access: &Access,
     ) -> Result<QueryResult> {
-        self.submit(sql, endpoint, false, row_limit).await
+        self.submit(sql, endpoint, false, row_limit, access).await
     }
 
     async fn submit(
@@ -268,19 +291,27 @@ impl QueryEngine {
         endpoint: &'static str,
         user: bool,
         row_limit: bool,
+        access: &Access,
     ) -> Result<QueryResult> {
         let started = Instant::now();
-        let outcome = self.submit_inner(sql, user, row_limit).await;
+        let outcome = self.submit_inner(sql, user, row_limit, access).await;
         self.metrics.observe(endpoint, &outcome, started.elapsed());
         outcome
     }
 
-    async fn submit_inner(&self, sql: &str, user: bool, row_limit: bool) -> Result<QueryResult> {
+    async fn submit_inner(
+        &self,
+        sql: &str,
+        user: bool,
+        row_limit: bool,
+        access: &Access,
+    ) -> Result<QueryResult> {
         let timeout = self.limits.timeout;
         let deadline = tokio::time::Instant::now() + timeout;
         let permit = self.exec.permit(deadline).await?;
         let job = Job {
-            ctx: self.ctx.clone(),
+            ctx: self.sessions.get(access).await?,
+            scoped: !access.is_all(),
             table: Arc::clone(&self.table),
             limits: self.limits,
             sql: sql.to_string(),
@@ -301,6 +332,8 @@ const RECEIVE_MARGIN: std::time::Duration = std::time::Duration::from_secs(1);
 /// One query as run on the query runtime.
 struct Job {
     ctx: SessionContext,
+    /// Namespace-scoped: no `EXPLAIN ANALYZE` or `EXPLAIN VERBOSE` (see [`refuse_counts`]).
+    scoped: bool,
     table: Arc<FlowsTable>,
     limits: QueryLimits,
     sql: String,
@@ -326,6 +359,9 @@ impl Job {
             .await
             .map_err(|e| self.df_err(e))?;
         admission::check_plan(df.logical_plan())?;
+        if self.scoped {
+            refuse_counts(df.logical_plan())?;
+        }
         let is_query = !matches!(
             df.logical_plan(),
             LogicalPlan::Explain(_) | LogicalPlan::Analyze(_) | LogicalPlan::DescribeTable(_)
@@ -379,6 +415,28 @@ impl Job {
             }
         }
     }
+}
+
+/// A namespace-scoped request may not see `EXPLAIN ANALYZE` (the scan's metrics count
+/// the rows read below the namespace filter) or `EXPLAIN VERBOSE` (its plans carry the
+/// files' row-count statistics): both would tell how much traffic other namespaces have.
+fn refuse_counts(plan: &LogicalPlan) -> Result<()> {
+    match plan {
+        LogicalPlan::Analyze(_) => Err(QueryError::NamespaceForbidden(
+            "EXPLAIN ANALYZE (its metrics count rows of every namespace)".into(),
+        )),
+        LogicalPlan::Explain(e) if e.verbose => Err(QueryError::NamespaceForbidden(
+            "EXPLAIN VERBOSE (its statistics count rows of every namespace)".into(),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// `request` as `access` may ask it: subjects of its namespaces only.
+fn scoped_request(request: &QuestionRequest, access: &Access) -> Result<QuestionRequest> {
+    let mut request = request.clone();
+    access.restrict(&request.scope, &mut request.subject_filters)?;
+    Ok(request)
 }
 
 fn read_only() -> SQLOptions {

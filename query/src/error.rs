@@ -34,6 +34,9 @@ pub enum QueryError {
     /// Every query slot stayed taken until the request's deadline.
     #[error("too many queries running ({0} at most); retry later")]
     Busy(usize),
+    /// A namespace-scoped token asked for what it may not read (see `access`).
+    #[error("this token may not read {0}")]
+    NamespaceForbidden(String),
     /// An export the operator's configuration does not allow.
     #[error("export refused: {0}")]
     ExportRefused(String),
@@ -111,7 +114,9 @@ impl QueryError {
             | QueryError::Sql(_)
             | QueryError::BadRequest(_)
             | QueryError::TooComplex(_) => StatusCode::BAD_REQUEST,
-            QueryError::ExportRefused(_) => StatusCode::FORBIDDEN,
+            QueryError::ExportRefused(_) | QueryError::NamespaceForbidden(_) => {
+                StatusCode::FORBIDDEN
+            }
             QueryError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             QueryError::Service(e) => e.status(),
             QueryError::Location { .. } => StatusCode::BAD_REQUEST,
@@ -147,6 +152,7 @@ impl QueryError {
             QueryError::TooComplex(_) => "too_complex",
             QueryError::Busy(_) => "busy",
             QueryError::ExportRefused(_) => "export_refused",
+            QueryError::NamespaceForbidden(_) => "forbidden",
             QueryError::Service(e) => e.code(),
             QueryError::Table(_) => "table_error",
             QueryError::ObjectStore(_) => "object_store_error",

@@ -2,7 +2,8 @@
 //! questions about drops, latency and talkers per pod.
 //!
 //! Read path: [`table`] (Delta snapshot as a `TableProvider`, refreshed) and
-//! [`pruning`] (time → partition predicates) → [`engine`] (session, limits) on the
+//! [`pruning`] (time → partition predicates) → [`engine`] (sessions per namespace scope
+//! in [`session`], filtered below SQL by [`access`]; limits) on the
 //! query runtime ([`exec`]) → [`admission`] (size and depth bounds) and [`sandbox`]
 //! (read-only SQL) → [`questions`] (per-pod views) → [`export`] (Parquet/Delta under
 //! the operator's export roots, incremental). [`rollup`] keeps hourly per-pod rollups
@@ -10,6 +11,7 @@
 //! area, behind the shared service layer (`flowlake-service`: auth, audit, health);
 //! [`server`] starts and drains the service; [`error`], [`config`], [`metrics`] beside them.
 
+pub mod access;
 pub mod admission;
 mod bounded;
 pub mod cli;
@@ -21,6 +23,8 @@ pub mod exec;
 pub mod export;
 pub mod format;
 pub mod http;
+pub mod limits;
+pub mod location;
 pub mod metrics;
 mod native_scan;
 pub mod pruning;
@@ -28,12 +32,13 @@ pub mod questions;
 pub mod rollup;
 pub mod sandbox;
 pub mod server;
+pub mod session;
 pub mod storage;
 pub mod table;
 
 pub use cli::{export_main, query_main};
 pub use config::{QueryArgs, QueryConfig, QueryLimits, TableArgs, TableLocation};
-pub use engine::{FLOWS, QueryEngine};
+pub use engine::{EngineConfig, FLOWS, QueryEngine};
 pub use error::{QueryError, Result};
 pub use export::{ExportArgs, ExportConfig, run_export};
 pub use format::OutputFormat;

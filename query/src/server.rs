@@ -104,7 +104,7 @@ impl QueryService {
                 Auth::Open
             }
         };
-        let engine = Arc::new(QueryEngine::open(&config, metrics).await?);
+        let engine = Arc::new(QueryEngine::open(&config.engine(), metrics).await?);
         let mut state =
             AppState::with_exports(engine, config.max_export_jobs, config.export.clone())
                 .with_registry(registry);

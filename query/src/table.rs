@@ -18,8 +18,8 @@ use datafusion::physical_plan::execution_plan::{ChildrenPropertiesMode, ReplaceC
 use deltalake_core::DeltaTable;
 use tokio::sync::Mutex;
 
-use crate::config::TableLocation;
 use crate::error::Result;
+use crate::location::TableLocation;
 use crate::native_scan::NativeScan;
 use crate::pruning::partition_filters;
 use crate::rollup::Fingerprints;

@@ -43,6 +43,7 @@ fn routes(export_to: &Path) -> Vec<(&'static str, &'static str, Option<Value>, S
         ("GET", "/api/v1/questions/drops", None, Scope::Read),
         ("GET", "/api/v1/pods/ns/pod/drops", None, Scope::Read),
         ("GET", "/api/v1/workloads/ns/w/talkers", None, Scope::Read),
+        ("GET", "/grafana", None, Scope::Read),
         ("GET", "/grafana/", None, Scope::Read),
         grafana("/grafana/metrics", json!({})),
         grafana(
@@ -67,27 +68,6 @@ fn routes(export_to: &Path) -> Vec<(&'static str, &'static str, Option<Value>, S
     ]
 }
 
-async fn call(
-    base: &str,
-    method: &str,
-    path: &str,
-    body: &Option<Value>,
-    token: Option<&str>,
-) -> (u16, String) {
-    let client = reqwest::Client::new();
-    let url = format!("{base}{path}");
-    let mut req = match body {
-        Some(b) => client.post(url).json_body(b),
-        None if method == "GET" => client.get(url),
-        None => client.post(url),
-    };
-    if let Some(t) = token {
-        req = req.header("authorization", format!("Bearer {t}"));
-    }
-    let resp = req.send().await.unwrap();
-    (resp.status().as_u16(), resp.text().await.unwrap())
-}
-
 #[tokio::test]
 async fn every_route_needs_a_token_with_its_scope() {
     let dir = tempfile::tempdir().unwrap();
@@ -108,11 +88,15 @@ async fn every_route_needs_a_token_with_its_scope() {
 
     // Open: health and readiness.
     for path in ["/healthz", "/readyz"] {
-        assert_eq!(call(&base, "GET", path, &None, None).await.0, 200, "{path}");
+        assert_eq!(
+            request(&base, "GET", path, &None, None).await.0,
+            200,
+            "{path}"
+        );
     }
     // The removed token works until the file drops it.
     assert_eq!(
-        call(
+        request(
             &base,
             "GET",
             "/api/v1/questions",
@@ -139,7 +123,7 @@ async fn every_route_needs_a_token_with_its_scope() {
             ("removed token", Some("leaver-secret"), 401),
             ("token without the scope", Some(lacking), 403),
         ] {
-            let (got, text) = call(&base, method, path, &body, token).await;
+            let (got, text) = request(&base, method, path, &body, token).await;
             assert_eq!(got, status, "{method} {path} with {case}: {text}");
             let v: Value =
                 serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}: {text}"));
@@ -151,7 +135,7 @@ async fn every_route_needs_a_token_with_its_scope() {
             checked += 1;
         }
         // The admin token passes authentication on every route.
-        let (got, text) = call(&base, method, path, &body, Some("admin-secret")).await;
+        let (got, text) = request(&base, method, path, &body, Some("admin-secret")).await;
         assert!(
             got != 401 && got != 403,
             "{method} {path} as admin: {got} {text}"

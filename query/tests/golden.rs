@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use flowlake_query::access::Access;
 use flowlake_query::engine::QueryEngine;
 use flowlake_query::metrics::QueryMetrics;
 use flowlake_query::table::FlowsTable;
@@ -39,7 +40,10 @@ async fn golden_sql() {
     let mut failures = Vec::new();
     for file in files {
         let sql = std::fs::read_to_string(&file).unwrap();
-        let actual = match engine.execute_user_sql(&sql, "golden").await {
+        let actual = match engine
+            .execute_user_sql(&sql, "golden", &Access::all())
+            .await
+        {
             Ok(r) => {
                 let batches = r.collect().await.unwrap();
                 arrow::util::pretty::pretty_format_batches(&batches)

@@ -24,7 +24,7 @@ fn query_body(targets: Value, filters: Value) -> Value {
 async fn start_at_fixture_time() -> String {
     let cfg = flowlake_query::QueryConfig::for_tests(shared_table().to_str().unwrap());
     let engine = flowlake_query::QueryEngine::open(
-        &cfg,
+        &cfg.engine(),
         flowlake_query::metrics::QueryMetrics::unregistered(),
     )
     .await

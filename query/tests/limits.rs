@@ -317,3 +317,52 @@ async fn resource_cases_end_with_limit_errors() {
     assert_eq!(status, 200, "{body}");
     svc.stop().await.unwrap();
 }
+
+/// A statement deeper than the service plans is refused the same way whether it comes
+/// as SQL, as a Grafana `sql` target or as export SQL (one admission for all three),
+/// and the service stays up.
+#[tokio::test]
+async fn grafana_and_export_sql_pass_the_admission_of_sql() {
+    let (cfg, exports) = limit_config();
+    let svc = start(cfg).await;
+    let base = format!("http://{}", svc.addr());
+    let depth = flowlake_query::admission::MAX_EXPR_DEPTH * 5;
+    for sql in [
+        format!("SELECT {}1{}", "(".repeat(depth), ")".repeat(depth)),
+        format!(
+            "SELECT 1{}",
+            "+1".repeat(flowlake_query::admission::MAX_OPERATORS * 2)
+        ),
+    ] {
+        let range =
+            serde_json::json!({"from": "2026-01-01T00:00:00Z", "to": "2026-01-01T02:00:00Z"});
+        let mut answers = Vec::new();
+        for (path, body) in [
+            ("/api/v1/sql", serde_json::json!({"sql": sql})),
+            (
+                "/grafana/query",
+                serde_json::json!({"range": range, "targets": [
+                    {"refId": "A", "target": "sql", "payload": {"sql": sql}}]}),
+            ),
+            (
+                "/api/v1/export",
+                serde_json::json!({"sql": sql, "destination": exports.path().join("deep")}),
+            ),
+        ] {
+            let (status, text) = post_json(&format!("{base}{path}"), &body).await;
+            let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+            answers.push((status, v["error"]["code"].clone()));
+            assert_eq!(
+                reqwest::get(format!("{base}/healthz"))
+                    .await
+                    .unwrap()
+                    .status(),
+                200
+            );
+        }
+        assert_eq!(answers[0].0, 400, "{answers:?}");
+        assert!(answers.iter().all(|a| *a == answers[0]), "{answers:?}");
+    }
+    assert!(walk(&exports.path().join("deep")).is_empty());
+    svc.stop().await.unwrap();
+}

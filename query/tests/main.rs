@@ -7,6 +7,7 @@ mod grafana;
 mod http;
 mod limits;
 mod metrics;
+mod namespaces;
 mod rollup;
 mod sandbox;
 mod sigterm;

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use datafusion::arrow::array::RecordBatch;
+use flowlake_query::access::Access;
 use flowlake_query::metrics::{KindLabel, QueryMetrics};
 use flowlake_query::questions::{Question, QuestionRequest, Scope, TimeRange};
 use flowlake_query::rollup::build::{BuildReport, RollupPolicy, build_rollups};
@@ -91,9 +92,9 @@ async fn answer(
     engine: &QueryEngine,
     request: &QuestionRequest,
 ) -> (String, Vec<Map<String, Value>>) {
-    let sql = engine.question_sql(request).await.unwrap();
+    let sql = engine.question_sql(request, &Access::all()).await.unwrap();
     let batches = engine
-        .run(&sql, "test", true)
+        .run(&sql, "test", true, &Access::all())
         .await
         .unwrap()
         .collect()
@@ -129,7 +130,7 @@ async fn gen_table_engine() -> (tempfile::TempDir, QueryEngine) {
     let path = dir.path().join("flows");
     write_gen_table(&path).await;
     let config = QueryConfig::for_tests(path.to_str().unwrap());
-    let engine = QueryEngine::open(&config, QueryMetrics::unregistered())
+    let engine = QueryEngine::open(&config.engine(), QueryMetrics::unregistered())
         .await
         .unwrap();
     (dir, engine)
@@ -144,12 +145,12 @@ async fn rollups_answer_like_the_flow_rows_and_follow_late_data() {
         to: t("2026-01-01T02:00:00Z"),
     };
     let request = QuestionRequest::new(Question::Drops, Scope::AllPods, whole, 10);
-    let sql = engine.question_sql(&request).await.unwrap();
+    let sql = engine.question_sql(&request, &Access::all()).await.unwrap();
     assert!(!sql.contains("flowlake_rollup"), "no rollups yet: {sql}");
 
     // A pod and a workload with drops, for the scoped questions.
     let top = engine
-        .run("SELECT namespace, pod, workload FROM pod_drops GROUP BY 1, 2, 3 ORDER BY sum(packets) DESC, 1, 2, 3 LIMIT 1", "test", false)
+        .run("SELECT namespace, pod, workload FROM pod_drops GROUP BY 1, 2, 3 ORDER BY sum(packets) DESC, 1, 2, 3 LIMIT 1", "test", false, &Access::all())
         .await
         .unwrap()
         .collect()

@@ -159,3 +159,26 @@ pub fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// A request to `base{path}`: `body` as JSON (POST), else `method` without one; with
+/// `token` as bearer. Returns status and body text.
+pub async fn request(
+    base: &str,
+    method: &str,
+    path: &str,
+    body: &Option<serde_json::Value>,
+    token: Option<&str>,
+) -> (u16, String) {
+    let client = reqwest::Client::new();
+    let url = format!("{base}{path}");
+    let mut req = match body {
+        Some(b) => client.post(url).json_body(b),
+        None if method == "GET" => client.get(url),
+        None => client.post(url),
+    };
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let resp = req.send().await.unwrap();
+    (resp.status().as_u16(), resp.text().await.unwrap())
+}

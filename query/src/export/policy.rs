@@ -7,8 +7,8 @@ use std::path::{Component, Path, PathBuf};
 
 use url::Url;
 
-use crate::config::TableLocation;
 use crate::error::{QueryError, Result};
+use crate::location::TableLocation;
 
 /// The operator's export configuration.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

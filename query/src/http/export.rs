@@ -1,17 +1,45 @@
 //! `POST /api/v1/export` (start a job) and `GET /api/v1/export/{id}` (its status).
 
-use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+
+use flowlake_service::{Principal, SqlAudit};
 
 use super::state::AppState;
 use crate::error::{QueryError, Result};
 use crate::export::{ExportConfig, ExportJob};
 
+/// Starts an export job; its SQL goes in the audit line.
 pub async fn start(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    body: std::result::Result<Json<ExportConfig>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let sql = body
+        .as_ref()
+        .ok()
+        .and_then(|Json(cfg)| cfg.sql.clone())
+        .map(SqlAudit);
+    let mut resp = start_job(&state, &principal, body).await.into_response();
+    if let Some(sql) = sql {
+        resp.extensions_mut().insert(sql);
+    }
+    resp
+}
+
+async fn start_job(
+    state: &AppState,
+    principal: &Principal,
     body: std::result::Result<Json<ExportConfig>, axum::extract::rejection::JsonRejection>,
 ) -> Result<(StatusCode, Json<ExportJob>)> {
+    if principal.namespaces.is_some() {
+        // Export jobs read the whole table; they are not namespace-scoped (yet).
+        return Err(QueryError::NamespaceForbidden(
+            "exports (a namespace-scoped token cannot export)".into(),
+        ));
+    }
     let Json(cfg) = body.map_err(|e| QueryError::BadRequest(e.body_text()))?;
     let cfg = state.exports.confine(cfg)?;
     if let Some(sql) = &cfg.sql {

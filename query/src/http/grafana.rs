@@ -4,15 +4,18 @@
 //! (namespace, pod, by, view); `sql` runs sandboxed SQL with `$__timeFilter`.
 
 use axum::extract::State;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use chrono::Duration;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::DataType;
+use flowlake_service::{Principal, SqlAudit};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::state::AppState;
+use crate::access::Access;
 use crate::error::{QueryError, Result};
 use crate::format::{OutputFormat, encode_all};
 use crate::questions::{
@@ -81,11 +84,12 @@ async fn rows(
     sql: &str,
     endpoint: &'static str,
     user: bool,
+    access: &Access,
 ) -> Result<(Vec<(String, DataType)>, Vec<serde_json::Map<String, Value>>)> {
     let result = if user {
-        state.engine.execute_user_sql(sql, endpoint).await?
+        state.engine.execute_user_sql(sql, endpoint, access).await?
     } else {
-        state.engine.run(sql, endpoint, true).await?
+        state.engine.run(sql, endpoint, true, access).await?
     };
     let schema = result.schema.clone();
     let batches: Vec<RecordBatch> = result.collect().await?;
@@ -106,6 +110,7 @@ async fn distinct(
     column: &str,
     range: TimeRange,
     namespace: Option<&str>,
+    access: &Access,
 ) -> Result<Vec<String>> {
     if !TAG_KEYS.contains(&column) {
         return Err(QueryError::BadRequest(format!("unknown key {column:?}")));
@@ -114,11 +119,12 @@ async fn distinct(
     if let Some(ns) = namespace {
         extra.push(format!("namespace = {}", quote(ns)));
     }
+    access.restrict(&Scope::AllPods, &mut extra)?;
     let sql = format!(
         "SELECT DISTINCT {column} AS v FROM pod_talkers WHERE {} ORDER BY v LIMIT 1000",
         where_clause(&range, &Scope::AllPods, &extra)
     );
-    let (_, objs) = rows(state, &sql, "grafana", false).await?;
+    let (_, objs) = rows(state, &sql, "grafana", false, access).await?;
     Ok(objs
         .into_iter()
         .filter_map(|o| o.get("v").and_then(Value::as_str).map(str::to_string))
@@ -143,16 +149,19 @@ struct PayloadOptionsRequest {
 /// `POST /metric-payload-options`: namespaces, pods of the chosen namespace, …
 async fn payload_options(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Json(req): Json<PayloadOptionsRequest>,
 ) -> Result<Json<Value>> {
+    let access = Access::of(&principal);
     let values = match req.name.as_str() {
-        "namespace" => distinct(&state, "namespace", last_day(&state), None).await?,
+        "namespace" => distinct(&state, "namespace", last_day(&state), None, &access).await?,
         "pod" => {
             distinct(
                 &state,
                 "pod",
                 last_day(&state),
                 payload_str(&req.payload, "namespace"),
+                &access,
             )
             .await?
         }
@@ -294,7 +303,12 @@ fn scope_of(payload: &Value) -> Scope {
     }
 }
 
-async fn answer_target(state: &AppState, req: &QueryRequest, t: &Target) -> Result<Vec<Value>> {
+async fn answer_target(
+    state: &AppState,
+    access: &Access,
+    req: &QueryRequest,
+    t: &Target,
+) -> Result<Vec<Value>> {
     let range = req.range.range()?;
     let name = t.target.as_deref().unwrap_or_default();
     let mut extra = filter_predicates(&req.filters)?;
@@ -302,7 +316,7 @@ async fn answer_target(state: &AppState, req: &QueryRequest, t: &Target) -> Resu
         let sql = payload_str(&t.payload, "sql")
             .ok_or_else(|| QueryError::BadRequest("payload.sql is empty".into()))?;
         let sql = sql.replace("$__timeFilter", &format!("({})", range.predicate()));
-        let (cols, objs) = rows(state, &sql, "grafana", true).await?;
+        let (cols, objs) = rows(state, &sql, "grafana", true, access).await?;
         return Ok(vec![table_frame(&cols, &objs)]);
     }
     let q = Question::parse(name)
@@ -322,10 +336,11 @@ async fn answer_target(state: &AppState, req: &QueryRequest, t: &Target) -> Resu
             subject_filters: extra.clone(),
             ..QuestionRequest::new(q, scope.clone(), range, limit)
         };
-        let sql = state.engine.question_sql(&request).await?;
-        let (cols, objs) = rows(state, &sql, "grafana", false).await?;
+        let sql = state.engine.question_sql(&request, access).await?;
+        let (cols, objs) = rows(state, &sql, "grafana", false, access).await?;
         return Ok(vec![table_frame(&cols, &objs)]);
     }
+    access.restrict(&scope, &mut extra)?;
     // Time series: buckets of the panel interval (at least a second, at most maxDataPoints).
     let span_ms = (range.to - range.from).num_milliseconds().max(1);
     let points = req.max_data_points.unwrap_or(1000).max(1);
@@ -342,7 +357,7 @@ async fn answer_target(state: &AppState, req: &QueryRequest, t: &Target) -> Resu
         view = q.view(),
         filter = where_clause(&range, &scope, &extra),
     );
-    let (_, objs) = rows(state, &sql, "grafana", false).await?;
+    let (_, objs) = rows(state, &sql, "grafana", false, access).await?;
     let mut series: Vec<(String, Vec<Value>)> = Vec::new();
     for o in objs {
         let k = match o.get("k") {
@@ -374,22 +389,44 @@ async fn answer_target(state: &AppState, req: &QueryRequest, t: &Target) -> Resu
         .collect())
 }
 
-/// `POST /query`: every visible target, answered over the dashboard range.
+/// `POST /query`: every visible target, answered over the dashboard range. The `sql`
+/// targets' statements go in the audit line (joined by `;`).
 async fn query(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Json(req): Json<QueryRequest>,
-) -> Result<Json<Value>> {
+) -> Response {
+    let statements: Vec<&str> = req
+        .targets
+        .iter()
+        .filter(|t| !t.hide && t.target.as_deref() == Some(SQL_METRIC))
+        .filter_map(|t| payload_str(&t.payload, "sql"))
+        .collect();
+    let audit = (!statements.is_empty()).then(|| SqlAudit(statements.join(";\n")));
+    let mut resp = answer_query(&state, &Access::of(&principal), &req)
+        .await
+        .map(Json)
+        .into_response();
+    if let Some(audit) = audit {
+        resp.extensions_mut().insert(audit);
+    }
+    resp
+}
+
+async fn answer_query(state: &AppState, access: &Access, req: &QueryRequest) -> Result<Value> {
     let mut out = Vec::new();
     for t in req.targets.iter().filter(|t| !t.hide) {
-        let frames = answer_target(&state, &req, t).await.map_err(|e| match e {
-            QueryError::Sql(m) => {
-                QueryError::Sql(format!("{}: {m}", t.ref_id.as_deref().unwrap_or("?")))
-            }
-            other => other,
-        })?;
+        let frames = answer_target(state, access, req, t)
+            .await
+            .map_err(|e| match e {
+                QueryError::Sql(m) => {
+                    QueryError::Sql(format!("{}: {m}", t.ref_id.as_deref().unwrap_or("?")))
+                }
+                other => other,
+            })?;
         out.extend(frames);
     }
-    Ok(Json(Value::Array(out)))
+    Ok(Value::Array(out))
 }
 
 #[derive(Debug, Deserialize)]
@@ -403,6 +440,7 @@ struct VariableRequest {
 /// `POST /variable`: `{"payload": {"target": "namespace"|"pod"|"workload", "namespace"?}}`.
 async fn variable(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Json(req): Json<VariableRequest>,
 ) -> Result<Json<Value>> {
     let range = match &req.range {
@@ -416,6 +454,7 @@ async fn variable(
         column,
         range,
         payload_str(&req.payload, "namespace"),
+        &Access::of(&principal),
     )
     .await?;
     Ok(Json(Value::Array(
@@ -444,9 +483,11 @@ struct TagValuesRequest {
 /// `POST /tag-values`: values of a key over the last day.
 async fn tag_values(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Json(req): Json<TagValuesRequest>,
 ) -> Result<Json<Value>> {
-    let values = distinct(&state, &req.key, last_day(&state), None).await?;
+    let access = Access::of(&principal);
+    let values = distinct(&state, &req.key, last_day(&state), None, &access).await?;
     Ok(Json(Value::Array(
         values.into_iter().map(|v| json!({"text": v})).collect(),
     )))

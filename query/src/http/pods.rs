@@ -3,14 +3,16 @@
 //! `GET /api/v1/workloads/{namespace}/{workload}/{question}` and
 //! `GET /api/v1/questions/{question}?by=pod|workload` (every pod or workload, ranked).
 
-use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
+use axum::{Extension, Json};
 use chrono::{DateTime, Duration, Utc};
+use flowlake_service::Principal;
 use serde::Deserialize;
 
 use super::sql::stream_response;
 use super::state::AppState;
+use crate::access::Access;
 use crate::error::{QueryError, Result};
 use crate::format::OutputFormat;
 use crate::questions::{Question, QuestionRequest, Scope, TimeRange, parse_time};
@@ -61,6 +63,7 @@ fn question(name: &str) -> Result<Question> {
 
 async fn answer(
     state: &AppState,
+    principal: &Principal,
     q: Question,
     scope: Scope,
     params: &RangeParams,
@@ -74,17 +77,22 @@ async fn answer(
         exact: params.exact,
         ..QuestionRequest::new(q, scope, range, limit)
     };
-    let result = state.engine.answer(&request).await?;
+    let result = state
+        .engine
+        .answer(&request, &Access::of(principal))
+        .await?;
     stream_response(result, params.format.unwrap_or_default())
 }
 
 pub async fn pod(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path((namespace, pod, name)): Path<(String, String, String)>,
     Query(params): Query<RangeParams>,
 ) -> Result<Response> {
     answer(
         &state,
+        &principal,
         question(&name)?,
         Scope::Pod { namespace, pod },
         &params,
@@ -94,11 +102,13 @@ pub async fn pod(
 
 pub async fn workload(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path((namespace, workload, name)): Path<(String, String, String)>,
     Query(params): Query<RangeParams>,
 ) -> Result<Response> {
     answer(
         &state,
+        &principal,
         question(&name)?,
         Scope::Workload {
             namespace,
@@ -111,6 +121,7 @@ pub async fn workload(
 
 pub async fn ranked(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path(name): Path<String>,
     Query(params): Query<RangeParams>,
 ) -> Result<Response> {
@@ -123,7 +134,7 @@ pub async fn ranked(
             )));
         }
     };
-    answer(&state, question(&name)?, scope, &params).await
+    answer(&state, &principal, question(&name)?, scope, &params).await
 }
 
 pub async fn list() -> Json<serde_json::Value> {

@@ -1,16 +1,17 @@
 //! `POST /api/v1/sql`: sandboxed SQL, results streamed in the requested format.
 
-use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use futures::StreamExt;
 use serde::Deserialize;
 
-use flowlake_service::{RowCount, SqlAudit};
+use flowlake_service::{Principal, RowCount, SqlAudit};
 
 use super::state::AppState;
+use crate::access::Access;
 use crate::engine::QueryResult;
 use crate::error::{QueryError, Result};
 use crate::format::OutputFormat;
@@ -26,13 +27,18 @@ pub struct SqlRequest {
 
 pub async fn handle(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     body: std::result::Result<Json<SqlRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
     let req = match body {
         Ok(Json(req)) => req,
         Err(e) => return QueryError::BadRequest(e.body_text()).into_response(),
     };
-    let answer = match state.engine.execute_user_sql(&req.sql, "sql").await {
+    let answer = match state
+        .engine
+        .execute_user_sql(&req.sql, "sql", &Access::of(&principal))
+        .await
+    {
         Ok(result) => stream_response(result, req.format),
         Err(e) => Err(e),
     };

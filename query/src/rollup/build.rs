@@ -2,7 +2,6 @@
 //! deletes rollups that no snapshot needs any more.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use datafusion::arrow::array::RecordBatch;
@@ -10,31 +9,12 @@ use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::basic::{Compression, ZstdLevel};
 use datafusion::parquet::file::properties::WriterProperties;
 
+pub use super::policy::RollupPolicy;
 use super::{RollupPath, RollupSpec};
 use crate::engine::QueryEngine;
 use crate::error::{QueryError, Result};
 use crate::metrics::QueryMetrics;
 use crate::questions::{Question, TimeRange};
-
-/// When an hour is rolled up, and how long a stale rollup is kept for queries that
-/// planned with it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RollupPolicy {
-    /// An hour is rolled up once it ended this long ago (late data and compaction after
-    /// that make the rollup stale, and it is rebuilt).
-    pub grace: Duration,
-    /// Stale rollups are deleted when older than this (longer than any query runs).
-    pub keep_stale: Duration,
-}
-
-impl Default for RollupPolicy {
-    fn default() -> Self {
-        RollupPolicy {
-            grace: Duration::from_secs(5 * 60),
-            keep_stale: Duration::from_secs(60 * 60),
-        }
-    }
-}
 
 /// What one pass did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

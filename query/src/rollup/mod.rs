@@ -20,6 +20,7 @@
 //! [`sketch::RELATIVE_ACCURACY`] of `percentile_cont` over the same samples.
 
 pub mod build;
+pub mod policy;
 pub mod sketch;
 mod store;
 pub mod table;

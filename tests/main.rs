@@ -1,6 +1,7 @@
 //! End-to-end tests of the `flowlake` binary.
 
 mod collector_check;
+mod dashboards_prometheus;
 mod deploy_chart;
 mod gen_cli;
 mod ingester_crash;

@@ -13,7 +13,7 @@ use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::time::Duration;
 
 use flowlake_collector::enrich::{
-    EnrichConfig, EnrichMetrics, Enricher, install_crypto_provider, system_clock,
+    ClusterWatch, EnrichConfig, EnrichMetrics, Enricher, install_crypto_provider, system_clock,
 };
 use flowlake_collector::ship::{ShipConfig, ShipMetrics, Shipper};
 use prometheus_client::registry::Registry;
@@ -22,10 +22,10 @@ use tokio_util::sync::CancellationToken;
 
 #[allow(dead_code)]
 #[path = "../collector/tests/enrich/fake_kube.rs"]
-mod fake_kube;
+pub(crate) mod fake_kube;
 #[allow(dead_code)]
 #[path = "../collector/tests/datapath/harness.rs"]
-mod harness;
+pub(crate) mod harness;
 
 use fake_kube::FakeKube;
 use harness::{Capture, Topology, in_netns, privileged};
@@ -43,7 +43,7 @@ fn pod(name: &str, ip: IpAddr, owner: Value) -> Value {
     })
 }
 
-fn cluster(kube: &FakeKube, client: IpAddr, server: IpAddr) {
+pub(crate) fn cluster(kube: &FakeKube, client: IpAddr, server: IpAddr) {
     kube.apply(json!({"apiVersion": "v1", "kind": "Node",
         "metadata": {"name": "node-1", "labels": {"topology.kubernetes.io/zone": "zone-a"}},
         "status": {"addresses": [{"type": "InternalIP", "address": "10.77.40.1"}]}}));
@@ -61,6 +61,40 @@ fn cluster(kube: &FakeKube, client: IpAddr, server: IpAddr) {
         server,
         json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "server", "uid": "u-server", "controller": true}),
     ));
+}
+
+/// An enricher watching `kube` (served on loopback) through the real kube client,
+/// once it names every address of `ips`.
+pub(crate) async fn enricher_of(
+    kube: &FakeKube,
+    ips: &[IpAddr],
+    registry: &mut Registry,
+    shutdown: &CancellationToken,
+) -> (Enricher, ClusterWatch) {
+    install_crypto_provider();
+    let addr = kube.serve().await;
+    let client =
+        kube::Client::try_from(kube::Config::new(format!("http://{addr}").parse().unwrap()))
+            .unwrap();
+    let (enricher, watch) = Enricher::kubernetes(
+        client,
+        &EnrichConfig::for_tests(),
+        system_clock(),
+        EnrichMetrics::register(registry),
+        shutdown.clone(),
+    );
+    let synced = async {
+        while ips
+            .iter()
+            .any(|ip| enricher.lookup(*ip, chrono::Utc::now()).is_none())
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), synced)
+        .await
+        .expect("initial sync");
+    (enricher, watch)
 }
 
 async fn sql(base: &str, query: &str) -> Vec<Value> {
@@ -85,20 +119,26 @@ async fn sql(base: &str, query: &str) -> Vec<Value> {
         .unwrap_or_else(|| panic!("{query}: {v}"))
 }
 
+/// A listener on `to` in pod `i` reading one connection to its end; joins with
+/// the bytes read.
+pub(crate) fn tcp_sink(t: &Topology, i: usize, to: SocketAddr) -> std::thread::JoinHandle<usize> {
+    let listener = in_netns(t.pod_ns_path(i), move || TcpListener::bind(to).unwrap())
+        .join()
+        .unwrap();
+    std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).unwrap();
+        got.len()
+    })
+}
+
 /// A TCP transfer from pod 0 to pod 1, and connection attempts that an nftables
 /// rule in pod 1 drops. Returns the client's source port of the transfer.
 fn traffic(t: &Topology, server: IpAddr) -> u16 {
     t.drop_input_in_pod(1, &["tcp", "dport", "5002"]);
     let to = SocketAddr::new(server, 5001);
-    let listener = in_netns(t.pod_ns_path(1), move || TcpListener::bind(to).unwrap())
-        .join()
-        .unwrap();
-    let sink = std::thread::spawn(move || {
-        let (mut s, _) = listener.accept().unwrap();
-        let mut got = Vec::new();
-        s.read_to_end(&mut got).unwrap();
-        got.len()
-    });
+    let sink = tcp_sink(t, 1, to);
     let port = in_netns(t.pod_ns_path(0), move || {
         let mut s = TcpStream::connect_timeout(&to, Duration::from_secs(5)).unwrap();
         let port = s.local_addr().unwrap().port();
@@ -124,29 +164,10 @@ async fn ebpf_to_sql_with_kubernetes_names() {
     let dir = tempfile::tempdir().unwrap();
     let shutdown = CancellationToken::new();
 
-    install_crypto_provider();
     let kube = FakeKube::default();
     cluster(&kube, client, server);
-    let addr = kube.serve().await;
-    let kube_client =
-        kube::Client::try_from(kube::Config::new(format!("http://{addr}").parse().unwrap()))
-            .unwrap();
     let mut registry = Registry::default();
-    let (enricher, watch) = Enricher::kubernetes(
-        kube_client,
-        &EnrichConfig::for_tests(),
-        system_clock(),
-        EnrichMetrics::register(&mut registry),
-        shutdown.clone(),
-    );
-    let synced = async {
-        while enricher.lookup(server, chrono::Utc::now()).is_none() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(20), synced)
-        .await
-        .expect("initial sync");
+    let (enricher, watch) = enricher_of(&kube, &[server], &mut registry, &shutdown).await;
 
     let table = dir.path().join("table");
     let mut ingest = flowlake_ingester::IngesterConfig {

@@ -1,3 +1,4 @@
 //! Retina-compatible metrics scraped by a real Prometheus.
 
+pub mod prom;
 mod prometheus;

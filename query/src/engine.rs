@@ -23,7 +23,7 @@ use crate::exec::{self, Msg, QueryRuntime};
 use crate::limits::QueryLimits;
 use crate::location::TableLocation;
 use crate::metrics::QueryMetrics;
-use crate::questions::{self, Question, QuestionRequest};
+use crate::questions::{Question, QuestionRequest};
 use crate::rollup::table::RollupFunction;
 use crate::rollup::{Coverage, RollupSpec, RollupStore};
 use crate::sandbox;
@@ -196,7 +196,7 @@ impl QueryEngine {
             .sum();
         QueryMetrics::count(&self.metrics.question_hours, "rollup", coverage.files.len());
         QueryMetrics::count(&self.metrics.question_hours, "rows", raw_hours);
-        Ok(questions::rollup_question_sql(
+        Ok(crate::rollup::answer::rollup_question_sql(
             request.question,
             &request.scope,
             &request.subject_filters,

@@ -5,9 +5,6 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::rollup::table::rollup_call;
-use crate::rollup::{Coverage, RollupSpec};
-
 /// `(name, SQL)` of the views registered next to `flows`.
 pub const VIEWS: [(&str, &str); 5] = [
     ("pod_drops", POD_DROPS),
@@ -259,7 +256,7 @@ impl TimeRange {
 }
 
 impl Scope {
-    fn predicate(&self) -> Option<String> {
+    pub(crate) fn predicate(&self) -> Option<String> {
         match self {
             Scope::AllPods | Scope::AllWorkloads => None,
             Scope::Pod { namespace, pod } => Some(format!(
@@ -297,9 +294,9 @@ pub fn where_clause(range: &TimeRange, scope: &Scope, extra: &[String]) -> Strin
 }
 
 /// How a question's measures are computed: from flow rows, or by merging the partial
-/// aggregates of [`RollupSpec`] (rollup rows and table rows rolled up the same way).
+/// aggregates of `RollupSpec` (rollup rows and table rows rolled up the same way).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Measures {
+pub(crate) enum Measures {
     Exact,
     Merged,
 }
@@ -319,42 +316,6 @@ pub fn question_sql(
         where_clause(range, scope, extra)
     );
     render(question, scope, &source, Measures::Exact, limit)
-}
-
-/// The same answer as [`question_sql`] over the coverage's range: the rollup files of
-/// the hours it covers, and the rest of the range rolled up from the flow rows.
-pub fn rollup_question_sql(
-    question: Question,
-    scope: &Scope,
-    subject_filters: &[String],
-    coverage: &Coverage,
-    limit: usize,
-) -> String {
-    let spec = RollupSpec::for_scope(question, scope);
-    let scoped = |filter: String| {
-        std::iter::once(filter)
-            .chain(scope.predicate())
-            .chain(subject_filters.iter().cloned())
-            .collect::<Vec<_>>()
-            .join(" AND ")
-    };
-    let mut parts = vec![format!(
-        "SELECT {} FROM {} WHERE {}",
-        spec.columns().join(", "),
-        rollup_call(question, &coverage.files),
-        scoped("true".into())
-    )];
-    if !coverage.raw.is_empty() {
-        let time = coverage
-            .raw
-            .iter()
-            .map(|r| format!("({})", r.predicate()))
-            .collect::<Vec<_>>()
-            .join(" OR ");
-        parts.push(spec.partial_sql(question, &scoped(format!("({time})"))));
-    }
-    let source = format!("({}) AS rolled_up", parts.join(" UNION ALL "));
-    render(question, scope, &source, Measures::Merged, limit)
 }
 
 fn merged(m: Measures, exact: &'static str, merged: &'static str) -> &'static str {
@@ -397,7 +358,13 @@ fn latency_measures(m: Measures) -> String {
 }
 
 /// The question's `SELECT … FROM {source} … LIMIT`.
-fn render(question: Question, scope: &Scope, source: &str, m: Measures, limit: usize) -> String {
+pub(crate) fn render(
+    question: Question,
+    scope: &Scope,
+    source: &str,
+    m: Measures,
+    limit: usize,
+) -> String {
     let subject = scope.subject();
     let with_subject = |cols: &[&str]| -> String {
         subject

@@ -19,6 +19,7 @@
 //! Counts and sums from rollups are exact; latency quantiles are within
 //! [`sketch::RELATIVE_ACCURACY`] of `percentile_cont` over the same samples.
 
+pub mod answer;
 pub mod build;
 pub mod policy;
 pub mod sketch;

@@ -119,6 +119,17 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<()>
     };
     let retina = RetinaMetrics::register(&mut registry, &config.metrics, losses, system_clock());
     let expiry = tokio::spawn(retina.clone().run_expiry(shutdown.clone()));
+    // The API server's addresses: the hand-set list, or discovered from the cluster.
+    let discovery = if config.metrics.apiserver_ips.is_empty() {
+        crate::enrich::apiserver::start_from_config(
+            &config.enrich,
+            retina.apiserver.addresses().clone(),
+            shutdown.clone(),
+        )
+        .await?
+    } else {
+        None
+    };
     let shipper = Shipper::start(
         &config.ship,
         Enricher::disabled(EnrichMetrics::register(&mut Registry::default())),
@@ -153,6 +164,9 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<()>
     }
     let _ = http.await;
     let _ = expiry.await;
+    if let Some(d) = discovery {
+        let _ = d.await;
+    }
     Ok(())
 }
 

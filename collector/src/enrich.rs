@@ -6,6 +6,7 @@
 //! time-aware [`index::IpIndex`]; see `docs/rbac.md` for the permissions the
 //! Kubernetes source needs (list and watch only).
 
+pub mod apiserver;
 pub mod cluster;
 pub mod config;
 pub mod error;
@@ -22,6 +23,7 @@ use flowlake_schemas::{Endpoint, FlowRecord, Identity};
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
+pub use apiserver::ApiServerAddresses;
 pub use cluster::ClusterWatch;
 pub use config::{EnrichArgs, EnrichConfig, EnrichSource};
 pub use error::{EnrichError, Result};

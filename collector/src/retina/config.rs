@@ -48,7 +48,8 @@ pub struct RetinaConfig {
     pub max_series: usize,
     /// `adv_*` series not updated for this long are removed.
     pub series_ttl: Duration,
-    /// Addresses of the Kubernetes API server (handshake latency histograms).
+    /// Addresses of the Kubernetes API server (latency histograms); empty: discovered
+    /// from the cluster's `kubernetes` Service and its EndpointSlices.
     pub apiserver_ips: Vec<IpAddr>,
     /// Root of the proc filesystem (`net/snmp`, `net/netstat`, `net/tcp`, `net/tcp6`).
     pub proc_root: PathBuf,
@@ -164,7 +165,8 @@ pub struct RetinaArgs {
     /// Idle adv_* series are removed after this long.
     #[arg(long = "metrics-series-ttl", env = "FLOWLAKE_COLLECTOR_METRICS_SERIES_TTL", value_parser = humantime::parse_duration, default_value = "5m")]
     pub series_ttl: Duration,
-    /// API server addresses (comma-separated) for the handshake latency histograms.
+    /// API server addresses (comma-separated) for the latency histograms; overrides
+    /// discovery from the `kubernetes` Service and its EndpointSlices.
     #[arg(
         long = "metrics-apiserver-ips",
         env = "FLOWLAKE_COLLECTOR_METRICS_APISERVER_IPS",

@@ -28,7 +28,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
-use crate::enrich::Clock;
+use crate::enrich::{ApiServerAddresses, Clock};
 
 pub use apiserver::{ApiServerLatency, latency_ms};
 pub use config::{ContextLabel, MetricsMode, RetinaArgs, RetinaConfig};
@@ -76,7 +76,10 @@ impl RetinaMetrics {
     ) -> Self {
         let node = NodeMetrics::register(registry);
         let adv = AdvSeries::register(registry, cfg.max_series, cfg.series_ttl);
-        let apiserver = ApiServerLatency::register(registry, cfg.apiserver_ips.clone());
+        let apiserver = ApiServerLatency::register(
+            registry,
+            ApiServerAddresses::fixed(cfg.apiserver_ips.iter().copied()),
+        );
         let r = registry.sub_registry_with_prefix(names::PREFIX);
         r.register_collector(Box::new(losses));
         // At the root: the collector writes full names, its read errors included.

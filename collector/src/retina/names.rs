@@ -29,6 +29,7 @@ pub const ADV_DNS_REQUEST_COUNT: &str = "adv_dns_request_count";
 pub const ADV_DNS_RESPONSE_COUNT: &str = "adv_dns_response_count";
 pub const ADV_APISERVER_LATENCY: &str = "adv_node_apiserver_latency";
 pub const ADV_APISERVER_HANDSHAKE: &str = "adv_node_apiserver_tcp_handshake_latency";
+pub const ADV_APISERVER_NO_RESPONSE: &str = "adv_node_apiserver_no_response";
 
 /// Counters whose exposed name is Retina's (no `_total` suffix). The text format
 /// 0.0.4 allows a counter of any name; prometheus-client always appends `_total`,
@@ -50,6 +51,7 @@ pub const RETINA_COUNTERS: &[&str] = &[
     ADV_TCPRETRANS_COUNT,
     ADV_DNS_REQUEST_COUNT,
     ADV_DNS_RESPONSE_COUNT,
+    ADV_APISERVER_NO_RESPONSE,
 ];
 
 /// Label keys.

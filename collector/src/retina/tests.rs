@@ -417,7 +417,29 @@ fn apiserver_latency_uses_full_timestamps() {
     });
     let mut elsewhere = to_api.clone();
     elsewhere.dst = Endpoint::new("10.96.0.2".parse().unwrap(), Some(443));
-    f.m.observe(&[to_api, elsewhere]);
+    // The same connection seen at the pod's veth: counted once, at the node.
+    let mut at_pod = to_api.clone();
+    at_pod.observation_point = ObservationPoint::FromPod;
+    // Unanswered: 2 SYNs with no SYN-ACK, and 4 retransmitted segments.
+    let mut syns = rec(ObservationPoint::ToNetwork, Verdict::Forwarded, 2, 120);
+    syns.dst = Endpoint::new(api, Some(443));
+    syns.tcp_flags = Some(0x02);
+    let mut retransmitted = to_api.clone();
+    retransmitted.tcp_flags = Some(0x18);
+    retransmitted.tcp = Some(TcpHealth {
+        retransmits: 4,
+        ..TcpHealth::default()
+    });
+    let mut syns_elsewhere = syns.clone();
+    syns_elsewhere.dst = elsewhere.dst.clone();
+    f.m.observe(&[
+        to_api,
+        elsewhere,
+        at_pod,
+        syns,
+        retransmitted,
+        syns_elsewhere,
+    ]);
     f.m.apiserver.observe_exchange(t(1.999), t(2.004));
     let out = text(&f);
     let value = |name: &str| -> f64 {
@@ -430,6 +452,16 @@ fn apiserver_latency_uses_full_timestamps() {
     let hs = "networkobservability_adv_node_apiserver_tcp_handshake_latency";
     let lat = "networkobservability_adv_node_apiserver_latency";
     assert_eq!(value(&format!("{hs}_count")), 1.0);
+    assert!(
+        out.contains(
+            "networkobservability_adv_node_apiserver_no_response{no_response=\"no_response\"} 6\n"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("# TYPE networkobservability_adv_node_apiserver_no_response counter"),
+        "{out}"
+    );
     assert!((value(&format!("{hs}_sum")) - 1.5).abs() < 1e-9);
     // 2.25 ms from the record's RTT, 5 ms from the exchange across a second boundary.
     assert_eq!(value(&format!("{lat}_count")), 2.0);

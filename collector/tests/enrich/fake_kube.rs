@@ -1,6 +1,9 @@
 //! A protocol-faithful fake Kubernetes API server: list and watch with
 //! resourceVersion, bookmarks, `410 Gone` (as the watch `ERROR` event the API server
 //! sends) for compacted versions, and restarts that cut every open watch.
+//! Collections are served cluster-wide and per namespace
+//! (`/api/v1/namespaces/{ns}/services`), with equality label and field selectors
+//! (`labelSelector=k=v`, `fieldSelector=metadata.name=x`) on lists and watches.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -38,6 +41,8 @@ struct Inner {
     compacted: u64,
     generation: u64,
     lists: BTreeMap<&'static str, u64>,
+    /// Every request's path and query, in order.
+    requests: Vec<String>,
 }
 
 /// Handle to the fake server.
@@ -72,6 +77,69 @@ struct Params {
     bookmarks: Option<String>,
     #[serde(rename = "timeoutSeconds")]
     timeout: Option<u64>,
+    #[serde(rename = "labelSelector")]
+    label_selector: Option<String>,
+    #[serde(rename = "fieldSelector")]
+    field_selector: Option<String>,
+}
+
+/// A collection path without its namespace segment, and the namespace.
+fn split_namespace(path: &str) -> (String, Option<String>) {
+    let parts: Vec<&str> = path.split('/').collect();
+    match parts.iter().position(|p| *p == "namespaces") {
+        Some(i) if parts.len() == i + 3 => {
+            let mut rest = parts[..i].to_vec();
+            rest.push(parts[i + 2]);
+            (rest.join("/"), Some(parts[i + 1].to_string()))
+        }
+        _ => (path.to_string(), None),
+    }
+}
+
+/// Which objects a request selects: its namespace and equality selectors.
+#[derive(Clone)]
+struct Selection {
+    namespace: Option<String>,
+    labels: Vec<(String, String)>,
+    fields: Vec<(String, String)>,
+}
+
+impl Selection {
+    /// `None` for selector syntax the fake does not speak (set-based, `!=`).
+    fn new(namespace: Option<String>, p: &Params) -> Option<Self> {
+        let pairs = |s: &Option<String>| -> Option<Vec<(String, String)>> {
+            let Some(s) = s.as_deref().filter(|s| !s.is_empty()) else {
+                return Some(Vec::new());
+            };
+            s.split(',')
+                .map(|term| {
+                    let (k, v) = term.split_once("==").or_else(|| term.split_once('='))?;
+                    (!k.ends_with('!')).then(|| (k.trim().to_string(), v.trim().to_string()))
+                })
+                .collect()
+        };
+        Some(Selection {
+            namespace,
+            labels: pairs(&p.label_selector)?,
+            fields: pairs(&p.field_selector)?,
+        })
+    }
+
+    fn matches(&self, obj: &Value) -> bool {
+        let meta = &obj["metadata"];
+        self.namespace
+            .as_deref()
+            .is_none_or(|ns| meta["namespace"] == ns)
+            && self
+                .labels
+                .iter()
+                .all(|(k, v)| meta["labels"][k.as_str()] == v.as_str())
+            && self.fields.iter().all(|(k, v)| match k.as_str() {
+                "metadata.name" => meta["name"] == v.as_str(),
+                "metadata.namespace" => meta["namespace"] == v.as_str(),
+                _ => false,
+            })
+    }
 }
 
 impl FakeKube {
@@ -137,6 +205,11 @@ impl FakeKube {
         self.inner.lock().unwrap().generation += 1;
     }
 
+    /// Every request served so far (path and query).
+    pub fn requests(&self) -> Vec<String> {
+        self.inner.lock().unwrap().requests.clone()
+    }
+
     /// How many lists of `kind` were served.
     pub fn lists(&self, kind: &str) -> u64 {
         self.inner
@@ -150,12 +223,18 @@ impl FakeKube {
 }
 
 async fn handle(State(kube): State<FakeKube>, uri: Uri, Query(p): Query<Params>) -> Response {
-    let Some(&(_, kind, api_version)) = KINDS.iter().find(|(path, _, _)| *path == uri.path())
-    else {
+    kube.inner.lock().unwrap().requests.push(uri.to_string());
+    let (path, namespace) = split_namespace(uri.path());
+    let Some(&(_, kind, api_version)) = KINDS.iter().find(|(p, _, _)| *p == path) else {
         let status = json!({"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure",
             "message":format!("the server could not find the requested resource ({})", uri.path()),
             "reason":"NotFound","code":404});
         return (StatusCode::NOT_FOUND, axum::Json(status)).into_response();
+    };
+    let Some(selection) = Selection::new(namespace, &p) else {
+        let status = json!({"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure",
+            "message":"unsupported selector","reason":"BadRequest","code":400});
+        return (StatusCode::BAD_REQUEST, axum::Json(status)).into_response();
     };
     let watching = matches!(p.watch.as_deref(), Some("true" | "1"));
     if !watching {
@@ -166,6 +245,7 @@ async fn handle(State(kube): State<FakeKube>, uri: Uri, Query(p): Query<Params>)
             .get(kind)
             .map(|m| {
                 m.values()
+                    .filter(|o| selection.matches(o))
                     .map(|o| {
                         // List items carry no kind/apiVersion, as the API server sends them.
                         let mut o = o.clone();
@@ -201,9 +281,9 @@ async fn handle(State(kube): State<FakeKube>, uri: Uri, Query(p): Query<Params>)
             .unwrap();
     }
     let state = (kube, from, Instant::now());
-    let stream = futures::stream::unfold(
-        state,
-        move |(kube, mut cursor, mut last_bookmark)| async move {
+    let stream = futures::stream::unfold(state, move |(kube, mut cursor, mut last_bookmark)| {
+        let selection = selection.clone();
+        async move {
             loop {
                 if Instant::now() > deadline {
                     return None;
@@ -216,7 +296,7 @@ async fn handle(State(kube): State<FakeKube>, uri: Uri, Query(p): Query<Params>)
                     let new: Vec<Bytes> = s
                         .events
                         .iter()
-                        .filter(|e| e.0 > cursor && e.1 == kind)
+                        .filter(|e| e.0 > cursor && e.1 == kind && selection.matches(&e.3))
                         .map(|e| line(json!({"type": e.2, "object": e.3})))
                         .collect();
                     let rv = s.rv;
@@ -241,8 +321,8 @@ async fn handle(State(kube): State<FakeKube>, uri: Uri, Query(p): Query<Params>)
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
-        },
-    );
+        }
+    });
     Response::builder()
         .header("content-type", "application/json")
         .body(Body::from_stream(stream))

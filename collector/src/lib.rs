@@ -10,6 +10,7 @@ pub mod abi;
 pub mod agent;
 pub mod attach;
 pub mod batch;
+pub mod capture;
 pub mod btf;
 pub mod collector;
 pub mod config;

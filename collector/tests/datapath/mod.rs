@@ -3,6 +3,7 @@
 //! root and BPF; skips with a reason otherwise, fails when
 //! FLOWLAKE_REQUIRE_PRIVILEGED=1.
 
+mod capture;
 mod cni;
 mod eviction;
 mod harness;

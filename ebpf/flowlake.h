@@ -10,8 +10,11 @@
 #define FLK_DIR_INGRESS 0
 #define FLK_DIR_EGRESS 1
 
-/* Bytes of DNS message (L4 payload) copied to userspace per packet. */
-#define FLK_DNS_MAX 512
+/* Bytes of DNS message (L4 payload) copied to userspace per packet: EDNS's
+ * usual 4096-byte limit. Events of messages up to FLK_DNS_SMALL bytes (most)
+ * reserve only that much of the ring buffer. */
+#define FLK_DNS_MAX 4096
+#define FLK_DNS_SMALL 512
 
 /* Indexes of the per-CPU `losses` array in every object. */
 #define FLK_LOSS_FLOW_MAP_FULL 0
@@ -103,14 +106,18 @@ struct tcp_stats {
 	__u64 last_jiffies; /* bpf_jiffies64, as flow times */
 };
 
-/* A DNS message (UDP or TCP port 53) seen at a tc hook, to userspace. */
+/* A DNS packet (UDP or TCP port 53) seen at a tc hook, to userspace: this
+ * header and dns_len bytes of data (the record is FLK_DNS_SMALL or
+ * FLK_DNS_MAX bytes of data long). */
 struct dns_event {
 	struct flow_key key;
 	__u64 ts_ns;
 	__u32 pkt_len; /* bytes from the IP header on */
 	__u16 dns_len; /* bytes valid in data */
 	__u16 pad;
-	__u8 data[FLK_DNS_MAX]; /* L4 payload (TCP: with its 2-byte length) */
+	__u32 payload_len; /* L4 payload bytes the packet carries (UDP: per its header) */
+	__u32 tcp_seq; /* TCP: sequence number of the first payload byte */
+	__u8 data[FLK_DNS_MAX]; /* L4 payload (TCP: a segment of the stream) */
 };
 
 #endif

@@ -115,15 +115,49 @@ static __always_inline void handshake(struct flow_key *key, __u16 flags, __u64 n
 		st->handshake_us = (now - syn_ns) / 1000;
 }
 
+/* Reserves a DNS event with room for `room` bytes of data and copies n
+ * (1..room) bytes of payload into it. A macro: the size must be a constant. */
+#define FLK_DNS_COPY(skb, off, n, room, ev)                                                     \
+	do {                                                                                    \
+		ev = bpf_ringbuf_reserve(&dns_events, sizeof(*ev) - FLK_DNS_MAX + (room), 0);    \
+		/* The length as 1..room by construction: verifiers before 6.8 do not  \
+		 * learn from `n != 0` that a length cannot be zero. */                        \
+		if (ev && bpf_skb_load_bytes(skb, off, ev->data, (((n) - 1) & ((room) - 1)) + 1)) \
+			n = 0;                                                                  \
+	} while (0)
+
 static __always_inline void dns(struct __sk_buff *skb, struct flow_key *key,
 				struct flk_parsed *p, __u32 l2, __u64 now)
 {
-	if (!p->payload_off || skb->len <= p->payload_off)
+	if (!p->payload_off || !p->l4_off)
 		return;
-	__u32 n = skb->len - p->payload_off;
-	if (n > FLK_DNS_MAX)
-		n = FLK_DNS_MAX;
-	struct dns_event *ev = bpf_ringbuf_reserve(&dns_events, sizeof(*ev), 0);
+	__u32 len = skb->len > p->payload_off ? skb->len - p->payload_off : 0;
+	__u32 payload = len, seq = 0;
+	if (key->proto == FLK_IPPROTO_TCP) {
+		if (!len)
+			return; /* handshake, ACKs: no DNS bytes */
+		if (bpf_skb_load_bytes(skb, p->l4_off + 4, &seq, 4))
+			return;
+		seq = bpf_ntohl(seq);
+	} else {
+		/* UDP: the datagram's own length, so a first fragment or a cut
+		 * copy shows as truncated. */
+		__u16 ulen;
+		if (bpf_skb_load_bytes(skb, p->l4_off + 4, &ulen, 2))
+			return;
+		ulen = bpf_ntohs(ulen);
+		payload = ulen > 8 ? ulen - 8 : 0;
+		if (len > payload)
+			len = payload;
+	}
+	if (!len)
+		return;
+	__u32 n = len > FLK_DNS_MAX ? FLK_DNS_MAX : len;
+	struct dns_event *ev;
+	if (n <= FLK_DNS_SMALL)
+		FLK_DNS_COPY(skb, p->payload_off, n, FLK_DNS_SMALL, ev);
+	else
+		FLK_DNS_COPY(skb, p->payload_off, n, FLK_DNS_MAX, ev);
 	if (!ev) {
 		flk_count_loss(FLK_LOSS_DNS_RINGBUF_FULL);
 		return;
@@ -131,15 +165,12 @@ static __always_inline void dns(struct __sk_buff *skb, struct flow_key *key,
 	ev->key = *key;
 	ev->ts_ns = now;
 	ev->pkt_len = skb->len - l2;
-	ev->pad = 0;
-	/* The length as 1..FLK_DNS_MAX by construction: verifiers before 6.8
-	 * do not learn from `n != 0` that a length cannot be zero. */
-	if (n == 0 || bpf_skb_load_bytes(skb, p->payload_off, ev->data, ((n - 1) & (FLK_DNS_MAX - 1)) + 1))
-		n = 0;
 	ev->dns_len = n;
+	ev->pad = 0;
+	ev->payload_len = payload;
+	ev->tcp_seq = seq;
 	bpf_ringbuf_submit(ev, 0);
 }
-
 
 /* The common case read straight from the linear area (direct packet access):
  * IPv4 without options and not a fragment, or IPv6 without extension headers,

@@ -7,8 +7,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 /// tc hook direction (`FLK_DIR_*`).
 pub const DIR_INGRESS: u32 = 0;
 pub const DIR_EGRESS: u32 = 1;
-/// Bytes of DNS payload copied per packet (`FLK_DNS_MAX`).
-pub const DNS_MAX: usize = 512;
+/// Bytes of DNS payload copied per packet at most (`FLK_DNS_MAX`).
+pub const DNS_MAX: usize = 4096;
 
 /// Slots of the per-CPU `losses` array (`FLK_LOSS_*`).
 pub const LOSS_FLOW_MAP_FULL: u32 = 0;
@@ -128,15 +128,28 @@ pub struct TcpStats {
     pub last_jiffies: u64,
 }
 
+/// The fixed part of `struct dns_event`; its data follows.
 #[repr(C)]
-#[derive(Debug, Clone, Copy)]
-pub struct DnsEvent {
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DnsEventHeader {
     pub key: FlowKey,
     pub ts_ns: u64,
     pub pkt_len: u32,
+    /// Bytes of payload copied (the data that follows).
     pub dns_len: u16,
     pub pad: u16,
-    pub data: [u8; DNS_MAX],
+    /// Payload bytes the packet carries (UDP: per its header): more than
+    /// `dns_len` when the copy or the packet (a fragment) was cut.
+    pub payload_len: u32,
+    /// TCP: sequence number of the first payload byte.
+    pub tcp_seq: u32,
+}
+
+/// A DNS packet from the ring buffer: the header and the copied payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsEvent {
+    pub header: DnsEventHeader,
+    pub data: Vec<u8>,
 }
 
 // Layout checks against flowlake.h (x86_64 and aarch64 share this ABI).
@@ -174,11 +187,12 @@ const _: () = {
     assert!(size_of::<TcpStats>() == 16);
     assert!(offset_of!(TcpStats, srtt_us) == 4);
     assert!(offset_of!(TcpStats, last_jiffies) == 8);
-    assert!(size_of::<DnsEvent>() == 48 + 16 + DNS_MAX);
-    assert!(offset_of!(DnsEvent, ts_ns) == 48);
-    assert!(offset_of!(DnsEvent, pkt_len) == 56);
-    assert!(offset_of!(DnsEvent, dns_len) == 60);
-    assert!(offset_of!(DnsEvent, data) == 64);
+    assert!(size_of::<DnsEventHeader>() == 72);
+    assert!(offset_of!(DnsEventHeader, ts_ns) == 48);
+    assert!(offset_of!(DnsEventHeader, pkt_len) == 56);
+    assert!(offset_of!(DnsEventHeader, dns_len) == 60);
+    assert!(offset_of!(DnsEventHeader, payload_len) == 64);
+    assert!(offset_of!(DnsEventHeader, tcp_seq) == 68);
 };
 
 // SAFETY: plain-old-data, no padding holes the kernel could leave uninitialised
@@ -217,16 +231,25 @@ pub fn tcp_key_of(key: &FlowKey) -> TcpKey {
 impl DnsEvent {
     /// Reads an event from ring buffer bytes (None when too short).
     pub fn from_bytes(bytes: &[u8]) -> Option<DnsEvent> {
-        if bytes.len() < size_of::<DnsEvent>() {
+        let head = size_of::<DnsEventHeader>();
+        if bytes.len() < head {
             return None;
         }
-        // SAFETY: length checked; DnsEvent is repr(C) plain data valid for any bytes.
-        Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<DnsEvent>()) })
+        // SAFETY: length checked; the header is repr(C) plain data valid for any bytes.
+        let header = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<DnsEventHeader>()) };
+        let n = usize::from(header.dns_len).min(DNS_MAX);
+        let data = bytes.get(head..head + n)?.to_vec();
+        Some(DnsEvent { header, data })
     }
 
     /// The captured DNS bytes.
     pub fn payload(&self) -> &[u8] {
-        &self.data[..usize::from(self.dns_len).min(DNS_MAX)]
+        &self.data
+    }
+
+    /// Whether the packet carried more payload than was copied.
+    pub fn truncated(&self) -> bool {
+        self.header.payload_len as usize > self.data.len()
     }
 }
 

@@ -194,7 +194,7 @@ impl Run {
             interval_start: Utc::now(),
             pending: HashMap::new(),
             clock,
-            local: HashSet::new(),
+            local: local_addresses(),
         };
         // The initial dump: attach before returning so callers can send traffic.
         for _ in 0..20 {
@@ -344,12 +344,13 @@ impl Run {
             }
         }
         for ev in events {
-            let Some(iface) = self.ifaces.get(&ev.key.ifindex) else {
+            let Some(iface) = self.ifaces.get(&ev.header.key.ifindex) else {
                 continue;
             };
-            let point = observation_point(iface.role, ev.key.direction);
-            if !self.dns.observe(&ev, point) {
+            let point = observation_point(iface.role, ev.header.key.direction);
+            if let Some(loss) = self.dns.observe(&ev, point, &self.local) {
                 self.metrics.dns_parse_errors.inc();
+                self.metrics.lost(LossKind::from(loss)).inc();
             }
         }
     }

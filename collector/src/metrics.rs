@@ -21,6 +21,23 @@ pub enum LossKind {
     TcpMapFull,
     /// Userspace channel full: a batch of records was discarded.
     ChannelFull,
+    /// A DNS message on a client's row cut short (over the copy size, or an
+    /// IP fragment of a larger datagram).
+    DnsTruncated,
+    /// Bytes on a client's DNS row that are not a DNS message.
+    DnsUnparsed,
+    /// A DNS-over-TCP stream with a segment not seen.
+    DnsTcpGap,
+}
+
+impl From<crate::dns::DnsLoss> for LossKind {
+    fn from(l: crate::dns::DnsLoss) -> Self {
+        match l {
+            crate::dns::DnsLoss::Truncated => LossKind::DnsTruncated,
+            crate::dns::DnsLoss::Unparsed => LossKind::DnsUnparsed,
+            crate::dns::DnsLoss::TcpGap => LossKind::DnsTcpGap,
+        }
+    }
 }
 
 impl LossKind {
@@ -31,6 +48,9 @@ impl LossKind {
             LossKind::DropMapFull => "drop_map_full",
             LossKind::TcpMapFull => "tcp_map_full",
             LossKind::ChannelFull => "channel_full",
+            LossKind::DnsTruncated => "dns_truncated",
+            LossKind::DnsUnparsed => "dns_unparsed",
+            LossKind::DnsTcpGap => "dns_tcp_gap",
         }
     }
 }

@@ -5,6 +5,7 @@
 
 mod capture;
 mod cni;
+mod dns;
 mod eviction;
 mod harness;
 mod health;

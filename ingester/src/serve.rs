@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use axum::Router;
-use flowlake_service::tls::TlsAcceptor;
+use flowlake_service::tls::{TlsAcceptor, handshake};
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
@@ -89,19 +89,13 @@ pub async fn serve(
             let Some(acceptor) = tls else {
                 return serve_connection(stream, app, limits, closing).await;
             };
-            let handshake = tokio::time::timeout(
-                flowlake_service::tls::HANDSHAKE_TIMEOUT,
-                acceptor.accept(stream),
-            );
             let stream = tokio::select! {
-                done = handshake => match done {
-                    Ok(Ok(stream)) => stream,
-                    Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                    Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
-                },
-                () = closing.cancelled() => return,
+                tls = handshake(&acceptor, stream, peer) => tls,
+                () = closing.cancelled() => None,
             };
-            serve_connection(stream, app, limits, closing).await
+            if let Some(stream) = stream {
+                serve_connection(stream, app, limits, closing).await;
+            }
         });
     }
     drop(listener);

@@ -77,6 +77,15 @@ pub struct IngesterArgs {
     /// `admin`. Without it authentication is off.
     #[arg(long, env = "FLOWLAKE_INGESTER_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
+    /// The former single shared token: refused, pointing at `--token-file`, so an
+    /// upgrade does not silently leave the ingester open.
+    #[arg(
+        long,
+        env = "FLOWLAKE_INGESTER_TOKEN",
+        hide = true,
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
     /// PEM certificate chain: serve HTTPS (with `--tls-key`); re-read when it changes.
     #[arg(long, env = "FLOWLAKE_INGESTER_TLS_CERT", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -311,6 +320,14 @@ impl IngesterConfig {
 
 impl IngesterArgs {
     pub fn into_config(self) -> Result<IngesterConfig> {
+        if self.token.is_some() {
+            return Err(IngestError::Config(
+                "--token (FLOWLAKE_INGESTER_TOKEN) is replaced by --token-file \
+                 (FLOWLAKE_INGESTER_TOKEN_FILE): a JSON file of hashed tokens with scopes, see \
+                 docs/security.md"
+                    .into(),
+            ));
+        }
         let config = IngesterConfig {
             listen: self.listen,
             table: self.table.into_config(),
@@ -338,5 +355,53 @@ impl IngesterArgs {
         };
         config.validate()?;
         Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: IngesterArgs,
+    }
+
+    fn parse(args: &[&str]) -> IngesterArgs {
+        Cli::try_parse_from(std::iter::once("ingester").chain(args.iter().copied()))
+            .unwrap()
+            .args
+    }
+
+    #[test]
+    fn token_and_tls_files_and_the_old_token_flag_refused() {
+        let config = parse(&[
+            "--token-file",
+            "/etc/flowlake/tokens.json",
+            "--tls-cert",
+            "/tls/tls.crt",
+            "--tls-key",
+            "/tls/tls.key",
+        ])
+        .into_config()
+        .unwrap();
+        assert_eq!(
+            config.token_file.as_deref(),
+            Some(std::path::Path::new("/etc/flowlake/tokens.json"))
+        );
+        assert_eq!(
+            config.tls,
+            Some(TlsFiles {
+                cert: "/tls/tls.crt".into(),
+                key: "/tls/tls.key".into()
+            })
+        );
+        let err = parse(&["--token", "s3cret"]).into_config().unwrap_err();
+        assert!(err.to_string().contains("--token-file"), "{err}");
+        // A certificate without its key is a usage error.
+        assert!(Cli::try_parse_from(["ingester", "--tls-cert", "/tls/tls.crt"]).is_err());
     }
 }

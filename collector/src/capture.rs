@@ -10,6 +10,8 @@ pub mod error;
 pub mod filter;
 pub mod limits;
 pub mod pcapng;
+pub mod resolve;
+pub mod runner;
 pub mod select;
 pub mod socket;
 

@@ -173,7 +173,8 @@ pub struct PodInfo {
     pub name: String,
     pub node: String,
     pub labels: BTreeMap<String, String>,
-    /// The host side of its interface, when found.
+    pub ips: Vec<std::net::IpAddr>,
+    /// The host side of its interface, when known (see `resolve.rs`).
     pub interface: Option<String>,
 }
 
@@ -246,6 +247,7 @@ mod tests {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            ips: Vec::new(),
             interface: Some(format!("veth-{name}")),
         }
     }

@@ -4,6 +4,7 @@
 //! FLOWLAKE_REQUIRE_PRIVILEGED=1.
 
 mod capture;
+mod capture_select;
 mod cni;
 mod dns;
 mod eviction;

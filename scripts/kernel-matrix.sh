@@ -37,6 +37,9 @@ TESTS=(
   datapath::tests::dns_queries_and_responses_with_latency
   datapath::tests::lost_segments_show_retransmits_and_rtt
   datapath::tests::drops_have_kernel_reason_names
+  datapath::health::retransmits_equal_the_kernel_count_on_the_sending_row
+  datapath::health::resets_counted_once_on_the_sending_pod_row
+  datapath::node::node_socket_drops_are_node_level
   datapath::l3::tun_traffic_counted_exactly
   datapath::preflight::verdict_and_capabilities
 )

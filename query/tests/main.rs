@@ -1,5 +1,6 @@
 //! Integration tests of the query service (one binary, one module per area).
 
+mod audit;
 mod auth;
 mod export;
 mod golden;

@@ -19,9 +19,6 @@ use super::config::ShipConfig;
 use super::encode::{ARROW_STREAM_CONTENT_TYPE, BATCH_ID_HEADER, EncodedBatch};
 use super::error::{Result, ShipError};
 
-/// How often the token and CA files are looked at for changes.
-const RELOAD_EVERY: Duration = Duration::from_secs(1);
-
 /// The ingester's write path.
 pub const FLOWS_PATH: &str = "/api/v1/flows";
 
@@ -187,7 +184,7 @@ impl IngestClient {
         let transport = Reloading::open(
             "ingester CA and token files",
             credentials.paths(),
-            RELOAD_EVERY,
+            cfg.credentials_recheck,
             system_monotonic(),
             || credentials.load(),
         )?;

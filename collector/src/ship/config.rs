@@ -15,6 +15,8 @@ pub struct ShipConfig {
     pub ingester_ca_file: Option<PathBuf>,
     /// File holding the collector's bearer token; `None`: no token. Re-read when it changes.
     pub ingester_token_file: Option<PathBuf>,
+    /// The CA and token files are looked at (and re-read if changed) at most this often.
+    pub credentials_recheck: Duration,
     /// Directory of the on-disk spool.
     pub spool_dir: PathBuf,
     /// Spool limit; beyond it the oldest batches are dropped (and counted).
@@ -39,6 +41,7 @@ impl Default for ShipConfig {
             ingester_url: "http://127.0.0.1:7070".into(),
             ingester_ca_file: None,
             ingester_token_file: None,
+            credentials_recheck: Duration::from_secs(1),
             spool_dir: PathBuf::from("/var/lib/flowlake/spool"),
             spool_max_bytes: 1 << 30,
             memory_max_bytes: 64 << 20,
@@ -63,6 +66,7 @@ impl ShipConfig {
             ingester_url,
             ingester_ca_file: None,
             ingester_token_file: None,
+            credentials_recheck: Duration::ZERO,
             spool_dir,
             spool_max_bytes: 64 << 20,
             memory_max_bytes: 1 << 20,

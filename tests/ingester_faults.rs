@@ -304,13 +304,27 @@ print(json.dumps(out))
             .args(["-c", script, table])
             .arg(serde_json::Value::Object(options).to_string()),
     );
-    Some(
-        json.as_object()
-            .unwrap()
+    Some(by_batch(&json))
+}
+
+/// `{"<batch id>": [rows, sum of bytes], …}` as a map.
+pub fn by_batch(json: &serde_json::Value) -> BTreeMap<String, (u64, u64)> {
+    json.as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), (v[0].as_u64().unwrap(), v[1].as_u64().unwrap())))
+        .collect()
+}
+
+/// The table's configuration for `location` and object-store `options`.
+pub fn table_config(location: &str, options: &[(&str, &str)]) -> flowlake_ingester::TableConfig {
+    flowlake_ingester::TableConfig {
+        location: location.to_string(),
+        storage_options: options
             .iter()
-            .map(|(k, v)| (k.clone(), (v[0].as_u64().unwrap(), v[1].as_u64().unwrap())))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
-    )
+    }
 }
 
 /// Rows in the table by its own statistics (quick, for waiting).
@@ -320,14 +334,9 @@ pub fn table_rows(table: &str, storage_options: &[(&str, &str)]) -> Option<u64> 
         .build()
         .unwrap();
     rt.block_on(async {
-        let cfg = flowlake_ingester::TableConfig {
-            location: table.to_string(),
-            storage_options: storage_options
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        };
-        let t = flowlake_ingester::Table::open(&cfg).await.ok()?;
+        let t = flowlake_ingester::Table::open(&table_config(table, storage_options))
+            .await
+            .ok()?;
         Some(
             t.files()
                 .ok()?

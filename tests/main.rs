@@ -3,6 +3,7 @@
 mod collector_check;
 mod dashboards_prometheus;
 mod deploy_chart;
+mod export_kill;
 mod gen_cli;
 mod ingester_crash;
 mod ingester_faults;

@@ -1,24 +1,23 @@
-//! Compaction and retention: merge the small files of closed partitions (one atomic
-//! Delta commit per partition, so readers never see rows twice or missing), drop
+//! Compaction and retention: merge the small files of closed partitions into one
+//! file in the ingester's sort order ([`merge`]; one atomic Delta commit per
+//! partition, so readers never see rows twice or missing), drop
 //! partitions past retention, vacuum removed files, and checkpoint the log.
 
+mod merge;
+
 use std::collections::BTreeMap;
-use std::num::NonZeroU64;
 use std::time::Duration;
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Utc};
 use deltalake_core::kernel::Action;
-use deltalake_core::kernel::transaction::CommitProperties;
 use deltalake_core::protocol::DeltaOperation;
-use deltalake_core::{FilterOp, FilterValue};
 use flowlake_schemas::{PARTITION_COLUMNS, PartitionPath};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::CompactConfig;
 use crate::error::{Result, error_chain};
 use crate::metrics::Metrics;
-use crate::parquet::writer_properties;
-use crate::table::{COMMIT_RETRIES, Table, TableFile};
+use crate::table::{Table, TableFile};
 
 /// What one pass did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -52,19 +51,19 @@ pub async fn compact_once(
         }
     }
 
-    // Retention first: no point compacting what is about to be dropped.
-    let cutoff: Option<NaiveDate> = cfg
-        .retention_days
-        .map(|d| (now - chrono::Duration::days(i64::from(d))).date_naive());
+    // Retention first: no point compacting what is about to be dropped. An hour
+    // partition goes once the hour ended more than the retention ago.
+    let cutoff: Option<DateTime<Utc>> = cfg.retention().map(|r| now - r);
+    let is_expired = |p: &PartitionPath| cutoff.is_some_and(|c| p.end() <= c);
     let expired: Vec<&TableFile> = by_partition
         .iter()
-        .filter(|(p, _)| cutoff.is_some_and(|c| p.date() < c))
+        .filter(|(p, _)| is_expired(p))
         .flat_map(|(_, fs)| fs.iter().copied())
         .collect();
     if let Some(cutoff) = cutoff
         && !expired.is_empty()
     {
-        summary.partitions_dropped = by_partition.keys().filter(|p| p.date() < cutoff).count();
+        summary.partitions_dropped = by_partition.keys().filter(|p| is_expired(p)).count();
         summary.files_dropped = expired.len();
         let snapshot = table.delta().snapshot()?;
         let remove: Vec<Action> = snapshot
@@ -73,7 +72,10 @@ pub async fn compact_once(
             .filter(|f| expired.iter().any(|e| e.path == f.path()))
             .map(|f| Action::Remove(f.remove_action(true)))
             .collect();
-        let predicate = format!("{} < '{}'", PARTITION_COLUMNS[0], cutoff.format("%Y-%m-%d"));
+        // Partitions starting before the cutoff's hour.
+        let (date, hour) = (cutoff.format("%Y-%m-%d"), cutoff.format("%H"));
+        let (d, h) = (PARTITION_COLUMNS[0], PARTITION_COLUMNS[1]);
+        let predicate = format!("{d} < '{date}' OR ({d} = '{date}' AND {h} < '{hour}')");
         let version = table
             .commit(
                 remove,
@@ -94,38 +96,15 @@ pub async fn compact_once(
     let grace = chrono::Duration::from_std(cfg.grace).unwrap_or_default();
     for (partition, fs) in &by_partition {
         let closed = partition.end() + grace <= now;
-        let expired = cutoff.is_some_and(|c| partition.date() < c);
+        let expired = is_expired(partition);
         if !closed || expired || fs.len() < 2 {
             continue;
         }
-        let date = partition.date_value();
-        let hour = partition.hour_value();
-        let filters = [
-            (
-                PARTITION_COLUMNS[0],
-                FilterOp::Eq,
-                FilterValue::Scalar(date.as_str()),
-            ),
-            (
-                PARTITION_COLUMNS[1],
-                FilterOp::Eq,
-                FilterValue::Scalar(hour.as_str()),
-            ),
-        ];
-        let (delta, metrics) = table
-            .delta()
-            .clone()
-            .optimize()
-            .with_filters(&filters)
-            .with_target_size(NonZeroU64::new(cfg.target_file_bytes.max(1)).expect("positive"))
-            .with_writer_properties(writer_properties())
-            .with_commit_properties(CommitProperties::default().with_max_retries(COMMIT_RETRIES))
-            .await?;
-        drop(delta);
+        let merged = merge::merge_partition(table, partition, fs, cfg.target_file_bytes).await?;
         summary.partitions_compacted += 1;
-        summary.files_removed += metrics.num_files_removed;
-        summary.files_added += metrics.num_files_added;
-        tracing::info!(%partition, removed = metrics.num_files_removed, added = metrics.num_files_added, "compacted partition");
+        summary.files_removed += merged.removed;
+        summary.files_added += merged.added;
+        tracing::info!(%partition, removed = merged.removed, added = merged.added, "compacted partition");
     }
     table.refresh().await?;
 

@@ -149,6 +149,10 @@ pub struct CompactArgs {
     /// Drop partitions older than this many days (keep everything when unset).
     #[arg(long, env = "FLOWLAKE_COMPACT_RETENTION_DAYS")]
     pub retention_days: Option<u32>,
+    /// Drop hour partitions that ended more than this many hours ago (added to
+    /// `--retention-days`; keep everything when both are unset).
+    #[arg(long, env = "FLOWLAKE_COMPACT_RETENTION_HOURS")]
+    pub retention_hours: Option<u32>,
     /// Removed files are deleted by vacuum once they are this old.
     #[arg(long, default_value = "1h", value_parser = humantime::parse_duration, env = "FLOWLAKE_COMPACT_VACUUM_AFTER")]
     pub vacuum_after: Duration,
@@ -187,7 +191,20 @@ pub struct CompactConfig {
     pub target_file_bytes: u64,
     pub grace: Duration,
     pub retention_days: Option<u32>,
+    pub retention_hours: Option<u32>,
     pub vacuum_after: Duration,
+}
+
+impl CompactConfig {
+    /// How long partitions are kept after their hour ended, if not forever.
+    pub fn retention(&self) -> Option<chrono::Duration> {
+        if self.retention_days.is_none() && self.retention_hours.is_none() {
+            return None;
+        }
+        let days = i64::from(self.retention_days.unwrap_or(0));
+        let hours = i64::from(self.retention_hours.unwrap_or(0));
+        Some(chrono::Duration::hours(24 * days + hours))
+    }
 }
 
 impl Default for CompactConfig {
@@ -196,6 +213,7 @@ impl Default for CompactConfig {
             target_file_bytes: 256 << 20,
             grace: Duration::from_secs(600),
             retention_days: None,
+            retention_hours: None,
             vacuum_after: Duration::from_secs(3600),
         }
     }
@@ -207,6 +225,7 @@ impl CompactArgs {
             target_file_bytes: self.target_file_bytes,
             grace: self.grace,
             retention_days: self.retention_days,
+            retention_hours: self.retention_hours,
             vacuum_after: self.vacuum_after,
         }
     }

@@ -2,23 +2,27 @@
 //! Hive-partitioned Parquet or as a Delta table at any object_store URL.
 //!
 //! Incremental mode reads the Delta version recorded by the previous export at the
-//! destination (`_flowlake_export.json`) and exports only the data files committed
-//! after it, so a nightly job neither duplicates nor misses rows. The state is written
-//! only after the data, so a failed run is simply retried.
+//! destination (`_flowlake_export.json`) and exports only the rows the commits after
+//! it added: their `add` actions with `dataChange = true` ([`changes`]), so the
+//! files compaction rewrites (`dataChange = false`) are not exported again and rows
+//! retention removed after they were added are still exported once. The state is
+//! written only after the data, so a failed run is simply retried.
 
+mod changes;
 mod job;
 mod policy;
+mod state;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use datafusion::dataframe::DataFrameWriteOptions;
 use datafusion::execution::memory_pool::MemoryLimit;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use deltalake_core::DeltaTable;
+use deltalake_core::kernel::Transaction;
+use deltalake_core::kernel::transaction::CommitProperties;
 use deltalake_core::protocol::SaveMode;
-use object_store::{ObjectStoreExt, PutPayload};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{TableArgs, TableLocation};
@@ -28,6 +32,9 @@ use crate::storage::{location_url, object_store_for, open_table};
 
 pub use job::{ExportJob, ExportJobs, JobState};
 pub use policy::ExportPolicy;
+pub use state::{ExportState, PendingRun};
+
+use state::Destination;
 
 /// Name of the state object written next to the exported data.
 pub const STATE_FILE: &str = "_flowlake_export.json";
@@ -35,6 +42,9 @@ pub const STATE_FILE: &str = "_flowlake_export.json";
 /// place: an interrupted export leaves its partial files only there, where readers of
 /// the destination (which skip `_`-prefixed directories) do not look.
 pub const STAGING_DIR: &str = "_flowlake_staging";
+/// App id of the `txn` a Delta export commits with (version: the source version it
+/// exports up to), so a run whose state was not written is not exported again.
+pub const EXPORT_APP_ID: &str = "flowlake-export";
 
 /// Format of the destination.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -132,12 +142,6 @@ pub struct ExportSummary {
     pub files_read: usize,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
-struct ExportState {
-    source: String,
-    table_version: u64,
-}
-
 /// Progress callback: rows written so far.
 pub type Progress = Arc<dyn Fn(u64) + Send + Sync>;
 
@@ -165,91 +169,87 @@ fn time_range(cfg: &ExportConfig) -> Result<Option<TimeRange>> {
     }
 }
 
-async fn read_state(cfg: &ExportConfig) -> Result<Option<ExportState>> {
-    let url = location_url(&cfg.destination)?;
-    let (store, prefix) = object_store_for(&url, &cfg.storage_options)?;
-    let path = prefix.clone().join(STATE_FILE);
-    match store.get(&path).await {
-        Ok(r) => {
-            let bytes = r.bytes().await?;
-            let state: ExportState = serde_json::from_slice(&bytes)
-                .map_err(|e| QueryError::Config(format!("{STATE_FILE} is corrupt: {e}")))?;
-            Ok(Some(state))
-        }
-        Err(object_store::Error::NotFound { .. }) => Ok(None),
-        Err(e) => Err(e.into()),
-    }
-}
-
-async fn write_state(cfg: &ExportConfig, state: &ExportState) -> Result<()> {
-    let url = location_url(&cfg.destination)?;
-    let (store, prefix) = object_store_for(&url, &cfg.storage_options)?;
-    let body = serde_json::to_vec_pretty(state).map_err(|e| QueryError::Config(e.to_string()))?;
-    store
-        .put(
-            &prefix.join(STATE_FILE),
-            PutPayload::from(Bytes::from(body)),
-        )
-        .await?;
-    Ok(())
-}
-
-fn relative_files(table: &DeltaTable) -> Result<HashSet<String>> {
-    Ok(table
-        .snapshot()?
-        .log_data()
-        .into_iter()
-        .map(|add| add.object_store_path().to_string())
-        .collect())
-}
-
 /// Runs one export to completion.
 pub async fn run_export(cfg: &ExportConfig, progress: Option<Progress>) -> Result<ExportSummary> {
     let range = time_range(cfg)?;
     let table = open_table(&cfg.source.location, &cfg.source.storage_options).await?;
     let version = table.version().unwrap_or(0);
-    let previous = if cfg.incremental {
-        read_state(cfg).await?
+    let dest = location_url(&cfg.destination)?;
+    let (dest_store, dest_prefix) = object_store_for(&dest, &cfg.storage_options)?;
+    let destination = Destination {
+        store: dest_store.as_ref(),
+        prefix: &dest_prefix,
+        local_dir: dest.to_file_path().ok(),
+    };
+    // An interrupted run is finished (or its staged files deleted) first.
+    let previous = destination.recover(destination.read().await?).await?;
+    let delta_done = match cfg.format {
+        ExportFormat::Delta if cfg.incremental => {
+            delta_exported_version(&dest, &destination, cfg).await?
+        }
+        _ => None,
+    };
+    let from_version = if cfg.incremental {
+        previous.as_ref().map(|s| s.table_version).max(delta_done)
     } else {
         None
     };
-    let from_version = previous.as_ref().map(|s| s.table_version);
+    let state = |table_version, pending| ExportState {
+        source: cfg.source.location.clone(),
+        table_version,
+        pending,
+    };
     if let Some(v) = from_version.filter(|v| *v > version) {
         return Err(QueryError::Config(format!(
             "destination was exported up to version {v} but the table is at {version}"
         )));
     }
 
-    // The files to read: all of them, or those added since the last export.
-    let mut builder = table.table_provider();
-    let files_read;
-    if let Some(v) = from_version {
-        let mut then = table.clone();
-        then.load_version(v).await?;
-        let old = relative_files(&then)?;
-        let new: Vec<String> = relative_files(&table)?.difference(&old).cloned().collect();
-        files_read = new.len();
-        if new.is_empty() {
-            write_state(
-                cfg,
-                &ExportState {
-                    source: cfg.source.location.clone(),
-                    table_version: version,
-                },
-            )
-            .await?;
-            return Ok(ExportSummary {
-                rows: 0,
-                from_version,
-                to_version: version,
-                files_read,
-            });
+    // What to read: every active file, or the files added (dataChange = true)
+    // by the commits since the last export, each group at a version where its
+    // files are still active (`changes`).
+    let (groups, files_read) = match from_version {
+        Some(v) => {
+            let groups = changes::added_since(&table, v, version).await?;
+            let n = groups.iter().map(|g| g.paths.len()).sum();
+            (Some(groups), n)
         }
-        builder = builder.with_file_paths(new);
-    } else {
-        files_read = table.snapshot()?.log_data().into_iter().count();
+        None => (None, table.snapshot()?.log_data().into_iter().count()),
+    };
+    if groups.as_ref().is_some_and(|g| g.is_empty()) {
+        destination.write(&state(version, None)).await?;
+        return Ok(ExportSummary {
+            rows: 0,
+            from_version,
+            to_version: version,
+            files_read,
+        });
     }
-    let provider = builder.build().await.map_err(QueryError::Execution)?;
+    let mut providers = Vec::new();
+    match &groups {
+        None => providers.push(
+            table
+                .table_provider()
+                .build()
+                .await
+                .map_err(QueryError::Execution)?,
+        ),
+        Some(groups) => {
+            for g in groups {
+                let mut at = table.clone();
+                if g.version != version {
+                    at.load_version(g.version).await?;
+                }
+                providers.push(
+                    at.table_provider()
+                        .with_file_paths(g.paths.clone())
+                        .build()
+                        .await
+                        .map_err(QueryError::Execution)?,
+                );
+            }
+        }
+    }
 
     let ctx = match &cfg.runtime_env {
         Some(env) => {
@@ -262,8 +262,26 @@ pub async fn run_export(cfg: &ExportConfig, progress: Option<Progress>) -> Resul
         None => SessionContext::new(),
     };
     table.update_datafusion_session(&ctx.state())?;
-    ctx.register_table(crate::engine::FLOWS, Arc::new(provider))
+    if providers.len() == 1 {
+        let provider = providers.pop().expect("one provider");
+        ctx.register_table(crate::engine::FLOWS, Arc::new(provider))
+            .map_err(QueryError::Execution)?;
+    } else {
+        let mut union = Vec::new();
+        for (i, provider) in providers.into_iter().enumerate() {
+            let name = format!("{}_added_{i}", crate::engine::FLOWS);
+            ctx.register_table(name.as_str(), Arc::new(provider))
+                .map_err(QueryError::Execution)?;
+            union.push(format!("SELECT * FROM {name}"));
+        }
+        ctx.sql(&format!(
+            "CREATE VIEW {} AS {}",
+            crate::engine::FLOWS,
+            union.join(" UNION ALL ")
+        ))
+        .await
         .map_err(QueryError::Execution)?;
+    }
     for (name, sql) in VIEWS {
         ctx.sql(&format!("CREATE VIEW {name} AS {sql}"))
             .await
@@ -296,11 +314,9 @@ pub async fn run_export(cfg: &ExportConfig, progress: Option<Progress>) -> Resul
         .map(|c| c.to_string())
         .collect();
 
-    let dest = location_url(&cfg.destination)?;
     let rows = match cfg.format {
         ExportFormat::Parquet => {
-            let (store, prefix) = object_store_for(&dest, &cfg.storage_options)?;
-            ctx.register_object_store(&dest, Arc::clone(&store));
+            ctx.register_object_store(&dest, Arc::clone(&dest_store));
             let run = uuid::Uuid::new_v4().to_string();
             let staging = location_url(&format!(
                 "{}/{STAGING_DIR}/{run}/",
@@ -311,7 +327,13 @@ pub async fn run_export(cfg: &ExportConfig, progress: Option<Progress>) -> Resul
                 .write_parquet(staging.as_str(), opts, None)
                 .await
                 .map_err(|e| QueryError::from_datafusion(e, usize::MAX))?;
-            publish(store.as_ref(), &prefix, &run).await?;
+            let pending = PendingRun {
+                run: run.clone(),
+                table_version: version,
+            };
+            let before = from_version.unwrap_or(0);
+            destination.write(&state(before, Some(pending))).await?;
+            destination.publish(&run).await?;
             // Local stores leave the run's empty directories behind.
             if let Ok(dir) = dest.to_file_path() {
                 let _ = std::fs::remove_dir_all(dir.join(STAGING_DIR).join(&run));
@@ -337,10 +359,14 @@ pub async fn run_export(cfg: &ExportConfig, progress: Option<Progress>) -> Resul
             // One commit for the whole export, so a failed run leaves nothing behind; the
             // batches held for it are reserved in the memory pool.
             let batches = collect_reserved(df, &ctx).await?;
+            let txn = Transaction::new(EXPORT_APP_ID, version as i64);
             let written = target
                 .write(batches)
                 .with_save_mode(SaveMode::Append)
                 .with_partition_columns(partition_by)
+                .with_commit_properties(
+                    CommitProperties::default().with_application_transaction(txn),
+                )
                 .await?;
             total_rows(&written).saturating_sub(before)
         }
@@ -348,14 +374,7 @@ pub async fn run_export(cfg: &ExportConfig, progress: Option<Progress>) -> Resul
     if let Some(p) = &progress {
         p(rows);
     }
-    write_state(
-        cfg,
-        &ExportState {
-            source: cfg.source.location.clone(),
-            table_version: version,
-        },
-    )
-    .await?;
+    destination.write(&state(version, None)).await?;
     tracing::info!(rows, from_version = ?from_version, to_version = version, destination = %cfg.destination, "export done");
     Ok(ExportSummary {
         rows,
@@ -365,26 +384,30 @@ pub async fn run_export(cfg: &ExportConfig, progress: Option<Progress>) -> Resul
     })
 }
 
-/// Moves the files of a staged run into place, then removes the run's directory.
-async fn publish(
-    store: &dyn object_store::ObjectStore,
-    prefix: &object_store::path::Path,
-    run: &str,
-) -> Result<()> {
-    use futures::TryStreamExt;
-    let staged = prefix.clone().join(STAGING_DIR).join(run);
-    let files: Vec<object_store::ObjectMeta> = store.list(Some(&staged)).try_collect().await?;
-    for meta in files {
-        let Some(rel) = meta.location.prefix_match(&staged) else {
-            continue;
-        };
-        let mut target = prefix.clone();
-        for part in rel {
-            target = target.join(part.as_ref());
-        }
-        store.rename(&meta.location, &target).await?;
+/// The source version a Delta destination holds rows up to, by its export `txn`.
+async fn delta_exported_version(
+    dest: &url::Url,
+    destination: &Destination<'_>,
+    cfg: &ExportConfig,
+) -> Result<Option<u64>> {
+    if !destination.has_delta_log().await? {
+        return Ok(None);
     }
-    Ok(())
+    crate::storage::register_cloud_schemes();
+    let table = match deltalake_core::DeltaTableBuilder::from_url(dest.clone())?
+        .with_storage_options(cfg.storage_options.clone())
+        .load()
+        .await
+    {
+        Ok(t) => t,
+        Err(deltalake_core::DeltaTableError::NotATable(_)) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let v = table
+        .snapshot()?
+        .transaction_version(table.log_store().as_ref(), EXPORT_APP_ID)
+        .await?;
+    Ok(v.and_then(|v| u64::try_from(v).ok()))
 }
 
 /// The result's batches (as plain types), each reserved in the session's memory pool

@@ -19,8 +19,12 @@ fn collector_batches(producer: u64, count: usize, rows: usize) -> Vec<Batch> {
 }
 
 fn replicas(dir: &Path, table: &str, args: &[String]) -> Vec<Server> {
+    replicas_n(dir, table, args, REPLICAS)
+}
+
+fn replicas_n(dir: &Path, table: &str, args: &[String], n: usize) -> Vec<Server> {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    (0..REPLICAS)
+    (0..n)
         .map(|i| {
             let home = dir.join(format!("replica-{i}"));
             std::fs::create_dir_all(&home).unwrap();
@@ -159,4 +163,193 @@ fn kill_9_of_the_committing_replica_then_retries_elsewhere() {
         assert!(status.success(), "{}", s.log_text());
     }
     assert_table_holds(table, &options, &all);
+}
+
+/// Benchmark, run by hand (`cargo test -p flowlake --release --test e2e bench_replicas --
+/// --ignored --nocapture`; figures in docs/BENCHMARKS.md): rows/s and commits/s of 1, 2
+/// and 3 replicas on one table (moto S3), 12 senders posting round-robin with
+/// collector ids (checked against the table at every commit), and 3 replicas with
+/// plain ids (not checked) as the peer; then the size of a checkpoint holding the
+/// batch `txn`s of 5,000 collectors.
+#[test]
+#[ignore]
+fn bench_replicas() {
+    const SENDERS: usize = 12;
+    const SECONDS: u64 = 20;
+    let Some((_moto, endpoint)) = start_moto() else {
+        return;
+    };
+    let options = s3_options(&endpoint);
+    let mut args = storage_args(&options);
+    args.extend(["--flush-age".into(), "1s".into()]);
+    let bodies = batches_named(400, 250, |i| format!("bench/{i}"));
+    for (n, sequenced) in [(1, true), (2, true), (3, true), (3, false)] {
+        let table = format!("s3://flowlake/bench-{n}-{sequenced}");
+        let dir = tempfile::tempdir().unwrap();
+        let mut servers = replicas_n(dir.path(), &table, &args, n);
+        let addrs: Vec<SocketAddr> = servers.iter().map(|s| s.addr).collect();
+        let started = Instant::now();
+        let senders: Vec<_> = (0..SENDERS)
+            .map(|s| {
+                let (addrs, bodies) = (addrs.clone(), bodies.clone());
+                std::thread::spawn(move || {
+                    let mut rows = 0;
+                    for (i, b) in bodies.iter().enumerate() {
+                        if started.elapsed() > Duration::from_secs(SECONDS) {
+                            break;
+                        }
+                        let mut b = b.clone();
+                        b.id = if sequenced {
+                            format!("{:016x}/{i}", 0xbe00 + s)
+                        } else {
+                            format!("plain-{s}-{i}")
+                        };
+                        post_until_acked(addrs[(s + i) % addrs.len()], &b, WITHIN);
+                        rows += b.rows;
+                    }
+                    rows
+                })
+            })
+            .collect();
+        let rows: u64 = senders.into_iter().map(|t| t.join().unwrap()).sum();
+        let took = started.elapsed().as_secs_f64();
+        let sum = |name: &str, labels: &str| -> u64 {
+            servers.iter().map(|s| metric(s.addr, name, labels)).sum()
+        };
+        let conflicts = sum("flowlake_ingester_exactly_once", "txn_conflict");
+        let commit_text: Vec<String> = servers
+            .iter()
+            .map(|s| request(s.addr, "GET", "/metrics", &[], &[]).unwrap().body)
+            .collect();
+        let hist = |suffix: &str| -> f64 {
+            commit_text
+                .iter()
+                .flat_map(|t| t.lines())
+                .filter(|l| l.starts_with(&format!("flowlake_ingester_commit_seconds_{suffix}")))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum()
+        };
+        let (secs, count) = (hist("sum"), hist("count"));
+        for s in &mut servers {
+            let (status, _) = s.sigterm();
+            assert!(status.success(), "{}", s.log_text());
+        }
+        let version = table_version(&table, &options);
+        wait_for_rows(&table, &options, rows);
+        eprintln!(
+            "bench replicas={n} collector_ids={sequenced}: {rows} rows in {took:.1} s = {:.0} rows/s; \
+             {version} commits = {:.2} commits/s; {conflicts} txn conflicts; flush commit {:.1} ms mean over {count} flushes",
+            rows as f64 / took,
+            version as f64 / took,
+            1000.0 * secs / count.max(1.0),
+        );
+        if sequenced && n == REPLICAS {
+            check_cost(&table, &options, &bodies, SENDERS);
+        }
+    }
+
+    // A checkpoint with the batch txns of 5,000 collectors (8 slots each).
+    let dir = tempfile::tempdir().unwrap();
+    let location = dir.path().join("t");
+    let cfg = flowlake_ingester::TableConfig {
+        location: location.to_str().unwrap().into(),
+        storage_options: Default::default(),
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let size = rt.block_on(async {
+        let mut table = flowlake_ingester::Table::open_or_create(&cfg)
+            .await
+            .unwrap();
+        let ids: Vec<_> = (0..5000u64)
+            .flat_map(|p| (0..8).map(move |slot| format!("{p:016x}/{}", slot * 32)))
+            .map(|s| {
+                flowlake_ingester::exactly_once::SequencedId::parse(
+                    &flowlake_ingester::BatchId::parse(&s).unwrap(),
+                )
+            })
+            .collect();
+        let now = chrono::Utc::now().timestamp_millis();
+        let plan = flowlake_ingester::exactly_once::plan(&ids, &Default::default(), now);
+        assert_eq!(plan.txns.len(), 40_000);
+        table.commit_adds_with(Vec::new(), plan.txns).await.unwrap();
+        flowlake_ingester::compact_once(
+            &mut table,
+            &flowlake_ingester::CompactConfig::default(),
+            chrono::Utc::now(),
+        )
+        .await
+        .unwrap();
+        std::fs::read_dir(location.join("_delta_log"))
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .ends_with(".checkpoint.parquet")
+            })
+            .map(|e| e.metadata().unwrap().len())
+            .sum::<u64>()
+    });
+    eprintln!("bench checkpoint with 40,000 batch txns (5,000 collectors): {size} bytes");
+}
+
+/// What the exactly-once check adds to a commit, on the table the senders
+/// wrote: reading the table (no new commit; then 3 new commits), bringing the
+/// batch `txn`s up to date, and planning a flush of one batch per sender — the
+/// first time (every slot looked up in the log) and then as every flush does.
+fn check_cost(table: &str, options: &[(&str, &str)], bodies: &[Batch], senders: usize) {
+    use flowlake_ingester::exactly_once::{SequencedId, TableTxns, plan};
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let cfg = table_config(table, options);
+        let mut t = flowlake_ingester::Table::open(&cfg).await.unwrap();
+        let ids: Vec<_> = (0..senders)
+            .map(|s| {
+                let id = format!("{:016x}/{}", 0xbe00 + s, bodies.len() + 1);
+                SequencedId::parse(&flowlake_ingester::BatchId::parse(&id).unwrap())
+            })
+            .collect();
+        let mut txns = TableTxns::default();
+        let timed = |started: Instant| started.elapsed().as_secs_f64() * 1000.0;
+        let started = Instant::now();
+        t.refresh().await.unwrap();
+        let refresh = timed(started);
+        let started = Instant::now();
+        txns.sync(&t).await.unwrap();
+        let versions = txns.versions(&t, &ids).await.unwrap().clone();
+        let p = plan(&ids, &versions, 0);
+        let cold = timed(started);
+        assert!(p.keep.iter().all(|k| *k));
+        // Three commits by others since (empty ones, as a replica's flush of
+        // retries only would be).
+        let mut other = flowlake_ingester::Table::open(&cfg).await.unwrap();
+        for _ in 0..3 {
+            other.commit_adds(Vec::new(), None).await.unwrap();
+        }
+        let started = Instant::now();
+        t.refresh().await.unwrap();
+        let refresh3 = timed(started);
+        let started = Instant::now();
+        txns.sync(&t).await.unwrap();
+        let versions = txns.versions(&t, &ids).await.unwrap().clone();
+        plan(&ids, &versions, 0);
+        let warm = timed(started);
+        eprintln!(
+            "bench check per commit ({senders} collectors): table read {refresh:.1} ms (no new commit), \
+             {refresh3:.1} ms (3 new commits); txns + plan {cold:.1} ms the first time, {warm:.1} ms after"
+        );
+    });
+}
+
+/// The table's latest version (its commit count after creation).
+fn table_version(table: &str, options: &[(&str, &str)]) -> u64 {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let cfg = table_config(table, options);
+        let t = flowlake_ingester::Table::open(&cfg).await.unwrap();
+        t.version().unwrap_or(0)
+    })
 }

@@ -5,6 +5,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::sources::SourceName;
+
 /// Which pod-level metrics are produced (Retina's three modes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum MetricsMode {
@@ -51,8 +53,13 @@ pub struct RetinaConfig {
     /// Addresses of the Kubernetes API server (latency histograms); empty: discovered
     /// from the cluster's `kubernetes` Service and its EndpointSlices.
     pub apiserver_ips: Vec<IpAddr>,
-    /// Root of the proc filesystem (`net/snmp`, `net/netstat`, `net/tcp`, `net/tcp6`).
+    /// Root of the proc filesystem (`net/snmp`, `net/netstat`, `net/tcp`, `net/tcp6`,
+    /// `net/nf_conntrack`).
     pub proc_root: PathBuf,
+    /// Root of the sys filesystem (`class/net/*/statistics`).
+    pub sys_root: PathBuf,
+    /// Kernel metric sources enabled (each reports its status in /metrics).
+    pub sources: Vec<SourceName>,
 }
 
 impl Default for RetinaConfig {
@@ -76,6 +83,8 @@ impl Default for RetinaConfig {
             series_ttl: Duration::from_secs(300),
             apiserver_ips: Vec::new(),
             proc_root: PathBuf::from("/proc"),
+            sys_root: PathBuf::from("/sys"),
+            sources: SourceName::ALL.to_vec(),
         }
     }
 }
@@ -180,6 +189,22 @@ pub struct RetinaArgs {
         default_value = "/proc"
     )]
     pub proc_root: PathBuf,
+    /// Root of the sys filesystem read for interface_stats.
+    #[arg(
+        long = "metrics-sys-root",
+        env = "FLOWLAKE_COLLECTOR_METRICS_SYS_ROOT",
+        default_value = "/sys"
+    )]
+    pub sys_root: PathBuf,
+    /// Kernel metric sources (comma-separated): interface_stats,conntrack,tcp_connection_remote.
+    #[arg(
+        long = "metrics-sources",
+        env = "FLOWLAKE_COLLECTOR_METRICS_SOURCES",
+        value_enum,
+        value_delimiter = ',',
+        default_value = "interface_stats,conntrack,tcp_connection_remote"
+    )]
+    pub sources: Vec<SourceName>,
 }
 
 impl From<RetinaArgs> for RetinaConfig {
@@ -195,6 +220,8 @@ impl From<RetinaArgs> for RetinaConfig {
             series_ttl: a.series_ttl,
             apiserver_ips: a.apiserver_ips,
             proc_root: a.proc_root,
+            sys_root: a.sys_root,
+            sources: a.sources,
         }
     }
 }

@@ -6,20 +6,26 @@
 //! configurable context labels, a namespace filter, a series bound and idle expiry
 //! ([`context`], [`series`]), the API server latency histograms ([`apiserver`]),
 //! `lost_events_counter` from the datapath's and shipper's loss counters ([`lost`]) and
-//! linuxutil's proc statistics read at scrape time ([`procfs`]). [`http::router`]
+//! linuxutil's proc statistics read at scrape time ([`procfs`]), and the kernel
+//! metric sources enabled by name ([`sources`]: `interface_stats`, `conntrack`,
+//! `tcp_connection_remote`). [`http::router`]
 //! serves the registry at `/metrics`.
 //!
 //! Totals are counters (Retina exposes them as gauges) and keep Retina's names.
 
 pub mod apiserver;
 pub mod config;
+pub mod conntrack;
 pub mod context;
 pub mod http;
+pub mod interface_stats;
 pub mod lost;
 pub mod names;
 pub mod node;
 pub mod procfs;
 pub mod series;
+pub mod sources;
+pub mod tcp_remote;
 
 use std::time::Duration;
 
@@ -38,6 +44,7 @@ pub use lost::LossSources;
 pub use node::NodeMetrics;
 pub use procfs::ProcStats;
 pub use series::{AdvMetric, AdvSeries};
+pub use sources::{SourceName, SourcesCollector};
 
 /// TCP flag bits of `FlowRecord::tcp_flags` and Retina's names for them.
 pub const TCP_FLAGS: [(u16, &str); 9] = [
@@ -87,6 +94,14 @@ impl RetinaMetrics {
             cfg.proc_root.clone(),
             Counter::default(),
         )));
+        // The kernel metric sources enabled by name, with their status.
+        let roots = sources::Roots {
+            proc: cfg.proc_root.clone(),
+            sys: cfg.sys_root.clone(),
+        };
+        registry.register_collector(Box::new(SourcesCollector {
+            sources: sources::build(&cfg.sources, &roots),
+        }));
         RetinaMetrics {
             node,
             adv,

@@ -18,6 +18,13 @@ pub const TCP_STATE: &str = "tcp_state";
 pub const TCP_CONNECTION_STATS: &str = "tcp_connection_stats";
 pub const IP_CONNECTION_STATS: &str = "ip_connection_stats";
 pub const UDP_CONNECTION_STATS: &str = "udp_connection_stats";
+pub const INTERFACE_STATS: &str = "interface_stats";
+pub const TCP_CONNECTION_REMOTE: &str = "tcp_connection_remote";
+pub const CONNTRACK_PACKETS_TX: &str = "conntrack_packets_tx";
+pub const CONNTRACK_PACKETS_RX: &str = "conntrack_packets_rx";
+pub const CONNTRACK_BYTES_TX: &str = "conntrack_bytes_tx";
+pub const CONNTRACK_BYTES_RX: &str = "conntrack_bytes_rx";
+pub const CONNTRACK_TOTAL_CONNECTIONS: &str = "conntrack_total_connections";
 
 pub const ADV_FORWARD_COUNT: &str = "adv_forward_count";
 pub const ADV_FORWARD_BYTES: &str = "adv_forward_bytes";
@@ -60,6 +67,11 @@ pub const REASON: &str = "reason";
 pub const TYPE: &str = "type";
 pub const STATE: &str = "state";
 pub const STATISTIC_NAME: &str = "statistic_name";
+pub const INTERFACE_NAME: &str = "interface_name";
+pub const ADDRESS: &str = "address";
+pub const PORT: &str = "port";
+/// Label of Flowlake's own per-source status metrics.
+pub const SOURCE: &str = "source";
 pub const FLAG: &str = "flag";
 pub const QUERY: &str = "query";
 pub const QUERY_TYPE: &str = "query_type";

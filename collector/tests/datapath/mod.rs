@@ -8,7 +8,7 @@ mod capture_select;
 mod cni;
 mod dns;
 mod eviction;
-mod harness;
+pub(crate) mod harness;
 mod health;
 mod l3;
 mod node;

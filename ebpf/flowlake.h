@@ -21,7 +21,8 @@
 #define FLK_LOSS_DNS_RINGBUF_FULL 1
 #define FLK_LOSS_DROP_MAP_FULL 2
 #define FLK_LOSS_TCP_MAP_FULL 3
-#define FLK_LOSS_SLOTS 4
+#define FLK_LOSS_FLOW_MAP_FULL_BYTES 4 /* bytes (from the IP header) of those packets */
+#define FLK_LOSS_SLOTS 5
 
 /* One direction of one flow at one tc hook. Addresses are IPv6, IPv4 mapped
  * as ::ffff:a.b.c.d. Ports in host byte order, 0 when the protocol has none. */

@@ -249,6 +249,7 @@ static __always_inline void flow_add(struct flow_key *key, struct flow_stats *ad
 			return;
 		if (err != -17 /* EEXIST: another CPU created it */) {
 			flk_count_losses(FLK_LOSS_FLOW_MAP_FULL, add->packets);
+			flk_count_losses(FLK_LOSS_FLOW_MAP_FULL_BYTES, add->bytes);
 			return;
 		}
 		st = bpf_map_lookup_elem(&flows, key);

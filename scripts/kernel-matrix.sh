@@ -40,6 +40,8 @@ TESTS=(
   datapath::health::retransmits_equal_the_kernel_count_on_the_sending_row
   datapath::health::resets_counted_once_on_the_sending_pod_row
   datapath::node::node_socket_drops_are_node_level
+  datapath::dns::large_dns_over_udp_tcp_ipv6_and_from_the_node
+  datapath::eviction::full_flow_map_losses_are_exactly_what_is_missing
   datapath::l3::tun_traffic_counted_exactly
   datapath::preflight::verdict_and_capabilities
 )

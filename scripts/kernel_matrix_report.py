@@ -17,12 +17,14 @@ import sys
 CAPABILITIES = [
     ("flows", "flows_equal_tcpdump_capture_exactly", "packets and bytes per flow equal a tcpdump capture"),
     ("dns", "dns_queries_and_responses_with_latency", "queries, responses, latency"),
+    ("large dns", "large_dns_over_udp_tcp_ipv6_and_from_the_node", "EDNS answers of 40 and 240 records over UDP, IPv6, TCP in three segments, a node's query; an answer over 4096 bytes a counted loss"),
     ("handshake", "flows_equal_tcpdump_capture_exactly", "SYN to SYN-ACK latency"),
     ("rtt", "lost_segments_show_retransmits_and_rtt", "smoothed RTT from tcp_probe"),
     ("retransmits", "retransmits_equal_the_kernel_count_on_the_sending_row", "retransmitted segments per flow equal TcpRetransSegs of the sender's namespace under a deterministic loss, on the sending row only (same node, across two node namespaces, a node socket)"),
     ("resets", "resets_counted_once_on_the_sending_pod_row", "resets per flow equal tcpdump's RST segments, once, on the sender's row (same node and across two node namespaces)"),
     ("drops", "drops_have_kernel_reason_names", "netfilter and no-socket drops, counted exactly"),
     ("node drops", "node_socket_drops_are_node_level", "drops of the node's own sockets counted exactly at node-level observation points"),
+    ("map full", "full_flow_map_losses_are_exactly_what_is_missing", "a 4-entry flow map flooded: counted plus lost packets and bytes equal the capture"),
     ("l3", "tun_traffic_counted_exactly", "a TUN device (no link-layer header) equals tcpdump"),
 ]
 ORDER = ["5.10", "6.1", "6.12", "6.18", "host"]

@@ -15,7 +15,9 @@ pub const LOSS_FLOW_MAP_FULL: u32 = 0;
 pub const LOSS_DNS_RINGBUF_FULL: u32 = 1;
 pub const LOSS_DROP_MAP_FULL: u32 = 2;
 pub const LOSS_TCP_MAP_FULL: u32 = 3;
-pub const LOSS_SLOTS: u32 = 4;
+/// Bytes of the packets counted in `LOSS_FLOW_MAP_FULL`.
+pub const LOSS_FLOW_MAP_FULL_BYTES: u32 = 4;
+pub const LOSS_SLOTS: u32 = 5;
 
 /// `drop_key.reason` on kernels without drop reasons (before 5.17).
 pub const DROP_REASON_UNKNOWN: u32 = 0xffff_ffff;

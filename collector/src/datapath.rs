@@ -452,17 +452,35 @@ impl Programs {
 
     /// Adds the kernel-side loss counters' growth since the last call to the metrics.
     pub fn export_losses(&mut self, metrics: &DatapathMetrics) {
+        // (object, slot, kind, whether the slot counts bytes)
         let slots = [
-            ("flows", abi::LOSS_FLOW_MAP_FULL, LossKind::FlowMapFull),
+            (
+                "flows",
+                abi::LOSS_FLOW_MAP_FULL,
+                LossKind::FlowMapFull,
+                false,
+            ),
+            (
+                "flows",
+                abi::LOSS_FLOW_MAP_FULL_BYTES,
+                LossKind::FlowMapFull,
+                true,
+            ),
             (
                 "flows",
                 abi::LOSS_DNS_RINGBUF_FULL,
                 LossKind::DnsRingbufFull,
+                false,
             ),
-            ("drops", abi::LOSS_DROP_MAP_FULL, LossKind::DropMapFull),
-            ("tcp", abi::LOSS_TCP_MAP_FULL, LossKind::TcpMapFull),
+            (
+                "drops",
+                abi::LOSS_DROP_MAP_FULL,
+                LossKind::DropMapFull,
+                false,
+            ),
+            ("tcp", abi::LOSS_TCP_MAP_FULL, LossKind::TcpMapFull, false),
         ];
-        for (object, slot, kind) in slots {
+        for (object, slot, kind, bytes) in slots {
             let bpf = match object {
                 "flows" => self.flows.as_ref(),
                 "drops" => self.drops.as_ref(),
@@ -479,7 +497,12 @@ impl Programs {
             };
             let total: u64 = values.iter().sum();
             let prev = self.exported.insert((object, slot), total).unwrap_or(0);
-            metrics.lost(kind).inc_by(total.saturating_sub(prev));
+            let counter = if bytes {
+                metrics.lost_bytes(kind)
+            } else {
+                metrics.lost(kind)
+            };
+            counter.inc_by(total.saturating_sub(prev));
         }
     }
 }

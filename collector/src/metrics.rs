@@ -60,6 +60,9 @@ impl LossKind {
 pub struct DatapathMetrics {
     /// `flowlake_collector_lost_events_total{kind}`: packets/events/records lost.
     pub lost: Family<Labels, Counter>,
+    /// `flowlake_collector_lost_bytes_total{kind}`: bytes (from the IP
+    /// header) of the packets lost, where known (`flow_map_full`).
+    pub lost_bytes: Family<Labels, Counter>,
     /// `flowlake_collector_records_total`: flow records sent on the channel.
     pub records: Counter,
     /// `flowlake_collector_evictions_total{reason}`: map entries evicted.
@@ -87,6 +90,11 @@ impl DatapathMetrics {
         let m = DatapathMetrics::default();
         let r = registry.sub_registry_with_prefix("flowlake_collector");
         r.register("lost_events", "Events lost, by cause", m.lost.clone());
+        r.register(
+            "lost_bytes",
+            "Bytes of the packets lost, by cause (where known)",
+            m.lost_bytes.clone(),
+        );
         r.register("records", "Flow records sent downstream", m.records.clone());
         r.register(
             "evictions",
@@ -134,6 +142,12 @@ impl DatapathMetrics {
 
     pub fn lost_count(&self, kind: LossKind) -> u64 {
         self.lost(kind).get()
+    }
+
+    pub fn lost_bytes(&self, kind: LossKind) -> Counter {
+        self.lost_bytes
+            .get_or_create(&vec![("kind", kind.as_str().to_string())])
+            .clone()
     }
 
     pub fn evicted(&self, reason: &str, n: u64) {

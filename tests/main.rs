@@ -1,5 +1,6 @@
 //! End-to-end tests of the `flowlake` binary.
 
+mod capture_upload;
 mod collector_check;
 mod dashboards_prometheus;
 mod deploy_chart;

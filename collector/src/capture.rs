@@ -14,6 +14,7 @@ pub mod resolve;
 pub mod runner;
 pub mod select;
 pub mod socket;
+pub mod upload;
 
 pub use engine::{CaptureSpec, EngineConfig, InterfaceSummary, StopReason, Summary, Target};
 pub use error::CaptureError;

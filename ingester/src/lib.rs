@@ -10,6 +10,7 @@
 //! [`error`] beside them.
 
 pub mod buffer;
+pub mod capture;
 pub mod compact;
 pub mod config;
 pub mod decode;

@@ -12,6 +12,7 @@
 //! Column meanings and units: `docs/schema.md`.
 
 pub mod builder;
+pub mod capture;
 pub mod decode;
 pub mod dictionary;
 pub mod error;

@@ -1,0 +1,207 @@
+//! Capture files on the object store: chunks under
+//! `_captures/<id>/<node>.pcapng.parts/<offset>`, then the file and its
+//! description once complete. All state is in the store, so an ingester
+//! restart resumes where the chunks stand.
+
+use std::sync::Arc;
+
+use futures::TryStreamExt;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use serde::{Deserialize, Serialize};
+
+use super::error::{CaptureUploadError, Result};
+
+pub use flowlake_schemas::capture::{FileDescription, InterfaceRow};
+
+/// Upload state of one node's file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    pub received: u64,
+    pub complete: bool,
+}
+
+/// Capture files on a store (the table's).
+#[derive(Clone)]
+pub struct CaptureStore {
+    store: Arc<dyn ObjectStore>,
+    root: Path,
+}
+
+/// Ids and node names: 1 to 64 of `[a-z0-9.-]`, not starting with a dot.
+pub fn check_name(s: &str) -> Result<()> {
+    let ok = !s.is_empty()
+        && s.len() <= 64
+        && !s.starts_with('.')
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
+    if ok {
+        Ok(())
+    } else {
+        Err(CaptureUploadError::BadName(s.to_string()))
+    }
+}
+
+impl CaptureStore {
+    /// Captures under `<root>/_captures` of `store` (root: the table's prefix).
+    pub fn new(store: Arc<dyn ObjectStore>, root: Path) -> Self {
+        CaptureStore { store, root }
+    }
+
+    /// Captures in a local directory (tests, standalone).
+    pub fn local(dir: &std::path::Path) -> Result<Self> {
+        let fs = object_store::local::LocalFileSystem::new_with_prefix(dir)?;
+        Ok(CaptureStore::new(Arc::new(fs), Path::default()))
+    }
+
+    fn base(&self, id: &str) -> Path {
+        self.root.clone().join("_captures").join(id)
+    }
+
+    /// Where the file of (`id`, `node`) is when complete.
+    pub fn file_path(&self, id: &str, node: &str) -> Path {
+        self.base(id).join(format!("{node}.pcapng"))
+    }
+
+    fn description_path(&self, id: &str, node: &str) -> Path {
+        self.base(id).join(format!("{node}.json"))
+    }
+
+    fn parts(&self, id: &str, node: &str) -> Path {
+        self.base(id).join(format!("{node}.pcapng.parts"))
+    }
+
+    /// Chunks received so far, in order: (offset, size, path). Only the run
+    /// contiguous from 0 counts.
+    async fn chunks(&self, id: &str, node: &str) -> Result<Vec<(u64, u64, Path)>> {
+        let mut all: Vec<(u64, u64, Path)> = self
+            .store
+            .list(Some(&self.parts(id, node)))
+            .try_filter_map(|m| async move {
+                let offset = m.location.filename().and_then(|f| f.parse::<u64>().ok());
+                Ok(offset.map(|o| (o, m.size, m.location)))
+            })
+            .try_collect()
+            .await?;
+        all.sort_by_key(|c| c.0);
+        let mut at = 0;
+        all.retain(|c| {
+            let keep = c.0 == at;
+            if keep {
+                at += c.1;
+            }
+            keep
+        });
+        Ok(all)
+    }
+
+    pub async fn progress(&self, id: &str, node: &str) -> Result<Progress> {
+        check_name(id)?;
+        check_name(node)?;
+        if let Ok(meta) = self.store.head(&self.file_path(id, node)).await {
+            return Ok(Progress {
+                received: meta.size,
+                complete: true,
+            });
+        }
+        let received = self.chunks(id, node).await?.iter().map(|c| c.1).sum();
+        Ok(Progress {
+            received,
+            complete: false,
+        })
+    }
+
+    /// Stores the chunk at `offset` after checking its crc32c; returns the bytes received.
+    pub async fn put_chunk(
+        &self,
+        id: &str,
+        node: &str,
+        offset: u64,
+        crc: u32,
+        chunk: bytes::Bytes,
+    ) -> Result<u64> {
+        let p = self.progress(id, node).await?;
+        if p.complete || offset != p.received {
+            return Err(CaptureUploadError::WrongOffset {
+                offset,
+                received: p.received,
+            });
+        }
+        let got = crc32c::crc32c(&chunk);
+        if got != crc {
+            return Err(CaptureUploadError::Checksum { want: crc, got });
+        }
+        let len = chunk.len() as u64;
+        if len > 0 {
+            let path = self.parts(id, node).join(format!("{offset:020}"));
+            self.store.put(&path, PutPayload::from(chunk)).await?;
+        }
+        Ok(offset + len)
+    }
+
+    /// Joins the chunks into the file, checks size and crc32c, writes the
+    /// description, removes the chunks.
+    pub async fn complete(
+        &self,
+        id: &str,
+        node: &str,
+        mut d: FileDescription,
+    ) -> Result<FileDescription> {
+        let p = self.progress(id, node).await?;
+        let path = self.file_path(id, node);
+        if p.complete {
+            return self.description(id, node).await;
+        }
+        if p.received != d.size {
+            return Err(CaptureUploadError::Incomplete {
+                size: d.size,
+                received: p.received,
+            });
+        }
+        let chunks = self.chunks(id, node).await?;
+        let mut crc = 0u32;
+        let mut w = object_store::buffered::BufWriter::new(Arc::clone(&self.store), path.clone());
+        for (_, _, c) in &chunks {
+            let data = self.store.get(c).await?.bytes().await?;
+            crc = crc32c::crc32c_append(crc, &data);
+            tokio::io::AsyncWriteExt::write_all(&mut w, &data)
+                .await
+                .map_err(|e| object_store::Error::Generic {
+                    store: "capture",
+                    source: Box::new(e),
+                })?;
+        }
+        if crc != d.crc32c {
+            w.abort().await?;
+            return Err(CaptureUploadError::FileChecksum {
+                want: d.crc32c,
+                got: crc,
+            });
+        }
+        tokio::io::AsyncWriteExt::shutdown(&mut w)
+            .await
+            .map_err(|e| object_store::Error::Generic {
+                store: "capture",
+                source: Box::new(e),
+            })?;
+        d.object_path = path.to_string();
+        let json = serde_json::to_vec(&d)?;
+        self.store
+            .put(&self.description_path(id, node), PutPayload::from(json))
+            .await?;
+        for (_, _, c) in chunks {
+            self.store.delete(&c).await?;
+        }
+        Ok(d)
+    }
+
+    pub async fn description(&self, id: &str, node: &str) -> Result<FileDescription> {
+        let data = self
+            .store
+            .get(&self.description_path(id, node))
+            .await?
+            .bytes()
+            .await?;
+        Ok(serde_json::from_slice(&data)?)
+    }
+}

@@ -250,7 +250,25 @@ fn dns_queries_and_responses_with_latency() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    // dnsmasq answers once it listens (seconds in an emulated VM): asked
+    // until it does, before the collector starts.
+    in_netns(t.pod_ns_path(0), move || {
+        let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        for _ in 0..150 {
+            let _ = s.send_to(
+                &dns_query(0x0001, "known.test"),
+                SocketAddr::new(server, 53),
+            );
+            if s.recv(&mut [0u8; 512]).is_ok() {
+                return;
+            }
+        }
+        panic!("dnsmasq never answered");
+    })
+    .join()
+    .unwrap();
     let (dp, rx, _m) = t.collector();
     let answers = in_netns(t.pod_ns_path(0), move || {
         let s = UdpSocket::bind("0.0.0.0:0").unwrap();

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::CompactConfig;
 use crate::error::{Result, error_chain};
 use crate::metrics::Metrics;
-use crate::table::{Table, TableFile};
+use crate::table::{Table, TableFile, is_txn_conflict};
 
 /// What one pass did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -100,7 +100,19 @@ pub async fn compact_once(
         if !closed || expired || fs.len() < 2 {
             continue;
         }
-        let merged = merge::merge_partition(table, partition, fs, cfg.target_file_bytes).await?;
+        let merged = match merge::merge_partition(table, partition, fs, cfg.target_file_bytes).await
+        {
+            Ok(m) => m,
+            Err(e) if is_txn_conflict(&e) => {
+                tracing::info!(%partition, "another compaction merged this partition first");
+                table.refresh().await?;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        if merged.removed == 0 {
+            continue;
+        }
         summary.partitions_compacted += 1;
         summary.files_removed += merged.removed;
         summary.files_added += merged.added;

@@ -54,6 +54,16 @@ fn metric(addr: SocketAddr, name: &str, labels: &str) -> u64 {
         .sum::<f64>() as u64
 }
 
+/// A counter summed over `servers`.
+fn counter(servers: &[Server], name: &str, labels: &str) -> u64 {
+    servers.iter().map(|s| metric(s.addr, name, labels)).sum()
+}
+
+/// Commits re-planned after a `txn` conflict, over `servers`.
+fn txn_conflicts(servers: &[Server]) -> u64 {
+    counter(servers, "flowlake_ingester_exactly_once", "txn_conflict")
+}
+
 /// moto, and three replicas on `table` there flushing every 200 ms.
 fn cluster(table: &str) -> Option<(Moto, String, tempfile::TempDir, Vec<Server>)> {
     let (moto, endpoint) = start_moto()?;
@@ -104,19 +114,17 @@ fn a_retry_on_other_replicas_is_stored_once() {
     // Every batch went to every replica: two copies of each were left out.
     let deadline = Instant::now() + WITHIN;
     let left_out = loop {
-        let n: u64 = servers
-            .iter()
-            .map(|s| metric(s.addr, "flowlake_ingester_exactly_once", "already_in_table"))
-            .sum();
+        let n: u64 = counter(
+            &servers,
+            "flowlake_ingester_exactly_once",
+            "already_in_table",
+        );
         if n >= 2 * all.len() as u64 || Instant::now() > deadline {
             break n;
         }
         std::thread::sleep(Duration::from_millis(100));
     };
-    let conflicts: u64 = servers
-        .iter()
-        .map(|s| metric(s.addr, "flowlake_ingester_exactly_once", "txn_conflict"))
-        .sum();
+    let conflicts: u64 = txn_conflicts(&servers);
     for s in &mut servers {
         let (status, _) = s.sigterm();
         assert!(status.success(), "{}", s.log_text());
@@ -213,10 +221,7 @@ fn bench_replicas() {
             .collect();
         let rows: u64 = senders.into_iter().map(|t| t.join().unwrap()).sum();
         let took = started.elapsed().as_secs_f64();
-        let sum = |name: &str, labels: &str| -> u64 {
-            servers.iter().map(|s| metric(s.addr, name, labels)).sum()
-        };
-        let conflicts = sum("flowlake_ingester_exactly_once", "txn_conflict");
+        let conflicts = txn_conflicts(&servers);
         let commit_text: Vec<String> = servers
             .iter()
             .map(|s| request(s.addr, "GET", "/metrics", &[], &[]).unwrap().body)
@@ -352,4 +357,81 @@ fn table_version(table: &str, options: &[(&str, &str)]) -> u64 {
         let t = flowlake_ingester::Table::open(&cfg).await.unwrap();
         t.version().unwrap_or(0)
     })
+}
+
+/// `SENDERS` collectors post to 3 replicas (moto S3) that compact every second;
+/// each answer is dropped with probability 0.3 (seeded) and the batch then
+/// retried on the next replica, as a collector behind a Service retries: the
+/// table holds every batch exactly once (rows and sum of bytes per batch, so
+/// per sender), and no flush failed (commit conflicts re-planned, not surfaced).
+fn soak(table: &str, senders: usize, per_sender: usize) {
+    let (moto, endpoint) = match start_moto() {
+        Some(m) => m,
+        None => return,
+    };
+    let options = s3_options(&endpoint);
+    let mut args = storage_args(&options);
+    args.extend(["--flush-age", "300ms", "--compact-every", "1s"].map(String::from));
+    let dir = tempfile::tempdir().unwrap();
+    let mut servers = replicas(dir.path(), table, &args);
+    let addrs: Vec<SocketAddr> = servers.iter().map(|s| s.addr).collect();
+    let all = batches_named(senders * per_sender, 100, |i| {
+        format!("{:016x}/{}", 0x50a0 + i % senders, i / senders)
+    });
+    let threads: Vec<_> = (0..senders)
+        .map(|s| {
+            let mine: Vec<Batch> = all.iter().skip(s).step_by(senders).cloned().collect();
+            let addrs = addrs.clone();
+            std::thread::spawn(move || {
+                let mut state = 0x9E37_79B9_7F4A_7C15u64 ^ (s as u64 + 1);
+                let mut lost = 0;
+                for (i, b) in mine.iter().enumerate() {
+                    let mut at = s + i;
+                    loop {
+                        post_until_acked(addrs[at % addrs.len()], b, WITHIN);
+                        state ^= state << 13;
+                        state ^= state >> 7;
+                        state ^= state << 17;
+                        if state % 10 >= 3 {
+                            break;
+                        }
+                        // The answer was lost: the retry goes to the next replica.
+                        lost += 1;
+                        at += 1;
+                    }
+                }
+                lost
+            })
+        })
+        .collect();
+    let lost: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    let total = all.iter().map(|b| b.rows).sum();
+    wait_for_rows(table, &options, total);
+    let flush_errors: u64 = counter(&servers, "flowlake_ingester_errors", "kind=\"flush\"");
+    let compactions: u64 = counter(&servers, "flowlake_ingester_compactions", "");
+    let conflicts: u64 = txn_conflicts(&servers);
+    for s in &mut servers {
+        let (status, _) = s.sigterm();
+        assert!(status.success(), "{}", s.log_text());
+    }
+    assert_eq!(flush_errors, 0, "flushes failed");
+    eprintln!(
+        "soak: {senders} senders, {} batches, {lost} answers dropped and retried elsewhere, \
+         {compactions} compaction passes, {conflicts} txn conflicts re-planned",
+        all.len()
+    );
+    assert_table_holds(table, &options, &all);
+    drop(moto);
+}
+
+#[test]
+fn soak_three_replicas_with_lost_answers_and_compaction() {
+    soak("s3://flowlake/soak", 20, 8);
+}
+
+/// The long soak, by hand: `cargo test -p flowlake --test e2e soak_long -- --ignored`.
+#[test]
+#[ignore]
+fn soak_long() {
+    soak("s3://flowlake/soak-long", 24, 400);
 }

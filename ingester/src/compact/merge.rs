@@ -9,7 +9,7 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use arrow::record_batch::RecordBatch;
-use deltalake_core::kernel::Action;
+use deltalake_core::kernel::{Action, Transaction};
 use deltalake_core::protocol::DeltaOperation;
 use flowlake_schemas::{PARTITION_COLUMNS, PartitionPath};
 use object_store::ObjectStoreExt as _;
@@ -18,6 +18,9 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use crate::error::{IngestError, Result};
 use crate::sort::{PartitionRun, sort_plan};
 use crate::table::{Table, TableFile};
+
+/// Prefix of the app id of a partition's compaction `txn`.
+pub const COMPACT_APP_PREFIX: &str = "flowlake-compact/";
 
 /// Files removed and added by one merge.
 pub struct Merged {
@@ -35,6 +38,16 @@ pub async fn merge_partition(
     target_bytes: u64,
 ) -> Result<Merged> {
     let (date, hour) = (partition.date_value(), partition.hour_value());
+    // Another replica may have merged (or retention dropped) these files since
+    // the pass listed them.
+    table.refresh().await?;
+    if active_removes(table, files)?.len() != files.len() {
+        tracing::info!(%partition, "files changed since the pass began; left to the next pass");
+        return Ok(Merged {
+            removed: 0,
+            added: 0,
+        });
+    }
     let store = table.delta().object_store();
     let mut batches = Vec::new();
     for f in files {
@@ -60,13 +73,14 @@ pub async fn merge_partition(
             adds.push(add);
         }
     }
-    let snapshot = table.delta().snapshot()?;
-    let removes: Vec<Action> = snapshot
-        .log_data()
-        .into_iter()
-        .filter(|f| files.iter().any(|e| e.path == f.path()))
-        .map(|f| Action::Remove(f.remove_action(false)))
-        .collect();
+    // The commit's snapshot must still hold every input file: later commits are
+    // then checked by the conflict checker (the `txn` below, retention's removes).
+    let removes = active_removes(table, files)?;
+    if removes.len() != files.len() {
+        return Err(IngestError::Internal(format!(
+            "{partition}: input files removed while merging; the merged file is not committed"
+        )));
+    }
     let merged = Merged {
         removed: removes.len() as u64,
         added: adds.len() as u64,
@@ -77,10 +91,20 @@ pub async fn merge_partition(
         "{} = '{date}' AND {} = '{hour}'",
         PARTITION_COLUMNS[0], PARTITION_COLUMNS[1]
     );
+    // Removes with dataChange = false do not conflict in deltalake's checker,
+    // so two replicas compacting the same partition at once would both commit
+    // (every row twice). A `txn` per partition makes them conflict: the second
+    // fails with ConcurrentTransaction and leaves the partition to the first.
+    let read = table.version().unwrap_or(0);
+    let txn = Transaction::new_with_last_update(
+        format!("{COMPACT_APP_PREFIX}{partition}"),
+        read as i64 + 1,
+        Some(chrono::Utc::now().timestamp_millis()),
+    );
     table
         .commit(
             actions,
-            Vec::new(),
+            vec![txn],
             DeltaOperation::Optimize {
                 predicate: Some(predicate),
                 target_size: 0,
@@ -88,6 +112,18 @@ pub async fn merge_partition(
         )
         .await?;
     Ok(merged)
+}
+
+/// `remove` actions (dataChange = false) of those of `files` active in the
+/// table's snapshot.
+fn active_removes(table: &Table, files: &[&TableFile]) -> Result<Vec<Action>> {
+    let snapshot = table.delta().snapshot()?;
+    Ok(snapshot
+        .log_data()
+        .into_iter()
+        .filter(|f| files.iter().any(|e| e.path == f.path()))
+        .map(|f| Action::Remove(f.remove_action(false)))
+        .collect())
 }
 
 /// `run` as consecutive runs of at most `rows` rows each.

@@ -102,6 +102,19 @@ async fn an_upload_waits_for_the_ingester_then_resumes_and_completes() {
     server.abort();
 }
 
+/// An upload of `file` as (`id`, node `n`) that must fail.
+async fn failed(
+    config: &UploadConfig,
+    id: &str,
+    file: &std::path::Path,
+    d: FileDescription,
+    cancel: &CancellationToken,
+) -> upload::UploadError {
+    upload::upload(config, id, "n", file, &d, cancel)
+        .await
+        .unwrap_err()
+}
+
 #[tokio::test]
 async fn a_refused_upload_is_final_and_a_cancelled_one_stops() {
     let spool = tempfile::tempdir().unwrap();
@@ -120,28 +133,10 @@ async fn a_refused_upload_is_final_and_a_cancelled_one_stops() {
     };
     let cancel = CancellationToken::new();
     // A bad id is a 4xx: refused at once, not retried.
-    let e = upload::upload(
-        &config,
-        "Bad_Id",
-        "n",
-        &file,
-        &description(size, crc),
-        &cancel,
-    )
-    .await
-    .unwrap_err();
+    let e = failed(&config, "Bad_Id", &file, description(size, crc), &cancel).await;
     assert!(matches!(e, upload::UploadError::Refused(_)), "{e}");
     // A description whose checksum disagrees with the file is refused at completion.
-    let e = upload::upload(
-        &config,
-        "cap-2",
-        "n",
-        &file,
-        &description(size, crc ^ 1),
-        &cancel,
-    )
-    .await
-    .unwrap_err();
+    let e = failed(&config, "cap-2", &file, description(size, crc ^ 1), &cancel).await;
     assert!(
         matches!(&e, upload::UploadError::Refused(m) if m.contains("checksum")),
         "{e}"
@@ -150,15 +145,6 @@ async fn a_refused_upload_is_final_and_a_cancelled_one_stops() {
     server.abort();
     // With the ingester gone, cancelling ends the wait.
     cancel.cancel();
-    let e = upload::upload(
-        &config,
-        "cap-3",
-        "n",
-        &file,
-        &description(size, crc),
-        &cancel,
-    )
-    .await
-    .unwrap_err();
+    let e = failed(&config, "cap-3", &file, description(size, crc), &cancel).await;
     assert!(matches!(e, upload::UploadError::Cancelled), "{e}");
 }

@@ -42,6 +42,10 @@ impl tracing::Subscriber for AuditLines {
     fn exit(&self, _: &span::Id) {}
 }
 
+// Ignored in the parallel run: its thread-local subscriber sees no audit event
+// while limits:: or export:: tests run beside it (cause not found yet).
+// scripts/test.sh runs it alone after the rest.
+#[ignore = "run alone by scripts/test.sh: misses events beside limits::/export::"]
 #[tokio::test]
 async fn grafana_and_export_sql_are_in_the_audit_line() {
     let lines = AuditLines::default();

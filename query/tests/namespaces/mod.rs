@@ -17,6 +17,11 @@ use flowlake_service::{Auth, Scope, TokenStore, hash_token};
 use serde_json::{Value, json};
 
 use crate::support::*;
+use rows::{DuckAnswer, array_rows, duck_answers, object_rows};
+use shapes::shapes;
+
+mod rows;
+mod shapes;
 
 const ADMIN: &str = "admin-secret";
 const TEAM: &str = "team-secret";
@@ -125,63 +130,6 @@ async fn sql(f: &Fixture, token: &str, q: &str) -> (u16, Value) {
     get_json(f, token, "POST", "/api/v1/sql", Some(json!({ "sql": q }))).await
 }
 
-/// A cell as compared: numbers to 6 decimals, NULL as `null`, the rest as text.
-fn cell(v: Option<&Value>) -> String {
-    match v {
-        None | Some(Value::Null) => "null".into(),
-        Some(Value::Number(n)) => format!("{:.6}", n.as_f64().unwrap()),
-        Some(Value::String(s)) => s.clone(),
-        Some(other) => other.to_string(),
-    }
-}
-
-/// Rows of a JSON answer (objects) in `columns` order, sorted.
-fn object_rows(answer: &Value, columns: &[String]) -> Vec<Vec<String>> {
-    let mut rows: Vec<Vec<String>> = answer
-        .as_array()
-        .unwrap_or_else(|| panic!("not rows: {answer}"))
-        .iter()
-        .map(|o| columns.iter().map(|c| cell(o.get(c))).collect())
-        .collect();
-    rows.sort();
-    rows
-}
-
-/// Rows given as arrays of cells, sorted.
-fn array_rows(rows: &Value) -> Vec<Vec<String>> {
-    let mut rows: Vec<Vec<String>> = rows
-        .as_array()
-        .unwrap_or_else(|| panic!("not rows: {rows}"))
-        .iter()
-        .map(|r| {
-            r.as_array()
-                .unwrap()
-                .iter()
-                .map(|c| cell(Some(c)))
-                .collect()
-        })
-        .collect();
-    rows.sort();
-    rows
-}
-
-/// DuckDB's answers, sorted, per query: `(columns, rows)` or the error text.
-type DuckAnswer = Result<(Vec<String>, Vec<Vec<String>>), String>;
-
-fn duck_answers(v: &Value) -> Vec<DuckAnswer> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|a| {
-            if let Some(e) = a.get("error") {
-                return Err(e.to_string());
-            }
-            let columns: Vec<String> = serde_json::from_value(a["columns"].clone()).unwrap();
-            Ok((columns, array_rows(&a["rows"])))
-        })
-        .collect()
-}
-
 /// Runs `queries` in DuckDB over the Delta table as python deltalake reads it, once
 /// over every row (`all`) and once over the rows of `namespaces` (`scoped`), with the
 /// service's per-pod views on top; `filter` (with `rows`) is run on a table `admin`
@@ -241,69 +189,6 @@ print(json.dumps(out))
         duck_answers(&v["scoped"]),
         duck_answers(&v["admin"]),
     )
-}
-
-/// SQL written to get around the scope, each valid in DataFusion and DuckDB (so DuckDB
-/// computes what the token should get). `ns` is the team's namespace, `other` another.
-fn shapes(ns: &str, other: &str) -> Vec<String> {
-    let hidden = format!("src_namespace <> '{ns}' AND dst_namespace <> '{ns}'");
-    vec![
-        "SELECT src_namespace AS s, dst_namespace AS d, src_pod AS sp, dst_pod AS dp, bytes FROM flows WHERE verdict = 'dropped'".into(),
-        "SELECT count(*) AS n, sum(bytes) AS b, sum(packets) AS p FROM flows".into(),
-        "SELECT src_namespace AS s, count(*) AS n FROM flows GROUP BY src_namespace".into(),
-        "SELECT dst_namespace AS d, sum(bytes) AS b FROM flows GROUP BY 1 HAVING sum(bytes) > 0".into(),
-        format!("SELECT count(*) AS n FROM flows WHERE src_namespace = '{other}'"),
-        format!("SELECT count(*) AS n FROM flows WHERE {hidden}"),
-        "SELECT count(*) AS n FROM flows WHERE true OR src_namespace IS NULL".into(),
-        "SELECT count(*) AS n FROM flows WHERE src_namespace IS NULL OR dst_namespace IS NULL".into(),
-        format!("SELECT count(*) AS n FROM flows WHERE src_namespace NOT IN ('{ns}')"),
-        "SELECT DISTINCT src_namespace AS s, src_pod AS p FROM flows".into(),
-        "SELECT min(src_namespace) AS lo, max(src_namespace) AS hi, min(dst_namespace) AS dlo, max(dst_namespace) AS dhi, count(DISTINCT src_pod) AS pods FROM flows".into(),
-        // Joins, the table with itself.
-        "SELECT a.src_namespace AS s, count(*) AS n FROM (SELECT DISTINCT src_namespace, src_pod FROM flows) a \
-         JOIN (SELECT DISTINCT dst_namespace, dst_pod FROM flows) b ON a.src_pod = b.dst_pod GROUP BY 1".into(),
-        "SELECT a.ns AS a_ns, b.ns AS b_ns FROM (SELECT DISTINCT src_namespace AS ns FROM flows) a \
-         FULL OUTER JOIN (SELECT DISTINCT dst_namespace AS ns FROM flows) b ON a.ns = b.ns".into(),
-        "SELECT a.ns AS a_ns, b.ns AS b_ns FROM (SELECT DISTINCT src_namespace AS ns FROM flows) a \
-         LEFT JOIN (SELECT DISTINCT dst_namespace AS ns FROM flows WHERE verdict = 'dropped') b ON a.ns = b.ns".into(),
-        "SELECT count(*) AS n FROM (SELECT DISTINCT src_namespace FROM flows) a CROSS JOIN (SELECT DISTINCT dst_pod FROM flows) b".into(),
-        "SELECT count(*) AS n FROM flows a, (SELECT DISTINCT src_namespace AS ns FROM flows) b WHERE a.dst_namespace = b.ns".into(),
-        // Subqueries.
-        format!("SELECT count(*) AS n FROM flows WHERE src_pod IN (SELECT dst_pod FROM flows WHERE dst_namespace = '{other}')"),
-        "SELECT DISTINCT src_namespace AS s FROM flows f WHERE EXISTS (SELECT 1 FROM (SELECT DISTINCT dst_namespace FROM flows) g WHERE g.dst_namespace = f.src_namespace)".into(),
-        "SELECT (SELECT count(*) FROM flows) AS n, (SELECT max(bytes) FROM flows) AS m".into(),
-        "SELECT x.a AS s FROM (SELECT src_namespace AS a, dst_namespace AS b FROM flows) x WHERE x.b IS NOT NULL GROUP BY x.a".into(),
-        "SELECT count(*) AS n FROM (SELECT * FROM (SELECT * FROM (SELECT * FROM flows) a) b) c".into(),
-        "SELECT count(*) AS n FROM (SELECT * FROM flows LIMIT 10) t".into(),
-        // CTEs.
-        "WITH x AS (SELECT * FROM flows) SELECT count(*) AS n, sum(bytes) AS b FROM x".into(),
-        "WITH a AS (SELECT src_namespace AS ns FROM flows), b AS (SELECT dst_namespace AS ns FROM flows) \
-         SELECT ns, count(*) AS n FROM (SELECT ns FROM a UNION ALL SELECT ns FROM b) u GROUP BY ns".into(),
-        // Set operations.
-        "SELECT src_namespace AS ns FROM flows UNION SELECT dst_namespace FROM flows".into(),
-        "SELECT 'x' AS ns UNION ALL SELECT DISTINCT src_namespace FROM flows".into(),
-        "SELECT src_namespace AS ns FROM flows INTERSECT SELECT dst_namespace FROM flows".into(),
-        format!("SELECT dst_namespace AS ns FROM flows EXCEPT SELECT '{ns}'"),
-        // Window functions.
-        "SELECT ns, n, rank() OVER (ORDER BY n DESC, ns) AS r FROM (SELECT src_namespace AS ns, count(*) AS n FROM flows GROUP BY 1) t".into(),
-        "SELECT DISTINCT count(*) OVER () AS n FROM flows".into(),
-        "SELECT ns, max(rn) AS m FROM (SELECT src_namespace AS ns, row_number() OVER (PARTITION BY src_namespace ORDER BY bytes) AS rn FROM flows) t GROUP BY ns".into(),
-        "SELECT ns, max(b) AS b FROM (SELECT dst_namespace AS ns, sum(bytes) OVER (PARTITION BY dst_namespace) AS b FROM flows) t GROUP BY ns".into(),
-        // Expressions that name other namespaces, grouping sets.
-        format!("SELECT CASE WHEN src_namespace = '{other}' THEN 'other' ELSE 'mine' END AS k, count(*) AS n FROM flows GROUP BY 1"),
-        "SELECT src_namespace AS ns, count(*) AS n FROM flows GROUP BY ROLLUP(src_namespace)".into(),
-        "SELECT count(*) AS n FROM \"flows\"".into(),
-        "SELECT count(*) AS n FROM flows WHERE interval_start >= '2026-01-01T01:00:00Z'".into(),
-        // An expression that fails on a row of another namespace only: it must never run there.
-        format!("SELECT count(*) AS n FROM flows WHERE CASE WHEN {hidden} THEN CAST(concat('x', src_pod) AS INT) ELSE 1 END = 1"),
-        // The per-pod views.
-        "SELECT namespace, pod, direction, sum(packets) AS p FROM pod_drops GROUP BY 1, 2, 3".into(),
-        "SELECT namespace, peer_namespace, sum(bytes) AS b FROM pod_talkers GROUP BY 1, 2".into(),
-        "SELECT namespace, count(*) AS n, sum(tcp_srtt_us) AS s FROM pod_latency GROUP BY 1".into(),
-        "SELECT namespace, dns_rcode, count(*) AS n FROM pod_dns_errors GROUP BY 1, 2".into(),
-        "SELECT namespace, peer_namespace, sum(tcp_retransmits) AS r FROM pod_retransmits GROUP BY 1, 2".into(),
-        "SELECT t.namespace AS ns, count(*) AS n FROM pod_talkers t JOIN (SELECT DISTINCT src_pod FROM flows) f ON t.peer_pod = f.src_pod GROUP BY 1".into(),
-    ]
 }
 
 /// Whether every row with both flow ends has one of `mine`.

@@ -7,6 +7,7 @@
 //! - [`validate`]: checks incoming batches and schema evolution, with the column named.
 //! - [`dictionary`]: string and label-map columns dictionary-encoded on the wire.
 //! - [`fold_hash`]: the cheap seeded hash both ends deduplicate strings and maps with.
+//! - [`losses`]: the loss record — the `losses` table of what was not counted or stored.
 //! - [`partition`]: the `date=YYYY-MM-DD/hour=HH` partition path.
 //!
 //! Column meanings and units: `docs/schema.md`.
@@ -17,6 +18,7 @@ pub mod decode;
 pub mod dictionary;
 pub mod error;
 pub mod fold_hash;
+pub mod losses;
 pub mod partition;
 pub mod record;
 pub mod schema;
@@ -26,6 +28,9 @@ pub use builder::{FlowBatchBuilder, records_to_batch};
 pub use decode::batch_to_records;
 pub use dictionary::{dictionary_encode, is_dictionary_encoded, plain_columns};
 pub use error::{Result, SchemaError};
+pub use losses::{
+    LOSSES_DIR, LOSSES_TABLE, LossRow, batch_to_losses, loss_schema, losses_to_batch,
+};
 pub use partition::PartitionPath;
 pub use record::{
     Direction, DnsInfo, Endpoint, FlowRecord, Identity, ObservationPoint, Protocol, TcpHealth,

@@ -38,28 +38,43 @@ fn pyarrow_and_duckdb_read_generated_files() {
     gen_into(&dir.path().join("pq"), "parquet");
     gen_into(&dir.path().join("ipc"), "arrow");
     let script = r#"
-import sys, glob, pyarrow.parquet as pq, pyarrow.ipc as ipc, pyarrow as pa, duckdb
+import sys, glob, pyarrow.parquet as pq, pyarrow.ipc as ipc, pyarrow.dataset as ds, pyarrow as pa, duckdb
 root = sys.argv[1]
-# Files carry every column, the partition columns too, so no Hive discovery is needed.
-t = pq.read_table(root + "/pq", partitioning=None)
+# Hive-partitioned: date/hour are in the directories only, typed by the reader.
+d = ds.dataset(root + "/pq", format="parquet", partitioning="hive")
+t = d.to_table()
 assert t.num_rows == 20000, t.num_rows
 assert t.schema.metadata[b"flowlake.schema_version"] == b"1"
 assert str(t.schema.field("interval_start").type) == "timestamp[us, tz=UTC]"
 assert str(t.schema.field("dst_port").type) == "int32"
+assert sorted(set(t["hour"].to_pylist())) == [10, 11], set(t["hour"].to_pylist())
+assert set(t["date"].to_pylist()) == {"2026-02-01"}
+assert t.num_columns == 48, t.num_columns
+# pyarrow's own hive discovery (what pandas.read_parquet uses).
+assert pq.read_table(root + "/pq").num_rows == 20000
+# The Arrow IPC files the same way.
+a = ds.dataset(root + "/ipc", format="ipc", partitioning="hive").to_table()
+assert a.num_rows == 20000 and a.num_columns == 48
 tables = [ipc.open_file(f).read_all() for f in sorted(glob.glob(root + "/ipc/*/*/*.arrow"))]
 assert sum(x.num_rows for x in tables) == 20000
 con = duckdb.connect()
 rows, bytes_, hours = con.execute(
-    f"select count(*), sum(bytes), count(distinct hour) from read_parquet('{root}/pq/*/*/*.parquet', hive_partitioning=false)"
+    f"select count(*), sum(bytes), count(distinct hour) from read_parquet('{root}/pq/*/*/*.parquet', hive_partitioning=true)"
 ).fetchone()
 assert rows == 20000 and hours == 2, (rows, hours)
 assert bytes_ == pa.compute.sum(t["bytes"]).as_py()
+# Per hour, DuckDB and pyarrow agree on the partition values and the rows in them.
+per_hour = dict(con.execute(
+    f"select hour, count(*) from read_parquet('{root}/pq/*/*/*.parquet', hive_partitioning=true) group by 1"
+).fetchall())
+arrow_hours = t.group_by("hour").aggregate([("bytes", "count")])
+assert per_hour == dict(zip(arrow_hours["hour"].to_pylist(), arrow_hours["bytes_count"].to_pylist())), per_hour
 drops = con.execute(
-    f"select count(*) from read_parquet('{root}/pq/*/*/*.parquet') where verdict = 'dropped' and drop_reason is not null"
+    f"select count(*) from read_parquet('{root}/pq/*/*/*.parquet', hive_partitioning=true) where verdict = 'dropped' and drop_reason is not null"
 ).fetchone()[0]
 assert drops > 0
 label = con.execute(
-    f"select src_labels['app'] from read_parquet('{root}/pq/*/*/*.parquet') where src_pod is not null limit 1"
+    f"select src_labels['app'] from read_parquet('{root}/pq/*/*/*.parquet', hive_partitioning=true) where src_pod is not null limit 1"
 ).fetchone()[0]
 assert label, label
 print("ok", rows, bytes_, drops)

@@ -12,9 +12,17 @@ pub enum GenError {
         #[source]
         source: std::io::Error,
     },
+    #[error("reading {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0} is not a generated file: not in a date=YYYY-MM-DD/hour=HH directory")]
+    NotGenerated(PathBuf),
     #[error("encoding Arrow IPC")]
     Arrow(#[from] arrow::error::ArrowError),
-    #[error("encoding Parquet")]
+    #[error("encoding or decoding Parquet")]
     Parquet(#[from] parquet::errors::ParquetError),
 }
 

@@ -1,14 +1,23 @@
 //! Writing generated records as Hive-partitioned Parquet or Arrow IPC files.
+//!
+//! The partition columns (`date`, `hour`) are in the `date=…/hour=…` directories
+//! only, not in the files, as Hive-partitioned readers (pyarrow, pandas, DuckDB,
+//! polars, Spark) expect: they type those columns from the path (`hour=18` as an
+//! integer), and a file column of the same name as a string clashes with that.
+//! [`read_parquet`] reads a generated file back in the flow schema.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use arrow::array::{ArrayRef, StringArray};
+use arrow::datatypes::{Schema, SchemaRef};
 use arrow::ipc::writer::FileWriter;
 use arrow::record_batch::RecordBatch;
-use flowlake_schemas::{FlowBatchBuilder, PartitionPath, flow_schema};
+use flowlake_schemas::{FlowBatchBuilder, PARTITION_COLUMNS, PartitionPath, flow_schema};
 use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use rand::{RngExt, SeedableRng, rngs::StdRng};
@@ -47,16 +56,18 @@ impl Sink {
                     .set_compression(Compression::ZSTD(ZstdLevel::try_new(1)?))
                     .set_max_row_group_row_count(Some(1 << 20))
                     .build();
-                Sink::Parquet(ArrowWriter::try_new(file, flow_schema(), Some(props))?)
+                Sink::Parquet(ArrowWriter::try_new(file, file_schema(), Some(props))?)
             }
-            OutputFormat::Arrow => Sink::Arrow(FileWriter::try_new(file, &flow_schema())?),
+            OutputFormat::Arrow => Sink::Arrow(FileWriter::try_new(file, &file_schema())?),
         })
     }
 
+    /// Writes a flow-schema batch without its partition columns.
     fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        let batch = batch.project(&file_columns())?;
         match self {
-            Sink::Parquet(w) => w.write(batch)?,
-            Sink::Arrow(w) => w.write(batch)?,
+            Sink::Parquet(w) => w.write(&batch)?,
+            Sink::Arrow(w) => w.write(&batch)?,
         }
         Ok(())
     }
@@ -70,6 +81,54 @@ impl Sink {
         }
         Ok(())
     }
+}
+
+/// Indices of the flow schema's columns a generated file holds (all but the
+/// partition columns, which come last).
+fn file_columns() -> Vec<usize> {
+    (0..flow_schema().fields().len() - PARTITION_COLUMNS.len()).collect()
+}
+
+/// The schema of a generated file: the flow schema (with its metadata) without
+/// the partition columns.
+pub fn file_schema() -> SchemaRef {
+    Arc::new(
+        flow_schema()
+            .project(&file_columns())
+            .expect("indices of the flow schema"),
+    )
+}
+
+/// Reads a generated Parquet file back in the flow schema: its columns plus
+/// `date` and `hour` from its `date=…/hour=…` directory.
+pub fn read_parquet(path: &Path) -> Result<Vec<RecordBatch>> {
+    let partition = path
+        .parent()
+        .and_then(|hour| {
+            let date = hour.parent()?.file_name()?.to_str()?;
+            format!("{date}/{}", hour.file_name()?.to_str()?)
+                .parse::<PartitionPath>()
+                .ok()
+        })
+        .ok_or_else(|| GenError::NotGenerated(path.to_path_buf()))?;
+    let values = [partition.date_value(), partition.hour_value()];
+    let file = File::open(path).map_err(|source| GenError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)?.build()?;
+    let schema: Arc<Schema> = flow_schema();
+    let mut out = Vec::new();
+    for batch in reader {
+        let batch = batch?;
+        let mut columns = batch.columns().to_vec();
+        for v in &values {
+            columns
+                .push(Arc::new(StringArray::from(vec![v.as_str(); batch.num_rows()])) as ArrayRef);
+        }
+        out.push(RecordBatch::try_new(Arc::clone(&schema), columns)?);
+    }
+    Ok(out)
 }
 
 /// Writes the records of one hour partition into one or more files.

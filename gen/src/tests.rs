@@ -128,17 +128,30 @@ fn parquet_files_hold_the_same_records() {
     assert!(summary.files[0].starts_with(dir.path().join("date=2026-01-01/hour=00")));
     let mut back = Vec::new();
     for f in &summary.files {
-        let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(f).unwrap())
-            .unwrap()
-            .build()
-            .unwrap();
-        for batch in reader {
-            let batch = batch.unwrap();
+        // The files hold every column but the partition columns (in the path only).
+        let file = ParquetRecordBatchReaderBuilder::try_new(File::open(f).unwrap()).unwrap();
+        assert_eq!(file.schema().fields(), output::file_schema().fields());
+        let names: Vec<_> = file
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        assert!(
+            !names
+                .iter()
+                .any(|n| flowlake_schemas::PARTITION_COLUMNS.contains(&n.as_str()))
+        );
+        for batch in output::read_parquet(f).unwrap() {
             assert_eq!(batch.schema().fields(), flow_schema().fields());
             back.extend(batch_to_records(&batch).unwrap());
         }
     }
     assert_eq!(back, records(&cfg));
+    assert!(matches!(
+        output::read_parquet(&dir.path().join("x.parquet")),
+        Err(GenError::NotGenerated(_))
+    ));
 }
 
 #[test]

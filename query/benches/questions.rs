@@ -29,7 +29,6 @@ use flowlake_query::rollup::build::{RollupPolicy, build_rollups};
 use flowlake_query::rollup::sketch::RELATIVE_ACCURACY;
 use flowlake_query::{QueryConfig, QueryEngine};
 use flowlake_schemas::{PARTITION_COLUMNS, col, flow_schema};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterVersion};
 use parquet::schema::types::ColumnPath;
@@ -130,10 +129,8 @@ async fn build(table: &Path, gen_flags: &[String]) -> Result<(), BoxError> {
         let mut rows = 0;
         let mut parts = 0;
         for f in files {
-            let reader =
-                ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(f)?)?.build()?;
-            for b in reader {
-                let b = b?;
+            // gen's files leave the partition columns to the path; this adds them.
+            for b in flowlake_gen::output::read_parquet(&f)? {
                 rows += b.num_rows();
                 batches.push(b);
                 if rows >= COMMIT_ROWS {

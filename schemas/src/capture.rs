@@ -1,7 +1,48 @@
-//! What a collector tells the ingester of a completed capture file (issue
-//! #15, docs/capture.md): one row per captured pod interface.
+//! Packet capture (issue #15, docs/capture.md): the control contract between
+//! the query service, the ingester and the collectors (`CaptureRequest`,
+//! `NodeStatus`, `FileDescription`), and the pure parts every side needs:
+//!
+//! - [`filter`]: a tcpdump-subset expression compiled to classic BPF, with an
+//!   interpreter (`filter::vm`) that runs it on a packet as the kernel would;
+//! - [`limits`]: every capture's duration, size, packet and snaplen limits,
+//!   their defaults and hard maxima;
+//! - [`select`]: namespace, Kubernetes label selector, pod and node names;
+//! - [`pcapng`]: the writer and reader of a node's capture file.
+//!
+//! [`CaptureRequest::check`] validates a request with all of them, so the
+//! service refuses what a collector would refuse.
+
+pub mod filter;
+pub mod limits;
+pub mod pcapng;
+pub mod select;
+
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+pub use filter::{Filter, FilterError};
+pub use limits::{Limits, Requested};
+pub use select::{LabelSelector, PodInfo, Selector, check_id};
+
+/// A capture request that cannot be run: the caller's mistake (a 4xx).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    #[error(transparent)]
+    Filter(#[from] FilterError),
+    #[error("invalid limit: {0}")]
+    Limit(String),
+    #[error("invalid selector: {0}")]
+    Selector(String),
+}
+
+/// A request as the collector runs it.
+#[derive(Debug, Clone)]
+pub struct Checked {
+    pub selector: Selector,
+    pub filter: Filter,
+    pub limits: Limits,
+}
 
 /// One captured interface of a node's file: a row of the captures listing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,6 +108,32 @@ pub struct CaptureRequest {
     pub cancelled: bool,
 }
 
+impl CaptureRequest {
+    /// Checks every part (id, selector, filter, limits; zero means "not
+    /// given" nowhere: each limit must be within its range).
+    pub fn check(&self) -> Result<Checked, RequestError> {
+        check_id(&self.id)?;
+        let limits = Limits::from_request(Requested {
+            duration: Some(Duration::from_secs(self.duration_secs)),
+            max_bytes: Some(self.max_bytes),
+            max_packets: Some(self.max_packets),
+            snaplen: Some(self.snaplen),
+        })?;
+        let selector = Selector::new(
+            &self.namespace,
+            &self.selector,
+            self.pods.clone(),
+            self.nodes.clone(),
+        )?;
+        let filter = Filter::compile(&self.filter, limits.snaplen)?;
+        Ok(Checked {
+            selector,
+            filter,
+            limits,
+        })
+    }
+}
+
 /// Where a node's part of a capture stands, reported by its collector at
 /// `PUT /api/v1/captures/<id>/nodes/<node>/status` (scope `ingest`) and
 /// stored as `_captures/<id>/<node>.status.json`.
@@ -86,4 +153,50 @@ pub struct NodeStatus {
     pub error: String,
     /// RFC 3339.
     pub updated: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request() -> CaptureRequest {
+        CaptureRequest {
+            id: "c1".into(),
+            namespace: "shop".into(),
+            selector: "app=web".into(),
+            pods: vec![],
+            nodes: vec![],
+            filter: "tcp port 80".into(),
+            duration_secs: 30,
+            max_bytes: 1_000_000,
+            max_packets: 1000,
+            snaplen: 1500,
+            requested_by: "ops".into(),
+            created: "2026-12-07T00:00:00Z".into(),
+            cancelled: false,
+        }
+    }
+
+    #[test]
+    fn a_request_is_checked_in_every_part() {
+        let c = request().check().unwrap();
+        assert_eq!(c.limits.duration, Duration::from_secs(30));
+        assert_eq!(c.filter.source, "tcp port 80");
+        assert_eq!(c.selector.namespace, "shop");
+        type Spoil = fn(&mut CaptureRequest);
+        let bad: [(Spoil, &str); 6] = [
+            (|r| r.id = "C_1".into(), "capture id"),
+            (|r| r.namespace = "".into(), "namespace"),
+            (|r| r.selector = "app in (".into(), "parentheses"),
+            (|r| r.filter = "vlan 3".into(), "filter"),
+            (|r| r.duration_secs = 0, "duration"),
+            (|r| r.max_bytes = u64::MAX, "max_bytes"),
+        ];
+        for (spoil, what) in bad {
+            let mut r = request();
+            spoil(&mut r);
+            let e = r.check().unwrap_err().to_string();
+            assert!(e.contains(what), "{what}: {e}");
+        }
+    }
 }

@@ -1,16 +1,13 @@
 //! Errors of a capture.
 
-use super::filter::FilterError;
+use flowlake_schemas::capture::RequestError;
 
 /// Why a capture could not be started or went wrong.
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {
+    /// The request itself is invalid (filter, limits, selector, id).
     #[error(transparent)]
-    Filter(#[from] FilterError),
-    #[error("invalid limit: {0}")]
-    Limit(String),
-    #[error("invalid selector: {0}")]
-    Selector(String),
+    Request(#[from] RequestError),
     #[error("{what}")]
     Io {
         what: String,

@@ -7,28 +7,13 @@ use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
-use super::engine::{self, CaptureSpec, EngineConfig, Summary};
+use super::engine::{self, CaptureSpec, EngineConfig, Summary, Target};
 use super::error::{CaptureError, Result};
 use super::resolve;
 use super::select::{PodInfo, Selector};
 use super::socket::in_netns;
 use crate::enrich::Clock;
-
-/// A capture id: 1 to 64 of `[a-z0-9-]` (it names files and object paths).
-pub fn check_id(id: &str) -> Result<()> {
-    let ok = !id.is_empty()
-        && id.len() <= 64
-        && id
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-    if ok {
-        Ok(())
-    } else {
-        Err(CaptureError::Selector(format!(
-            "bad capture id {id:?} (1 to 64 of a-z, 0-9, -)"
-        )))
-    }
-}
+use flowlake_schemas::capture::check_id;
 
 /// Where a node's file of capture `id` is written under `dir`.
 pub fn file_path(dir: &Path, id: &str, node: &str) -> PathBuf {
@@ -54,6 +39,22 @@ pub fn resolve_interfaces(netns: Option<&Path>, mut pods: Vec<PodInfo>) -> Vec<P
         p.interface = f;
     }
     pods
+}
+
+/// The capture targets among `pods`: those `selector` matches that have a
+/// known interface.
+pub fn targets(selector: &Selector, pods: &[PodInfo]) -> Vec<Target> {
+    pods.iter()
+        .filter(|p| selector.matches(p))
+        .filter_map(|p| {
+            Some(Target {
+                interface: p.interface.clone()?,
+                namespace: p.namespace.clone(),
+                pod: p.name.clone(),
+                node: p.node.clone(),
+            })
+        })
+        .collect()
 }
 
 /// Runs this node's part of a capture; None when the selector leaves this
@@ -83,7 +84,7 @@ pub fn run_on_node(
     let netns = config.netns.clone();
     let mut targets = || {
         let candidates: Vec<PodInfo> = pods().into_iter().filter(|p| selector.matches(p)).collect();
-        selector.targets(&resolve_interfaces(netns.as_deref(), candidates))
+        targets(selector, &resolve_interfaces(netns.as_deref(), candidates))
     };
     let (summary, out) = engine::run(
         spec,

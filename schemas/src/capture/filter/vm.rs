@@ -1,5 +1,8 @@
-//! A classic BPF interpreter for the tests: runs a compiled filter on a packet
-//! as the kernel would (a load beyond the packet rejects it).
+//! A classic BPF interpreter: runs a compiled filter on a packet as the
+//! kernel would (a load beyond the packet rejects it). The unit tests check
+//! the compiler with it, and a stored capture can be filtered with it. It
+//! knows the instructions `Filter::compile` emits; anything else (and a jump
+//! out of the program) rejects the packet.
 
 use super::codegen::*;
 
@@ -16,32 +19,26 @@ pub fn run(prog: &[Insn], pkt: &[u8]) -> u32 {
         Some(b.iter().fold(0u32, |acc, v| (acc << 8) | u32::from(*v)))
     };
     loop {
-        let i = prog[pc];
+        let Some(&i) = prog.get(pc) else { return 0 };
         pc += 1;
         let class = i.code & 0x07;
         match class {
             LD => {
                 let off = match i.code & 0xe0 {
                     ABS => i.k as usize,
-                    IND => (x + i.k) as usize,
-                    m => panic!("ld mode {m:#x}"),
+                    IND => x as usize + i.k as usize,
+                    _ => return 0,
                 };
                 match load(off, i.code & 0x18) {
                     Some(v) => a = v,
                     None => return 0,
                 }
             }
-            LDX => {
-                assert_eq!(i.code, LDX | B | MSH);
-                match pkt.get(i.k as usize) {
-                    Some(b) => x = 4 * u32::from(b & 0xf),
-                    None => return 0,
-                }
-            }
-            ALU => {
-                assert_eq!(i.code & 0xf0, AND);
-                a &= i.k;
-            }
+            LDX if i.code == LDX | B | MSH => match pkt.get(i.k as usize) {
+                Some(b) => x = 4 * u32::from(b & 0xf),
+                None => return 0,
+            },
+            ALU if i.code & 0xf0 == AND => a &= i.k,
             JMP => {
                 let taken = match i.code & 0xf0 {
                     JA => {
@@ -50,12 +47,12 @@ pub fn run(prog: &[Insn], pkt: &[u8]) -> u32 {
                     }
                     JEQ => a == i.k,
                     JSET => a & i.k != 0,
-                    m => panic!("jmp {m:#x}"),
+                    _ => return 0,
                 };
                 pc += usize::from(if taken { i.jt } else { i.jf });
             }
             RET => return i.k,
-            c => panic!("class {c:#x}"),
+            _ => return 0,
         }
     }
 }

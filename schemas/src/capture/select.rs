@@ -4,8 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use super::engine::Target;
-use super::error::{CaptureError, Result};
+use super::RequestError;
+
+type Result<T> = std::result::Result<T, RequestError>;
 
 /// One requirement of a label selector.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,8 +38,24 @@ pub struct LabelSelector {
     pub requirements: Vec<Requirement>,
 }
 
-fn bad(msg: impl Into<String>) -> CaptureError {
-    CaptureError::Selector(msg.into())
+fn bad(msg: impl Into<String>) -> RequestError {
+    RequestError::Selector(msg.into())
+}
+
+/// A capture id: 1 to 64 of `[a-z0-9-]` (it names files and object paths).
+pub fn check_id(id: &str) -> Result<()> {
+    let ok = !id.is_empty()
+        && id.len() <= 64
+        && id
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(bad(format!(
+            "bad capture id {id:?} (1 to 64 of a-z, 0-9, -)"
+        )))
+    }
 }
 
 /// A label key: an optional DNS-subdomain prefix and `/`, then a name of at
@@ -217,21 +234,6 @@ impl Selector {
             && (self.pods.is_empty() || self.pods.contains(&pod.name))
             && self.labels.matches(&pod.labels)
     }
-
-    /// The capture targets among `pods` (those with a known interface).
-    pub fn targets(&self, pods: &[PodInfo]) -> Vec<Target> {
-        pods.iter()
-            .filter(|p| self.matches(p))
-            .filter_map(|p| {
-                Some(Target {
-                    interface: p.interface.clone()?,
-                    namespace: p.namespace.clone(),
-                    pod: p.name.clone(),
-                    node: p.node.clone(),
-                })
-            })
-            .collect()
-    }
 }
 
 #[cfg(test)]
@@ -304,7 +306,7 @@ mod tests {
                 assert!(r.is_ok(), "{sel:?}");
             } else {
                 assert!(
-                    matches!(r, Err(CaptureError::Selector(_))),
+                    matches!(r, Err(RequestError::Selector(_))),
                     "{sel:?}: {r:?}"
                 );
             }
@@ -324,9 +326,9 @@ mod tests {
             },
         ];
         let names = |s: &Selector| {
-            s.targets(&pods)
-                .into_iter()
-                .map(|t| t.pod)
+            pods.iter()
+                .filter(|p| s.matches(p) && p.interface.is_some())
+                .map(|p| p.name.as_str())
                 .collect::<Vec<_>>()
         };
         let s = Selector::new("shop", "app=web", vec![], vec![]).unwrap();

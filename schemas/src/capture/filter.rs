@@ -18,8 +18,7 @@ mod codegen;
 mod parse;
 #[cfg(test)]
 mod tests;
-#[cfg(test)]
-pub(crate) mod vm;
+pub mod vm;
 
 use std::fmt;
 

@@ -4,12 +4,12 @@
 
 use std::time::Duration;
 
-use super::error::CaptureError;
+use super::RequestError;
 
 /// The limits a capture runs under.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Limits {
-    #[serde(with = "humantime_serde_secs")]
+    #[serde(with = "serde_secs")]
     pub duration: Duration,
     /// Bytes of packet blocks written to a node's file.
     pub max_bytes: u64,
@@ -44,7 +44,7 @@ impl Limits {
     pub const MIN_SNAPLEN: u32 = 96;
 
     /// Limits from a request: defaults filled in, each checked against its maximum.
-    pub fn from_request(r: Requested) -> Result<Limits, CaptureError> {
+    pub fn from_request(r: Requested) -> Result<Limits, RequestError> {
         let d = Limits::DEFAULT;
         let m = Limits::MAX;
         let limits = Limits {
@@ -53,14 +53,11 @@ impl Limits {
             max_packets: r.max_packets.unwrap_or(d.max_packets),
             snaplen: r.snaplen.unwrap_or(d.snaplen),
         };
-        let bad = |what: &str, why: String| Err(CaptureError::Limit(format!("{what} {why}")));
+        let bad = |what: &str, why: String| Err(RequestError::Limit(format!("{what} {why}")));
         if limits.duration.is_zero() || limits.duration > m.duration {
             return bad(
                 "duration",
-                format!(
-                    "must be more than 0 and at most {}",
-                    humantime::format_duration(m.duration)
-                ),
+                format!("must be more than 0 and at most {} s", m.duration.as_secs()),
             );
         }
         if limits.max_bytes == 0 || limits.max_bytes > m.max_bytes {
@@ -80,7 +77,7 @@ impl Limits {
 }
 
 /// Durations as whole seconds in JSON.
-mod humantime_serde_secs {
+mod serde_secs {
     use std::time::Duration;
 
     pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {

@@ -10,13 +10,23 @@
 //! - `POST /api/v1/captures/{id}/files/{node}/complete` with the file's size,
 //!   crc32c and description: the chunks become `_captures/<id>/<node>.pcapng`,
 //!   the description `_captures/<id>/<node>.json`. Idempotent.
+//!
+//! and the control channel ([`control`]): the active requests of a node, and
+//! each node's status.
 
+pub mod control;
 pub mod error;
 pub mod http;
 pub mod store;
 
 pub use error::CaptureUploadError;
 pub use http::router;
-pub use store::{CaptureStore, FileDescription, InterfaceRow};
+pub use store::{CaptureRequest, CaptureStore, FileDescription, InterfaceRow, NodeStatus};
+
+/// Every capture route of the ingester: uploads and control (callers add
+/// authentication: collectors hold scope `ingest`).
+pub fn routes(store: CaptureStore, clock: crate::writer::Clock) -> axum::Router {
+    router(store.clone()).merge(control::router(store, clock))
+}
 #[cfg(test)]
 mod tests;

@@ -1,4 +1,5 @@
-//! The HTTP API: `POST /api/v1/flows` (token with `ingest`), `/metrics` (`admin`),
+//! The HTTP API: `POST /api/v1/flows` and the capture routes of collectors
+//! ([`crate::capture`]; token with `ingest`), `/metrics` (`admin`),
 //! `/healthz` and `/readyz` (open), on the shared service layer: bearer tokens from
 //! the reloaded token file, the shared error body, an audit line per request.
 
@@ -22,6 +23,7 @@ use bytes::BytesMut;
 use futures::StreamExt;
 
 use crate::buffer::MemoryBudget;
+use crate::capture::CaptureStore;
 use crate::config::IngesterConfig;
 use crate::decode::{BodyEncoding, decode_bytes};
 use crate::error::{IngestError, Result};
@@ -52,7 +54,12 @@ pub struct HttpState {
     pub max_body_bytes: usize,
     pub body_timeout: Duration,
     pub clock: Clock,
+    /// Capture files and requests on the table's object store.
+    pub captures: CaptureStore,
 }
+
+/// Largest capture chunk a collector may send in one request.
+pub const MAX_CAPTURE_CHUNK: usize = 64 << 20;
 
 /// Body of a `200` answer.
 #[derive(Debug, Serialize, serde::Deserialize, PartialEq, Eq)]
@@ -84,6 +91,9 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .route(routes::FLOWS, post(post_flows))
         .route_layer(needs(Scope::Ingest))
         .route_layer(from_fn_with_state(Arc::clone(&state), count_refusals));
+    let captures = crate::capture::routes(state.captures.clone(), Arc::clone(&state.clock))
+        .route_layer(DefaultBodyLimit::max(MAX_CAPTURE_CHUNK))
+        .route_layer(needs(Scope::Ingest));
     let metrics = Router::new()
         .route(routes::METRICS, get(metrics))
         .route_layer(needs(Scope::Admin));
@@ -92,9 +102,10 @@ pub fn router(state: Arc<HttpState>) -> Router {
         .merge(metrics)
         .route(routes::HEALTHZ, get(|| async { "ok" }))
         .route(routes::READYZ, get(readyz))
+        .with_state(state)
+        .merge(captures)
         .layer(from_fn_with_state(AuditConfig::default(), audit))
         .layer(DefaultBodyLimit::disable())
-        .with_state(state)
 }
 
 /// Batches refused for their token count as rejected (`unauthorized`, `forbidden`).

@@ -122,6 +122,7 @@ impl Ingester {
             max_body_bytes: config.max_body_bytes,
             body_timeout: config.body_timeout,
             clock: Arc::clone(&clock),
+            captures: table::capture_store(&config.table)?,
         });
         let stop_http = CancellationToken::new();
         let stop_flush = CancellationToken::new();

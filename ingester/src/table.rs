@@ -91,6 +91,16 @@ fn builder(cfg: &TableConfig) -> Result<(DeltaTableBuilder, Url)> {
     Ok((b, url))
 }
 
+/// The capture files of the table: under `_captures/` of its root, on its object store.
+pub fn capture_store(cfg: &TableConfig) -> Result<crate::capture::CaptureStore> {
+    let (b, _) = builder(cfg)?;
+    let store = b.build_storage()?.object_store(None);
+    Ok(crate::capture::CaptureStore::new(
+        store,
+        object_store::path::Path::default(),
+    ))
+}
+
 impl Table {
     /// Opens an existing table.
     pub async fn open(cfg: &TableConfig) -> Result<Table> {

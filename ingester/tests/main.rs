@@ -4,6 +4,7 @@
 mod api;
 mod auth;
 mod azure;
+mod capture;
 mod cloud;
 mod common;
 mod compaction;

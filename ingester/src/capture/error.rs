@@ -17,6 +17,10 @@ pub enum CaptureUploadError {
     Incomplete { size: u64, received: u64 },
     #[error("the whole file's checksum {got:08x} differs from {want:08x}")]
     FileChecksum { want: u32, got: u32 },
+    #[error("bad body: {0}")]
+    BadBody(String),
+    #[error("no capture {0:?}")]
+    NoCapture(String),
     #[error("object store")]
     Store(#[from] object_store::Error),
     #[error("description")]
@@ -31,7 +35,8 @@ impl CaptureUploadError {
             // Where the file stands moved: the client asks again and resumes.
             E::WrongOffset { .. } | E::Incomplete { .. } => StatusCode::CONFLICT,
             E::FileChecksum { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            E::Json(_) => StatusCode::BAD_REQUEST,
+            E::Json(_) | E::BadBody(_) => StatusCode::BAD_REQUEST,
+            E::NoCapture(_) => StatusCode::NOT_FOUND,
             E::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -45,6 +50,8 @@ impl CaptureUploadError {
             E::Incomplete { .. } => "incomplete",
             E::Store(_) => "store_unavailable",
             E::Json(_) => "bad_description",
+            E::NoCapture(_) => "not_found",
+            E::BadBody(_) => "bad_request",
         }
     }
 }

@@ -12,7 +12,10 @@ use serde::{Deserialize, Serialize};
 
 use super::error::{CaptureUploadError, Result};
 
-pub use flowlake_schemas::capture::{FileDescription, InterfaceRow};
+pub use flowlake_schemas::capture::{CaptureRequest, FileDescription, InterfaceRow, NodeStatus};
+
+/// Name of a capture's request object; no node may take it.
+pub const REQUEST_OBJECT: &str = "request.json";
 
 /// Upload state of one node's file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,6 +70,14 @@ impl CaptureStore {
         self.base(id).join(format!("{node}.json"))
     }
 
+    fn request_path(&self, id: &str) -> Path {
+        self.base(id).join(REQUEST_OBJECT)
+    }
+
+    fn status_path(&self, id: &str, node: &str) -> Path {
+        self.base(id).join(format!("{node}.status.json"))
+    }
+
     fn parts(&self, id: &str, node: &str) -> Path {
         self.base(id).join(format!("{node}.pcapng.parts"))
     }
@@ -97,7 +108,7 @@ impl CaptureStore {
 
     pub async fn progress(&self, id: &str, node: &str) -> Result<Progress> {
         check_name(id)?;
-        check_name(node)?;
+        check_node(node)?;
         if let Ok(meta) = self.store.head(&self.file_path(id, node)).await {
             return Ok(Progress {
                 received: meta.size,
@@ -204,4 +215,62 @@ impl CaptureStore {
             .await?;
         Ok(serde_json::from_slice(&data)?)
     }
+
+    /// The request of capture `id` as the query service stored it; `None` when there is none.
+    pub async fn request(&self, id: &str) -> Result<Option<CaptureRequest>> {
+        check_name(id)?;
+        match self.store.get(&self.request_path(id)).await {
+            Ok(got) => Ok(Some(serde_json::from_slice(&got.bytes().await?)?)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Every stored request (captures whose request is gone or unreadable are
+    /// skipped, the unreadable ones logged).
+    pub async fn requests(&self) -> Result<Vec<CaptureRequest>> {
+        let listed = self
+            .store
+            .list_with_delimiter(Some(&self.root.clone().join("_captures")))
+            .await?;
+        let mut out = Vec::new();
+        for dir in listed.common_prefixes {
+            let Some(id) = dir.filename() else { continue };
+            match self.request(id).await {
+                Ok(Some(r)) => out.push(r),
+                Ok(None) => {}
+                Err(CaptureUploadError::Json(e)) => {
+                    tracing::warn!(capture = id, error = %e, "unreadable capture request skipped");
+                }
+                Err(CaptureUploadError::BadName(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Records where `node`'s part of capture `id` stands; the capture must exist.
+    pub async fn put_status(&self, id: &str, node: &str, status: &NodeStatus) -> Result<()> {
+        check_node(node)?;
+        if self.request(id).await?.is_none() {
+            return Err(CaptureUploadError::NoCapture(id.to_string()));
+        }
+        if status.node != node {
+            return Err(CaptureUploadError::BadName(status.node.clone()));
+        }
+        let json = serde_json::to_vec(status)?;
+        self.store
+            .put(&self.status_path(id, node), PutPayload::from(json))
+            .await?;
+        Ok(())
+    }
+}
+
+/// A node name: as [`check_name`], and not the name of the request object.
+pub fn check_node(node: &str) -> Result<()> {
+    check_name(node)?;
+    if node == REQUEST_OBJECT.trim_end_matches(".json") {
+        return Err(CaptureUploadError::BadName(node.to_string()));
+    }
+    Ok(())
 }

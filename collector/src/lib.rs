@@ -25,6 +25,7 @@ pub mod netlink;
 pub mod preflight;
 pub mod records;
 pub mod retina;
+pub mod sink;
 
 pub mod ship;
 

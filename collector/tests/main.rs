@@ -4,3 +4,4 @@ mod datapath;
 mod enrich;
 mod retina;
 mod ship;
+mod sink;

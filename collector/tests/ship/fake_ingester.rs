@@ -28,6 +28,8 @@ pub struct Inner {
     pub ids: HashSet<String>,
     /// The `bytes` column of every stored row (tests make it unique per record).
     pub bytes: Vec<i64>,
+    /// The `packets` column of every stored row.
+    pub packets: Vec<i64>,
     pub duplicates: u64,
     /// Bodies refused in [`Mode::PlainOnly`] for their dictionary columns.
     pub dictionary_refused: u64,
@@ -45,6 +47,7 @@ impl FakeIngester {
                 mode,
                 ids: HashSet::new(),
                 bytes: Vec::new(),
+                packets: Vec::new(),
                 duplicates: 0,
                 dictionary_refused: 0,
             })),
@@ -127,13 +130,13 @@ async fn post(State(ing): State<FakeIngester>, headers: HeaderMap, body: Bytes) 
         if let Err(e) = flowlake_schemas::validate_batch(&b) {
             return (StatusCode::BAD_REQUEST, e.to_string()).into_response();
         }
-        let col = b
-            .column_by_name("bytes")
-            .unwrap()
-            .as_any()
-            .downcast_ref::<Int64Array>()
-            .unwrap();
-        s.bytes.extend((0..col.len()).map(|i| col.value(i)));
+        let int64 = |name| {
+            let col = b.column_by_name(name).unwrap();
+            let col = col.as_any().downcast_ref::<Int64Array>().unwrap();
+            (0..col.len()).map(|i| col.value(i)).collect::<Vec<_>>()
+        };
+        s.bytes.extend(int64("bytes"));
+        s.packets.extend(int64("packets"));
     }
     StatusCode::OK.into_response()
 }

@@ -1,4 +1,4 @@
 //! Shipping against a fake ingester.
 
-mod fake_ingester;
+pub(crate) mod fake_ingester;
 mod spool;

@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(clang llvm libbpf-dev bpftool iproute2 nftables iptables tcpdump tshark iperf3 dnsmasq prometheus qemu-system-x86 kmod busybox-static golang-go golang-github-masterminds-sprig-dev golang-gopkg-yaml.v3-dev podman runc debootstrap curl)
+APT_PACKAGES=(clang llvm libbpf-dev bpftool iproute2 nftables iptables tcpdump tshark iperf3 dnsmasq prometheus nfdump qemu-system-x86 kmod busybox-static golang-go golang-github-masterminds-sprig-dev golang-gopkg-yaml.v3-dev podman runc debootstrap curl)
 PIP_PACKAGES=(pyarrow duckdb deltalake polars "moto[server]" virtme-ng adbc-driver-flightsql)
 # Azurite 3.36+ needs node >= 21; 3.35.0 runs on Debian's/NodeSource's node 20.
 AZURITE_VERSION=3.35.0

@@ -21,6 +21,9 @@ pub struct QueryArgs {
     /// Address to listen on.
     #[arg(long, default_value = "0.0.0.0:7080", env = "FLOWLAKE_QUERY_LISTEN")]
     pub listen: SocketAddr,
+    /// Also serve Arrow Flight SQL (gRPC) on this address; off when not set.
+    #[arg(long, env = "FLOWLAKE_QUERY_FLIGHT_LISTEN")]
+    pub flight_listen: Option<SocketAddr>,
     #[command(flatten)]
     pub table: TableArgs,
     /// How old the table snapshot may be before a query reloads it (0s: every query).
@@ -90,6 +93,8 @@ pub struct QueryArgs {
 #[derive(Debug, Clone)]
 pub struct QueryConfig {
     pub listen: SocketAddr,
+    /// Arrow Flight SQL listener (`None`: off).
+    pub flight_listen: Option<SocketAddr>,
     pub table: TableLocation,
     pub snapshot_max_age: Duration,
     pub limits: QueryLimits,
@@ -117,6 +122,7 @@ impl Default for QueryConfig {
     fn default() -> Self {
         QueryConfig {
             listen: SocketAddr::from(([0, 0, 0, 0], 7080)),
+            flight_listen: None,
             table: TableLocation {
                 location: "./flowlake-table".into(),
                 storage_options: HashMap::new(),
@@ -142,6 +148,7 @@ impl QueryConfig {
     pub fn for_tests(table: impl Into<String>) -> Self {
         QueryConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            flight_listen: None,
             table: TableLocation {
                 location: table.into(),
                 storage_options: HashMap::new(),
@@ -185,6 +192,7 @@ impl QueryArgs {
     pub fn into_config(self) -> QueryConfig {
         QueryConfig {
             listen: self.listen,
+            flight_listen: self.flight_listen,
             table: self.table.into_location(),
             snapshot_max_age: self.snapshot_max_age,
             limits: QueryLimits {

@@ -9,6 +9,7 @@
 //! the operator's export roots, incremental). [`rollup`] keeps hourly per-pod rollups
 //! next to the table for the questions. [`http`] holds the handlers, one module per
 //! area, behind the shared service layer (`flowlake-service`: auth, audit, health);
+//! [`flight`] serves the same SQL over Arrow Flight SQL on a listener of its own;
 //! [`server`] starts and drains the service; [`error`], [`config`], [`metrics`] beside them.
 
 pub mod access;
@@ -21,6 +22,7 @@ pub mod engine;
 pub mod error;
 pub mod exec;
 pub mod export;
+pub mod flight;
 pub mod format;
 pub mod http;
 pub mod limits;

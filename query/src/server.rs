@@ -27,6 +27,8 @@ pub struct RunningQuery {
     addr: SocketAddr,
     shutdown: CancellationToken,
     task: JoinHandle<std::io::Result<()>>,
+    /// The Arrow Flight SQL listener, when `--flight-listen` is set.
+    flight: Option<crate::flight::FlightListener>,
     state: AppState,
 }
 
@@ -34,6 +36,11 @@ impl RunningQuery {
     /// The address the service listens on (the real port when started on port 0).
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The Arrow Flight SQL listener's address, when it was asked for.
+    pub fn flight_addr(&self) -> Option<SocketAddr> {
+        self.flight.as_ref().map(|f| f.addr)
     }
 
     pub fn state(&self) -> &AppState {
@@ -55,6 +62,19 @@ impl RunningQuery {
             .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(86400 * 365));
         let abort = self.task.abort_handle();
         let served = tokio::time::timeout_at(deadline, self.task).await;
+        if let Some(flight) = self.flight {
+            let abort = flight.task.abort_handle();
+            if tokio::time::timeout_at(deadline, flight.task)
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    ?grace,
+                    "Flight SQL calls still running after the grace period; abandoning them"
+                );
+                abort.abort();
+            }
+        }
         let exports = tokio::time::timeout_at(deadline, self.state.exports.wait_idle()).await;
         match served {
             Ok(joined) => {
@@ -129,6 +149,15 @@ impl QueryService {
                 shutdown.clone(),
             ));
         }
+        let flight = match config.flight_listen {
+            Some(addr) => {
+                let service = crate::flight::FlightSql::new(Arc::clone(&state.engine))?;
+                let app = crate::flight::router(service, state.auth.clone(), state.audit);
+                let tls = config.tls.clone();
+                Some(crate::flight::start(addr, app, tls, TOKEN_RECHECK, shutdown.clone()).await?)
+            }
+            None => None,
+        };
         let app = router(state.clone());
         let token = shutdown.clone();
         let task = match &config.tls {
@@ -151,6 +180,7 @@ impl QueryService {
             addr,
             shutdown,
             task,
+            flight,
             state,
         })
     }

@@ -3,6 +3,7 @@
 mod audit;
 mod auth;
 mod export;
+mod flight;
 mod golden;
 mod grafana;
 mod http;

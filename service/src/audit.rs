@@ -12,7 +12,6 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
-use futures::StreamExt;
 
 use crate::auth::{TokenName, hash_token};
 
@@ -125,7 +124,7 @@ pub async fn audit(State(config): State<AuditConfig>, req: Request, next: Next) 
         None if resp.status().is_success() => "ok".into(),
         None => resp.status().as_str().to_string(),
     };
-    let mut line = Line {
+    let line = Line {
         token: ext
             .get::<TokenName>()
             .map_or_else(|| "-".to_string(), |t| t.0.clone()),
@@ -140,13 +139,40 @@ pub async fn audit(State(config): State<AuditConfig>, req: Request, next: Next) 
         started,
     };
     let (parts, body) = resp.into_parts();
-    let stream = body.into_data_stream().map(move |chunk| {
-        if let Ok(bytes) = &chunk {
-            line.count(bytes.len());
+    Response::from_parts(parts, Body::new(Counted { inner: body, line }))
+}
+
+/// A response body whose data frames are counted into its audit line; every frame
+/// passes through as it is (trailers too: gRPC's status travels in them), and so do
+/// the end-of-stream and size hints.
+struct Counted {
+    inner: Body,
+    line: Line,
+}
+
+impl http_body::Body for Counted {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let this = self.get_mut();
+        let frame = std::task::ready!(std::pin::Pin::new(&mut this.inner).poll_frame(cx));
+        if let Some(data) = frame.as_ref().and_then(|f| f.as_ref().ok()?.data_ref()) {
+            this.line.count(data.len());
         }
-        chunk
-    });
-    Response::from_parts(parts, Body::from_stream(stream))
+        std::task::Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 #[cfg(test)]

@@ -42,6 +42,7 @@ pub async fn compact_once(
     now: DateTime<Utc>,
 ) -> Result<CompactSummary> {
     table.refresh().await?;
+    crate::exactly_once::ensure_txn_retention(table, cfg.txn_retention).await?;
     let mut summary = CompactSummary::default();
     let files = table.files()?;
     let mut by_partition: BTreeMap<PartitionPath, Vec<&TableFile>> = BTreeMap::new();

@@ -156,6 +156,12 @@ pub struct CompactArgs {
     /// Removed files are deleted by vacuum once they are this old.
     #[arg(long, default_value = "1h", value_parser = humantime::parse_duration, env = "FLOWLAKE_COMPACT_VACUUM_AFTER")]
     pub vacuum_after: Duration,
+    /// Application transactions (`txn`: a collector's batch slots, a compacted
+    /// partition) not updated for this long expire: readers ignore them and
+    /// checkpoints drop them. Set on the table (`delta.setTransactionRetentionDuration`)
+    /// by every compaction pass, also on tables created without it.
+    #[arg(long, default_value = "7d", value_parser = humantime::parse_duration, env = "FLOWLAKE_COMPACT_TXN_RETENTION")]
+    pub txn_retention: Duration,
 }
 
 /// `flowlake compact`: one compaction + retention pass over a table.
@@ -193,6 +199,7 @@ pub struct CompactConfig {
     pub retention_days: Option<u32>,
     pub retention_hours: Option<u32>,
     pub vacuum_after: Duration,
+    pub txn_retention: Duration,
 }
 
 impl CompactConfig {
@@ -215,6 +222,7 @@ impl Default for CompactConfig {
             retention_days: None,
             retention_hours: None,
             vacuum_after: Duration::from_secs(3600),
+            txn_retention: Duration::from_secs(7 * 86400),
         }
     }
 }
@@ -227,6 +235,7 @@ impl CompactArgs {
             retention_days: self.retention_days,
             retention_hours: self.retention_hours,
             vacuum_after: self.vacuum_after,
+            txn_retention: self.txn_retention,
         }
     }
 }

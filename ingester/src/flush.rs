@@ -286,6 +286,7 @@ impl Flusher {
                 .sum();
             self.metrics
                 .exactly_once("already_in_table", plan.committed);
+            self.metrics.exactly_once("late", plan.late);
             self.metrics.exactly_once("unverifiable", plan.unverifiable);
             self.metrics
                 .commit_seconds
@@ -308,6 +309,7 @@ impl Flusher {
                 reason = reason.as_str(),
                 rows,
                 already_in_table = plan.committed,
+                late = plan.late,
                 files = done.files,
                 bytes = done.bytes,
                 version = done.version,
@@ -340,8 +342,8 @@ impl Flusher {
         let mut conflicts = 0;
         loop {
             self.txns.sync(&self.table).await?;
-            let versions = self.txns.versions(&self.table, &ids).await?;
-            let plan = exactly_once::plan(&ids, versions, chrono::Utc::now().timestamp_millis());
+            let view = self.txns.view(&self.table, &ids).await?;
+            let plan = exactly_once::plan(&ids, view, chrono::Utc::now().timestamp_millis());
             let adds = match &written {
                 Some((keep, adds)) if *keep == plan.keep => adds.clone(),
                 _ => {

@@ -12,3 +12,4 @@ mod gcs;
 mod reader;
 mod recovery;
 mod s3;
+mod txn_retention;

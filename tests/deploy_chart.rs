@@ -234,7 +234,19 @@ fn default_chart_renders_valid_least_privilege_objects() {
         .collect();
     assert_eq!(claims, ["wal", "table"]);
     let pod = spec.template.spec.unwrap();
-    container(&pod.containers, "ingester");
+    // Compaction and retention settings with their documented defaults.
+    let env = env_values(container(&pod.containers, "ingester"));
+    for (name, value) in [
+        ("FLOWLAKE_INGESTER_COMPACT_EVERY", "1h"),
+        ("FLOWLAKE_COMPACT_RETENTION_DAYS", "30"),
+        ("FLOWLAKE_COMPACT_GRACE", "10m"),
+        ("FLOWLAKE_COMPACT_TARGET_BYTES", "268435456"),
+        ("FLOWLAKE_COMPACT_VACUUM_AFTER", "1h"),
+        ("FLOWLAKE_COMPACT_TXN_RETENTION", "7d"),
+    ] {
+        assert_eq!(env.get(name).map(String::as_str), Some(value), "{name}");
+    }
+    assert!(!env.contains_key("FLOWLAKE_COMPACT_RETENTION_HOURS"));
     let query = container(&pod.containers, "query");
     // The query service writes its hourly rollups under the table root.
     let table_mount = query
@@ -301,6 +313,15 @@ fn chart_with_every_option_renders_valid_objects() {
     );
     check_tls_and_tokens(&docs, q, "query", "FLOWLAKE_QUERY");
     let sts_pod = sts.spec.template.spec.unwrap();
+    let env = env_values(container(&sts_pod.containers, "ingester"));
+    for (name, value) in [
+        ("FLOWLAKE_COMPACT_RETENTION_DAYS", "2"),
+        ("FLOWLAKE_COMPACT_RETENTION_HOURS", "6"),
+        ("FLOWLAKE_COMPACT_TXN_RETENTION", "14d"),
+        ("FLOWLAKE_COMPACT_GRACE", "10m"),
+    ] {
+        assert_eq!(env.get(name).map(String::as_str), Some(value), "{name}");
+    }
     check_tls_and_tokens(
         &docs,
         container(&sts_pod.containers, "ingester"),

@@ -46,6 +46,7 @@ async fn an_upload_waits_for_the_ingester_then_resumes_and_completes() {
     drop(listener);
     let config = UploadConfig {
         ingester: format!("http://{addr}"),
+        client: reqwest::Client::new(),
         token: None,
         chunk_bytes: 8192,
         retry_every: Duration::from_millis(100),
@@ -127,6 +128,7 @@ async fn a_refused_upload_is_final_and_a_cancelled_one_stops() {
     let server = serve(CaptureStore::local(table.path()).unwrap(), listener).await;
     let config = UploadConfig {
         ingester: format!("http://{addr}"),
+        client: reqwest::Client::new(),
         token: None,
         chunk_bytes: 4,
         retry_every: Duration::from_millis(50),
@@ -148,3 +150,5 @@ async fn a_refused_upload_is_final_and_a_cancelled_one_stops() {
     let e = failed(&config, "cap-3", &file, description(size, crc), &cancel).await;
     assert!(matches!(e, upload::UploadError::Cancelled), "{e}");
 }
+
+mod control;

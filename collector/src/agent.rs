@@ -150,6 +150,12 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<()>
         .map_err(|e| CollectorError::io(format!("binding {listen}"), e))?;
     let app = metrics_router(Arc::new(registry), readiness);
     let http = tokio::spawn(retina::serve(listener, app, shutdown.clone()));
+    let captures = tokio::spawn(crate::capture::control::run_in_agent(
+        &config.ship,
+        &config.datapath,
+        enricher.index(),
+        shutdown.clone(),
+    )?);
     let forwarder = tokio::spawn(forward(flows, enricher, shipper.sender(), Some(retina)));
 
     shutdown.cancelled().await;
@@ -164,6 +170,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<()>
     }
     let _ = http.await;
     let _ = expiry.await;
+    let _ = captures.await;
     if let Some(d) = discovery {
         let _ = d.await;
     }

@@ -8,11 +8,14 @@
 //! services check requests and read files with them) and are re-exported
 //! here. See docs/capture.md.
 
+pub mod control;
 pub mod engine;
 pub mod error;
+pub mod pods;
 pub mod resolve;
 pub mod runner;
 pub mod socket;
+pub mod state;
 pub mod upload;
 
 pub use flowlake_schemas::capture::{filter, limits, pcapng, select};

@@ -139,6 +139,11 @@ impl Enricher {
         }
     }
 
+    /// The address index, when there is one (captures list the node's pods from it).
+    pub fn index(&self) -> Option<Arc<RwLock<IpIndex>>> {
+        self.index.clone()
+    }
+
     /// Whether this enricher can name anything.
     pub fn is_enabled(&self) -> bool {
         self.index.is_some()

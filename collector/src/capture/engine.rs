@@ -6,7 +6,8 @@
 use std::collections::HashSet;
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -44,6 +45,8 @@ pub struct EngineConfig {
     pub netns: Option<PathBuf>,
     /// How often the selection is asked for new interfaces.
     pub refresh_every: Duration,
+    /// Counts while the capture runs, read by whoever reports its status.
+    pub progress: Arc<Progress>,
 }
 
 impl Default for EngineConfig {
@@ -51,8 +54,19 @@ impl Default for EngineConfig {
         EngineConfig {
             netns: None,
             refresh_every: Duration::from_secs(1),
+            progress: Arc::default(),
         }
     }
+}
+
+/// What a running capture has written so far (the kernel's drops are read
+/// when it ends).
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub packets: AtomicU64,
+    /// Bytes on the wire (original lengths).
+    pub bytes: AtomicU64,
+    pub interfaces: AtomicU64,
 }
 
 /// Why a capture stopped.
@@ -193,6 +207,7 @@ pub fn run<W: Write>(
                             })
                             .map_err(|e| CaptureError::io("writing the capture file", e))?;
                         tracing::info!(capture = %spec.id, interface = %t.interface, pod = %t.pod, "capturing");
+                        config.progress.interfaces.fetch_add(1, Ordering::Relaxed);
                         open.push(Open {
                             socket,
                             id,
@@ -218,15 +233,30 @@ pub fn run<W: Write>(
             }
         }
         wait_readable(&open, Duration::from_millis(100));
-        if let Some(r) = drain(spec, &mut open, &mut w, &mut buf, &mut packets, &clock)? {
+        if let Some(r) = drain(
+            spec,
+            config,
+            &mut open,
+            &mut w,
+            &mut buf,
+            &mut packets,
+            &clock,
+        )? {
             break 'capture r;
         }
     };
     // What the kernel queued before the stop is still part of the window.
     let reason = match reason {
-        StopReason::Duration | StopReason::Stopped => {
-            drain(spec, &mut open, &mut w, &mut buf, &mut packets, &clock)?.unwrap_or(reason)
-        }
+        StopReason::Duration | StopReason::Stopped => drain(
+            spec,
+            config,
+            &mut open,
+            &mut w,
+            &mut buf,
+            &mut packets,
+            &clock,
+        )?
+        .unwrap_or(reason),
         r => r,
     };
     let end = clock();
@@ -276,6 +306,7 @@ pub fn run<W: Write>(
 /// Reads every queued packet of every socket; Some when a limit stopped it.
 fn drain<W: Write>(
     spec: &CaptureSpec,
+    config: &EngineConfig,
     open: &mut [Open],
     w: &mut Writer<W>,
     buf: &mut [u8],
@@ -324,6 +355,11 @@ fn drain<W: Write>(
                 }
             }
             *packets += 1;
+            config.progress.packets.fetch_add(1, Ordering::Relaxed);
+            config
+                .progress
+                .bytes
+                .fetch_add(u64::from(got.original), Ordering::Relaxed);
             if *packets >= spec.limits.max_packets {
                 return Ok(Some(StopReason::MaxPackets));
             }

@@ -58,6 +58,8 @@ struct Progress {
 pub struct UploadConfig {
     /// The ingester's base URL (`http://ingester:8081`).
     pub ingester: String,
+    /// The HTTP client (the agent's trusts the ingester CA file).
+    pub client: reqwest::Client,
     pub token: Option<String>,
     pub chunk_bytes: usize,
     /// Wait between attempts while the ingester is away.
@@ -109,7 +111,7 @@ pub async fn upload(
     description: &FileDescription,
     cancel: &CancellationToken,
 ) -> Result<FileDescription, UploadError> {
-    let client = &reqwest::Client::new();
+    let client = &config.client;
     loop {
         match attempt(client, config, id, node, path, description).await? {
             Attempt::Done(d) => return Ok(d),

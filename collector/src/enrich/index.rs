@@ -184,6 +184,16 @@ impl IpIndex {
         removed
     }
 
+    /// Every address a pod holds now, with the pod's identity.
+    pub fn live_pods(&self) -> impl Iterator<Item = (IpAddr, &Arc<Identity>)> {
+        self.spans.iter().flat_map(|(ip, spans)| {
+            spans
+                .iter()
+                .filter(|s| matches!(s.owner, Owner::Pod(_)) && s.until.is_none())
+                .map(move |s| (*ip, &s.identity))
+        })
+    }
+
     /// Addresses with at least one span.
     pub fn len(&self) -> usize {
         self.spans.len()

@@ -216,6 +216,13 @@ impl IngestClient {
         text
     }
 
+    /// The HTTP client and bearer token as the CA and token files say now
+    /// (captures talk to the same ingester with them).
+    pub fn http(&self) -> (reqwest::Client, Option<String>) {
+        let t = self.transport.get(|| self.credentials.load());
+        (t.http.clone(), t.token.clone())
+    }
+
     /// One attempt.
     pub async fn post(&self, b: &EncodedBatch) -> Outcome {
         let transport = self.transport.get(|| self.credentials.load());

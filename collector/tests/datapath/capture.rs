@@ -144,6 +144,7 @@ impl Running {
         let config = EngineConfig {
             netns: Some(t.node_ns_path()),
             refresh_every: Duration::from_millis(100),
+            ..EngineConfig::default()
         };
         let flag = stop.clone();
         let handle = std::thread::spawn(move || {

@@ -81,6 +81,7 @@ fn a_label_selected_capture_takes_matching_pods_including_one_started_mid_captur
     let config = EngineConfig {
         netns: Some(t.node_ns_path()),
         refresh_every: Duration::from_millis(100),
+        ..EngineConfig::default()
     };
     let dir = tempfile::tempdir().unwrap();
     let stop = Arc::new(AtomicBool::new(false));

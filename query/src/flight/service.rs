@@ -171,6 +171,7 @@ fn batch_response(
 
 /// A prepared statement's handle: the ticket of the result its preparation started,
 /// and the SQL (run again by later executions). Nothing is kept per statement.
+#[derive(Debug)]
 struct Prepared {
     id: Uuid,
     sql: String,
@@ -316,7 +317,7 @@ impl FlightSqlService for FlightSql {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         Call::of(&request)?;
-        let schema = query.clone().into_builder().schema();
+        let schema = query.into_builder().schema();
         info(query, &schema, request.into_inner())
     }
 
@@ -373,7 +374,7 @@ impl FlightSqlService for FlightSql {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         Call::of(&request)?;
-        let schema = query.clone().into_builder().schema();
+        let schema = query.into_builder().schema();
         info(query, &schema, request.into_inner())
     }
 

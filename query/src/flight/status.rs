@@ -10,32 +10,18 @@ use crate::error::QueryError;
 /// Metadata key of the error code (`statement_refused`, `query_timeout`, …).
 pub const ERROR_CODE_KEY: &str = "flowlake-error-code";
 
-/// The gRPC code of an error.
+/// The gRPC code of an error, from its HTTP status (so both protocols classify an
+/// error alike).
 pub fn code_of(e: &QueryError) -> Code {
-    match e {
-        QueryError::Refused(_)
-        | QueryError::Sql(_)
-        | QueryError::BadRequest(_)
-        | QueryError::TooComplex(_)
-        | QueryError::Location { .. } => Code::InvalidArgument,
-        QueryError::NamespaceForbidden(_) | QueryError::ExportRefused(_) => Code::PermissionDenied,
-        QueryError::Service(s) => match s.status().as_u16() {
-            401 => Code::Unauthenticated,
-            403 => Code::PermissionDenied,
-            _ => Code::Internal,
-        },
-        QueryError::NotFound(_) => Code::NotFound,
-        QueryError::Timeout(_) => Code::DeadlineExceeded,
-        QueryError::RowLimit(_) | QueryError::MemoryLimit { .. } => Code::ResourceExhausted,
-        QueryError::Busy(_) | QueryError::ShuttingDown => Code::Unavailable,
-        QueryError::Table(_)
-        | QueryError::ObjectStore(_)
-        | QueryError::Execution(_)
-        | QueryError::Encode(_)
-        | QueryError::Parquet(_)
-        | QueryError::Config(_)
-        | QueryError::Bind { .. }
-        | QueryError::Io(_) => Code::Internal,
+    match e.status().as_u16() {
+        400 => Code::InvalidArgument,
+        401 => Code::Unauthenticated,
+        403 => Code::PermissionDenied,
+        404 => Code::NotFound,
+        413 => Code::ResourceExhausted,
+        503 => Code::Unavailable,
+        504 => Code::DeadlineExceeded,
+        _ => Code::Internal,
     }
 }
 

@@ -33,6 +33,9 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterVersion};
 use parquet::schema::types::ColumnPath;
 
+#[path = "questions/adhoc.rs"]
+mod adhoc;
+
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// `flowlake gen`'s own flags.
@@ -52,12 +55,38 @@ const SORT_COLUMNS: [&str; 4] = [
     col::INTERVAL_START,
 ];
 
-fn writer_properties() -> WriterProperties {
+/// The numeric columns the ingester writes without a dictionary (delta-encoded:
+/// `flowlake_ingester::parquet::DELTA_COLUMNS`), for `--layout ingester`.
+const DELTA_COLUMNS: [&str; 16] = [
+    col::INTERVAL_START,
+    col::INTERVAL_END,
+    col::SRC_PORT,
+    col::PACKETS,
+    col::BYTES,
+    col::TCP_SRTT_US,
+    col::DNS_LATENCY_US,
+    col::IP_VERSION,
+    col::DST_PORT,
+    col::ICMP_TYPE,
+    col::ICMP_CODE,
+    col::TCP_FLAGS,
+    col::TCP_RETRANSMITS,
+    col::TCP_RESETS,
+    col::TCP_HANDSHAKE_US,
+    col::DNS_ID,
+];
+
+fn writer_properties(layout: &str) -> WriterProperties {
     let mut b = WriterProperties::builder()
         .set_writer_version(WriterVersion::PARQUET_2_0)
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("level")))
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_max_row_group_row_count(Some(256 * 1024));
+    if layout == "ingester" {
+        for c in DELTA_COLUMNS {
+            b = b.set_column_dictionary_enabled(ColumnPath::from(c), false);
+        }
+    }
     for c in [col::SRC_POD, col::DST_POD, col::SRC_IP, col::DST_IP] {
         let path = ColumnPath::from(c);
         b = b
@@ -84,19 +113,23 @@ fn sorted(batches: &[RecordBatch]) -> Result<RecordBatch, BoxError> {
 const COMMIT_ROWS: usize = 1 << 20;
 
 /// One sorted file appended to the table.
-async fn commit(delta: DeltaTable, batches: Vec<RecordBatch>) -> Result<DeltaTable, BoxError> {
+async fn commit(
+    delta: DeltaTable,
+    batches: Vec<RecordBatch>,
+    layout: &str,
+) -> Result<DeltaTable, BoxError> {
     let batch = tokio::task::spawn_blocking(move || sorted(&batches)).await??;
     Ok(delta
         .write(vec![batch])
         .with_partition_columns(PARTITION_COLUMNS)
         .with_save_mode(SaveMode::Append)
-        .with_writer_properties(writer_properties())
+        .with_writer_properties(writer_properties(layout))
         .await?)
 }
 
 /// `flowlake gen` into `<table>.gen`, then one Delta commit per hour partition (per
 /// `COMMIT_ROWS` rows of it).
-async fn build(table: &Path, gen_flags: &[String]) -> Result<(), BoxError> {
+async fn build(table: &Path, layout: &str, gen_flags: &[String]) -> Result<(), BoxError> {
     let gen_dir = table.with_extension("gen");
     let mut argv = vec!["gen".to_string(), "--out".into()];
     argv.push(gen_dir.display().to_string());
@@ -134,14 +167,14 @@ async fn build(table: &Path, gen_flags: &[String]) -> Result<(), BoxError> {
                 rows += b.num_rows();
                 batches.push(b);
                 if rows >= COMMIT_ROWS {
-                    delta = commit(delta, std::mem::take(&mut batches)).await?;
+                    delta = commit(delta, std::mem::take(&mut batches), layout).await?;
                     rows = 0;
                     parts += 1;
                 }
             }
         }
         if !batches.is_empty() {
-            delta = commit(delta, batches).await?;
+            delta = commit(delta, batches, layout).await?;
             parts += 1;
         }
         eprintln!("committed {} ({parts} files)", dir.display());
@@ -252,6 +285,26 @@ async fn run(opts: &HashMap<String, String>) -> Result<(), BoxError> {
         other => return Err(format!("--mode {other}: exact or rollups").into()),
     };
     let mut results = Vec::new();
+    let mut time = async |name: &str, sql: String, flowlake_sql: String, work: &Work<'_>| {
+        let answer = work.batches(&engine).await?; // warm-up, and the answer
+        let mut ms = Vec::new();
+        for _ in 0..runs {
+            let t = Instant::now();
+            std::hint::black_box(work.batches(&engine).await?);
+            ms.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+        let mut s = ms.clone();
+        s.sort_by(f64::total_cmp);
+        eprintln!("{name:<36} p50 {:>9.1} ms", s[s.len() / 2]);
+        let approximate = flowlake_sql.contains("sketch_quantile");
+        results.push(serde_json::json!({
+            "name": name, "sql": sql, "flowlake_sql": flowlake_sql,
+            "flowlake_ms": ms, "flowlake_result": to_json(&answer)?,
+            // Latency quantiles from rollups are within the sketch's relative accuracy.
+            "approx_rel": if approximate { Some(RELATIVE_ACCURACY) } else { None },
+        }));
+        Ok::<_, BoxError>(())
+    };
     for (name, q, scope) in list {
         if !only.is_empty() && !only.contains(&name.as_str()) {
             continue;
@@ -260,26 +313,32 @@ async fn run(opts: &HashMap<String, String>) -> Result<(), BoxError> {
             exact,
             ..QuestionRequest::new(q, scope, range, 100)
         };
-        let sql = request.exact_sql();
-        let answer = answer_batches(&engine, &request).await?; // warm-up, and the answer
-        let mut ms = Vec::new();
-        for _ in 0..runs {
-            let t = Instant::now();
-            let batches = answer_batches(&engine, &request).await?;
-            ms.push(t.elapsed().as_secs_f64() * 1000.0);
-            std::hint::black_box(batches);
-        }
-        let mut s = ms.clone();
-        s.sort_by(f64::total_cmp);
-        eprintln!("{name:<20} p50 {:>9.1} ms", s[s.len() / 2]);
         let flowlake_sql = engine.question_sql(&request, &Access::all()).await?;
-        let approximate = flowlake_sql.contains("sketch_quantile");
-        results.push(serde_json::json!({
-            "name": name, "sql": sql, "flowlake_sql": flowlake_sql,
-            "flowlake_ms": ms, "flowlake_result": to_json(&answer)?,
-            // Latency quantiles from rollups are within the sketch's relative accuracy.
-            "approx_rel": if approximate { Some(RELATIVE_ACCURACY) } else { None },
-        }));
+        time(
+            &name,
+            request.exact_sql(),
+            flowlake_sql,
+            &Work::Question(&request),
+        )
+        .await?;
+    }
+    // The ad-hoc set: the same SQL in both engines, as `/api/v1/sql` runs it.
+    let (namespace, pod_name) = pod.split_once('/').ok_or("pod is namespace/pod")?;
+    let hour = TimeRange {
+        from: range.from,
+        to: range.from + chrono::Duration::hours(1),
+    };
+    let subject = adhoc::Subject {
+        namespace,
+        pod: pod_name,
+        range: &range,
+        hour: &hour,
+    };
+    for (name, sql) in adhoc::queries(&subject) {
+        if !only.is_empty() && !only.contains(&name.as_str()) {
+            continue;
+        }
+        time(&name, sql.clone(), sql.clone(), &Work::Sql(&sql)).await?;
     }
     let doc = serde_json::json!({
         "pod": pod,
@@ -294,16 +353,26 @@ async fn run(opts: &HashMap<String, String>) -> Result<(), BoxError> {
     Ok(())
 }
 
-/// The batches of a question as the engine answers it.
-async fn answer_batches(
-    engine: &QueryEngine,
-    request: &QuestionRequest,
-) -> Result<Vec<RecordBatch>, BoxError> {
-    Ok(engine
-        .answer(request, &Access::all())
-        .await?
-        .collect()
-        .await?)
+/// What one timed run asks the engine.
+enum Work<'a> {
+    /// A per-pod question, as the endpoints answer it.
+    Question(&'a QuestionRequest),
+    /// User SQL, as `/api/v1/sql` runs it (sandbox, limits).
+    Sql(&'a str),
+}
+
+impl Work<'_> {
+    async fn batches(&self, engine: &QueryEngine) -> Result<Vec<RecordBatch>, BoxError> {
+        let result = match self {
+            Work::Question(request) => engine.answer(request, &Access::all()).await?,
+            Work::Sql(sql) => {
+                engine
+                    .execute_user_sql(sql, "bench", &Access::all())
+                    .await?
+            }
+        };
+        Ok(result.collect().await?)
+    }
 }
 
 /// Builds the rollups of every hour of the table (all closed: the data is in the past).
@@ -363,7 +432,7 @@ async fn main() -> Result<(), BoxError> {
     let mut it = rest.iter();
     while let Some(a) = it.next() {
         match a.strip_prefix("--") {
-            Some(k) if command != "build" || k == "table" => {
+            Some(k) if command != "build" || k == "table" || k == "layout" => {
                 let v = it.next().ok_or_else(|| format!("--{k} needs a value"))?;
                 opts.insert(k.to_string(), v.clone());
             }
@@ -371,7 +440,10 @@ async fn main() -> Result<(), BoxError> {
         }
     }
     match command.as_str() {
-        "build" => build(Path::new(&opts["table"]), &extra).await,
+        "build" => {
+            let layout = opts.get("layout").map_or("parquet-rs", String::as_str);
+            build(Path::new(&opts["table"]), layout, &extra).await
+        }
         "run" => run(&opts).await,
         "explain" => explain(&opts).await,
         "rollup" => rollup(&opts).await,

@@ -253,6 +253,7 @@ async fn collector_ships_over_tls_keeps_its_spool_when_refused_and_follows_a_rot
     // Refused, with an error that names the CA file.
     let client = IngestClient::new(&scfg).unwrap();
     let probe = flowlake_collector::ship::EncodedBatch {
+        kind: Default::default(),
         seq: flowlake_collector::ship::BatchSeq(0),
         id: flowlake_collector::ship::BatchId::random(),
         records: 0,

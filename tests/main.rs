@@ -9,6 +9,7 @@ mod gen_cli;
 mod ingester_crash;
 mod ingester_faults;
 mod ingester_tls;
+mod losses;
 mod pipeline;
 mod podman;
 mod standalone;

@@ -97,7 +97,7 @@ pub(crate) async fn enricher_of(
     (enricher, watch)
 }
 
-async fn sql(base: &str, query: &str) -> Vec<Value> {
+pub(crate) async fn sql(base: &str, query: &str) -> Vec<Value> {
     let body = json!({ "sql": query }).to_string();
     let url = format!("{base}/api/v1/sql");
     let out = tokio::process::Command::new("curl")

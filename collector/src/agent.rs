@@ -17,7 +17,7 @@ use crate::enrich::{EnrichArgs, EnrichConfig, EnrichMetrics, Enricher, system_cl
 use crate::error::{CollectorError, Result};
 use crate::metrics::DatapathMetrics;
 use crate::retina::{self, LossSources, RetinaArgs, RetinaConfig, RetinaMetrics};
-use crate::ship::{ShipArgs, ShipConfig, ShipMetrics, Shipper};
+use crate::ship::{LossReport, ShipArgs, ShipConfig, ShipMetrics, Shipper};
 
 /// Every flag of `flowlake collector`.
 #[derive(Debug, Clone, clap::Args)]
@@ -117,7 +117,12 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<()>
         datapath: Some(datapath_metrics.clone()),
         ship: Some(ship_metrics.clone()),
     };
-    let retina = RetinaMetrics::register(&mut registry, &config.metrics, losses, system_clock());
+    let retina = RetinaMetrics::register(
+        &mut registry,
+        &config.metrics,
+        losses.clone(),
+        system_clock(),
+    );
     let expiry = tokio::spawn(retina.clone().run_expiry(shutdown.clone()));
     // The API server's addresses: the hand-set list, or discovered from the cluster.
     let discovery = if config.metrics.apiserver_ips.is_empty() {
@@ -130,11 +135,17 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<()>
     } else {
         None
     };
-    let shipper = Shipper::start(
+    let shipper = Shipper::start_with_losses(
         &config.ship,
         Enricher::disabled(EnrichMetrics::register(&mut Registry::default())),
         ship_metrics,
         system_clock(),
+        Some(LossReport {
+            cluster: config.datapath.cluster.clone(),
+            node: config.datapath.node.clone(),
+            sources: losses,
+            every: config.ship.loss_report_every,
+        }),
     )?;
     let datapath_config = config.datapath.clone();
     let readiness = datapath_metrics.clone();

@@ -7,12 +7,17 @@
 //! holds anything new batches join it there, so everything is sent in order when the
 //! ingester returns. Batches the ingester rejects as bad input (4xx) are not retried:
 //! they are dropped with an error log and counted (`rejected`).
+//!
+//! Beside the flow batches, the batcher cuts a loss batch every report interval in
+//! which something was lost ([`losses`]): the `losses` table's rows of this node,
+//! sent to `POST /api/v1/losses` in the same order, through the same spool.
 
 pub mod batcher;
 pub mod client;
 pub mod config;
 pub mod encode;
 pub mod error;
+pub mod losses;
 pub mod metrics;
 pub mod producer;
 pub mod spool;
@@ -31,9 +36,10 @@ pub use batcher::{Batcher, FlushPolicy, FlushReason};
 pub use client::{Backoff, IngestClient, Outcome};
 pub use config::{ShipArgs, ShipConfig};
 pub use encode::{
-    BATCH_ID_HEADER, BatchId, BatchSeq, EncodedBatch, decode_ipc, encode_ipc, plain_ipc,
+    BATCH_ID_HEADER, BatchId, BatchKind, BatchSeq, EncodedBatch, decode_ipc, encode_ipc, plain_ipc,
 };
 pub use error::{Result, ShipError};
+pub use losses::{LossReport, LossReporter};
 pub use metrics::{DropReason, ShipMetrics};
 pub use spool::Spool;
 
@@ -134,6 +140,18 @@ impl Shipper {
         metrics: ShipMetrics,
         clock: Clock,
     ) -> Result<Self> {
+        Self::start_with_losses(cfg, enricher, metrics, clock, None)
+    }
+
+    /// [`Shipper::start`], and the node's losses shipped as rows of the `losses`
+    /// table every `losses.every` in which something was lost.
+    pub fn start_with_losses(
+        cfg: &ShipConfig,
+        enricher: Enricher,
+        metrics: ShipMetrics,
+        clock: Clock,
+        losses: Option<LossReport>,
+    ) -> Result<Self> {
         let client = IngestClient::new(cfg)?;
         let spool = Spool::open(&cfg.spool_dir, cfg.spool_max_bytes, metrics.clone())?;
         let outbox = Arc::new(Mutex::new(Outbox {
@@ -155,6 +173,7 @@ impl Shipper {
             outbox: Arc::clone(&outbox),
             notify: Arc::clone(&notify),
             metrics: metrics.clone(),
+            losses: losses.map(|l| LossReporter::new(l, clock())),
             clock,
             tick: (cfg.flush.max_age / 4).clamp(
                 std::time::Duration::from_millis(5),
@@ -227,12 +246,45 @@ struct BatcherTask {
     outbox: Arc<Mutex<Outbox>>,
     notify: Arc<Notify>,
     metrics: ShipMetrics,
+    losses: Option<LossReporter>,
     clock: Clock,
     tick: std::time::Duration,
     stop: CancellationToken,
 }
 
 impl BatcherTask {
+    /// The loss batch of the interval ending now, when one is due (or `last`)
+    /// and something was lost.
+    fn report_losses(&mut self, last: bool) {
+        let now = (self.clock)();
+        let Some(reporter) = self.losses.as_mut().filter(|r| last || r.due(now)) else {
+            return;
+        };
+        let rows = reporter.take(now);
+        if rows.is_empty() {
+            return;
+        }
+        let encoded = flowlake_schemas::losses_to_batch(&rows)
+            .map_err(|e| ShipError::Encode(arrow::error::ArrowError::ExternalError(Box::new(e))))
+            .and_then(|rb| encode::write_ipc(&rb));
+        let mut o = self.outbox.lock().expect("outbox lock");
+        match encoded.and_then(|ipc| Ok((ipc, o.producer.next_batch()?))) {
+            Ok((ipc, (id, seq))) => o.push(EncodedBatch {
+                kind: BatchKind::Losses,
+                seq,
+                id,
+                records: rows.len() as u64,
+                created: now,
+                ipc,
+            }),
+            Err(e) => {
+                tracing::error!(error = %e, rows = rows.len(), "cannot build the loss batch: its rows are lost")
+            }
+        }
+        drop(o);
+        self.notify.notify_one();
+    }
+
     fn emit(&self, cut: Vec<(arrow::record_batch::RecordBatch, FlushReason)>) {
         for (rb, reason) in cut {
             self.metrics
@@ -254,6 +306,7 @@ impl BatcherTask {
                         }
                     };
                     let b = EncodedBatch {
+                        kind: BatchKind::Flows,
                         seq,
                         id,
                         records,
@@ -291,6 +344,7 @@ async fn run_batcher(mut t: BatcherTask) {
                 if cut.is_some() {
                     t.emit(cut.into_iter().collect());
                 }
+                t.report_losses(false);
             }
         }
     }
@@ -303,6 +357,7 @@ async fn run_batcher(mut t: BatcherTask) {
     }
     let last = t.batcher.finish();
     t.emit(last.into_iter().collect());
+    t.report_losses(true);
 }
 
 struct SenderTask {

@@ -56,6 +56,8 @@ pub struct HttpState {
     pub clock: Clock,
     /// Capture files and requests on the table's object store.
     pub captures: CaptureStore,
+    /// The `losses` table, once open ([`crate::losses`]).
+    pub losses: OnceLock<Arc<crate::losses::LossTable>>,
 }
 
 /// Largest capture chunk a collector may send in one request.
@@ -94,11 +96,15 @@ pub fn router(state: Arc<HttpState>) -> Router {
     let captures = crate::capture::routes(state.captures.clone(), Arc::clone(&state.clock))
         .route_layer(DefaultBodyLimit::max(MAX_CAPTURE_CHUNK))
         .route_layer(needs(Scope::Ingest));
+    let losses = crate::losses::routes()
+        .route_layer(needs(Scope::Ingest))
+        .route_layer(from_fn_with_state(Arc::clone(&state), count_refusals));
     let metrics = Router::new()
         .route(routes::METRICS, get(metrics))
         .route_layer(needs(Scope::Admin));
     Router::new()
         .merge(flows)
+        .merge(losses)
         .merge(metrics)
         .route(routes::HEALTHZ, get(|| async { "ok" }))
         .route(routes::READYZ, get(readyz))
@@ -153,7 +159,8 @@ async fn metrics(State(s): State<Arc<HttpState>>) -> Response {
 }
 
 async fn post_flows(State(s): State<Arc<HttpState>>, headers: HeaderMap, body: Body) -> Response {
-    let result = ingest(&s, &headers, body).await;
+    let mut seen = None;
+    let result = ingest(&s, &headers, body, &mut seen).await;
     match result {
         Ok((answer, bytes_in)) => {
             let rows = RowCount::default();
@@ -168,22 +175,22 @@ async fn post_flows(State(s): State<Arc<HttpState>>, headers: HeaderMap, body: B
                 .batches_rejected
                 .get_or_create(&ReasonLabel { reason: e.reason() })
                 .inc();
+            crate::losses::refused(&s, seen, &e).await;
             e.into_response()
         }
     }
 }
 
-/// Takes one batch; the answer and the bytes of the body received.
-async fn ingest(s: &HttpState, headers: &HeaderMap, body: Body) -> Result<(IngestResponse, u64)> {
+/// Takes one batch; the answer and the bytes of the body received. `seen`: the
+/// body once read (what a refusal records in the `losses` table).
+async fn ingest(
+    s: &HttpState,
+    headers: &HeaderMap,
+    body: Body,
+    seen: &mut Option<(Bytes, BodyEncoding)>,
+) -> Result<(IngestResponse, u64)> {
     let writer = s.writer.get().ok_or(IngestError::NotReady)?.clone();
-    let batch_id = headers
-        .get(BATCH_ID_HEADER)
-        .map(|v| {
-            v.to_str()
-                .map_err(|_| IngestError::BadBatchId("not ASCII".into()))
-                .and_then(BatchId::parse)
-        })
-        .transpose()?;
+    let batch_id = batch_id(headers)?;
     let encoding = BodyEncoding::from_header(
         headers
             .get(header::CONTENT_ENCODING)
@@ -205,6 +212,7 @@ async fn ingest(s: &HttpState, headers: &HeaderMap, body: Body) -> Result<(Inges
     let body = tokio::time::timeout(s.body_timeout, read_body(body, limit, &mut held))
         .await
         .map_err(|_| IngestError::BodyTimeout(s.body_timeout))??;
+    *seen = Some((body.clone(), encoding));
     if encoding == BodyEncoding::Zstd {
         let inflated = zstd::zstd_safe::get_frame_content_size(&body)
             .ok()
@@ -252,6 +260,18 @@ async fn ingest(s: &HttpState, headers: &HeaderMap, body: Body) -> Result<(Inges
         }
         Err(e) => Err(e),
     }
+}
+
+/// The request's batch id, if it has one.
+pub(crate) fn batch_id(headers: &HeaderMap) -> Result<Option<BatchId>> {
+    headers
+        .get(BATCH_ID_HEADER)
+        .map(|v| {
+            v.to_str()
+                .map_err(|_| IngestError::BadBatchId("not ASCII".into()))
+                .and_then(BatchId::parse)
+        })
+        .transpose()
 }
 
 /// Reads a body of at most `limit` bytes, growing the reservation as it arrives.

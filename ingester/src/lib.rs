@@ -6,7 +6,8 @@
 //! (values) → [`writer`] (one thread: dedup, [`wal`] group commit, buffer) →
 //! [`flush`] (policy, [`sort`] order, [`parquet`] writer properties) → [`table`] (Delta
 //! commits on any object_store URL) → [`compact`] (merge, retention, vacuum,
-//! checkpoints). [`quarantine`] holds what can never be written; [`metrics`] and
+//! checkpoints). [`quarantine`] holds what can never be written; [`losses`] is
+//! the `losses` table of what collectors lost and what was refused; [`metrics`] and
 //! [`error`] beside them.
 
 pub mod buffer;
@@ -22,6 +23,7 @@ pub mod frame;
 mod gather;
 pub mod http;
 mod intern;
+pub mod losses;
 pub mod metrics;
 pub mod parquet;
 pub mod quarantine;
@@ -123,6 +125,7 @@ impl Ingester {
             body_timeout: config.body_timeout,
             clock: Arc::clone(&clock),
             captures: table::capture_store(&config.table)?,
+            losses: OnceLock::new(),
         });
         let stop_http = CancellationToken::new();
         let stop_flush = CancellationToken::new();
@@ -147,7 +150,15 @@ impl Ingester {
         ));
         tracing::info!(%addr, table = %config.table.location, "ingester listening; replaying WAL");
 
-        let opened = Self::recover(&config, &metrics, &budget, Arc::clone(&clock)).await;
+        let losses =
+            losses::LossTable::open_or_create(&config.table, metrics.clone(), Arc::clone(&clock));
+        let opened = match losses.await {
+            Ok(losses) => {
+                let _ = state.losses.set(Arc::new(losses));
+                Self::recover(&config, &metrics, &budget, Arc::clone(&clock)).await
+            }
+            Err(e) => Err(e),
+        };
         if opened.is_err() {
             // Nothing to drain: the server has not served a write.
             let _ = deadline.set(Instant::now());

@@ -133,6 +133,10 @@ impl QueryEngine {
             memory_bytes: limits.memory_bytes,
             flows: Arc::clone(&table) as _,
             rollups: None,
+            losses: Some(Arc::new(crate::losses::LossesTable::new(
+                table.location(),
+                LOSSES_MAX_AGE,
+            )?)),
         })
         .await?;
         Ok(QueryEngine {
@@ -327,6 +331,9 @@ impl QueryEngine {
 
 /// How long after the deadline the handler gives up waiting for a query task that
 /// has not noticed it (a long CPU loop between two yields).
+/// How old the `losses` snapshot a query reads may be.
+const LOSSES_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(1);
+
 const RECEIVE_MARGIN: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// One query as run on the query runtime.

@@ -27,6 +27,7 @@ pub mod format;
 pub mod http;
 pub mod limits;
 pub mod location;
+pub mod losses;
 pub mod metrics;
 mod native_scan;
 pub mod pruning;

@@ -39,7 +39,11 @@ pub fn decode_bytes(body: Bytes, encoding: BodyEncoding, max_bytes: usize) -> Re
     // known (found by the mutation test and the fuzz target), and whatever it
     // misses must still be a 400, never a crashed request or replay.
     let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let end = guard_stream(plain.as_slice(), max_bytes)?;
+        let end = guard_stream(
+            plain.as_slice(),
+            max_bytes,
+            flowlake_schemas::validate_schema,
+        )?;
         read_stream(plain.slice_with_length(0, end))
     }));
     let (batches, rows, memory_bytes) = read.unwrap_or(Err(DecodeError::ArrowPanic))?;
@@ -48,6 +52,32 @@ pub fn decode_bytes(body: Bytes, encoding: BodyEncoding, max_bytes: usize) -> Re
         rows,
         memory_bytes,
     })
+}
+
+/// The batches of a body of any schema (the ingester's loss batches, and a
+/// refused body read for what it held): the encoding limit and stream guards of
+/// [`decode_bytes`], without the flow schema's rules.
+pub fn decode_any(
+    body: &[u8],
+    encoding: BodyEncoding,
+    max_bytes: usize,
+) -> Result<Vec<RecordBatch>> {
+    let plain = match encoding {
+        BodyEncoding::Identity if body.len() <= max_bytes => Buffer::from(body.to_vec()),
+        _ => Buffer::from_vec(remove_encoding(body, encoding, max_bytes)?),
+    };
+    let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let end = guard_stream(plain.as_slice(), max_bytes, |_| Ok(()))?;
+        let mut bytes = plain.slice_with_length(0, end);
+        let mut decoder = StreamDecoder::new();
+        let mut batches = Vec::new();
+        while let Some(batch) = decoder.decode(&mut bytes).map_err(DecodeError::NotArrow)? {
+            batches.push(batch);
+        }
+        decoder.finish().map_err(DecodeError::NotArrow)?;
+        Ok(batches)
+    }));
+    read.unwrap_or(Err(DecodeError::ArrowPanic))
 }
 
 type StreamParts = (Vec<RecordBatch>, usize, usize);

@@ -20,7 +20,7 @@ use crate::{fb_schema, layout};
 ///
 /// Returns where the stream ends (after its end-of-stream marker; bytes after it
 /// are ignored). Runs inside the decoder's `catch_unwind`, as it calls arrow.
-pub(crate) fn guard_stream(bytes: &[u8], max_bytes: usize) -> Result<usize> {
+pub(crate) fn guard_stream(bytes: &[u8], max_bytes: usize, rule: SchemaRule) -> Result<usize> {
     let mut at = 0usize;
     let mut inflated = 0u64;
     let mut schema: Option<StreamSchema> = None;
@@ -56,7 +56,7 @@ pub(crate) fn guard_stream(bytes: &[u8], max_bytes: usize) -> Result<usize> {
         at += body_len;
         if let Some(fb) = message.header_as_schema() {
             if schema.is_none() {
-                schema = Some(flow_schema_of(fb)?);
+                schema = Some(stream_schema_of(fb, rule)?);
             }
             continue;
         }
@@ -71,14 +71,19 @@ struct StreamSchema {
     dictionaries: HashMap<i64, DataType>,
 }
 
-/// The stream's schema, refused unless it is the flow schema (as before any
-/// batch is decoded).
-fn flow_schema_of(fb: arrow::ipc::Schema) -> Result<StreamSchema> {
+/// What a stream's schema must be: `flowlake_schemas::validate_schema` (the
+/// flow schema), or any schema without nested dictionaries.
+pub(crate) type SchemaRule = fn(&Schema) -> std::result::Result<(), flowlake_schemas::SchemaError>;
+
+/// The stream's schema, refused unless `rule` takes it (as before any batch is
+/// decoded).
+fn stream_schema_of(fb: arrow::ipc::Schema, rule: SchemaRule) -> Result<StreamSchema> {
     fb_schema::check(fb)?;
     let schema = arrow::ipc::convert::fb_to_schema(fb);
-    flowlake_schemas::validate_schema(&schema).map_err(DecodeError::Schema)?;
+    rule(&schema).map_err(DecodeError::Schema)?;
     // The flow schema allows dictionaries only as top-level columns
-    // (`validate_schema`), so their ids are on the top-level fields.
+    // (`validate_schema`), so their ids are on the top-level fields; a
+    // dictionary elsewhere (another rule) is refused with its batch.
     let mut dictionaries = HashMap::new();
     let top = fb.fields().into_iter().flatten();
     for (fb_field, field) in top.zip(schema.fields()) {

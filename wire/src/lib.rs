@@ -13,6 +13,6 @@ mod fb_schema;
 mod guard;
 mod layout;
 
-pub use decode::{DecodedBody, decode_body, decode_bytes, encode_ipc};
+pub use decode::{DecodedBody, decode_any, decode_body, decode_bytes, encode_ipc};
 pub use encoding::BodyEncoding;
 pub use error::{DecodeError, Result};

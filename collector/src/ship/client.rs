@@ -16,11 +16,13 @@ use reqwest::header::{CONTENT_TYPE, RETRY_AFTER};
 use tokio_util::sync::CancellationToken;
 
 use super::config::ShipConfig;
-use super::encode::{ARROW_STREAM_CONTENT_TYPE, BATCH_ID_HEADER, EncodedBatch};
+use super::encode::{ARROW_STREAM_CONTENT_TYPE, BATCH_ID_HEADER, BatchKind, EncodedBatch};
 use super::error::{Result, ShipError};
 
 /// The ingester's write path.
 pub const FLOWS_PATH: &str = "/api/v1/flows";
+/// Where loss batches go.
+pub const LOSSES_PATH: &str = "/api/v1/losses";
 
 /// Exponential backoff with jitter: attempt n waits a random time in
 /// `[d/2, d]` where `d = min(base · 2ⁿ, max)`.
@@ -159,20 +161,24 @@ impl Credentials {
 #[derive(Debug, Clone)]
 pub struct IngestClient {
     url: reqwest::Url,
+    losses_url: reqwest::Url,
     credentials: Arc<Credentials>,
     transport: Arc<Reloading<Transport>>,
 }
 
 impl IngestClient {
-    /// A client posting to `<ingester_url>/api/v1/flows`; fails when the CA or token
+    /// A client posting to `<ingester_url>/api/v1/flows` (loss batches: `/api/v1/losses`); fails when the CA or token
     /// file cannot be read.
     pub fn new(cfg: &ShipConfig) -> Result<Self> {
         let base = &cfg.ingester_url;
-        let url = reqwest::Url::parse(base)
-            .and_then(|u| u.join(FLOWS_PATH))
-            .map_err(|_| ShipError::BadUrl {
-                url: base.to_string(),
-            })?;
+        let join = |path| {
+            reqwest::Url::parse(base)
+                .and_then(|u| u.join(path))
+                .map_err(|_| ShipError::BadUrl {
+                    url: base.to_string(),
+                })
+        };
+        let (url, losses_url) = (join(FLOWS_PATH)?, join(LOSSES_PATH)?);
         if cfg.ingester_ca_file.is_some() && url.scheme() != "https" {
             tracing::warn!(url = %url, "--ingester-ca-file is set but the ingester URL is not https: the CA is not used");
         }
@@ -190,6 +196,7 @@ impl IngestClient {
         )?;
         Ok(IngestClient {
             url,
+            losses_url,
             credentials,
             transport: Arc::new(transport),
         })
@@ -228,7 +235,10 @@ impl IngestClient {
         let transport = self.transport.get(|| self.credentials.load());
         let mut req = transport
             .http
-            .post(self.url.clone())
+            .post(match b.kind {
+                BatchKind::Flows => self.url.clone(),
+                BatchKind::Losses => self.losses_url.clone(),
+            })
             .header(CONTENT_TYPE, ARROW_STREAM_CONTENT_TYPE)
             .header(BATCH_ID_HEADER, b.id.to_string());
         if let Some(token) = &transport.token {

@@ -33,6 +33,8 @@ pub struct ShipConfig {
     pub drain_timeout: Duration,
     /// Record vectors queued between the producer and the batcher.
     pub channel_capacity: usize,
+    /// A loss batch (rows of the `losses` table) is cut at most this often.
+    pub loss_report_every: Duration,
 }
 
 impl Default for ShipConfig {
@@ -55,6 +57,7 @@ impl Default for ShipConfig {
             request_timeout: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(5),
             channel_capacity: 64,
+            loss_report_every: Duration::from_secs(10),
         }
     }
 }
@@ -80,6 +83,7 @@ impl ShipConfig {
             request_timeout: Duration::from_secs(5),
             drain_timeout: Duration::from_secs(5),
             channel_capacity: 16,
+            loss_report_every: Duration::from_millis(200),
         }
     }
 }
@@ -124,6 +128,10 @@ pub struct ShipArgs {
     /// Longest wait between retries.
     #[arg(long, env = "FLOWLAKE_COLLECTOR_BACKOFF_MAX", value_parser = humantime::parse_duration, default_value = "30s")]
     pub backoff_max: Duration,
+    /// How often this node's losses (map, ring buffer, channel, spool) are written
+    /// as rows of the `losses` table, when there were any.
+    #[arg(long, env = "FLOWLAKE_COLLECTOR_LOSS_REPORT_EVERY", value_parser = humantime::parse_duration, default_value = "10s")]
+    pub loss_report_every: Duration,
 }
 
 impl From<ShipArgs> for ShipConfig {
@@ -140,6 +148,7 @@ impl From<ShipArgs> for ShipConfig {
             },
             attempts: a.attempts,
             backoff_max: a.backoff_max,
+            loss_report_every: a.loss_report_every,
             ..ShipConfig::default()
         }
     }

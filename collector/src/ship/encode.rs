@@ -92,9 +92,18 @@ impl FromStr for BatchId {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct BatchSeq(pub u64);
 
+/// What a batch holds: flow records, or loss records (`flowlake_schemas::losses`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BatchKind {
+    #[default]
+    Flows,
+    Losses,
+}
+
 /// A batch ready to send: IPC bytes plus what the spool and the metrics need.
 #[derive(Debug, Clone)]
 pub struct EncodedBatch {
+    pub kind: BatchKind,
     pub seq: BatchSeq,
     pub id: BatchId,
     pub records: u64,
@@ -133,7 +142,8 @@ pub fn plain_ipc(ipc: &[u8]) -> Result<Option<Bytes>> {
     write_ipc(&all).map(Some)
 }
 
-fn write_ipc(batch: &RecordBatch) -> Result<Bytes> {
+/// A `RecordBatch` as a zstd-compressed Arrow IPC stream, columns as they are.
+pub fn write_ipc(batch: &RecordBatch) -> Result<Bytes> {
     let opts = IpcWriteOptions::default()
         .try_with_compression(Some(CompressionType::ZSTD))
         .map_err(ShipError::Encode)?;

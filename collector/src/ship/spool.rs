@@ -5,7 +5,10 @@
 //! records u64 | created (unix ms, i64) | Arrow IPC stream bytes. Written to a
 //! temporary name, fsynced, renamed, and the directory fsynced, so a file either
 //! exists whole or not at all. When the limit is reached the oldest batches are
-//! deleted and counted as dropped (`spool_full`), never silently.
+//! deleted and counted as dropped (`spool_full`), never silently. Loss batches
+//! (`<seq>.losses`, same format) are never deleted for room: they say what was
+//! lost, the count of deleted flow batches among it; one is cut at most once per
+//! report interval and holds a few rows.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -15,16 +18,25 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use chrono::DateTime;
 
-use super::encode::{BatchId, BatchSeq, EncodedBatch};
+use super::encode::{BatchId, BatchKind, BatchSeq, EncodedBatch};
 use super::error::{Result, ShipError};
 use super::metrics::{DropReason, ShipMetrics};
 
 const MAGIC: &[u8; 8] = b"FLSPOOL1";
 const HEADER: usize = 8 + 4 + 8 + 16 + 8 + 8;
 const SUFFIX: &str = "batch";
+const LOSSES_SUFFIX: &str = "losses";
+
+fn suffix(kind: BatchKind) -> &'static str {
+    match kind {
+        BatchKind::Flows => SUFFIX,
+        BatchKind::Losses => LOSSES_SUFFIX,
+    }
+}
 
 #[derive(Debug, Clone)]
 struct Entry {
+    kind: BatchKind,
     path: PathBuf,
     bytes: u64,
     records: u64,
@@ -56,7 +68,7 @@ fn file_bytes(b: &EncodedBatch) -> Vec<u8> {
     out
 }
 
-fn parse(path: &Path, data: &[u8]) -> Result<EncodedBatch> {
+fn parse(path: &Path, kind: BatchKind, data: &[u8]) -> Result<EncodedBatch> {
     let corrupt = |reason| ShipError::SpoolCorrupt {
         path: path.to_path_buf(),
         reason,
@@ -71,6 +83,7 @@ fn parse(path: &Path, data: &[u8]) -> Result<EncodedBatch> {
     }
     let u64_at = |i: usize| u64::from_le_bytes(body[i..i + 8].try_into().expect("8 bytes"));
     Ok(EncodedBatch {
+        kind,
         seq: BatchSeq(u64_at(0)),
         id: BatchId::from_bytes(body[8..24].try_into().expect("16 bytes")),
         records: u64_at(24),
@@ -103,16 +116,19 @@ impl Spool {
                 let _ = fs::remove_file(&path);
                 continue;
             }
-            if path.extension().and_then(|e| e.to_str()) != Some(SUFFIX) {
-                continue;
-            }
+            let kind = match path.extension().and_then(|e| e.to_str()) {
+                Some(SUFFIX) => BatchKind::Flows,
+                Some(LOSSES_SUFFIX) => BatchKind::Losses,
+                _ => continue,
+            };
             let data = fs::read(&path).map_err(ShipError::io(&path))?;
-            match parse(&path, &data) {
+            match parse(&path, kind, &data) {
                 Ok(b) => {
                     spool.total_bytes += data.len() as u64;
                     spool.entries.insert(
                         b.seq,
                         Entry {
+                            kind,
                             path,
                             bytes: data.len() as u64,
                             records: b.records,
@@ -147,11 +163,10 @@ impl Spool {
         let data = file_bytes(b);
         let size = data.len() as u64;
         while self.total_bytes + size > self.max_bytes {
-            let Some(oldest) = self
-                .entries
-                .keys()
-                .copied()
-                .find(|s| Some(*s) != self.in_flight)
+            let Some(oldest) =
+                self.entries.keys().copied().find(|s| {
+                    Some(*s) != self.in_flight && self.entries[s].kind == BatchKind::Flows
+                })
             else {
                 break;
             };
@@ -165,7 +180,7 @@ impl Spool {
                 "spool full: oldest batch dropped"
             );
         }
-        if self.total_bytes + size > self.max_bytes {
+        if self.total_bytes + size > self.max_bytes && b.kind == BatchKind::Flows {
             self.metrics.dropped(DropReason::SpoolFull, b.records);
             tracing::warn!(
                 seq = b.seq.0,
@@ -174,7 +189,7 @@ impl Spool {
             );
             return Ok(());
         }
-        let path = self.dir.join(format!("{:020}.{SUFFIX}", b.seq.0));
+        let path = self.dir.join(format!("{:020}.{}", b.seq.0, suffix(b.kind)));
         let tmp = self.dir.join(format!(".tmp-{:020}", b.seq.0));
         let mut f = fs::File::create(&tmp).map_err(ShipError::io(&tmp))?;
         f.write_all(&data).map_err(ShipError::io(&tmp))?;
@@ -187,6 +202,7 @@ impl Spool {
         self.entries.insert(
             b.seq,
             Entry {
+                kind: b.kind,
                 path,
                 bytes: size,
                 records: b.records,
@@ -201,7 +217,7 @@ impl Spool {
     pub fn take_oldest(&mut self) -> Option<EncodedBatch> {
         while let Some((&seq, e)) = self.entries.iter().next() {
             let read = fs::read(&e.path).map_err(ShipError::io(&e.path));
-            match read.and_then(|d| parse(&e.path, &d)) {
+            match read.and_then(|d| parse(&e.path, e.kind, &d)) {
                 Ok(b) => {
                     self.in_flight = Some(seq);
                     return Some(b);
@@ -260,6 +276,7 @@ mod tests {
 
     fn batch(seq: u64, size: usize) -> EncodedBatch {
         EncodedBatch {
+            kind: BatchKind::Flows,
             seq: BatchSeq(seq),
             id: BatchId::random(),
             records: 10,
@@ -300,6 +317,32 @@ mod tests {
         assert_eq!(s.len(), 2);
         assert_eq!(m.dropped_count(DropReason::SpoolFull), 10);
         assert_eq!(s.take_oldest().unwrap().seq, BatchSeq(1));
+    }
+
+    #[test]
+    fn loss_batches_are_never_evicted_and_keep_their_kind() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = ShipMetrics::default();
+        let per_file = (HEADER + 1000) as u64;
+        let mut s = Spool::open(dir.path(), per_file * 2, m.clone()).unwrap();
+        let losses = EncodedBatch {
+            kind: BatchKind::Losses,
+            ..batch(0, 1000)
+        };
+        s.write(&losses).unwrap();
+        for seq in 1..4 {
+            s.write(&batch(seq, 1000)).unwrap();
+        }
+        // Room for two: the loss batch and the newest flow batch stay.
+        assert_eq!(s.len(), 2);
+        assert_eq!(m.dropped_count(DropReason::SpoolFull), 20);
+        drop(s);
+        let mut s = Spool::open(dir.path(), per_file * 2, m).unwrap();
+        let first = s.take_oldest().unwrap();
+        assert_eq!((first.seq, first.kind), (BatchSeq(0), BatchKind::Losses));
+        s.remove(first.seq);
+        let next = s.take_oldest().unwrap();
+        assert_eq!((next.seq, next.kind), (BatchSeq(3), BatchKind::Flows));
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! DNS at full size: EDNS answers over UDP beyond 512 bytes (up to the 4096
 //! bytes copied), the same answer over TCP split across segments, IPv6, and
-//! a query of the node itself (hostNetwork, node processes). A test server
-//! in a pod answers with a known number of A records; an answer over the
-//! copy size is a counted loss with its reason.
+//! a query of the node itself (hostNetwork, node processes) to a pod and,
+//! through a node interface, to a dnsmasq. A test server in a pod answers
+//! with a known number of A records; an answer over the copy size is a
+//! counted loss with its reason.
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -11,6 +12,7 @@ use std::time::Duration;
 use flowlake_collector::metrics::LossKind;
 use flowlake_schemas::{DnsInfo, FlowRecord, ObservationPoint};
 
+use super::dnsmasq::*;
 use super::harness::*;
 
 /// A query for `name` (type A) with an EDNS OPT record offering 4096 bytes.
@@ -171,15 +173,17 @@ fn rows_of(records: &[FlowRecord], id: u16) -> Vec<(&FlowRecord, &DnsInfo)> {
         .collect()
 }
 
-/// One query row and one response row at the client's points, with every
-/// answer, the rcode and a latency.
-fn assert_exchange(
-    records: &[FlowRecord],
+type Row<'a> = (&'a FlowRecord, &'a DnsInfo);
+
+/// The query row and the response row of message `id`: exactly one each, the
+/// query at `points[0]` from `client`, the response at `points[1]` to it.
+fn exchange<'a>(
+    records: &'a [FlowRecord],
     id: u16,
     name: &str,
     client: IpAddr,
     points: [ObservationPoint; 2],
-) {
+) -> (Row<'a>, Row<'a>) {
     let rows = rows_of(records, id);
     assert_eq!(rows.len(), 2, "query {id:#x}: {rows:#?}");
     let (q, r) = if rows[0].1.rcode.is_none() {
@@ -198,6 +202,19 @@ fn assert_exchange(
         (points[1], client),
         "{r:#?}"
     );
+    (q, r)
+}
+
+/// One query row and one response row at the client's points, with every
+/// answer, the rcode and a latency.
+fn assert_exchange(
+    records: &[FlowRecord],
+    id: u16,
+    name: &str,
+    client: IpAddr,
+    points: [ObservationPoint; 2],
+) {
+    let (_, r) = exchange(records, id, name, client, points);
     assert_eq!(r.1.rcode.as_deref(), Some("NOERROR"));
     let want: Vec<String> = (0..answers_for(name)).map(answer_ip).collect();
     assert_eq!(r.1.answers, want, "query {id:#x}");
@@ -267,4 +284,103 @@ fn large_dns_over_udp_tcp_ipv6_and_from_the_node() {
         records.iter().filter(|r| r.dns.is_some()).count(),
         2 * 5 + 1
     );
+}
+
+/// A node process (the node's namespace, not a pod) resolving through a real
+/// DNS server, dnsmasq, reached over a veth and bridge standing for the node's
+/// interface:
+/// its rows are the node's `to_network` (query) and `from_network` (response),
+/// with the rcode, answers and latency of what the process itself read.
+#[test]
+fn node_process_resolves_through_the_node_interface() {
+    if !privileged() {
+        return;
+    }
+    let t = Topology::new(27, 1);
+    let net = ExtraNetns::add(format!("{}w", t.node_ns()));
+    sh(&[
+        "ip",
+        "link",
+        "add",
+        "eth9",
+        "netns",
+        &t.node_ns(),
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "wire9",
+        "netns",
+        &net.0,
+    ]);
+    // The node's interface: a bridge over the veth (a veth whose peer is in
+    // another namespace would be taken for a pod's), as in health.rs.
+    t.node(&["ip", "link", "add", "uplink", "type", "bridge"]);
+    t.node(&["ip", "link", "set", "eth9", "master", "uplink"]);
+    for dev in ["eth9", "uplink"] {
+        t.node(&["ip", "link", "set", dev, "up"]);
+    }
+    t.node(&["ip", "addr", "add", "192.168.27.1/24", "dev", "uplink"]);
+    net.run(&["ip", "addr", "add", "192.168.27.53/24", "dev", "wire9"]);
+    net.run(&["ip", "link", "set", "wire9", "up"]);
+    net.run(&["ip", "link", "set", "lo", "up"]);
+    let (node, server): (IpAddr, IpAddr) = (
+        "192.168.27.1".parse().unwrap(),
+        "192.168.27.53".parse().unwrap(),
+    );
+    let probe = query(0x0001, "host.test");
+    let Some(dnsmasq) = Dnsmasq::start(
+        &net.0,
+        server,
+        "/host.test/192.0.2.7",
+        t.node_ns_path(),
+        probe,
+    ) else {
+        return;
+    };
+    let (dp, rx, _m) = t.collector_configured(|c| {
+        c.node_interfaces = vec!["uplink".into()];
+        c.exclude = vec!["eth9".into()];
+    });
+    // What the node process read: rcode and answer count of each response.
+    let read = in_netns(t.node_ns_path(), move || {
+        let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        [(0x3131u16, "host.test"), (0x3232, "absent.test")].map(|(id, name)| {
+            s.send_to(&query(id, name), SocketAddr::new(server, 53))
+                .unwrap();
+            let mut buf = [0u8; 1500];
+            let n = s.recv(&mut buf).unwrap();
+            assert!(n > 12 && buf[..2] == id.to_be_bytes());
+            (buf[3] & 0xf, u16::from_be_bytes([buf[6], buf[7]]))
+        })
+    })
+    .join()
+    .unwrap();
+    drop(dnsmasq);
+    assert_eq!(read, [(0, 1), (3, 0)], "NOERROR with one answer, NXDOMAIN");
+    let records = finish(dp, rx);
+
+    let points = [ObservationPoint::ToNetwork, ObservationPoint::FromNetwork];
+    for (id, name, rcode, answers) in [
+        (
+            0x3131,
+            "host.test",
+            "NOERROR",
+            vec!["192.0.2.7".to_string()],
+        ),
+        (0x3232, "absent.test", "NXDOMAIN", vec![]),
+    ] {
+        let (q, r) = exchange(&records, id, name, node, points);
+        assert_eq!(q.0.dst.ip, server);
+        assert_eq!(q.1.qtype.as_deref(), Some("A"));
+        for row in [q.0, r.0] {
+            assert_eq!(row.interface.as_deref(), Some("uplink"), "{row:#?}");
+        }
+        assert_eq!(r.1.rcode.as_deref(), Some(rcode));
+        assert_eq!(r.1.answers, answers);
+        assert!(r.1.latency_us.is_some_and(|l| l > 0), "{r:#?}");
+    }
+    // Only those rows carry DNS (the probe went before the collector started).
+    assert_eq!(records.iter().filter(|r| r.dns.is_some()).count(), 4);
 }

@@ -157,4 +157,37 @@ fn full_flow_map_losses_are_exactly_what_is_missing() {
         cap_bytes,
         "bytes: counted + lost vs capture"
     );
+    // The rows of the `losses` table the shipper would send for the interval.
+    let now = chrono::Utc::now();
+    let mut report = flowlake_collector::ship::LossReporter::new(
+        flowlake_collector::ship::LossReport {
+            cluster: "c".into(),
+            node: "n".into(),
+            sources: flowlake_collector::retina::LossSources {
+                datapath: Some(metrics.clone()),
+                ship: None,
+            },
+            every: Duration::ZERO,
+        },
+        now,
+    );
+    let rows = report.take(now);
+    let row = rows
+        .iter()
+        .find(|r| r.kind == "flow_map_full")
+        .expect("a flow_map_full row");
+    assert_eq!(
+        (row.component.as_str(), row.unit.as_str()),
+        ("kernel", "packets")
+    );
+    assert_eq!(
+        row.lost as u64,
+        cap_pkts - seen_pkts,
+        "losses row vs capture"
+    );
+    assert_eq!(
+        row.lost_bytes,
+        Some((cap_bytes - seen_bytes) as i64),
+        "losses row bytes vs capture"
+    );
 }

@@ -7,6 +7,7 @@ mod capture;
 mod capture_select;
 mod cni;
 mod dns;
+mod dnsmasq;
 mod eviction;
 pub(crate) mod harness;
 mod health;

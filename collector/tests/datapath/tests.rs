@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use flowlake_collector::btf::kernel_has_drop_reasons;
 use flowlake_schemas::{ObservationPoint, Protocol, Verdict};
 
+use super::dnsmasq::*;
 use super::harness::*;
 
 /// Receives everything on a TCP listener in the pod at `ns`.
@@ -219,56 +220,14 @@ fn dns_queries_and_responses_with_latency() {
     if !privileged() {
         return;
     }
-    if std::process::Command::new("dnsmasq")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        assert!(
-            !std::env::var("FLOWLAKE_REQUIRE_PRIVILEGED").is_ok_and(|v| v == "1"),
-            "dnsmasq missing"
-        );
-        eprintln!("skipped: no dnsmasq");
-        return;
-    }
     let t = Topology::new(13, 2);
     let server = t.pods[1].v4;
-    let mut dnsmasq = std::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &t.pods[1].ns,
-            "dnsmasq",
-            "--no-daemon",
-            "--no-resolv",
-            "--no-hosts",
-        ])
-        .arg(format!("--listen-address={server}"))
-        .args(["--bind-interfaces", "--local=/test/", "--pid-file="])
-        .arg("--address=/known.test/10.77.13.99")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    // dnsmasq answers once it listens (seconds in an emulated VM): asked
-    // until it does, before the collector starts.
-    in_netns(t.pod_ns_path(0), move || {
-        let s = UdpSocket::bind("0.0.0.0:0").unwrap();
-        s.set_read_timeout(Some(Duration::from_millis(200)))
-            .unwrap();
-        for _ in 0..150 {
-            let _ = s.send_to(
-                &dns_query(0x0001, "known.test"),
-                SocketAddr::new(server, 53),
-            );
-            if s.recv(&mut [0u8; 512]).is_ok() {
-                return;
-            }
-        }
-        panic!("dnsmasq never answered");
-    })
-    .join()
-    .unwrap();
+    let probe = dns_query(0x0001, "known.test");
+    let known = "/known.test/10.77.13.99";
+    let Some(dnsmasq) = Dnsmasq::start(&t.pods[1].ns, server, known, t.pod_ns_path(0), probe)
+    else {
+        return;
+    };
     let (dp, rx, _m) = t.collector();
     let answers = in_netns(t.pod_ns_path(0), move || {
         let s = UdpSocket::bind("0.0.0.0:0").unwrap();
@@ -285,8 +244,7 @@ fn dns_queries_and_responses_with_latency() {
     })
     .join()
     .unwrap();
-    let _ = dnsmasq.kill();
-    let _ = dnsmasq.wait();
+    drop(dnsmasq);
     assert_eq!(answers[0].0, 0);
     assert_eq!(answers[1].0, 3);
     let records = finish(dp, rx);

@@ -1,0 +1,187 @@
+//! Losses as data (#16): what a collector loses while the ingester is away (its
+//! spool over the limit) and a batch the ingester refuses come back as rows of
+//! the `losses` table, equal to the shipper's and the ingester's own counters and
+//! to the records missing from `flows`.
+
+use std::time::Duration;
+
+use flowlake_collector::enrich::{EnrichMetrics, Enricher, system_clock};
+use flowlake_collector::metrics::DatapathMetrics;
+use flowlake_collector::retina::LossSources;
+use flowlake_collector::ship::{DropReason, LossReport, ShipConfig, ShipMetrics, Shipper};
+use flowlake_schemas::FlowRecord;
+use prometheus_client::registry::Registry;
+
+use crate::pipeline::sql;
+
+/// `n` generated records on node `node`.
+fn records(n: usize, node: &str) -> Vec<FlowRecord> {
+    let mut cfg = flowlake_gen::GenConfig::for_tests(std::env::temp_dir());
+    cfg.rate = 50.0;
+    let mut all = flowlake_gen::records(&cfg);
+    assert!(all.len() >= n, "workload too small");
+    all.truncate(n);
+    for r in &mut all {
+        r.node = node.into();
+    }
+    all
+}
+
+async fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn as_u64(v: &serde_json::Value) -> u64 {
+    v.as_u64()
+        .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+        .unwrap_or_else(|| panic!("not a count: {v}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spool_overflow_and_refused_batches_are_rows_of_losses() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = dir.path().join("table");
+    // The ingester's address, nothing listening there yet.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+
+    let mut registry = Registry::default();
+    let ship = ShipMetrics::register(&mut registry);
+    let datapath = DatapathMetrics::new(&mut registry);
+    let mut cfg = ShipConfig::for_tests(format!("http://{addr}"), dir.path().join("spool"));
+    cfg.spool_max_bytes = 96 << 10;
+    let shipper = Shipper::start_with_losses(
+        &cfg,
+        Enricher::disabled(EnrichMetrics::default()),
+        ship.clone(),
+        system_clock(),
+        Some(LossReport {
+            cluster: "c1".into(),
+            node: "n1".into(),
+            sources: LossSources {
+                datapath: Some(datapath),
+                ship: Some(ship.clone()),
+            },
+            every: Duration::from_millis(200),
+        }),
+    )
+    .unwrap();
+
+    // The ingester is away: batches go to the spool, which overflows.
+    let fed = 6000u64;
+    for chunk in records(fed as usize, "n1").chunks(250) {
+        shipper.send(chunk.to_vec()).await.unwrap();
+    }
+    wait_for("the spool to overflow", || {
+        ship.dropped_count(DropReason::SpoolFull) > 0
+    })
+    .await;
+    // Let a loss report or two be cut while it is still away.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let mut ingest = flowlake_ingester::IngesterConfig {
+        listen: addr,
+        wal_dir: dir.path().join("wal"),
+        ..Default::default()
+    };
+    ingest.table.location = table.to_string_lossy().into_owned();
+    ingest.flush.max_age = Duration::from_millis(200);
+    let ingester = flowlake_ingester::Ingester::start(ingest).await.unwrap();
+    wait_for("the spool to drain", || shipper.pending() == 0).await;
+    shipper.shutdown().await;
+    let spool_full = ship.dropped_count(DropReason::SpoolFull);
+    assert!(spool_full > 0 && spool_full < fed, "{spool_full}");
+    assert_eq!(ship.dropped_count(DropReason::Rejected), 0);
+
+    // A batch the ingester refuses (intervals that end before they start).
+    let mut bad = records(37, "node-bad");
+    for r in &mut bad {
+        r.interval_end = r.interval_start - chrono::Duration::seconds(1);
+    }
+    let body =
+        flowlake_collector::ship::encode_ipc(&flowlake_schemas::records_to_batch(&bad)).unwrap();
+    let http = reqwest::Client::new();
+    let resp = http
+        .post(format!("http://{addr}/api/v1/flows"))
+        .header("content-type", "application/vnd.apache.arrow.stream")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 422);
+    let metrics = http
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let refused: u64 = metrics
+        .lines()
+        .find(|l| l.starts_with("flowlake_ingester_batches_rejected_total{reason=\"invalid\"}"))
+        .and_then(|l| l.split_whitespace().last()?.parse().ok())
+        .unwrap_or_else(|| panic!("no rejection counter in\n{metrics}"));
+    assert_eq!(refused, 1);
+    ingester.shutdown().await.unwrap();
+
+    let query = flowlake_query::QueryService::start(flowlake_query::QueryConfig::for_tests(
+        table.to_string_lossy(),
+    ))
+    .await
+    .unwrap();
+    let base = format!("http://{}", query.addr());
+
+    // What reached `flows` plus what `losses` says was lost is what was fed.
+    let stored = as_u64(&sql(&base, "select count(*) as n from flows").await[0]["n"]);
+    let lost = sql(
+        &base,
+        "select component, unit, sum(lost) as lost, min(interval_start) <= max(interval_end) as ordered \
+         from losses where node = 'n1' and cluster = 'c1' and kind = 'spool_full' group by 1, 2",
+    )
+    .await;
+    assert_eq!(lost.len(), 1, "{lost:?}");
+    assert_eq!(lost[0]["component"], "shipper");
+    assert_eq!(lost[0]["unit"], "records");
+    assert_eq!(
+        as_u64(&lost[0]["lost"]),
+        spool_full,
+        "rows = the shipper's counter"
+    );
+    assert_eq!(stored + spool_full, fed, "flows + losses = records fed");
+
+    // The refused batch: one row for its node, its records, the reason.
+    let refusals = sql(
+        &base,
+        "select node, unit, kind, detail, sum(lost) as lost, count(*) as rows from losses \
+         where component = 'ingester' group by 1, 2, 3, 4",
+    )
+    .await;
+    assert_eq!(refusals.len(), 1, "{refusals:?}");
+    let r = &refusals[0];
+    assert_eq!(
+        (&r["node"], &r["unit"], &r["kind"], &r["detail"]),
+        (
+            &serde_json::json!("node-bad"),
+            &serde_json::json!("records"),
+            &serde_json::json!("rejected"),
+            &serde_json::json!("invalid")
+        )
+    );
+    assert_eq!(as_u64(&r["lost"]), bad.len() as u64);
+    assert_eq!(
+        as_u64(&r["rows"]),
+        refused,
+        "one row per refused batch and node"
+    );
+    query.stop().await.unwrap();
+}

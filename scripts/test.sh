@@ -69,12 +69,6 @@ if [ $# -eq 0 ]; then
   ./scripts/kernel-matrix.sh || matrix=$?
 fi
 cargo test --workspace "$@"
-# Tests that capture the audit log with a thread-local tracing subscriber, which
-# misses the service's events while limits:: or export:: run beside them (cause
-# not found yet): run alone, after the rest.
-if [ $# -eq 0 ]; then
-  cargo test -p flowlake-query --test main -- --ignored --exact audit::grafana_and_export_sql_are_in_the_audit_line
-fi
 if [ "$matrix" -ne 0 ]; then
   echo "test.sh: the kernel matrix failed (exit $matrix); see its output above" >&2
   exit "$matrix"

@@ -105,7 +105,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Compact(args) => {
-            let table = args.table.into_config().with_env(std::env::vars());
+            let table = args.table.into_location().with_env(std::env::vars());
             let summary = flowlake_ingester::compact_blocking(table, args.compact.into_config())?;
             println!("{summary:?}");
             Ok(ExitCode::SUCCESS)

@@ -5,11 +5,10 @@
 //! served without a restart and the collector keeps shipping.
 //!
 //! Certificates come from the `openssl` command (a CA and a leaf it signs, as
-//! cert-manager writes them); without it the test skips, and fails when
-//! FLOWLAKE_REQUIRE_PRIVILEGED=1.
+//! cert-manager writes them: `flowlake_testkit::tls`); without it the test skips, and
+//! fails when FLOWLAKE_REQUIRE_PRIVILEGED=1.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::Duration;
 
 use flowlake_collector::enrich::{EnrichMetrics, Enricher, system_clock};
@@ -18,128 +17,7 @@ use flowlake_collector::ship::{
 };
 use flowlake_ingester::{Ingester, IngesterConfig, Table};
 use flowlake_service::tls::TlsFiles;
-
-fn openssl(args: &[&str], dir: &Path) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn openssl_available() -> bool {
-    let ok = Command::new("openssl")
-        .arg("version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        assert!(
-            !flowlake_testkit::required(),
-            "the openssl command is not available and FLOWLAKE_REQUIRE_PRIVILEGED=1"
-        );
-        eprintln!("skipping: the openssl command is not available");
-    }
-    ok
-}
-
-/// A CA (`<name>.ca.crt`, `<name>.ca.key`) in `dir`.
-fn ca(dir: &Path, name: &str) -> PathBuf {
-    let (crt, key) = (format!("{name}.ca.crt"), format!("{name}.ca.key"));
-    let subj = format!("/CN=flowlake test CA {name}");
-    openssl(
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &key,
-            "-out",
-            &crt,
-            "-days",
-            "1",
-            "-subj",
-            &subj,
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-        ],
-        dir,
-    );
-    dir.join(crt)
-}
-
-/// A certificate for `localhost` and 127.0.0.1 signed by the CA `ca`, written as
-/// `tls.crt` and `tls.key` the way a Secret update swaps them (key first).
-fn leaf(dir: &Path, ca: &str, files: &TlsFiles) {
-    std::fs::write(
-        dir.join("leaf.ext"),
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\n\
-         extendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    openssl(
-        &[
-            "req",
-            "-new",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "new.key",
-            "-out",
-            "new.csr",
-            "-subj",
-            "/CN=localhost",
-        ],
-        dir,
-    );
-    let (ca_crt, ca_key) = (format!("{ca}.ca.crt"), format!("{ca}.ca.key"));
-    openssl(
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "new.csr",
-            "-CA",
-            &ca_crt,
-            "-CAkey",
-            &ca_key,
-            "-CAcreateserial",
-            "-out",
-            "new.crt",
-            "-days",
-            "1",
-            "-extfile",
-            "leaf.ext",
-        ],
-        dir,
-    );
-    std::fs::rename(dir.join("new.key"), &files.key).unwrap();
-    std::fs::rename(dir.join("new.crt"), &files.cert).unwrap();
-}
-
-/// DER of the first certificate of a PEM file.
-fn der(pem: &Path) -> Vec<u8> {
-    let out = Command::new("openssl")
-        .args(["x509", "-outform", "der", "-in"])
-        .arg(pem)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    out.stdout
-}
+use flowlake_testkit::tls::{ca, der, leaf, openssl_available};
 
 /// The certificate the ingester serves now, as a client trusting `ca` sees it.
 async fn served(port: u16, ca: &Path) -> Vec<u8> {
@@ -226,7 +104,7 @@ async fn collector_ships_over_tls_keeps_its_spool_when_refused_and_follows_a_rot
         cert: certs.join("tls.crt"),
         key: certs.join("tls.key"),
     };
-    leaf(&certs, "trusted", &files);
+    leaf(&certs, "trusted", &files.cert, &files.key);
 
     // The ingester: TLS and a token file, both re-read at every look.
     let tokens = dir.path().join("tokens.json");
@@ -311,7 +189,7 @@ async fn collector_ships_over_tls_keeps_its_spool_when_refused_and_follows_a_rot
     // cert-manager renews the certificate: served at the next handshake, no restart.
     let before = served(port, &trusted).await;
     assert_eq!(before, der(&files.cert));
-    leaf(&certs, "trusted", &files);
+    leaf(&certs, "trusted", &files.cert, &files.key);
     let renewed = der(&files.cert);
     assert_ne!(before, renewed);
     assert_eq!(served(port, &trusted).await, renewed);

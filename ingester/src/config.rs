@@ -10,52 +10,11 @@ use flowlake_service::tls::TlsFiles;
 
 use crate::error::{IngestError, Result};
 
-/// Where the Delta table lives and how to reach it.
-#[derive(Debug, Clone, clap::Args)]
-pub struct TableArgs {
-    /// Table location: a local directory or an `s3://`, `gs://`, `az://` URL.
-    #[arg(long, default_value = "./flowlake-table", env = "FLOWLAKE_TABLE")]
-    pub table: String,
-    /// Object-store options `KEY=VALUE` (e.g. `aws_endpoint=http://127.0.0.1:9000`,
-    /// `aws_allow_http=true`); credentials also come from the usual `AWS_*`,
-    /// `GOOGLE_*`, `AZURE_*` environment variables.
-    #[arg(long = "storage-option", value_parser = parse_key_value, env = "FLOWLAKE_STORAGE_OPTIONS", value_delimiter = ',')]
-    pub storage_options: Vec<(String, String)>,
-}
+pub use flowlake_storage::TableArgs;
 
-fn parse_key_value(s: &str) -> std::result::Result<(String, String), String> {
-    s.split_once('=')
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .ok_or_else(|| format!("expected KEY=VALUE, got {s:?}"))
-}
-
-/// Table location and object-store options, resolved.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TableConfig {
-    /// A URL (`file:///…`, `s3://…`) or a local path.
-    pub location: String,
-    pub storage_options: HashMap<String, String>,
-}
-
-impl TableConfig {
-    /// Adds object-store options from the environment (see
-    /// [`flowlake_storage::cloud_env_options`]); explicit options win.
-    pub fn with_env(mut self, vars: impl IntoIterator<Item = (String, String)>) -> Self {
-        let mut options = flowlake_storage::cloud_env_options(vars);
-        options.extend(self.storage_options);
-        self.storage_options = options;
-        self
-    }
-}
-
-impl TableArgs {
-    pub fn into_config(self) -> TableConfig {
-        TableConfig {
-            location: self.table,
-            storage_options: self.storage_options.into_iter().collect(),
-        }
-    }
-}
+/// Table location and object-store options, resolved (the storage crate's
+/// [`flowlake_storage::TableLocation`], shared with the query service).
+pub type TableConfig = flowlake_storage::TableLocation;
 
 /// `flowlake ingester`: receive Arrow batches over HTTP and store them as a Delta table.
 #[derive(Debug, Clone, clap::Args)]
@@ -358,7 +317,7 @@ impl IngesterArgs {
         }
         let config = IngesterConfig {
             listen: self.listen,
-            table: self.table.into_config(),
+            table: self.table.into_location(),
             wal_dir: self.wal_dir,
             token_file: self.token_file,
             tls: self

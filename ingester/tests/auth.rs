@@ -162,42 +162,13 @@ async fn a_missing_token_file_stops_the_start() {
     assert!(err.to_string().contains("absent.json"), "{err}");
 }
 
-/// Collects what a tracing subscriber writes.
-#[derive(Clone, Default)]
-struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn audit_lines(&self) -> Vec<String> {
-        let text = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
-        text.lines()
-            .filter(|l| l.contains("flowlake::audit"))
-            .map(str::to_string)
-            .collect()
-    }
-}
-
 /// One audit line per request with the token's name, the route, the rows and bytes
 /// taken in, and the outcome. (A current-thread runtime: the server's tasks log on
 /// this thread, to this test's subscriber.)
 #[tokio::test]
 async fn one_audit_line_per_request() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let captured = flowlake_testkit::LogCapture::default();
+    let _guard = captured.set_default();
 
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(dir.path());
@@ -229,12 +200,12 @@ async fn one_audit_line_per_request() {
     assert_eq!(s, StatusCode::OK);
     // A line is written when the server drops the answer's body.
     for _ in 0..1000 {
-        if captured.audit_lines().len() >= 2 {
+        if captured.lines_with("flowlake::audit").len() >= 2 {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
-    let lines = captured.audit_lines();
+    let lines = captured.lines_with("flowlake::audit");
     assert_eq!(lines.len(), 2, "{lines:#?}");
     for field in [
         "token=-",

@@ -5,13 +5,13 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use flowlake_service::AuditSql;
 use flowlake_service::tls::TlsFiles;
+use flowlake_service::{AuditSink, AuditSql, TracingSink};
 
 use crate::engine::EngineConfig;
 use crate::export::ExportPolicy;
 pub use crate::limits::QueryLimits;
-pub(crate) use crate::location::parse_key_value;
+use crate::location::parse_key_value;
 pub use crate::location::{TableArgs, TableLocation};
 use crate::rollup::policy::RollupPolicy;
 
@@ -87,6 +87,10 @@ pub struct QueryArgs {
     /// requests cannot supply their own.
     #[arg(long = "export-storage-option", value_parser = parse_key_value, env = "FLOWLAKE_QUERY_EXPORT_STORAGE_OPTIONS", value_delimiter = ',')]
     pub export_storage_options: Vec<(String, String)>,
+    /// How often a running export job rewrites its status record (below the first
+    /// `--export-root`); a record silent for 3 intervals is reported as interrupted.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, env = "FLOWLAKE_QUERY_EXPORT_JOB_HEARTBEAT")]
+    pub export_job_heartbeat: Duration,
 }
 
 /// Resolved settings of the query service.
@@ -110,6 +114,8 @@ pub struct QueryConfig {
     /// `None`: authentication off.
     pub token_file: Option<PathBuf>,
     pub audit_sql: AuditSql,
+    /// Where audit records go (default: one `tracing` line each).
+    pub audit_sink: &'static dyn AuditSink,
     pub shutdown_grace: Duration,
     pub export: ExportPolicy,
 }
@@ -137,6 +143,7 @@ impl Default for QueryConfig {
             tls: None,
             token_file: None,
             audit_sql: AuditSql::Hash,
+            audit_sink: &TracingSink,
             shutdown_grace: Duration::from_secs(20),
             export: ExportPolicy::default(),
         }
@@ -169,6 +176,7 @@ impl QueryConfig {
             tls: None,
             token_file: None,
             audit_sql: AuditSql::Hash,
+            audit_sink: &TracingSink,
             shutdown_grace: Duration::from_secs(5),
             export: ExportPolicy::default(),
         }
@@ -216,10 +224,12 @@ impl QueryArgs {
                 .map(|(cert, key)| TlsFiles { cert, key }),
             token_file: self.token_file,
             audit_sql: self.audit_sql,
+            audit_sink: &TracingSink,
             shutdown_grace: self.shutdown_grace,
             export: ExportPolicy {
                 roots: self.export_roots,
                 storage_options: self.export_storage_options.into_iter().collect(),
+                job_heartbeat: self.export_job_heartbeat,
             },
         }
     }

@@ -11,6 +11,7 @@
 mod changes;
 mod job;
 mod policy;
+mod record;
 mod state;
 
 use std::collections::HashMap;
@@ -25,13 +26,15 @@ use deltalake_core::kernel::transaction::CommitProperties;
 use deltalake_core::protocol::SaveMode;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{TableArgs, TableLocation};
+use crate::access::Access;
 use crate::error::{QueryError, Result};
+use crate::location::{TableArgs, TableLocation, parse_key_value};
 use crate::questions::{TimeRange, VIEWS, parse_time};
 use crate::storage::{location_url, object_store_for, open_table};
 
-pub use job::{ExportJob, ExportJobs, JobState};
+pub use job::{Clock, ExportJobs};
 pub use policy::ExportPolicy;
+pub use record::{ExportJob, JobState, STALE_HEARTBEATS};
 pub use state::{ExportState, PendingRun};
 
 use state::Destination;
@@ -42,6 +45,9 @@ pub const STATE_FILE: &str = "_flowlake_export.json";
 /// place: an interrupted export leaves its partial files only there, where readers of
 /// the destination (which skip `_`-prefixed directories) do not look.
 pub const STAGING_DIR: &str = "_flowlake_staging";
+/// Directory of the export jobs' status records below the first export root
+/// ([`record`]); no export may write there.
+pub const JOBS_DIR: &str = "_flowlake_jobs";
 /// App id of the `txn` a Delta export commits with (version: the source version it
 /// exports up to), so a run whose state was not written is not exported again.
 pub const EXPORT_APP_ID: &str = "flowlake-export";
@@ -66,7 +72,7 @@ pub struct ExportArgs {
     #[arg(long, env = "FLOWLAKE_EXPORT_DESTINATION")]
     pub destination: String,
     /// Object-store options of the destination, `KEY=VALUE`.
-    #[arg(long = "destination-option", value_parser = crate::config::parse_key_value, env = "FLOWLAKE_EXPORT_DESTINATION_OPTIONS", value_delimiter = ',')]
+    #[arg(long = "destination-option", value_parser = parse_key_value, env = "FLOWLAKE_EXPORT_DESTINATION_OPTIONS", value_delimiter = ',')]
     pub destination_options: Vec<(String, String)>,
     /// SQL over `flows` (and the per-pod views); default `SELECT * FROM flows`.
     #[arg(long, env = "FLOWLAKE_EXPORT_SQL")]
@@ -113,6 +119,10 @@ pub struct ExportConfig {
     /// Memory pool (and disk manager) to run under; `None`: unbounded (the CLI).
     #[serde(skip)]
     pub runtime_env: Option<Arc<datafusion::execution::runtime_env::RuntimeEnv>>,
+    /// The namespaces whose rows are exported (set from the caller's token, never
+    /// from the request): `flows` is read as a query of that token reads it.
+    #[serde(skip)]
+    pub access: Access,
 }
 
 impl ExportArgs {
@@ -127,6 +137,7 @@ impl ExportArgs {
             format: self.format,
             incremental: self.incremental,
             runtime_env: None,
+            access: Access::all(),
         }
     }
 }
@@ -140,6 +151,8 @@ pub struct ExportSummary {
     /// Delta version exported up to (inclusive).
     pub to_version: u64,
     pub files_read: usize,
+    /// Data files written to the destination.
+    pub files_written: u64,
 }
 
 /// Progress callback: rows written so far.
@@ -223,30 +236,31 @@ pub async fn run_export(cfg: &ExportConfig, progress: Option<Progress>) -> Resul
             from_version,
             to_version: version,
             files_read,
+            files_written: 0,
         });
     }
-    let mut providers = Vec::new();
+    let mut providers: Vec<Arc<dyn datafusion::datasource::TableProvider>> = Vec::new();
     match &groups {
-        None => providers.push(
+        None => providers.push(Arc::new(
             table
                 .table_provider()
                 .build()
                 .await
                 .map_err(QueryError::Execution)?,
-        ),
+        )),
         Some(groups) => {
             for g in groups {
                 let mut at = table.clone();
                 if g.version != version {
                     at.load_version(g.version).await?;
                 }
-                providers.push(
+                providers.push(Arc::new(
                     at.table_provider()
                         .with_file_paths(g.paths.clone())
                         .build()
                         .await
                         .map_err(QueryError::Execution)?,
-                );
+                ));
             }
         }
     }
@@ -262,15 +276,20 @@ pub async fn run_export(cfg: &ExportConfig, progress: Option<Progress>) -> Resul
         None => SessionContext::new(),
     };
     table.update_datafusion_session(&ctx.state())?;
+    // Each source scan reads only the rows the caller may read (as its queries do).
+    let mut providers = providers
+        .into_iter()
+        .map(|p| crate::session::scoped_flows(p, &cfg.access))
+        .collect::<Result<Vec<_>>>()?;
     if providers.len() == 1 {
         let provider = providers.pop().expect("one provider");
-        ctx.register_table(crate::engine::FLOWS, Arc::new(provider))
+        ctx.register_table(crate::engine::FLOWS, provider)
             .map_err(QueryError::Execution)?;
     } else {
         let mut union = Vec::new();
         for (i, provider) in providers.into_iter().enumerate() {
             let name = format!("{}_added_{i}", crate::engine::FLOWS);
-            ctx.register_table(name.as_str(), Arc::new(provider))
+            ctx.register_table(name.as_str(), provider)
                 .map_err(QueryError::Execution)?;
             union.push(format!("SELECT * FROM {name}"));
         }
@@ -314,7 +333,7 @@ pub async fn run_export(cfg: &ExportConfig, progress: Option<Progress>) -> Resul
         .map(|c| c.to_string())
         .collect();
 
-    let rows = match cfg.format {
+    let (rows, files_written) = match cfg.format {
         ExportFormat::Parquet => {
             ctx.register_object_store(&dest, Arc::clone(&dest_store));
             let run = uuid::Uuid::new_v4().to_string();
@@ -333,12 +352,12 @@ pub async fn run_export(cfg: &ExportConfig, progress: Option<Progress>) -> Resul
             };
             let before = from_version.unwrap_or(0);
             destination.write(&state(before, Some(pending))).await?;
-            destination.publish(&run).await?;
+            let files = destination.publish(&run).await?;
             // Local stores leave the run's empty directories behind.
             if let Ok(dir) = dest.to_file_path() {
                 let _ = std::fs::remove_dir_all(dir.join(STAGING_DIR).join(&run));
             }
-            count_rows(&out)
+            (count_rows(&out), files)
         }
         ExportFormat::Delta => {
             crate::storage::register_cloud_schemes();
@@ -355,7 +374,7 @@ pub async fn run_export(cfg: &ExportConfig, progress: Option<Progress>) -> Resul
                 cfg.storage_options.clone(),
             )
             .await?;
-            let before = total_rows(&target);
+            let before = (total_rows(&target), active_files(&target));
             // One commit for the whole export, so a failed run leaves nothing behind; the
             // batches held for it are reserved in the memory pool.
             let batches = collect_reserved(df, &ctx).await?;
@@ -368,7 +387,10 @@ pub async fn run_export(cfg: &ExportConfig, progress: Option<Progress>) -> Resul
                     CommitProperties::default().with_application_transaction(txn),
                 )
                 .await?;
-            total_rows(&written).saturating_sub(before)
+            (
+                total_rows(&written).saturating_sub(before.0),
+                active_files(&written).saturating_sub(before.1),
+            )
         }
     };
     if let Some(p) = &progress {
@@ -381,6 +403,7 @@ pub async fn run_export(cfg: &ExportConfig, progress: Option<Progress>) -> Resul
         from_version,
         to_version: version,
         files_read,
+        files_written,
     })
 }
 
@@ -461,6 +484,13 @@ fn total_rows(table: &DeltaTable) -> u64 {
                 .reduce(|a, b| a + b)
         })
         .unwrap_or(0)
+}
+
+/// Data files in the table's current snapshot (0 for a table not created yet).
+fn active_files(table: &DeltaTable) -> u64 {
+    table
+        .snapshot()
+        .map_or(0, |s| s.log_data().into_iter().count() as u64)
 }
 
 /// Casts view and dictionary string columns to plain `Utf8` (Delta's `string`).

@@ -93,6 +93,7 @@ impl RunningQuery {
                 ?grace,
                 "export jobs still running after the grace period; abandoning them"
             );
+            self.state.exports.interrupt_running().await;
         }
         Ok(())
     }
@@ -126,11 +127,12 @@ impl QueryService {
         };
         let engine = Arc::new(QueryEngine::open(&config.engine(), metrics).await?);
         let mut state =
-            AppState::with_exports(engine, config.max_export_jobs, config.export.clone())
+            AppState::with_exports(engine, config.max_export_jobs, config.export.clone())?
                 .with_registry(registry);
         state.auth = auth;
         state.audit = AuditConfig {
             sql: config.audit_sql,
+            sink: config.audit_sink,
         };
         state.shutdown = shutdown.clone();
         let listener = tokio::net::TcpListener::bind(config.listen)

@@ -34,9 +34,15 @@ pub struct SessionParts {
     pub memory_bytes: usize,
     pub flows: Arc<dyn TableProvider>,
     pub rollups: Option<Arc<dyn TableFunctionImpl>>,
-    /// `losses` ([`crate::losses`]): in the sessions that read every namespace
-    /// (it names nodes, not namespaces).
-    pub losses: Option<Arc<dyn TableProvider>>,
+}
+
+/// `flows` as `access` may read it ([`NamespaceFiltered`]): what the sessions of
+/// queries and export jobs register.
+pub fn scoped_flows(
+    flows: Arc<dyn TableProvider>,
+    access: &Access,
+) -> Result<Arc<dyn TableProvider>> {
+    NamespaceFiltered::wrap(flows, access, &FLOW_NAMESPACE_COLUMNS).map_err(QueryError::Execution)
 }
 
 /// A session over `parts` that reads what `access` allows.
@@ -46,14 +52,8 @@ pub async fn build(parts: &SessionParts, access: &Access) -> Result<SessionConte
     for udaf in sketch::udafs() {
         ctx.register_udaf(udaf);
     }
-    let flows = NamespaceFiltered::wrap(Arc::clone(&parts.flows), access, &FLOW_NAMESPACE_COLUMNS)
+    ctx.register_table(FLOWS, scoped_flows(Arc::clone(&parts.flows), access)?)
         .map_err(QueryError::Execution)?;
-    ctx.register_table(FLOWS, flows)
-        .map_err(QueryError::Execution)?;
-    if let Some(losses) = parts.losses.as_ref().filter(|_| access.is_all()) {
-        ctx.register_table(crate::losses::LOSSES, Arc::clone(losses))
-            .map_err(QueryError::Execution)?;
-    }
     if let Some(rollups) = &parts.rollups {
         let function: Arc<dyn TableFunctionImpl> = if access.is_all() {
             Arc::clone(rollups)

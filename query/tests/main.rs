@@ -3,6 +3,8 @@
 mod audit;
 mod auth;
 mod export;
+mod export_restart;
+mod export_scoped;
 mod flight;
 mod golden;
 mod grafana;

@@ -9,7 +9,7 @@ use serde_json::json;
 
 use crate::support::*;
 
-const CHILD_ARGS: &str = "FLOWLAKE_QUERY_TEST_CHILD_ARGS";
+pub const CHILD_ARGS: &str = "FLOWLAKE_QUERY_TEST_CHILD_ARGS";
 
 #[derive(Parser)]
 struct Cli {
@@ -35,51 +35,9 @@ async fn sigterm_during_query_and_export_exits_zero() {
     let tmp = tempfile::tempdir().unwrap();
     let exports = tmp.path().join("exports");
     std::fs::create_dir_all(&exports).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
     let grace = Duration::from_secs(2);
-    let args = json!([
-        "--listen",
-        format!("127.0.0.1:{port}"),
-        "--table",
-        shared_table(),
-        "--timeout",
-        "60s",
-        "--shutdown-grace",
-        "2s",
-        "--rollup-every",
-        "0s",
-        "--memory-limit",
-        (256 << 20).to_string(),
-        "--target-partitions",
-        "2",
-        "--export-root",
-        exports,
-    ]);
-    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "sigterm::query_child",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-        ])
-        .env(CHILD_ARGS, args.to_string())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
+    let (mut child, base) = spawn_query_child(&query_child_args(&exports, "2s", &[])).await;
     let client = reqwest::Client::new();
-    let started = Instant::now();
-    while client.get(format!("{base}/healthz")).send().await.is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "the child never answered"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     // A query and an export that would run for the whole timeout.
     let heavy = "SELECT a.src_ip, b.dst_ip FROM flows a, flows b";
     let query = tokio::spawn({

@@ -182,3 +182,68 @@ pub async fn request(
     let resp = req.send().await.unwrap();
     (resp.status().as_u16(), resp.text().await.unwrap())
 }
+
+/// The flags of a child `flowlake query` over the shared table with exports below
+/// `exports`, stopped within `grace` (`2s`); `extra` are appended.
+pub fn query_child_args(exports: &Path, grace: &str, extra: &[&str]) -> Vec<serde_json::Value> {
+    let mut args = serde_json::json!([
+        "--table",
+        shared_table(),
+        "--timeout",
+        "120s",
+        "--shutdown-grace",
+        grace,
+        "--rollup-every",
+        "0s",
+        "--memory-limit",
+        (256 << 20).to_string(),
+        "--target-partitions",
+        "2",
+        "--export-root",
+        exports,
+    ]);
+    let list = args.as_array_mut().expect("an array");
+    list.extend(extra.iter().map(|a| serde_json::json!(a)));
+    std::mem::take(list)
+}
+
+/// `flowlake query` with `args` in a child process (this test binary running
+/// `sigterm::query_child`), so real signals and restarts are exercised; returns it
+/// with its base URL once `/healthz` answers. `args` get `--listen` on a free port.
+pub async fn spawn_query_child(args: &[serde_json::Value]) -> (std::process::Child, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut all = vec![
+        serde_json::json!("--listen"),
+        serde_json::json!(format!("127.0.0.1:{port}")),
+    ];
+    all.extend(args.iter().cloned());
+    let child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "sigterm::query_child",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env(
+            crate::sigterm::CHILD_ARGS,
+            serde_json::Value::from(all).to_string(),
+        )
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let started = std::time::Instant::now();
+    while client.get(format!("{base}/healthz")).send().await.is_err() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "the child never answered"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    (child, base)
+}

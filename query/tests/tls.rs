@@ -1,66 +1,13 @@
 //! HTTPS on the query listener: a client trusting the certificate is served, one
 //! trusting another is refused, and a rotated certificate is served without a restart.
 
-use std::path::Path;
 use std::time::Duration;
 
 use flowlake_query::QueryConfig;
 use flowlake_service::tls::TlsFiles;
+use flowlake_testkit::tls::{ca, leaf, openssl_available};
 
 use crate::support::*;
-
-/// Whether the `openssl` command runs; prints why a test is skipped otherwise and
-/// fails when FLOWLAKE_REQUIRE_PRIVILEGED=1.
-fn openssl_available() -> bool {
-    let ok = std::process::Command::new("openssl")
-        .arg("version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        let msg = "the openssl command is not available";
-        if std::env::var("FLOWLAKE_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
-            panic!("{msg} and FLOWLAKE_REQUIRE_PRIVILEGED=1");
-        }
-        eprintln!("skipping: {msg}");
-    }
-    ok
-}
-
-/// A self-signed certificate for `localhost` (not a CA, so it can serve), written
-/// with its key; returns the certificate PEM.
-fn self_signed(cert: &Path, key: &Path) -> Vec<u8> {
-    let dir = cert.parent().unwrap();
-    let (tmp_cert, tmp_key) = (dir.join("new-cert.pem"), dir.join("new-key.pem"));
-    let out = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-        ])
-        .arg("-keyout")
-        .arg(&tmp_key)
-        .arg("-out")
-        .arg(&tmp_cert)
-        .args(["-days", "1", "-subj", "/CN=localhost"])
-        .args(["-addext", "subjectAltName=DNS:localhost"])
-        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    // The key first, then the certificate: a reload never pairs a new cert with an old key
-    // for long (a mismatch is refused and retried).
-    std::fs::rename(&tmp_key, key).unwrap();
-    std::fs::rename(&tmp_cert, cert).unwrap();
-    std::fs::read(cert).unwrap()
-}
 
 async fn health(port: u16, trusted: &[u8]) -> Result<u16, reqwest::Error> {
     let client = reqwest::Client::builder()
@@ -83,12 +30,11 @@ async fn https_with_a_rotated_certificate() {
     }
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
-    let first = self_signed(&cert, &key);
-    let other_dir = tempfile::tempdir().unwrap();
-    let stranger = self_signed(
-        &other_dir.path().join("c.pem"),
-        &other_dir.path().join("k.pem"),
-    );
+    // The served certificate is signed by `first`; a client trusting `stranger` is
+    // refused; the rotated one is signed by `second`.
+    let pem = |name: &str| std::fs::read(ca(dir.path(), name)).unwrap();
+    let (first, stranger, second) = (pem("first"), pem("stranger"), pem("second"));
+    leaf(dir.path(), "first", &cert, &key);
     let mut cfg = QueryConfig::for_tests(shared_table().to_str().unwrap());
     cfg.tls = Some(TlsFiles {
         cert: cert.clone(),
@@ -108,7 +54,7 @@ async fn https_with_a_rotated_certificate() {
         "plain HTTP on the TLS port"
     );
 
-    let second = self_signed(&cert, &key);
+    leaf(dir.path(), "second", &cert, &key);
     // The files are looked at again at most every second.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(

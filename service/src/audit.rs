@@ -1,11 +1,12 @@
-//! The audit log: one structured line per request (target `flowlake::audit`) with the
-//! token name, method, path, status, outcome, rows, bytes received (where a handler
-//! says) and sent and duration, written when the response body ends (streamed results
-//! included), plus the SQL a handler ran — as a SHA-256 hash, the text, or not at all
-//! ([`AuditSql`]).
+//! The audit log: one record per request with the token name, method, path, status,
+//! outcome, rows, bytes received (where a handler says) and sent and duration, written
+//! when the response body ends (streamed results included), plus the SQL a handler ran
+//! — as a SHA-256 hash, the text, or not at all ([`AuditSql`]). Records go to an
+//! [`AuditSink`]: by default [`TracingSink`], one structured line (target
+//! `flowlake::audit`); tests give a [`CollectingSink`] and read the records back.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use axum::body::Body;
@@ -39,9 +40,89 @@ impl std::str::FromStr for AuditSql {
     }
 }
 
+/// One request, as audited.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRecord {
+    /// Name of the caller's token (`-`: none).
+    pub token: String,
+    pub method: String,
+    pub path: String,
+    pub status: u16,
+    /// `ok`, the error code, or the status.
+    pub outcome: String,
+    /// The SQL as configured ([`AuditSql`]).
+    pub sql: Option<String>,
+    pub rows: Option<u64>,
+    pub bytes_in: Option<u64>,
+    /// Bytes of the response body sent.
+    pub bytes: u64,
+    pub duration_ms: u64,
+}
+
+/// Where audit records go. A sink lives as long as the process (`&'static`: the
+/// configuration stays `Copy`); a test leaks the one it reads.
+pub trait AuditSink: std::fmt::Debug + Send + Sync {
+    fn record(&self, record: AuditRecord);
+}
+
+/// The default sink: one structured `tracing` line per record (target `flowlake::audit`).
 #[derive(Debug, Clone, Copy, Default)]
+pub struct TracingSink;
+
+impl AuditSink for TracingSink {
+    fn record(&self, r: AuditRecord) {
+        tracing::info!(
+            target: "flowlake::audit",
+            token = %r.token,
+            method = %r.method,
+            path = %r.path,
+            status = r.status,
+            outcome = %r.outcome,
+            sql = r.sql.as_deref().unwrap_or("-"),
+            rows = r.rows,
+            bytes_in = r.bytes_in,
+            bytes = r.bytes,
+            duration_ms = r.duration_ms,
+            "request"
+        );
+    }
+}
+
+/// Keeps the records (for tests and tools that read them back).
+#[derive(Debug, Default)]
+pub struct CollectingSink(Mutex<Vec<AuditRecord>>);
+
+impl CollectingSink {
+    /// A sink for the rest of the process.
+    pub fn leaked() -> &'static CollectingSink {
+        Box::leak(Box::default())
+    }
+
+    /// The records so far, oldest first.
+    pub fn records(&self) -> Vec<AuditRecord> {
+        self.0.lock().expect("audit records lock").clone()
+    }
+}
+
+impl AuditSink for CollectingSink {
+    fn record(&self, record: AuditRecord) {
+        self.0.lock().expect("audit records lock").push(record);
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
 pub struct AuditConfig {
     pub sql: AuditSql,
+    pub sink: &'static dyn AuditSink,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            sql: AuditSql::default(),
+            sink: &TracingSink,
+        }
+    }
 }
 
 /// The SQL a handler ran, left in the response's extensions for the audit line.
@@ -68,8 +149,9 @@ pub struct BytesIn(pub u64);
 #[derive(Debug, Clone)]
 pub struct ErrorCode(pub String);
 
-/// The line, logged when dropped (the body ended, failed or was abandoned).
+/// The record, written to `sink` when dropped (the body ended, failed or was abandoned).
 struct Line {
+    sink: &'static dyn AuditSink,
     token: String,
     method: String,
     path: String,
@@ -90,20 +172,18 @@ impl Line {
 
 impl Drop for Line {
     fn drop(&mut self) {
-        tracing::info!(
-            target: "flowlake::audit",
-            token = %self.token,
-            method = %self.method,
-            path = %self.path,
-            status = self.status,
-            outcome = %self.outcome,
-            sql = self.sql.as_deref().unwrap_or("-"),
-            rows = self.rows.as_ref().map(|r| r.0.load(Ordering::Relaxed)),
-            bytes_in = self.bytes_in,
-            bytes = self.bytes,
-            duration_ms = self.started.elapsed().as_millis() as u64,
-            "request"
-        );
+        self.sink.record(AuditRecord {
+            token: std::mem::take(&mut self.token),
+            method: std::mem::take(&mut self.method),
+            path: std::mem::take(&mut self.path),
+            status: self.status,
+            outcome: std::mem::take(&mut self.outcome),
+            sql: self.sql.take(),
+            rows: self.rows.as_ref().map(|r| r.0.load(Ordering::Relaxed)),
+            bytes_in: self.bytes_in,
+            bytes: self.bytes,
+            duration_ms: self.started.elapsed().as_millis() as u64,
+        });
     }
 }
 
@@ -125,6 +205,7 @@ pub async fn audit(State(config): State<AuditConfig>, req: Request, next: Next) 
         None => resp.status().as_str().to_string(),
     };
     let line = Line {
+        sink: config.sink,
         token: ext
             .get::<TokenName>()
             .map_or_else(|| "-".to_string(), |t| t.0.clone()),
@@ -177,7 +258,6 @@ impl http_body::Body for Counted {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Mutex;
     use std::time::Duration;
 
     use axum::Router;
@@ -187,20 +267,6 @@ mod tests {
 
     use super::*;
     use crate::auth::{Auth, Scope, TokenEntry, TokenStore, require};
-
-    /// Collects what the subscriber writes.
-    #[derive(Clone, Default)]
-    struct Captured(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Captured {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
 
     async fn data() -> Response {
         let rows = RowCount::default();
@@ -212,15 +278,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn one_line_per_request_with_token_rows_bytes_and_sql_hash() {
-        let captured = Captured::default();
-        let writer = captured.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .finish();
-        let _guard = tracing::subscriber::set_default(subscriber);
-
+    async fn one_record_per_request_with_token_rows_bytes_and_sql_hash() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("tokens.json");
         let entry = TokenEntry {
@@ -231,10 +289,15 @@ mod tests {
         };
         std::fs::write(&path, serde_json::json!({"tokens": [entry]}).to_string()).unwrap();
         let auth = Auth::Tokens(Arc::new(TokenStore::open(&path, Duration::ZERO).unwrap()));
+        let sink = CollectingSink::leaked();
+        let config = AuditConfig {
+            sink,
+            ..AuditConfig::default()
+        };
         let app = Router::new()
             .route("/data", get(data))
             .route_layer(from_fn_with_state((auth, Scope::Read), require))
-            .layer(from_fn_with_state(AuditConfig::default(), audit));
+            .layer(from_fn_with_state(config, audit));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(listener, app).await });
@@ -250,34 +313,67 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(ok.bytes().await.unwrap(), "hello");
-        // The line is written when the server drops the body.
-        tokio::time::sleep(Duration::from_millis(100)).await;
-
-        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
-        let lines: Vec<&str> = text
-            .lines()
-            .filter(|l| l.contains("flowlake::audit"))
-            .collect();
-        assert_eq!(lines.len(), 2, "{text}");
-        assert!(
-            lines[0].contains("token=-") && lines[0].contains("status=401"),
-            "{}",
-            lines[0]
+        // The record is written when the server drops the body.
+        for _ in 0..100 {
+            if sink.records().len() >= 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let records = sink.records();
+        assert_eq!(records.len(), 2, "{records:#?}");
+        let denied = &records[0];
+        assert_eq!(
+            (
+                denied.token.as_str(),
+                denied.status,
+                denied.outcome.as_str()
+            ),
+            ("-", 401, "unauthorized")
         );
-        assert!(lines[0].contains("outcome=unauthorized"), "{}", lines[0]);
-        let ok = lines[1];
+        let ok = &records[1];
+        assert_eq!(
+            (ok.token.as_str(), ok.method.as_str(), ok.path.as_str()),
+            ("reader", "GET", "/data")
+        );
+        assert_eq!((ok.status, ok.outcome.as_str()), (200, "ok"));
+        assert_eq!((ok.rows, ok.bytes, ok.bytes_in), (Some(3), 5, None));
+        assert_eq!(ok.sql, Some(hash_token("SELECT 1")));
+    }
+
+    /// The default sink writes one line per record with every field.
+    #[test]
+    fn the_tracing_sink_writes_one_line() {
+        let capture = flowlake_testkit::LogCapture::default();
+        {
+            let _guard = capture.set_default();
+            AuditConfig::default().sink.record(AuditRecord {
+                token: "reader".into(),
+                method: "POST".into(),
+                path: "/api/v1/sql".into(),
+                status: 200,
+                outcome: "ok".into(),
+                sql: Some("abc".into()),
+                rows: Some(3),
+                bytes_in: None,
+                bytes: 5,
+                duration_ms: 7,
+            });
+        }
+        let lines = capture.lines_with("flowlake::audit");
+        assert_eq!(lines.len(), 1, "{lines:?}");
         for field in [
             "token=reader",
+            "method=POST",
+            "path=/api/v1/sql",
             "status=200",
             "outcome=ok",
+            "sql=\"abc\"",
             "rows=3",
             "bytes=5",
+            "duration_ms=7",
         ] {
-            assert!(ok.contains(field), "{field} missing: {ok}");
+            assert!(lines[0].contains(field), "{field} missing: {}", lines[0]);
         }
-        assert!(
-            ok.contains(&format!("sql=\"{}\"", hash_token("SELECT 1"))),
-            "{ok}"
-        );
     }
 }

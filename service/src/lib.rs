@@ -11,7 +11,10 @@ pub mod reload;
 pub mod shutdown;
 pub mod tls;
 
-pub use audit::{AuditConfig, AuditSql, BytesIn, RowCount, SqlAudit};
+pub use audit::{
+    AuditConfig, AuditRecord, AuditSink, AuditSql, BytesIn, CollectingSink, RowCount, SqlAudit,
+    TracingSink,
+};
 pub use auth::{Auth, Principal, Scope, TokenStore, hash_token};
 pub use error::{ServiceError, error_response};
 pub use reload::{Monotonic, Reloading, system_monotonic};

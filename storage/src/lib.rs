@@ -1,7 +1,12 @@
 //! Object storage shared by the roles that open the Delta table (ingester, query,
 //! export): deltalake-core only knows `file://` and `memory://`, so the cloud schemes
 //! are registered here once, served by `object_store` directly; and the cloud
-//! credentials come from the usual environment variables.
+//! credentials come from the usual environment variables. Also the table's location
+//! flags shared by every role ([`TableArgs`]).
+
+mod location;
+
+pub use location::{TableArgs, TableLocation, parse_key_value};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Once};

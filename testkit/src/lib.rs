@@ -1,6 +1,12 @@
 //! Helpers for tests that use tools from the machine (Python with pyarrow, DuckDB,
 //! deltalake, …). Without the tool a test skips with a printed reason; under
-//! `FLOWLAKE_REQUIRE_PRIVILEGED=1` (CI) it fails instead.
+//! `FLOWLAKE_REQUIRE_PRIVILEGED=1` (CI) it fails instead. Also certificates from
+//! `openssl` ([`tls`]) and captured log lines ([`logs`]).
+
+pub mod logs;
+pub mod tls;
+
+pub use logs::LogCapture;
 
 use std::process::Command;
 

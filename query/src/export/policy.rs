@@ -4,20 +4,40 @@
 
 use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
 
 use url::Url;
 
+use super::JOBS_DIR;
 use crate::error::{QueryError, Result};
 use crate::location::TableLocation;
 
 /// The operator's export configuration.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExportPolicy {
     /// Absolute directories or URL prefixes (`s3://bucket/exports/`). Empty: exports
     /// over HTTP are refused.
     pub roots: Vec<String>,
     /// Object-store options (credentials, endpoint) for URL destinations.
     pub storage_options: HashMap<String, String>,
+    /// How often a running job's record is rewritten as a sign of life
+    /// ([`super::record`]).
+    pub job_heartbeat: Duration,
+}
+
+impl Default for ExportPolicy {
+    fn default() -> Self {
+        ExportPolicy {
+            roots: Vec::new(),
+            storage_options: HashMap::new(),
+            job_heartbeat: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Whether `below` (segments under an export root) names the job records' directory.
+fn into_job_records(below: &[String]) -> bool {
+    below.first().is_some_and(|s| s == JOBS_DIR)
 }
 
 fn refuse(reason: impl Into<String>) -> QueryError {
@@ -123,9 +143,24 @@ impl ExportPolicy {
     fn confine_local(&self, path: &Path, table: &TableLocation) -> Result<String> {
         plain_absolute(path)?;
         let resolved = resolve(path)?;
-        let inside = self.roots.iter().filter_map(|r| local_path(r)).any(|root| {
-            resolve(&root).is_ok_and(|root| resolved.starts_with(&root) && resolved != root)
-        });
+        let mut inside = false;
+        for root in self.roots.iter().filter_map(|r| local_path(r)) {
+            let Ok(root) = resolve(&root) else { continue };
+            if let Ok(below) = resolved.strip_prefix(&root)
+                && resolved != root
+            {
+                let below: Vec<String> = below
+                    .components()
+                    .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                    .collect();
+                if into_job_records(&below) {
+                    return Err(refuse(
+                        "the destination is the export job records' directory",
+                    ));
+                }
+                inside = true;
+            }
+        }
         if !inside {
             return Err(refuse(format!(
                 "{} is not below an export root",
@@ -147,7 +182,15 @@ impl ExportPolicy {
         for root in self.roots.iter().filter(|r| local_path(r).is_none()) {
             let root = Url::parse(root)
                 .map_err(|e| QueryError::Config(format!("export root {root:?}: {e}")))?;
-            inside |= url_under(&dest, &root)? && segments(&dest)?.len() > segments(&root)?.len();
+            let (d, r) = (segments(&dest)?, segments(&root)?);
+            if url_under(&dest, &root)? && d.len() > r.len() {
+                if into_job_records(&d[r.len()..]) {
+                    return Err(refuse(
+                        "the destination is the export job records' directory",
+                    ));
+                }
+                inside = true;
+            }
         }
         if !inside {
             return Err(refuse(format!("{dest} is not below an export root")));
@@ -176,7 +219,7 @@ mod tests {
         std::os::unix::fs::symlink(&table, root.join("live")).unwrap();
         let policy = ExportPolicy {
             roots: vec![root.to_string_lossy().into(), "s3://bucket/exports/".into()],
-            storage_options: HashMap::new(),
+            ..ExportPolicy::default()
         };
         let loc = TableLocation {
             location: table.to_string_lossy().into(),
@@ -198,6 +241,9 @@ mod tests {
             "s3://bucket/exports/%2e%2e/x".into(),
             "gs://bucket/exports/x".into(),
             "http://169.254.169.254/latest".into(),
+            format!("{}/{JOBS_DIR}", root.display()),
+            format!("{}/{JOBS_DIR}/x", root.display()),
+            format!("s3://bucket/exports/{JOBS_DIR}/x"),
         ] {
             assert!(
                 matches!(

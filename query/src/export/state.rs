@@ -129,11 +129,12 @@ impl Destination<'_> {
         }
     }
 
-    /// Moves the files of a staged run into place.
-    pub async fn publish(&self, run: &str) -> Result<()> {
+    /// Moves the files of a staged run into place; returns how many it moved.
+    pub async fn publish(&self, run: &str) -> Result<u64> {
         let staged = self.prefix.clone().join(STAGING_DIR).join(run);
         let files: Vec<object_store::ObjectMeta> =
             self.store.list(Some(&staged)).try_collect().await?;
+        let mut moved = 0;
         for meta in files {
             let Some(rel) = meta.location.prefix_match(&staged) else {
                 continue;
@@ -143,8 +144,9 @@ impl Destination<'_> {
                 target = target.join(part.as_ref());
             }
             self.store.rename(&meta.location, &target).await?;
+            moved += 1;
         }
-        Ok(())
+        Ok(moved)
     }
 }
 

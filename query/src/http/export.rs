@@ -34,30 +34,29 @@ async fn start_job(
     principal: &Principal,
     body: std::result::Result<Json<ExportConfig>, axum::extract::rejection::JsonRejection>,
 ) -> Result<(StatusCode, Json<ExportJob>)> {
-    if principal.namespaces.is_some() {
-        // Export jobs read the whole table; they are not namespace-scoped (yet).
-        return Err(QueryError::NamespaceForbidden(
-            "exports (a namespace-scoped token cannot export)".into(),
-        ));
-    }
+    // A namespace-scoped token exports only the rows of its namespaces
+    // (`ExportJobs::start` reads `flows` as the token's queries do).
     let Json(cfg) = body.map_err(|e| QueryError::BadRequest(e.body_text()))?;
     let cfg = state.exports.confine(cfg)?;
     if let Some(sql) = &cfg.sql {
         state.engine.check_user_sql(sql).await?;
     }
     crate::storage::location_url(&cfg.destination)?;
-    Ok((StatusCode::ACCEPTED, Json(state.exports.start(cfg))))
+    let job = state.exports.start(cfg, principal).await?;
+    Ok((StatusCode::ACCEPTED, Json(job)))
 }
 
+/// A job's status, for the token that started it or a token reading every namespace;
+/// it survives restarts (kept below the first export root).
 pub async fn status(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path(id): Path<String>,
 ) -> Result<Json<ExportJob>> {
-    state.exports.get(&id).map(Json).ok_or_else(|| {
-        QueryError::NotFound(format!(
-            "no export job {id} (jobs are kept in memory: a job that was running when the \
-                 service stopped was interrupted, its partial files only in the destination's {})",
-            crate::export::STAGING_DIR
-        ))
-    })
+    state
+        .exports
+        .get(&id, &principal)
+        .await?
+        .map(Json)
+        .ok_or_else(|| QueryError::NotFound(format!("no export job {id}")))
 }

@@ -2,16 +2,15 @@
 
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use flowlake_service::{AuditConfig, Auth};
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
 use crate::engine::QueryEngine;
+use crate::error::Result;
+pub use crate::export::Clock;
 use crate::export::{ExportJobs, ExportPolicy};
-
-/// The current time (injected so tests control it).
-pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
 
 /// Shared state of all handlers.
 #[derive(Clone)]
@@ -32,26 +31,31 @@ impl AppState {
     /// State with authentication off and exports refused (no export roots).
     pub fn new(engine: Arc<QueryEngine>, max_export_jobs: usize) -> Self {
         Self::with_exports(engine, max_export_jobs, ExportPolicy::default())
+            .expect("without export roots there is no job record store to open")
     }
 
+    /// State with exports below the roots of `policy` (whose first root holds the
+    /// jobs' status records).
     pub fn with_exports(
         engine: Arc<QueryEngine>,
         max_export_jobs: usize,
         policy: ExportPolicy,
-    ) -> Self {
-        AppState {
+    ) -> Result<Self> {
+        let clock: Clock = Arc::new(Utc::now);
+        Ok(AppState {
             exports: Arc::new(ExportJobs::new(
                 Arc::clone(&engine),
                 max_export_jobs,
                 policy,
-            )),
+                Arc::clone(&clock),
+            )?),
             engine,
-            clock: Arc::new(Utc::now),
+            clock,
             registry: Arc::new(Registry::default()),
             auth: Auth::Open,
             audit: AuditConfig::default(),
             shutdown: CancellationToken::new(),
-        }
+        })
     }
 
     /// Serves `registry` on `/metrics`.

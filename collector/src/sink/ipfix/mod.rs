@@ -203,3 +203,47 @@ impl Sink for IpfixSink {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Set ids of the next datagram's sets (2 = template set).
+    fn set_ids(sock: &UdpSocket) -> Vec<u16> {
+        let mut buf = [0u8; 65_536];
+        let n = sock.recv(&mut buf).unwrap();
+        let mut at = 16;
+        let mut ids = Vec::new();
+        while at < n {
+            ids.push(u16::from_be_bytes([buf[at], buf[at + 1]]));
+            at += u16::from_be_bytes([buf[at + 2], buf[at + 3]]) as usize;
+        }
+        ids
+    }
+
+    #[test]
+    fn udp_templates_first_and_again_after_the_refresh_interval() {
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        rx.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let cfg = IpfixConfig::new(rx.local_addr().unwrap().to_string(), Transport::Udp);
+        let mut sink = IpfixSink::open(cfg).unwrap();
+        assert_eq!(set_ids(&rx), vec![2], "templates on open");
+        let mut cfg = flowlake_gen::GenConfig::for_tests(std::env::temp_dir());
+        cfg.rate = 50.0;
+        let recs: Vec<FlowRecord> = flowlake_gen::records(&cfg).into_iter().take(3).collect();
+        let t0 = Utc::now();
+        assert!(sink.write(&recs, t0).is_empty());
+        assert!(set_ids(&rx).iter().all(|&id| id >= 256), "data only");
+        sink.tick(t0 + chrono::Duration::seconds(30));
+        assert!(
+            sink.write(&recs, t0 + chrono::Duration::seconds(30))
+                .is_empty()
+        );
+        assert!(
+            set_ids(&rx).iter().all(|&id| id >= 256),
+            "no refresh before 60 s"
+        );
+        sink.tick(t0 + chrono::Duration::seconds(61));
+        assert_eq!(set_ids(&rx), vec![2], "refreshed after 60 s");
+    }
+}

@@ -27,13 +27,16 @@ use crate::storage::location_url;
 /// Name the table is registered under.
 pub const LOSSES: &str = flowlake_schemas::LOSSES_TABLE;
 
+/// The Delta table once found, when it was last looked at, and what scans read.
+type Looked = (Option<DeltaTable>, Option<Instant>, Arc<dyn TableProvider>);
+
 /// `losses`, beside the flow table at a location.
 pub struct LossesTable {
     schema: SchemaRef,
     max_age: Duration,
     url: url::Url,
     options: std::collections::HashMap<String, String>,
-    state: Mutex<(Option<DeltaTable>, Option<Instant>, Arc<dyn TableProvider>)>,
+    state: Mutex<Looked>,
 }
 
 impl std::fmt::Debug for LossesTable {

@@ -8,6 +8,7 @@ use std::time::Duration;
 use flowlake_service::tls::TlsFiles;
 use flowlake_service::{AuditSink, AuditSql, TracingSink};
 
+use crate::capture::CaptureSettings;
 use crate::engine::EngineConfig;
 use crate::export::ExportPolicy;
 pub use crate::limits::QueryLimits;
@@ -91,6 +92,14 @@ pub struct QueryArgs {
     /// `--export-root`); a record silent for 3 intervals is reported as interrupted.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration, env = "FLOWLAKE_QUERY_EXPORT_JOB_HEARTBEAT")]
     pub export_job_heartbeat: Duration,
+    /// Serve the capture API while authentication is off (captures hold packet
+    /// payloads: without a token file they are refused unless this is set).
+    #[arg(long, env = "FLOWLAKE_QUERY_CAPTURES_WITHOUT_AUTH")]
+    pub captures_without_auth: bool,
+    /// Captures (files, statuses, requests) are removed this many hours after they
+    /// ended (0: never).
+    #[arg(long, default_value_t = 168, env = "FLOWLAKE_QUERY_CAPTURE_RETENTION_HOURS")]
+    pub capture_retention_hours: u64,
 }
 
 /// Resolved settings of the query service.
@@ -118,6 +127,7 @@ pub struct QueryConfig {
     pub audit_sink: &'static dyn AuditSink,
     pub shutdown_grace: Duration,
     pub export: ExportPolicy,
+    pub captures: CaptureSettings,
 }
 
 fn cores() -> usize {
@@ -146,6 +156,7 @@ impl Default for QueryConfig {
             audit_sink: &TracingSink,
             shutdown_grace: Duration::from_secs(20),
             export: ExportPolicy::default(),
+            captures: CaptureSettings::default(),
         }
     }
 }
@@ -179,6 +190,10 @@ impl QueryConfig {
             audit_sink: &TracingSink,
             shutdown_grace: Duration::from_secs(5),
             export: ExportPolicy::default(),
+            captures: CaptureSettings {
+                retention_every: None,
+                ..CaptureSettings::default()
+            },
         }
     }
 }
@@ -230,6 +245,13 @@ impl QueryArgs {
                 roots: self.export_roots,
                 storage_options: self.export_storage_options.into_iter().collect(),
                 job_heartbeat: self.export_job_heartbeat,
+            },
+            captures: CaptureSettings {
+                without_auth: self.captures_without_auth,
+                retention: std::time::Duration::from_secs(self.capture_retention_hours * 3600),
+                retention_every: (self.capture_retention_hours > 0)
+                    .then_some(CaptureSettings::default().retention_every)
+                    .flatten(),
             },
         }
     }

@@ -18,6 +18,7 @@ use futures::stream::{BoxStream, StreamExt};
 use datafusion::execution::SendableRecordBatchStream;
 
 use crate::admission;
+use crate::capture::{CaptureFiles, CapturesTable};
 use crate::error::{QueryError, Result};
 use crate::exec::{self, Msg, QueryRuntime};
 use crate::limits::QueryLimits;
@@ -79,6 +80,7 @@ pub struct QueryEngine {
     metrics: QueryMetrics,
     rollups: Option<Arc<RollupStore>>,
     exec: Arc<QueryRuntime>,
+    captures: CaptureFiles,
 }
 
 impl std::fmt::Debug for QueryEngine {
@@ -127,6 +129,7 @@ impl QueryEngine {
             .delta_table()
             .await
             .update_datafusion_session(&probe.state())?;
+        let captures = CaptureFiles::new(table.delta_table().await.object_store());
         let sessions = Sessions::new(SessionParts {
             config: session,
             runtime,
@@ -137,6 +140,7 @@ impl QueryEngine {
                 table.location(),
                 LOSSES_MAX_AGE,
             )?)),
+            captures: Some(Arc::new(CapturesTable::new(captures.clone()))),
         })
         .await?;
         Ok(QueryEngine {
@@ -146,6 +150,7 @@ impl QueryEngine {
             metrics,
             rollups: None,
             exec,
+            captures,
         })
     }
 
@@ -213,6 +218,11 @@ impl QueryEngine {
     pub async fn answer(&self, request: &QuestionRequest, access: &Access) -> Result<QueryResult> {
         let sql = self.question_sql(request, access).await?;
         self.run(&sql, request.question.name(), true, access).await
+    }
+
+    /// The capture objects under the table root.
+    pub fn captures(&self) -> &CaptureFiles {
+        &self.captures
     }
 
     pub fn table(&self) -> &Arc<FlowsTable> {

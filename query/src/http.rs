@@ -7,6 +7,7 @@
 //! | `/healthz`, `/readyz` | none |
 //! | SQL, questions, per-pod, OpenAPI, Grafana | `read` |
 //! | `/api/v1/export…` | `export` |
+//! | `/api/v1/captures…` ([`crate::capture::http`]) | `capture` |
 //! | `/metrics` | `admin` |
 
 pub mod export;
@@ -28,6 +29,8 @@ use flowlake_service::audit::audit;
 use flowlake_service::auth::require;
 
 pub use state::{AppState, Clock};
+
+use crate::capture::http as cap;
 
 /// Largest request body: room for the longest statement ([`crate::admission::MAX_SQL_BYTES`])
 /// and a Grafana request around it.
@@ -70,12 +73,19 @@ pub fn router(state: AppState) -> Router {
         .route(routes::EXPORT, post(export::start))
         .route(routes::EXPORT_JOB, get(export::status))
         .route_layer(scoped(Scope::Export));
+    let capture = Router::new()
+        .route(routes::CAPTURES, get(cap::list).post(cap::create))
+        .route(routes::CAPTURE_LOOKUP, get(cap::find))
+        .route(routes::CAPTURE, get(cap::status).delete(cap::delete))
+        .route(routes::CAPTURE_DOWNLOAD, get(cap::download))
+        .route_layer(scoped(Scope::Capture));
     let admin = Router::new()
         .route(routes::METRICS, get(metrics))
         .route_layer(scoped(Scope::Admin));
     Router::new()
         .merge(read)
         .merge(export)
+        .merge(capture)
         .merge(admin)
         .merge(flowlake_service::health::routes(state.shutdown.clone()))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

@@ -15,6 +15,7 @@
 pub mod access;
 pub mod admission;
 mod bounded;
+pub mod capture;
 pub mod cli;
 pub mod config;
 mod coop;

@@ -135,6 +135,16 @@ impl QueryService {
             sink: config.audit_sink,
         };
         state.shutdown = shutdown.clone();
+        state.captures = config.captures;
+        if let Some(every) = config.captures.retention_every {
+            tokio::spawn(crate::capture::retention::run(
+                state.engine.captures().clone(),
+                config.captures.retention,
+                every,
+                std::sync::Arc::clone(&state.clock),
+                shutdown.clone(),
+            ));
+        }
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|source| QueryError::Bind {

@@ -34,6 +34,8 @@ pub struct SessionParts {
     pub memory_bytes: usize,
     pub flows: Arc<dyn TableProvider>,
     pub rollups: Option<Arc<dyn TableFunctionImpl>>,
+    /// `captures` ([`crate::capture::table`]), namespace-filtered like `flows`.
+    pub captures: Option<Arc<dyn TableProvider>>,
 }
 
 /// `flows` as `access` may read it ([`NamespaceFiltered`]): what the sessions of
@@ -54,6 +56,13 @@ pub async fn build(parts: &SessionParts, access: &Access) -> Result<SessionConte
     }
     ctx.register_table(FLOWS, scoped_flows(Arc::clone(&parts.flows), access)?)
         .map_err(QueryError::Execution)?;
+    if let Some(captures) = &parts.captures {
+        let columns = crate::capture::table::NAMESPACE_COLUMNS;
+        let scoped = NamespaceFiltered::wrap(Arc::clone(captures), access, &columns)
+            .map_err(QueryError::Execution)?;
+        ctx.register_table(crate::capture::CAPTURES, scoped)
+            .map_err(QueryError::Execution)?;
+    }
     if let Some(rollups) = &parts.rollups {
         let function: Arc<dyn TableFunctionImpl> = if access.is_all() {
             Arc::clone(rollups)

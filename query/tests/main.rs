@@ -1,6 +1,7 @@
 //! Integration tests of the query service (one binary, one module per area).
 
 mod audit;
+mod capture;
 mod auth;
 mod export;
 mod export_restart;

@@ -12,6 +12,10 @@ pub const POD_QUESTION: &str = "/api/v1/pods/{namespace}/{pod}/{question}";
 pub const WORKLOAD_QUESTION: &str = "/api/v1/workloads/{namespace}/{workload}/{question}";
 pub const EXPORT: &str = "/api/v1/export";
 pub const EXPORT_JOB: &str = "/api/v1/export/{id}";
+pub const CAPTURES: &str = "/api/v1/captures";
+pub const CAPTURE_LOOKUP: &str = "/api/v1/captures/lookup";
+pub const CAPTURE: &str = "/api/v1/captures/{id}";
+pub const CAPTURE_DOWNLOAD: &str = "/api/v1/captures/{id}/download";
 /// Prefix of the Grafana JSON datasource.
 pub const GRAFANA: &str = "/grafana";
 /// Grafana's health check calls the prefix with a trailing slash.

@@ -7,6 +7,7 @@ use flowlake_service::{AuditConfig, Auth};
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
+use crate::capture::CaptureSettings;
 use crate::engine::QueryEngine;
 use crate::error::Result;
 pub use crate::export::Clock;
@@ -25,6 +26,7 @@ pub struct AppState {
     pub audit: AuditConfig,
     /// Cancelled when the service starts draining (`/readyz` then answers 503).
     pub shutdown: CancellationToken,
+    pub captures: CaptureSettings,
 }
 
 impl AppState {
@@ -55,6 +57,7 @@ impl AppState {
             auth: Auth::Open,
             audit: AuditConfig::default(),
             shutdown: CancellationToken::new(),
+            captures: CaptureSettings::default(),
         })
     }
 

@@ -4,7 +4,7 @@
 //!
 //! | routes | scope |
 //! |---|---|
-//! | `/healthz`, `/readyz` | none |
+//! | `/healthz`, `/readyz` (503 while draining or while the table cannot be read yet) | none |
 //! | SQL, questions, per-pod, OpenAPI, Grafana | `read` |
 //! | `/api/v1/export…` | `export` |
 //! | `/api/v1/captures…` ([`crate::capture::http`]) | `capture` |
@@ -32,6 +32,8 @@ pub use state::{AppState, Clock};
 
 use crate::capture::http as cap;
 
+use crate::table::TableStatus;
+
 /// Largest request body: room for the longest statement ([`crate::admission::MAX_SQL_BYTES`])
 /// and a Grafana request around it.
 pub const MAX_BODY_BYTES: usize = 1 << 20;
@@ -51,6 +53,27 @@ async fn metrics(State(state): State<AppState>) -> Response {
         Err(e) => (
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("encoding metrics: {e}"),
+        )
+            .into_response(),
+    }
+}
+
+/// `GET /readyz`: 503 while the service drains, and while the table is not there
+/// yet or its store cannot be read (the reason in the body; queries meanwhile answer
+/// over an empty table). Looking again is part of answering.
+async fn readyz(State(state): State<AppState>) -> Response {
+    if state.shutdown.is_cancelled() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response();
+    }
+    let table = state.engine.table();
+    if let Err(e) = table.refresh_if_stale().await {
+        tracing::debug!(error = %e, "readiness: refreshing the table failed");
+    }
+    match table.status() {
+        TableStatus::Ready { .. } => (StatusCode::OK, "ok").into_response(),
+        TableStatus::Waiting { reason } => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {reason}"),
         )
             .into_response(),
     }
@@ -87,7 +110,8 @@ pub fn router(state: AppState) -> Router {
         .merge(export)
         .merge(capture)
         .merge(admin)
-        .merge(flowlake_service::health::routes(state.shutdown.clone()))
+        .route(flowlake_service::health::HEALTH, get(|| async { "ok" }))
+        .route(flowlake_service::health::READY, get(readyz))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(from_fn_with_state(state.audit, audit))
         .with_state(state)

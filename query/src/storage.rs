@@ -32,13 +32,18 @@ pub fn location_url(location: &str) -> Result<Url> {
 
 /// Opens the Delta table at its newest version.
 pub async fn open_table(location: &str, options: &HashMap<String, String>) -> Result<DeltaTable> {
+    let mut table = build_table(location, options)?;
+    table.load().await?;
+    Ok(table)
+}
+
+/// The Delta table at `location`, not loaded (nothing read from its store yet).
+pub fn build_table(location: &str, options: &HashMap<String, String>) -> Result<DeltaTable> {
     register_cloud_schemes();
     let url = location_url(location)?;
-    let table = DeltaTableBuilder::from_url(url)?
+    Ok(DeltaTableBuilder::from_url(url)?
         .with_storage_options(options.clone())
-        .load()
-        .await?;
-    Ok(table)
+        .build()?)
 }
 
 /// An object store and the path inside it for an export destination.

@@ -1,6 +1,11 @@
 //! The `flows` table: a Delta snapshot as a DataFusion `TableProvider`, reloaded when
 //! older than the configured age, with `interval_start` ranges turned into `date`/`hour`
 //! partition predicates so only the partitions of the range are listed and read.
+//!
+//! The table may not be there yet (a fresh install: no ingester has committed) or its
+//! store may not answer at start: the service then starts anyway, answers every query
+//! over an empty `flows` of the same schema, reports why in [`FlowsTable::status`]
+//! (`/readyz`) and the log, and picks the table up at the first refresh that finds it.
 
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -18,17 +23,33 @@ use datafusion::physical_plan::execution_plan::{ChildrenPropertiesMode, ReplaceC
 use deltalake_core::DeltaTable;
 use tokio::sync::Mutex;
 
-use crate::error::Result;
+use crate::error::{QueryError, Result};
 use crate::location::TableLocation;
 use crate::native_scan::NativeScan;
 use crate::pruning::partition_filters;
 use crate::rollup::Fingerprints;
-use crate::storage::open_table;
+use crate::storage::build_table;
 
-/// The loaded Delta table and when it was last brought up to date.
+/// How long opening the table at start, or a look for a table not there yet, may
+/// take before the service goes on without it (a store that does not answer).
+pub const LOAD_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often a table not there yet is looked for again (at most).
+pub const ABSENT_RETRY: Duration = Duration::from_secs(1);
+
+/// The Delta table (not loaded while it is not there yet) and when it was last
+/// brought up to date (or looked for).
 struct Loaded {
     table: DeltaTable,
     refreshed: Instant,
+}
+
+/// Whether `flows` serves the table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TableStatus {
+    /// The table is loaded, at this version.
+    Ready { version: u64 },
+    /// Not loaded yet, for this reason: queries answer over an empty table.
+    Waiting { reason: String },
 }
 
 /// `flows`: the Delta table behind a refreshable snapshot.
@@ -37,6 +58,8 @@ pub struct FlowsTable {
     max_age: Duration,
     loaded: Mutex<Loaded>,
     current: RwLock<Snapshot>,
+    /// Why the table is not loaded (none once it is).
+    waiting: RwLock<Option<String>>,
 }
 
 /// One immutable snapshot: its provider and Delta version, and the direct Parquet
@@ -75,20 +98,130 @@ async fn snapshot_of(table: &DeltaTable) -> Result<Snapshot> {
     })
 }
 
+/// The snapshot of a table not there yet: no rows, the schema the table will have
+/// (the flow schema as deltalake reads it back from the Delta schema).
+fn empty_snapshot() -> Result<Snapshot> {
+    use deltalake_core::kernel::StructType;
+    use deltalake_core::kernel::engine::arrow_conversion::{TryIntoArrow, TryIntoKernel};
+    let internal = |e: &dyn std::fmt::Display| QueryError::Config(format!("flow schema: {e}"));
+    let kernel: StructType = flowlake_schemas::flow_schema()
+        .as_ref()
+        .try_into_kernel()
+        .map_err(|e| internal(&e))?;
+    let schema: datafusion::arrow::datatypes::Schema =
+        (&kernel).try_into_arrow().map_err(|e| internal(&e))?;
+    // deltalake's provider reads strings as views.
+    let fields: Vec<_> = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            let t = if flowlake_schemas::PARTITION_COLUMNS.contains(&f.name().as_str()) {
+                // Partition values, dictionary-encoded by deltalake's scan.
+                datafusion::arrow::datatypes::DataType::Dictionary(
+                    Box::new(datafusion::arrow::datatypes::DataType::UInt16),
+                    Box::new(f.data_type().clone()),
+                )
+            } else {
+                as_views(f.data_type())
+            };
+            f.as_ref().clone().with_data_type(t)
+        })
+        .collect();
+    let schema = datafusion::arrow::datatypes::Schema::new(fields);
+    Ok(Snapshot {
+        provider: Arc::new(datafusion::datasource::empty::EmptyTable::new(Arc::new(
+            schema,
+        ))),
+        version: 0,
+        native: None,
+        fingerprints: None,
+    })
+}
+
+/// `t` with its strings and binaries as views, also inside lists and structs (map
+/// keys and values stay plain, as deltalake reads them).
+fn as_views(t: &datafusion::arrow::datatypes::DataType) -> datafusion::arrow::datatypes::DataType {
+    use datafusion::arrow::datatypes::{DataType, Field};
+    let field = |f: &Field| Arc::new(f.clone().with_data_type(as_views(f.data_type())));
+    match t {
+        DataType::Utf8 | DataType::LargeUtf8 => DataType::Utf8View,
+        DataType::Binary | DataType::LargeBinary => DataType::BinaryView,
+        DataType::List(f) => DataType::List(field(f)),
+        DataType::LargeList(f) => DataType::LargeList(field(f)),
+        DataType::Struct(fs) => DataType::Struct(fs.iter().map(|f| field(f)).collect()),
+        other => other.clone(),
+    }
+}
+
+/// Why a load failed, for `/readyz` and the log.
+fn waiting_reason(location: &str, error: &deltalake_core::DeltaTableError) -> String {
+    match error {
+        deltalake_core::DeltaTableError::NotATable(_) => format!(
+            "the table {location} does not exist yet (no commit in its log): waiting for the first ingester commit"
+        ),
+        e => format!("the table {location} could not be read: {e}"),
+    }
+}
+
 impl FlowsTable {
-    /// Opens the table at its newest version.
+    /// Opens the table at its newest version. A table not there yet, or a store
+    /// that fails or does not answer within [`LOAD_TIMEOUT`], is not an error: the
+    /// service starts over an empty table and keeps looking ([`Self::status`]).
+    /// A location that cannot name a table at all is.
     pub async fn open(location: TableLocation, max_age: Duration) -> Result<Self> {
-        let table = open_table(&location.location, &location.storage_options).await?;
-        let snapshot = snapshot_of(&table).await?;
-        Ok(FlowsTable {
+        let table = build_table(&location.location, &location.storage_options)?;
+        let flows = FlowsTable {
             location,
             max_age,
             loaded: Mutex::new(Loaded {
                 table,
                 refreshed: Instant::now(),
             }),
-            current: RwLock::new(snapshot),
-        })
+            current: RwLock::new(empty_snapshot()?),
+            waiting: RwLock::new(Some("the table was not looked for yet".into())),
+        };
+        let mut loaded = flows.loaded.lock().await;
+        flows.load(&mut loaded).await?;
+        drop(loaded);
+        Ok(flows)
+    }
+
+    /// Whether the table is loaded, and why not.
+    pub fn status(&self) -> TableStatus {
+        match self.waiting.read().expect("status lock").clone() {
+            Some(reason) => TableStatus::Waiting { reason },
+            None => TableStatus::Ready {
+                version: self.version(),
+            },
+        }
+    }
+
+    /// Looks for the table not loaded yet (at most [`LOAD_TIMEOUT`]); on success its
+    /// snapshot replaces the empty one.
+    async fn load(&self, loaded: &mut Loaded) -> Result<()> {
+        let location = &self.location.location;
+        let outcome =
+            tokio::time::timeout(LOAD_TIMEOUT, loaded.table.update_incremental(None)).await;
+        loaded.refreshed = Instant::now();
+        let reason = match outcome {
+            Ok(Ok(())) => {
+                let snapshot = snapshot_of(&loaded.table).await?;
+                tracing::info!(table = %location, version = snapshot.version, "flows table loaded");
+                *self.current.write().expect("snapshot lock") = snapshot;
+                *self.waiting.write().expect("status lock") = None;
+                return Ok(());
+            }
+            Ok(Err(e)) => waiting_reason(location, &e),
+            Err(_) => format!(
+                "the table {location} could not be read: its store did not answer within {LOAD_TIMEOUT:?}"
+            ),
+        };
+        let mut waiting = self.waiting.write().expect("status lock");
+        if waiting.as_deref() != Some(reason.as_str()) {
+            tracing::warn!(table = %location, reason = %reason, "serving an empty flows table until the table can be read");
+        }
+        *waiting = Some(reason);
+        Ok(())
     }
 
     /// The Delta table (for object-store registration and exports).
@@ -112,6 +245,17 @@ impl FlowsTable {
     /// Brings the snapshot up to date if it is older than the configured age.
     /// Returns the version queries will see.
     pub async fn refresh_if_stale(&self) -> Result<u64> {
+        if self.waiting.read().expect("status lock").is_some() {
+            // Not there yet: look again at most every ABSENT_RETRY, and never make
+            // a query wait for another caller's look.
+            if let Ok(mut loaded) = self.loaded.try_lock()
+                && self.waiting.read().expect("status lock").is_some()
+                && loaded.refreshed.elapsed() >= ABSENT_RETRY.min(self.max_age)
+            {
+                self.load(&mut loaded).await?;
+            }
+            return Ok(self.version());
+        }
         let mut loaded = self.loaded.lock().await;
         if loaded.refreshed.elapsed() < self.max_age && !self.max_age.is_zero() {
             return Ok(self.version());

@@ -16,5 +16,6 @@ mod namespaces;
 mod rollup;
 mod sandbox;
 mod sigterm;
+mod startup;
 mod support;
 mod tls;

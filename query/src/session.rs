@@ -34,6 +34,9 @@ pub struct SessionParts {
     pub memory_bytes: usize,
     pub flows: Arc<dyn TableProvider>,
     pub rollups: Option<Arc<dyn TableFunctionImpl>>,
+    /// `losses` ([`crate::losses`]): in the sessions that read every namespace
+    /// (it names nodes, not namespaces).
+    pub losses: Option<Arc<dyn TableProvider>>,
     /// `captures` ([`crate::capture::table`]), namespace-filtered like `flows`.
     pub captures: Option<Arc<dyn TableProvider>>,
 }
@@ -61,6 +64,10 @@ pub async fn build(parts: &SessionParts, access: &Access) -> Result<SessionConte
         let scoped = NamespaceFiltered::wrap(Arc::clone(captures), access, &columns)
             .map_err(QueryError::Execution)?;
         ctx.register_table(crate::capture::CAPTURES, scoped)
+            .map_err(QueryError::Execution)?;
+    }
+    if let Some(losses) = parts.losses.as_ref().filter(|_| access.is_all()) {
+        ctx.register_table(crate::losses::LOSSES, Arc::clone(losses))
             .map_err(QueryError::Execution)?;
     }
     if let Some(rollups) = &parts.rollups {

@@ -28,6 +28,9 @@ pub struct AgentArgs {
     pub enrich: EnrichArgs,
     #[command(flatten)]
     pub ship: ShipArgs,
+    /// Where flow records go (`--sinks`, docs/exporters.md).
+    #[command(flatten)]
+    pub sinks: crate::sink::SinkArgs,
     /// Retina-compatible metrics, served with `/healthz` and `/readyz` on their address.
     #[command(flatten)]
     pub metrics: RetinaArgs,
@@ -46,6 +49,7 @@ pub struct AgentConfig {
     pub datapath: DatapathConfig,
     pub enrich: EnrichConfig,
     pub ship: ShipConfig,
+    pub sinks: crate::sink::SinkConfig,
     pub metrics: RetinaConfig,
 }
 
@@ -55,6 +59,7 @@ impl From<AgentArgs> for AgentConfig {
             datapath: a.datapath.into(),
             enrich: a.enrich.into(),
             ship: a.ship.into(),
+            sinks: a.sinks.into(),
             metrics: a.metrics.into(),
         }
     }
@@ -62,10 +67,10 @@ impl From<AgentArgs> for AgentConfig {
 
 /// Forwards datapath batches to the shipper, naming both ends on the way (and
 /// counting them in the Retina-compatible metrics, when given).
-pub async fn forward(
+pub async fn forward<O: crate::sink::Outlet>(
     mut flows: mpsc::Receiver<Vec<FlowRecord>>,
     enricher: Enricher,
-    shipper: mpsc::Sender<Vec<FlowRecord>>,
+    shipper: O,
     metrics: Option<RetinaMetrics>,
 ) {
     while let Some(mut records) = flows.recv().await {
@@ -73,7 +78,7 @@ pub async fn forward(
         if let Some(m) = &metrics {
             m.observe(&records);
         }
-        if shipper.send(records).await.is_err() {
+        if !shipper.deliver(records).await {
             break;
         }
     }
@@ -147,6 +152,12 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<()>
             every: config.ship.loss_report_every,
         }),
     )?;
+    let sinks = Arc::new(crate::sink::SinkSet::start(
+        crate::sink::open(&config.sinks, Some(shipper.sender()))?,
+        config.sinks.queue_batches,
+        crate::sink::SinkMetrics::register(&mut registry),
+        system_clock(),
+    )?);
     let datapath_config = config.datapath.clone();
     let readiness = datapath_metrics.clone();
     let (datapath, flows) =
@@ -167,7 +178,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<()>
         enricher.index(),
         shutdown.clone(),
     )?);
-    let forwarder = tokio::spawn(forward(flows, enricher, shipper.sender(), Some(retina)));
+    let forwarder = tokio::spawn(forward(flows, enricher, Arc::clone(&sinks), Some(retina)));
 
     shutdown.cancelled().await;
     tracing::info!("stopping: last interval, drain, detach");
@@ -175,6 +186,9 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<()>
         .await
         .map_err(|e| CollectorError::Task(e.to_string()))??;
     let _ = forwarder.await;
+    if let Ok(sinks) = Arc::try_unwrap(sinks) {
+        let _ = tokio::task::spawn_blocking(move || sinks.close()).await;
+    }
     shipper.shutdown().await;
     if let Some(w) = watch {
         w.join().await;

@@ -185,6 +185,13 @@ impl Outlet for SinkSet {
     }
 }
 
+impl Outlet for Arc<SinkSet> {
+    async fn deliver(&self, records: Vec<FlowRecord>) -> bool {
+        self.send(records);
+        true
+    }
+}
+
 fn run(mut sink: Box<dyn Sink>, rx: Receiver<SharedBatch>, metrics: SinkMetrics, clock: Clock) {
     let name = sink.name();
     let every = sink.tick_every();

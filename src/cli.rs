@@ -41,6 +41,8 @@ pub enum Command {
     Compact(flowlake_ingester::CompactCommandArgs),
     /// Export a query or time range to Parquet or Delta on any object store.
     Export(flowlake_query::ExportArgs),
+    /// Packet captures of selected pods through the query service: create, list, status, download, delete.
+    Capture(flowlake_query::capture::client::CaptureArgs),
     /// Collector, ingester and query in one process on a local table.
     Standalone(crate::standalone::StandaloneArgs),
 }
@@ -112,6 +114,10 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Export(args) => {
             flowlake_query::export_main(args)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Capture(args) => {
+            flowlake_query::capture::client::capture_main(args)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Standalone(args) => {

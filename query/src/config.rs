@@ -98,7 +98,11 @@ pub struct QueryArgs {
     pub captures_without_auth: bool,
     /// Captures (files, statuses, requests) are removed this many hours after they
     /// ended (0: never).
-    #[arg(long, default_value_t = 168, env = "FLOWLAKE_QUERY_CAPTURE_RETENTION_HOURS")]
+    #[arg(
+        long,
+        default_value_t = 168,
+        env = "FLOWLAKE_QUERY_CAPTURE_RETENTION_HOURS"
+    )]
     pub capture_retention_hours: u64,
 }
 

@@ -1,8 +1,8 @@
 //! Integration tests of the query service (one binary, one module per area).
 
 mod audit;
-mod capture;
 mod auth;
+mod capture;
 mod export;
 mod export_restart;
 mod export_scoped;

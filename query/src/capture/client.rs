@@ -13,7 +13,11 @@ use crate::error::{QueryError, Result};
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServiceArgs {
     /// The query service.
-    #[arg(long, default_value = "http://127.0.0.1:7080", env = "FLOWLAKE_QUERY_URL")]
+    #[arg(
+        long,
+        default_value = "http://127.0.0.1:7080",
+        env = "FLOWLAKE_QUERY_URL"
+    )]
     pub url: String,
     /// File holding the bearer token (scope `capture`).
     #[arg(long, env = "FLOWLAKE_CAPTURE_TOKEN_FILE")]
@@ -106,9 +110,14 @@ pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
         "kib" => 1 << 10,
         "mib" => 1 << 20,
         "gib" => 1 << 30,
-        other => return Err(format!("bad size unit {other:?} (B, KB, MB, GB, KiB, MiB, GiB)")),
+        other => {
+            return Err(format!(
+                "bad size unit {other:?} (B, KB, MB, GB, KiB, MiB, GiB)"
+            ));
+        }
     };
-    n.checked_mul(mult).ok_or_else(|| format!("size {s:?} too large"))
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("size {s:?} too large"))
 }
 
 fn client_error(what: impl std::fmt::Display) -> QueryError {

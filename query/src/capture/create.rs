@@ -63,7 +63,9 @@ pub fn request(
     };
     for n in r.nodes.iter().chain(&r.pods) {
         if n.is_empty() || n.len() > 253 || n.contains('/') {
-            return Err(QueryError::BadRequest(format!("bad pod or node name {n:?}")));
+            return Err(QueryError::BadRequest(format!(
+                "bad pod or node name {n:?}"
+            )));
         }
     }
     r.check()

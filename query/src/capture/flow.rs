@@ -44,7 +44,11 @@ fn end(s: &str, ported: bool) -> Option<SocketAddr> {
     if ported {
         s.parse().ok()
     } else {
-        let ip: IpAddr = s.trim_start_matches('[').trim_end_matches(']').parse().ok()?;
+        let ip: IpAddr = s
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse()
+            .ok()?;
         Some(SocketAddr::new(ip, 0))
     }
 }
@@ -65,7 +69,10 @@ impl std::str::FromStr for FlowKey {
         };
         let protocol = protocol_number(&proto.to_ascii_lowercase()).ok_or_else(bad)?;
         let ported = matches!(protocol, 6 | 17 | 132);
-        let (a, b) = (end(a, ported).ok_or_else(bad)?, end(b, ported).ok_or_else(bad)?);
+        let (a, b) = (
+            end(a, ported).ok_or_else(bad)?,
+            end(b, ported).ok_or_else(bad)?,
+        );
         if a.is_ipv4() != b.is_ipv4() {
             return Err(bad());
         }
@@ -96,7 +103,13 @@ fn ends_of(frame: &[u8]) -> Option<(u8, SocketAddr, SocketAddr)> {
             let frag = u16::from_be_bytes(ip.get(6..8)?.try_into().ok()?) & 0x1fff;
             let src: [u8; 4] = ip.get(12..16)?.try_into().ok()?;
             let dst: [u8; 4] = ip.get(16..20)?.try_into().ok()?;
-            (*ip.get(9)?, IpAddr::from(src), IpAddr::from(dst), ihl, frag == 0)
+            (
+                *ip.get(9)?,
+                IpAddr::from(src),
+                IpAddr::from(dst),
+                ihl,
+                frag == 0,
+            )
         }
         0x86dd => {
             let src: [u8; 16] = ip.get(8..24)?.try_into().ok()?;
@@ -226,7 +239,12 @@ mod tests {
         assert_eq!(v6.protocol, 17);
         let icmp: FlowKey = "icmp 10.0.0.1 10.0.0.2".parse().unwrap();
         assert!(icmp.matches(&frame(1, b, 0, a, 0)));
-        for bad in ["tcp 10.0.0.1 10.0.0.2:80", "gre 1.1.1.1:1 2.2.2.2:2", "tcp", ""] {
+        for bad in [
+            "tcp 10.0.0.1 10.0.0.2:80",
+            "gre 1.1.1.1:1 2.2.2.2:2",
+            "tcp",
+            "",
+        ] {
             assert!(bad.parse::<FlowKey>().is_err(), "{bad}");
         }
         assert!("tcp 10.0.0.1:1 [fd00::1]:2".parse::<FlowKey>().is_err());

@@ -49,7 +49,12 @@ async fn visible(state: &AppState, principal: &Principal, id: &str) -> Result<Ca
     refuse_without_auth(state)?;
     let missing = || QueryError::NotFound(format!("no capture {id}"));
     flowlake_schemas::capture::check_id(id).map_err(|_| missing())?;
-    let r = state.engine.captures().request(id).await?.ok_or_else(missing)?;
+    let r = state
+        .engine
+        .captures()
+        .request(id)
+        .await?
+        .ok_or_else(missing)?;
     if Access::of(principal).may_read(&r.namespace) {
         Ok(r)
     } else {

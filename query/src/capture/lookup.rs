@@ -136,6 +136,9 @@ mod tests {
              src_port = 80 AND dst_ip = '10.0.0.1' AND dst_port = 1234))"
         );
         let icmp: FlowKey = "icmp 10.0.0.1 10.0.0.2".parse().unwrap();
-        assert!(flow_condition(&icmp).starts_with("protocol = 'ICMP' AND ((src_ip = '10.0.0.1' AND dst_ip"));
+        assert!(
+            flow_condition(&icmp)
+                .starts_with("protocol = 'ICMP' AND ((src_ip = '10.0.0.1' AND dst_ip")
+        );
     }
 }

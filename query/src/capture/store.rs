@@ -77,9 +77,10 @@ impl CaptureFiles {
             .put_opts(&path, PutPayload::from(json), mode.into())
             .await
         {
-            Err(object_store::Error::AlreadyExists { .. }) => Err(QueryError::BadRequest(
-                format!("capture {} exists already", r.id),
-            )),
+            Err(object_store::Error::AlreadyExists { .. }) => Err(QueryError::BadRequest(format!(
+                "capture {} exists already",
+                r.id
+            ))),
             other => other.map(drop).map_err(Into::into),
         }
     }
@@ -95,7 +96,10 @@ impl CaptureFiles {
 
     /// Ids of every capture with objects under `_captures/`.
     pub async fn ids(&self) -> Result<Vec<String>> {
-        let listed = self.store.list_with_delimiter(Some(&Path::from(ROOT))).await?;
+        let listed = self
+            .store
+            .list_with_delimiter(Some(&Path::from(ROOT)))
+            .await?;
         Ok(listed
             .common_prefixes
             .iter()

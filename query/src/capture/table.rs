@@ -6,7 +6,9 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{ArrayRef, RecordBatch, StringArray, TimestampMicrosecondArray, UInt64Array};
+use datafusion::arrow::array::{
+    ArrayRef, RecordBatch, StringArray, TimestampMicrosecondArray, UInt64Array,
+};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::catalog::Session;
 use datafusion::datasource::{MemTable, TableProvider, TableType};
@@ -98,7 +100,10 @@ fn batch(rows: &[CaptureRow]) -> DfResult<RecordBatch> {
         Arc::new(rows.iter().map(|r| Some(f(r))).collect::<StringArray>())
     };
     let t = |f: fn(&CaptureRow) -> Option<i64>| -> ArrayRef {
-        Arc::new(TimestampMicrosecondArray::from(rows.iter().map(f).collect::<Vec<_>>()).with_timezone("UTC"))
+        Arc::new(
+            TimestampMicrosecondArray::from(rows.iter().map(f).collect::<Vec<_>>())
+                .with_timezone("UTC"),
+        )
     };
     let u = |f: fn(&CaptureRow) -> u64| -> ArrayRef {
         Arc::new(rows.iter().map(f).collect::<UInt64Array>())

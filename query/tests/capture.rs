@@ -339,10 +339,11 @@ async fn captures_are_created_seen_downloaded_looked_up_scoped_deleted_and_expir
     assert_eq!(status["nodes"]["node-a"]["state"], "done");
     assert_eq!(status["files"].as_object().unwrap().len(), 2);
     let flows = status["flows"].as_array().unwrap();
+    let src_port = a.1.to_string();
     assert!(
         flows.iter().any(|f| f["src_pod"] == src_pod.as_str()
             && f["dst_pod"] == dst_pod.as_str()
-            && f["src_port"] == a.1.to_string()),
+            && f["src_port"] == src_port.as_str()),
         "the flow is among those the capture saw: {flows:?}"
     );
     let (s, _) = call(
@@ -510,7 +511,7 @@ async fn captures_are_created_seen_downloaded_looked_up_scoped_deleted_and_expir
     let removed = flowlake_query::capture::retention::expire(&files, week, later)
         .await
         .unwrap();
-    assert_eq!(removed, [id.clone()]);
+    assert_eq!(removed, std::slice::from_ref(&id));
     let gone = table.join("_captures").join(&id);
     assert!(!gone.exists() || std::fs::read_dir(&gone).unwrap().next().is_none());
     q.stop().await.unwrap();

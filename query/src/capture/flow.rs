@@ -162,7 +162,7 @@ pub fn blocks(data: &[u8]) -> Result<Vec<(u32, &[u8])>> {
     while off < data.len() {
         let kind = u32_le(data, off).ok_or_else(|| bad("truncated block"))?;
         let len = u32_le(data, off + 4).ok_or_else(|| bad("truncated block"))? as usize;
-        if len < 12 || len % 4 != 0 || off + len > data.len() {
+        if len < 12 || !len.is_multiple_of(4) || off + len > data.len() {
             return Err(bad("bad block length"));
         }
         if (kind == SHB && u32_le(data, off + 8) != Some(BYTE_ORDER_MAGIC))

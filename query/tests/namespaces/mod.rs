@@ -383,7 +383,13 @@ async fn plans_and_schemas(f: &Fixture) -> usize {
         let (s1, team) = sql(f, TEAM, q).await;
         let (s2, admin) = sql(f, ADMIN, q).await;
         assert_eq!((s1, s2), (200, 200), "{q}: {team}");
-        assert_eq!(sorted(&team), sorted(&admin), "{q}");
+        // `losses` names nodes, not namespaces: only tokens that read every
+        // namespace get it (docs/schema.md), so the team's catalog lacks it.
+        let admin: Vec<String> = sorted(&admin)
+            .into_iter()
+            .filter(|row| !row.contains("\"table_name\":\"losses\""))
+            .collect();
+        assert_eq!(sorted(&team), admin, "{q}");
         n += 1;
     }
     // Exports of a scoped token: export_scoped.rs.

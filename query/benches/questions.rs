@@ -55,27 +55,6 @@ const SORT_COLUMNS: [&str; 4] = [
     col::INTERVAL_START,
 ];
 
-/// The numeric columns the ingester writes without a dictionary (delta-encoded:
-/// `flowlake_ingester::parquet::DELTA_COLUMNS`), for `--layout ingester`.
-const DELTA_COLUMNS: [&str; 16] = [
-    col::INTERVAL_START,
-    col::INTERVAL_END,
-    col::SRC_PORT,
-    col::PACKETS,
-    col::BYTES,
-    col::TCP_SRTT_US,
-    col::DNS_LATENCY_US,
-    col::IP_VERSION,
-    col::DST_PORT,
-    col::ICMP_TYPE,
-    col::ICMP_CODE,
-    col::TCP_FLAGS,
-    col::TCP_RETRANSMITS,
-    col::TCP_RESETS,
-    col::TCP_HANDSHAKE_US,
-    col::DNS_ID,
-];
-
 fn writer_properties(layout: &str) -> WriterProperties {
     let mut b = WriterProperties::builder()
         .set_writer_version(WriterVersion::PARQUET_2_0)
@@ -83,7 +62,9 @@ fn writer_properties(layout: &str) -> WriterProperties {
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_max_row_group_row_count(Some(256 * 1024));
     if layout == "ingester" {
-        for c in DELTA_COLUMNS {
+        // The numeric columns, delta-encoded as the ingester writes them
+        // (`flowlake_ingester::parquet::DELTA_COLUMNS`).
+        for c in flowlake_schemas::NUMERIC_COLUMNS {
             b = b.set_column_dictionary_enabled(ColumnPath::from(c), false);
         }
     }

@@ -36,7 +36,9 @@ pub use record::{
     Direction, DnsInfo, Endpoint, FlowRecord, Identity, ObservationPoint, Protocol, TcpHealth,
     Verdict,
 };
-pub use schema::{PARTITION_COLUMNS, SCHEMA_VERSION, SCHEMA_VERSION_KEY, col, flow_schema};
+pub use schema::{
+    NUMERIC_COLUMNS, PARTITION_COLUMNS, SCHEMA_VERSION, SCHEMA_VERSION_KEY, col, flow_schema,
+};
 pub use validate::{check_evolution, conform_batch, is_conformed, validate_batch, validate_schema};
 
 #[cfg(test)]

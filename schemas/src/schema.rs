@@ -80,6 +80,26 @@ pub mod col {
 /// Partition columns of the table, outermost first.
 pub const PARTITION_COLUMNS: [&str; 2] = [col::DATE, col::HOUR];
 
+/// Every numeric column of the flow record.
+pub const NUMERIC_COLUMNS: [&str; 16] = [
+    col::INTERVAL_START,
+    col::INTERVAL_END,
+    col::SRC_PORT,
+    col::PACKETS,
+    col::BYTES,
+    col::TCP_SRTT_US,
+    col::DNS_LATENCY_US,
+    col::IP_VERSION,
+    col::DST_PORT,
+    col::ICMP_TYPE,
+    col::ICMP_CODE,
+    col::TCP_FLAGS,
+    col::TCP_RETRANSMITS,
+    col::TCP_RESETS,
+    col::TCP_HANDSHAKE_US,
+    col::DNS_ID,
+];
+
 /// Timestamps are microseconds since the Unix epoch in UTC (Delta's `timestamp`).
 pub fn timestamp_type() -> DataType {
     DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))

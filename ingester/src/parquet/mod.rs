@@ -31,24 +31,7 @@ pub const BLOOM_COLUMNS: [&str; 4] = [col::SRC_POD, col::DST_POD, col::SRC_IP, c
 /// the nearly unique ones (times, counters, latencies) falls back when it outgrows
 /// its page anyway; for the few-valued ones (ports, flags) the files came out no
 /// larger with delta encoding and ZSTD (BENCHMARKS.md).
-pub const DELTA_COLUMNS: [&str; 16] = [
-    col::INTERVAL_START,
-    col::INTERVAL_END,
-    col::SRC_PORT,
-    col::PACKETS,
-    col::BYTES,
-    col::TCP_SRTT_US,
-    col::DNS_LATENCY_US,
-    col::IP_VERSION,
-    col::DST_PORT,
-    col::ICMP_TYPE,
-    col::ICMP_CODE,
-    col::TCP_FLAGS,
-    col::TCP_RETRANSMITS,
-    col::TCP_RESETS,
-    col::TCP_HANDSHAKE_US,
-    col::DNS_ID,
-];
+pub const DELTA_COLUMNS: [&str; 16] = flowlake_schemas::NUMERIC_COLUMNS;
 
 /// Writer properties of every Parquet file Flowlake writes (ingest and compaction).
 pub fn writer_properties() -> WriterProperties {

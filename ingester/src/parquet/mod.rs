@@ -31,7 +31,8 @@ pub const BLOOM_COLUMNS: [&str; 4] = [col::SRC_POD, col::DST_POD, col::SRC_IP, c
 /// the nearly unique ones (times, counters, latencies) falls back when it outgrows
 /// its page anyway; for the few-valued ones (ports, flags) the files came out no
 /// larger with delta encoding and ZSTD (BENCHMARKS.md).
-pub const DELTA_COLUMNS: [&str; 16] = flowlake_schemas::NUMERIC_COLUMNS;
+pub const DELTA_COLUMNS: [&str; flowlake_schemas::NUMERIC_COLUMNS.len()] =
+    flowlake_schemas::NUMERIC_COLUMNS;
 
 /// Writer properties of every Parquet file Flowlake writes (ingest and compaction).
 pub fn writer_properties() -> WriterProperties {

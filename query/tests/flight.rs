@@ -20,6 +20,7 @@ use serde_json::{Value, json};
 use crate::support::*;
 
 mod client;
+mod tls;
 
 use client::{Client, Outcome};
 
@@ -195,12 +196,8 @@ fn write_tokens(path: &Path, namespace: &str) {
     std::fs::write(path, json!({ "tokens": tokens }).to_string()).unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn flight_sql_needs_a_read_token_and_keeps_to_its_namespaces() {
-    if !python_has("adbc_driver_flightsql") {
-        return;
-    }
-    // A namespace of the table, read over HTTP before the tokens exist.
+/// A namespace of the table, read over HTTP from a service without tokens.
+async fn first_namespace() -> String {
     let open = start_flight(shared_config()).await;
     let (_, first) = sql_json(
         &open,
@@ -208,15 +205,13 @@ async fn flight_sql_needs_a_read_token_and_keeps_to_its_namespaces() {
          GROUP BY 1 ORDER BY 1 LIMIT 1",
     )
     .await;
-    let ns = first[0]["ns"].as_str().unwrap().to_string();
     open.stop().await.unwrap();
+    first[0]["ns"].as_str().unwrap().to_string()
+}
 
-    let dir = tempfile::tempdir().unwrap();
-    let tokens = dir.path().join("tokens.json");
-    write_tokens(&tokens, &ns);
-    let mut cfg = shared_config();
-    cfg.token_file = Some(tokens);
-    let svc = start_flight(cfg).await;
+/// Missing, wrong and scope-less tokens (of [`write_tokens`]) are refused with their
+/// gRPC codes, the reader's is answered; `client` makes a client with a token.
+fn refuses_all_but_the_reader(client: impl Fn(Option<&str>) -> Client) {
     let one = vec!["SELECT 1 AS one".to_string()];
     // The driver's error text ends with the gRPC code: `(Unauthenticated; Prepare)`.
     for (token, expected) in [
@@ -224,16 +219,31 @@ async fn flight_sql_needs_a_read_token_and_keeps_to_its_namespaces() {
         (Some("wrong-secret"), "(Unauthenticated;"),
         (Some("exporter-secret"), "(PermissionDenied;"),
     ] {
-        let outcome = Client::new(&svc, token).run(&one).remove(0);
-        match outcome {
+        match client(token).run(&one).remove(0) {
             Outcome::Error(e) => assert!(e.contains(expected), "{token:?}: {e}"),
             Outcome::Rows(n) => panic!("{token:?} was answered with {n} rows"),
         }
     }
     assert!(matches!(
-        Client::new(&svc, Some("reader-secret")).run(&one)[0],
+        client(Some("reader-secret")).run(&one)[0],
         Outcome::Rows(1)
     ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flight_sql_needs_a_read_token_and_keeps_to_its_namespaces() {
+    if !python_has("adbc_driver_flightsql") {
+        return;
+    }
+    let ns = first_namespace().await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens.json");
+    write_tokens(&tokens, &ns);
+    let mut cfg = shared_config();
+    cfg.token_file = Some(tokens);
+    let svc = start_flight(cfg).await;
+    refuses_all_but_the_reader(|token| Client::new(&svc, token));
 
     // The team token: the same answer as over HTTP with the same token, every row
     // with its namespace at one end, and the counts of the Delta table filtered to it.

@@ -28,7 +28,15 @@ def connect():
     kw = {}
     if ARGS["token"]:
         kw["adbc.flight.sql.authorization_header"] = "Bearer " + ARGS["token"]
+    if ARGS["ca"]:
+        kw["adbc.flight.sql.client_option.tls_root_certs"] = open(ARGS["ca"]).read()
     return flight.connect(ARGS["uri"], db_kwargs=kw, autocommit=True)
+
+def http_context():
+    if not ARGS["ca"]:
+        return None
+    import ssl
+    return ssl.create_default_context(cafile=ARGS["ca"])
 
 def flight_table(conn, sql, prepared=False):
     cur = conn.cursor()
@@ -46,7 +54,7 @@ def http_table(sql):
         headers["authorization"] = "Bearer " + ARGS["token"]
     body = json.dumps({"sql": sql, "format": "arrow"}).encode()
     req = urllib.request.Request(ARGS["http"] + "/api/v1/sql", data=body, headers=headers)
-    with urllib.request.urlopen(req) as r:
+    with urllib.request.urlopen(req, context=http_context()) as r:
         return ipc.open_stream(r.read()).read_all()
 
 def rows(t):
@@ -75,8 +83,30 @@ impl Client {
                 "uri": format!("grpc://{flight}"),
                 "http": format!("http://{}", svc.addr()),
                 "token": token,
+                "ca": null,
             }),
         }
+    }
+
+    /// A client of a service serving TLS on both listeners: `grpc+tls://` and
+    /// `https://` to 127.0.0.1, trusting only the CA certificate at `ca` (PEM).
+    pub fn with_tls(svc: &RunningQuery, token: Option<&str>, ca: &Path) -> Self {
+        let mut client = Client::new(svc, token);
+        let flight = svc.flight_addr().expect("Flight SQL listener");
+        client.args["uri"] = json!(format!("grpc+tls://{flight}"));
+        client.args["http"] = json!(format!("https://{}", svc.addr()));
+        client.args["ca"] = json!(ca);
+        client
+    }
+
+    /// The same client talking plain gRPC (no TLS) to the Flight port.
+    pub fn without_tls(mut self) -> Self {
+        let uri = self.args["uri"]
+            .as_str()
+            .unwrap()
+            .replace("grpc+tls://", "grpc://");
+        self.args["uri"] = json!(uri);
+        self
     }
 
     /// Runs `body` after the prelude with `ARGS` (the client's, plus `extra`); it prints

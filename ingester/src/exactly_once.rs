@@ -230,12 +230,21 @@ pub fn plan(ids: &[Option<SequencedId>], view: &TxnView, now_ms: i64) -> Plan {
     let versions = &view.versions;
     let mut next: BTreeMap<String, Option<i64>> = BTreeMap::new();
     let mut late: BTreeMap<String, ()> = BTreeMap::new();
+    // Stored through their slot by this plan.
+    let mut marked: Vec<&SequencedId> = Vec::new();
+    let mut seen: std::collections::HashSet<&SequencedId> = std::collections::HashSet::new();
     let mut out = Plan::default();
     for id in ids {
         let Some(id) = id else {
             out.keep.push(true);
             continue;
         };
+        if !seen.insert(id) {
+            // A second copy in the same flush: the first is stored or left out.
+            out.committed += 1;
+            out.keep.push(false);
+            continue;
+        }
         let app = id.app_id();
         let table = versions.get(&app).copied();
         let current = *next.entry(app.clone()).or_insert(table);
@@ -271,8 +280,18 @@ pub fn plan(ids: &[Option<SequencedId>], view: &TxnView, now_ms: i64) -> Plan {
             }
             Status::New => {
                 next.insert(app, Some(id.mark(current)));
+                marked.push(id);
                 out.keep.push(true);
             }
+        }
+    }
+    // A batch marked in a block its slot leaves within this plan (a later batch
+    // of the producer [`SLOTS`] blocks on in the same flush) has its bit in no
+    // version the log keeps: it is recorded alone, as a late one is.
+    for id in marked {
+        let final_block = next.get(&id.app_id()).copied().flatten().map(|v| v >> 32);
+        if final_block != Some(id.block() as i64) {
+            late.insert(id.late_app_id(), ());
         }
     }
     out.txns = next
@@ -505,6 +524,36 @@ mod tests {
         let old = id("p/3").unwrap();
         let next = id(&format!("p/{}", later + 3)).unwrap();
         assert!(next.mark(Some(old.mark(None))) > old.mark(None));
+    }
+
+    #[test]
+    fn a_batch_before_its_successor_in_one_flush_is_recorded_alone() {
+        // p/3 in block 0, then p/259 in block 8 of the same slot: the commit
+        // moves the slot to block 8, so block 0's last version in the log
+        // lacks p/3's bit. p/3 is recorded alone, and a copy of it in the
+        // same flush or any later flush is left out.
+        let later = SLOTS * BLOCK + 3;
+        let ids = [id("p/3"), id(&format!("p/{later}")), id("p/3")];
+        let p = plan(&ids, &TxnView::default(), 0);
+        assert_eq!(p.keep, [true, true, false]);
+        assert_eq!((p.committed, p.late, p.unverifiable), (1, 0, 0));
+        let table = committed(&p);
+        assert_eq!(
+            table,
+            HashMap::from([
+                ("flowlake-batches/p/0".to_string(), (8 << 32) | (1 << 3)),
+                ("flowlake-late/p/3".to_string(), 1),
+            ])
+        );
+        // The log's history of slot 0 says block 0 was never held.
+        let mut view = view(table);
+        view.fates.insert(
+            ("flowlake-batches/p/0".to_string(), 0),
+            BlockFate::NeverHeld,
+        );
+        let again = plan(&[id("p/3"), id(&format!("p/{later}"))], &view, 1);
+        assert_eq!(again.keep, [false, false]);
+        assert!(again.txns.is_empty());
     }
 
     #[test]

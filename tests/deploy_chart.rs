@@ -502,3 +502,92 @@ fn tls_and_tokens_with_the_query_service_beside_the_ingester() {
     );
     check_collector_trust(&docs);
 }
+
+/// The Flight SQL port (`query.flightPort`) of the query container, its Service and
+/// the NetworkPolicy's open rule: `port` everywhere, or nowhere when 0.
+fn check_flight_port(docs: &[Value], query: &Container, port: Option<i32>) {
+    let listen = env_values(query)
+        .get("FLOWLAKE_QUERY_FLIGHT_LISTEN")
+        .cloned();
+    assert_eq!(listen, port.map(|p| format!("0.0.0.0:{p}")));
+    let container_port = query
+        .ports
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .find(|p| p.name.as_deref() == Some("flight"))
+        .map(|p| p.container_port);
+    assert_eq!(container_port, port);
+    let svc: Service = typed(find(docs, "Service", "flowlake-query"));
+    let svc_port = svc
+        .spec
+        .unwrap()
+        .ports
+        .unwrap()
+        .into_iter()
+        .find(|p| p.name.as_deref() == Some("flight"));
+    assert_eq!(svc_port.as_ref().map(|p| p.port), port);
+    if let Some(p) = svc_port {
+        use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+        assert_eq!(p.target_port, Some(IntOrString::String("flight".into())));
+        assert_eq!(p.app_protocol.as_deref(), Some("grpc"));
+    }
+    if docs.iter().any(|d| d["kind"] == "NetworkPolicy") {
+        let np: NetworkPolicy = typed(find(docs, "NetworkPolicy", "flowlake-ingest"));
+        let open: Vec<_> = np.spec.unwrap().ingress.unwrap()[1]
+            .ports
+            .clone()
+            .unwrap()
+            .into_iter()
+            .filter_map(|p| p.port)
+            .collect();
+        use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int;
+        let mut expected = vec![Int(8082)];
+        expected.extend(port.map(Int));
+        assert_eq!(open, expected, "the query ports are open to clients");
+    }
+}
+
+#[test]
+fn flight_sql_port_exposed_unless_off() {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(bin) = renderer(tmp.path()) else {
+        return;
+    };
+    let values = tmp.path().join("values.yaml");
+    // Default (8083), another port with the NetworkPolicy (query beside the ingester),
+    // and off with an object store (query in a Deployment of its own).
+    for (yaml, port) in [
+        (None, Some(8083)),
+        (
+            Some("networkPolicy: {enabled: true}\nquery: {flightPort: 9443}\n"),
+            Some(9443),
+        ),
+        (
+            Some(
+                "objectStore: {url: s3://flows/x}\nnetworkPolicy: {enabled: true}\nquery: {flightPort: 0}\n",
+            ),
+            None,
+        ),
+    ] {
+        if let Some(y) = yaml {
+            std::fs::write(&values, y).unwrap();
+        }
+        let docs = render(&bin, yaml.map(|_| values.as_path()));
+        check_all(&docs);
+        env_matches_flags(&docs);
+        let pod = match docs.iter().any(|d| d["kind"] == "Deployment") {
+            true => typed::<Deployment>(find(&docs, "Deployment", "flowlake-query"))
+                .spec
+                .template
+                .spec
+                .unwrap(),
+            false => typed::<StatefulSet>(find(&docs, "StatefulSet", "flowlake-ingester"))
+                .spec
+                .template
+                .spec
+                .unwrap(),
+        };
+        check_flight_port(&docs, container(&pod.containers, "query"), port);
+    }
+}

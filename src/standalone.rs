@@ -1,13 +1,17 @@
 //! `flowlake standalone`: ingester, query service and a flow source in one process,
-//! on a local table — the newcomer's first run.
+//! on a local table — the newcomer's first run. The collector's sinks (`--sinks
+//! ipfix,jsonl` and their flags, docs/exporters.md) get the same flows beside the
+//! local table.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use flowlake_collector::enrich::{EnrichMetrics, Enricher, system_clock};
 use flowlake_collector::ship::{ShipConfig, ShipMetrics, Shipper};
+use flowlake_collector::sink::{SinkArgs, SinkConfig, SinkKind, SinkMetrics, SinkSet};
 use flowlake_collector::{Datapath, DatapathConfig, DatapathMetrics};
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
@@ -48,6 +52,18 @@ pub struct StandaloneArgs {
     /// How often buffered rows are committed to the table.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration, env = "FLOWLAKE_STANDALONE_FLUSH_AGE")]
     pub flush_age: Duration,
+    /// Sinks beside the local table (which is always written: `ingester` is implied).
+    #[command(flatten)]
+    pub sinks: SinkArgs,
+}
+
+/// The sinks of `args` with the local table's ingester always among them.
+fn sink_config(args: SinkArgs) -> SinkConfig {
+    let mut config = SinkConfig::from(args);
+    if !config.has(SinkKind::Ingester) {
+        config.sinks.insert(0, SinkKind::Ingester);
+    }
+    config
 }
 
 /// Runs until Ctrl-C (or SIGTERM).
@@ -73,7 +89,7 @@ fn hostname() -> String {
 }
 
 /// Starts the eBPF datapath on this machine's interfaces, or says why it cannot.
-fn start_ebpf(shipper: &Shipper) -> anyhow::Result<Feed> {
+fn start_ebpf(sinks: &Arc<SinkSet>) -> anyhow::Result<Feed> {
     let config = DatapathConfig {
         cluster: "standalone".into(),
         node: hostname(),
@@ -85,7 +101,7 @@ fn start_ebpf(shipper: &Shipper) -> anyhow::Result<Feed> {
     let forward = tokio::spawn(flowlake_collector::agent::forward(
         flows,
         enricher,
-        shipper.sender(),
+        Arc::clone(sinks),
         None,
     ));
     println!(
@@ -95,13 +111,13 @@ fn start_ebpf(shipper: &Shipper) -> anyhow::Result<Feed> {
     Ok(Feed::Ebpf(datapath, forward))
 }
 
-fn start_gen(shipper: &Shipper, rate: f64, stop: CancellationToken) -> Feed {
+fn start_gen(sinks: &Arc<SinkSet>, rate: f64, stop: CancellationToken) -> Feed {
     let mut cfg = flowlake_gen::GenConfig::for_tests(PathBuf::new());
     cfg.topology = flowlake_gen::TopologyConfig::default();
     cfg.rate = rate;
     cfg.drop_share = 0.005;
     let feed = flowlake_gen::LiveFeed::new(cfg);
-    let tx = shipper.sender();
+    let sinks = Arc::clone(sinks);
     let task = tokio::spawn(async move {
         let mut next = feed.interval_start(chrono::Utc::now());
         loop {
@@ -113,9 +129,7 @@ fn start_gen(shipper: &Shipper, rate: f64, stop: CancellationToken) -> Feed {
                 _ = tokio::time::sleep(wait) => {}
             }
             // An interval is reported when it ends, like the collector does.
-            if tx.send(feed.interval(next)).await.is_err() {
-                return;
-            }
+            sinks.send(feed.interval(next));
             next += chrono::Duration::seconds(10);
         }
     });
@@ -161,24 +175,37 @@ async fn serve(args: StandaloneArgs, shutdown: CancellationToken) -> anyhow::Res
         ShipMetrics::register(&mut Registry::default()),
         system_clock(),
     )?;
+    let sink_config = sink_config(args.sinks);
+    let sinks = Arc::new(SinkSet::start(
+        flowlake_collector::sink::open(&sink_config, Some(shipper.sender()))?,
+        sink_config.queue_batches,
+        SinkMetrics::register(&mut Registry::default()),
+        system_clock(),
+    )?);
 
     let feed = match args.source {
-        Source::Gen => start_gen(&shipper, args.gen_rate, shutdown.clone()),
-        Source::Ebpf => start_ebpf(&shipper)?,
-        Source::Auto => match start_ebpf(&shipper) {
+        Source::Gen => start_gen(&sinks, args.gen_rate, shutdown.clone()),
+        Source::Ebpf => start_ebpf(&sinks)?,
+        Source::Auto => match start_ebpf(&sinks) {
             Ok(feed) => feed,
             Err(e) => {
                 println!(
                     "cannot observe this machine with eBPF ({:#}); run as root with BPF for real traffic",
                     e
                 );
-                start_gen(&shipper, args.gen_rate, shutdown.clone())
+                start_gen(&sinks, args.gen_rate, shutdown.clone())
             }
         },
     };
 
     let base = format!("http://{}", query.addr());
     println!("flowlake standalone: table in {}", table.display());
+    if sink_config.has(SinkKind::Jsonl) {
+        println!("  flow log:  {}", sink_config.jsonl.path.display());
+    }
+    if let Some(ipfix) = &sink_config.ipfix {
+        println!("  IPFIX:     {} ({:?})", ipfix.target, ipfix.transport);
+    }
     println!(
         "  SQL:       curl -s {base}/api/v1/sql -H 'content-type: application/json' -d '{{\"sql\": \"select count(*) from flows\"}}'"
     );
@@ -199,6 +226,10 @@ async fn serve(args: StandaloneArgs, shutdown: CancellationToken) -> anyhow::Res
         Feed::Gen(task) => {
             let _ = task.await;
         }
+    }
+    // Every sink writes what it holds before the shipper drains into the table.
+    if let Ok(sinks) = Arc::try_unwrap(sinks) {
+        tokio::task::spawn_blocking(move || sinks.close()).await?;
     }
     shipper.shutdown().await;
     ingester.shutdown().await.context("stopping the ingester")?;

@@ -1,7 +1,9 @@
 //! `flowlake standalone`, the README's run command, as a newcomer runs it (with
 //! synthetic traffic, so it needs no privileges): it prints its SQL endpoint, the
 //! flows it is fed become queryable, the shipped Grafana dashboards' queries are
-//! answered, and SIGTERM stops it cleanly.
+//! answered, and SIGTERM stops it cleanly. With `--sinks jsonl` the same flows go to a
+//! JSON-lines flow log beside the table: DuckDB over the log and over the table's
+//! files (python deltalake lists them) count the same rows and bytes.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -92,10 +94,13 @@ fn dashboards_work_against(base: &str) {
 #[test]
 fn standalone_feeds_stores_and_answers() {
     let dir = tempfile::tempdir().unwrap();
+    let flow_log = dir.path().join("log/flows.jsonl");
     let mut child = crate::flowlake()
         .args(["standalone", "--source", "gen", "--listen", "127.0.0.1:0"])
         .args(["--gen-rate", "100", "--flush-age", "1s", "--data-dir"])
         .arg(dir.path())
+        .args(["--sinks", "jsonl", "--jsonl-path"])
+        .arg(&flow_log)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -151,4 +156,36 @@ fn standalone_feeds_stores_and_answers() {
     let status = child.wait().unwrap();
     assert!(status.success(), "clean exit on SIGTERM: {status:?}");
     assert!(dir.path().join("table/_delta_log").is_dir());
+    log_holds_the_table(&dir.path().join("table"), &flow_log, rows);
+}
+
+/// The flow log and the table hold the same records after a clean stop: count, sum of
+/// bytes and rows with a source pod, by DuckDB over both; at least `seen` rows.
+fn log_holds_the_table(table: &std::path::Path, log: &std::path::Path, seen: u64) {
+    let Some(mut python) = flowlake_testkit::python_with("deltalake, duckdb") else {
+        return;
+    };
+    let script = r#"
+import sys, json, duckdb
+from deltalake import DeltaTable
+files = DeltaTable(sys.argv[1]).file_uris()
+q = "select count(*), sum(bytes), count(src_pod) from {}"
+db = duckdb.connect()
+table = db.execute(q.format("read_parquet(?)"), [files]).fetchone()
+log = db.execute(q.format("read_json_auto(?, format='newline_delimited')"), [sys.argv[2]]).fetchone()
+print(json.dumps({"table": list(table), "log": list(log)}))
+"#;
+    let out = flowlake_testkit::json_output(
+        python
+            .args([
+                "-c",
+                &format!("{script}\nimport os, sys\nsys.stdout.flush()\nos._exit(0)"),
+            ])
+            .arg(table)
+            .arg(log),
+    );
+    assert_eq!(out["log"], out["table"], "{out}");
+    let n = out["table"][0].as_u64().unwrap();
+    assert!(n >= seen && n % 1000 == 0, "{out}");
+    assert!(out["log"][2].as_u64().unwrap() > 0, "{out}");
 }

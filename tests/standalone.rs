@@ -186,6 +186,6 @@ print(json.dumps({"table": list(table), "log": list(log)}))
     );
     assert_eq!(out["log"], out["table"], "{out}");
     let n = out["table"][0].as_u64().unwrap();
-    assert!(n >= seen && n % 1000 == 0, "{out}");
+    assert!(n >= seen && n.is_multiple_of(1000), "{out}");
     assert!(out["log"][2].as_u64().unwrap() > 0, "{out}");
 }

@@ -52,6 +52,9 @@ struct flow_stats {
 	__u32 tcp_flags;
 	__u32 resets; /* TCP segments with RST (they bypass the flow cache) */
 	__u32 pad;
+	/* Packets on the wire: per skb max(1, gso_segs), so a GSO/GRO
+	 * super-packet counts its segments (`packets` counts it once). */
+	__u64 wire_packets;
 };
 
 /* The per-CPU flow cache in front of the flows hash (flows.bpf.c): slots per

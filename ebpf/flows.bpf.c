@@ -260,6 +260,7 @@ static __always_inline void flow_add(struct flow_key *key, struct flow_stats *ad
 	 * CPUs flushing the same key at once may keep either's time). */
 	__sync_fetch_and_add(&st->packets, add->packets);
 	__sync_fetch_and_add(&st->bytes, add->bytes);
+	__sync_fetch_and_add(&st->wire_packets, add->wire_packets);
 	if (add->resets)
 		__sync_fetch_and_add(&st->resets, add->resets);
 	if ((st->tcp_flags | add->tcp_flags) != st->tcp_flags) {
@@ -326,6 +327,11 @@ static __always_inline int observe(struct __sk_buff *skb, __u32 direction)
 	 * Userspace converts them with the calibrated clock (clock_sample). */
 	__u64 now = bpf_jiffies64();
 	__u64 bytes = skb->len - l2;
+	/* Wire packets: a GSO skb (sent, before segmentation) or a GRO skb
+	 * (received, merged) carries gso_segs segments; others carry one. */
+	__u64 segs = skb->gso_segs;
+	if (segs == 0)
+		segs = 1;
 
 	if (p.tcp_flags & (TCP_SYN | TCP_RST)) {
 		/* Handshake packets and resets go straight to the hash: the
@@ -335,6 +341,7 @@ static __always_inline int observe(struct __sk_buff *skb, __u32 direction)
 		struct flow_stats one = {
 			.packets = 1,
 			.bytes = bytes,
+			.wire_packets = segs,
 			.first_jiffies = now,
 			.last_jiffies = now,
 			.tcp_flags = p.tcp_flags,
@@ -355,6 +362,7 @@ static __always_inline int observe(struct __sk_buff *skb, __u32 direction)
 		if (c->stats.packets && key_eq(&c->key, &key)) {
 			c->stats.packets += 1;
 			c->stats.bytes += bytes;
+			c->stats.wire_packets += segs;
 			c->stats.last_jiffies = now;
 			c->stats.tcp_flags |= p.tcp_flags;
 		} else {
@@ -363,6 +371,7 @@ static __always_inline int observe(struct __sk_buff *skb, __u32 direction)
 			c->key = key;
 			c->stats.packets = 1;
 			c->stats.bytes = bytes;
+			c->stats.wire_packets = segs;
 			c->stats.first_jiffies = now;
 			c->stats.last_jiffies = now;
 			c->stats.handshake_us = 0;

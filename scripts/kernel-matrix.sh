@@ -42,6 +42,7 @@ TESTS=(
   datapath::node::node_socket_drops_are_node_level
   datapath::dns::large_dns_over_udp_tcp_ipv6_and_from_the_node
   datapath::eviction::full_flow_map_losses_are_exactly_what_is_missing
+  datapath::gso::wire_packets_count_gso_segments
   datapath::l3::tun_traffic_counted_exactly
   datapath::preflight::verdict_and_capabilities
 )

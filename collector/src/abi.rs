@@ -49,11 +49,14 @@ pub struct FlowStats {
     /// TCP segments with RST.
     pub resets: u32,
     pub pad: u32,
+    /// Packets on the wire: `max(1, gso_segs)` per kernel buffer, so a GSO or
+    /// GRO super-packet counts its segments (`packets` counts it once).
+    pub wire_packets: u64,
 }
 
 impl FlowStats {
     /// Merges entries of one key (flows map entry, flow cache slots of each CPU):
-    /// packets and bytes summed, flags ORed, the earliest first time of the
+    /// packets, wire packets and bytes summed, flags ORed, the earliest first time of the
     /// copies that saw packets, the latest last time, the largest handshake.
     pub fn merge(copies: &[FlowStats]) -> FlowStats {
         let mut out = FlowStats::default();
@@ -63,6 +66,7 @@ impl FlowStats {
             }
             out.packets += c.packets;
             out.bytes += c.bytes;
+            out.wire_packets += c.wire_packets;
             out.last_jiffies = out.last_jiffies.max(c.last_jiffies);
             out.handshake_us = out.handshake_us.max(c.handshake_us);
             out.tcp_flags |= c.tcp_flags;
@@ -166,14 +170,15 @@ const _: () = {
     assert!(offset_of!(FlowKey, icmp_code) == 39);
     assert!(offset_of!(FlowKey, ifindex) == 40);
     assert!(offset_of!(FlowKey, direction) == 44);
-    assert!(size_of::<FlowStats>() == 48);
+    assert!(size_of::<FlowStats>() == 56);
     assert!(offset_of!(FlowStats, bytes) == 8);
     assert!(offset_of!(FlowStats, first_jiffies) == 16);
     assert!(offset_of!(FlowStats, last_jiffies) == 24);
     assert!(offset_of!(FlowStats, handshake_us) == 32);
     assert!(offset_of!(FlowStats, tcp_flags) == 36);
     assert!(offset_of!(FlowStats, resets) == 40);
-    assert!(size_of::<FlowCacheSlot>() == 96);
+    assert!(offset_of!(FlowStats, wire_packets) == 48);
+    assert!(size_of::<FlowCacheSlot>() == 104);
     assert!(offset_of!(FlowCacheSlot, stats) == 48);
     assert!(size_of::<ClockSample>() == 16);
     assert!(offset_of!(ClockSample, boot_ns) == 8);
@@ -270,6 +275,7 @@ mod tests {
             tcp_flags: 0x02,
             resets: 1,
             pad: 0,
+            wire_packets: 40,
         };
         let idle = FlowStats {
             handshake_us: 7,
@@ -284,6 +290,7 @@ mod tests {
             tcp_flags: 0x10,
             resets: 2,
             pad: 0,
+            wire_packets: 2,
         };
         let m = FlowStats::merge(&[idle, a, b]);
         assert_eq!(
@@ -297,6 +304,7 @@ mod tests {
                 tcp_flags: 0x12,
                 resets: 3,
                 pad: 0,
+                wire_packets: 42,
             }
         );
         assert_eq!(FlowStats::merge(&[a]), a);

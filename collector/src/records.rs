@@ -151,6 +151,7 @@ impl RecordContext<'_> {
                 .then_some((k.icmp_type, k.icmp_code)),
             packets: 0,
             bytes: 0,
+            wire_packets: None,
             tcp_flags: (protocol == Protocol::Tcp).then_some(0),
             verdict: Verdict::Forwarded,
             drop_reason: None,
@@ -200,6 +201,7 @@ impl RecordContext<'_> {
         let mut r = self.base(k, point, Some(iface));
         r.packets = s.packets;
         r.bytes = s.bytes;
+        r.wire_packets = Some(s.wire_packets);
         if r.protocol == Protocol::Tcp {
             r.tcp_flags = Some(s.tcp_flags as u16);
             if self.sending(point, r.src.ip) {

@@ -521,6 +521,7 @@ impl HourStream {
             icmp: None,
             packets: leg.packets,
             bytes: leg.bytes,
+            wire_packets: None,
             tcp_flags: if protocol == Protocol::Tcp {
                 leg.flags
             } else {

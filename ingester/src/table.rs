@@ -117,7 +117,10 @@ impl Table {
         let (b, url) = builder(cfg)?;
         let mut delta = b.build()?;
         match delta.load().await {
-            Ok(()) => return Ok(Table { delta, url }),
+            Ok(()) => {
+                let delta = add_missing_columns(delta, cfg).await?;
+                return Ok(Table { delta, url });
+            }
             Err(DeltaTableError::NotATable(_)) => {}
             Err(e) => return Err(e.into()),
         }
@@ -390,6 +393,43 @@ impl PartitionValues {
         ]
         .into_iter()
         .collect()
+    }
+}
+
+/// Adds the columns of this build's flow schema that the table lacks, in one
+/// metadata commit (a table created by an older version: schema evolution
+/// only adds nullable columns, `check_evolution`); their values in older
+/// files read as null. Another replica adding them first is fine.
+async fn add_missing_columns(delta: DeltaTable, cfg: &TableConfig) -> Result<DeltaTable> {
+    let old = RecordBatchWriter::for_table(&delta)?.arrow_schema();
+    flowlake_schemas::check_evolution(&old, &flow_schema())
+        .map_err(|e| IngestError::Internal(format!("flow table schema: {e}")))?;
+    let want: StructType = flow_schema().as_ref().try_into_kernel()?;
+    let missing: Vec<_> = want
+        .fields()
+        .filter(|f| old.field_with_name(f.name()).is_err())
+        .cloned()
+        .collect();
+    if missing.is_empty() {
+        return Ok(delta);
+    }
+    let names: Vec<String> = missing.iter().map(|f| f.name().clone()).collect();
+    match delta.add_columns().with_fields(missing).await {
+        Ok(delta) => {
+            tracing::info!(columns = ?names, "flow table: columns added");
+            Ok(delta)
+        }
+        Err(e) => {
+            tracing::info!(error = %e, "adding columns raced with another writer; reopening");
+            let table = Table::open(cfg).await?;
+            let now = RecordBatchWriter::for_table(&table.delta)?.arrow_schema();
+            match names.iter().find(|n| now.field_with_name(n).is_err()) {
+                None => Ok(table.delta),
+                Some(n) => Err(IngestError::Internal(format!(
+                    "flow table: column {n} could not be added: {e}"
+                ))),
+            }
+        }
     }
 }
 

@@ -8,6 +8,7 @@ mod capture;
 mod cloud;
 mod common;
 mod compaction;
+mod evolution;
 mod gcs;
 mod reader;
 mod recovery;

@@ -97,7 +97,7 @@ async fn python_deltalake_and_duckdb_read_what_was_sent() {
     assert_eq!(got["duck_rows"], 5000, "{got}");
     assert_eq!(got["duck_bytes"], want_bytes, "{got}");
     assert_eq!(got["partitions"], 3, "{got}");
-    assert_eq!(got["columns"], 48, "{got}");
+    assert_eq!(got["columns"], 49, "{got}");
     // String and map columns, written from dictionaries, read back the same.
     let (strings, maps) = string_digests(&batch);
     assert_eq!(got["strings"], strings);

@@ -120,6 +120,10 @@ pub fn batch_to_records(batch: &RecordBatch) -> Result<Vec<FlowRecord>> {
     let (src_port, dst_port) = (c.i32(col::SRC_PORT), c.i32(col::DST_PORT));
     let (icmp_type, icmp_code) = (c.i16(col::ICMP_TYPE), c.i16(col::ICMP_CODE));
     let (packets, bytes) = (c.i64(col::PACKETS), c.i64(col::BYTES));
+    // Nullable and newer than version 1's first writers: may be absent.
+    let wire = batch
+        .column_by_name(col::WIRE_PACKETS)
+        .map(|a| a.as_primitive::<Int64Type>());
     let flags = c.i16(col::TCP_FLAGS);
     let (verdict, reason) = (c.str(col::VERDICT), c.str(col::DROP_REASON));
     let (retrans, resets) = (c.i32(col::TCP_RETRANSMITS), c.i32(col::TCP_RESETS));
@@ -185,6 +189,7 @@ pub fn batch_to_records(batch: &RecordBatch) -> Result<Vec<FlowRecord>> {
             icmp,
             packets: unsigned(packets.value(i)),
             bytes: unsigned(bytes.value(i)),
+            wire_packets: wire.and_then(|a| opt(a, i)).map(unsigned),
             tcp_flags: opt(flags, i).map(|f| f as u16),
             verdict: verdict.value(i).parse::<Verdict>()?,
             drop_reason: reason.is_valid(i).then(|| Arc::from(reason.value(i))),

@@ -233,8 +233,12 @@ pub struct FlowRecord {
     pub src: Endpoint,
     pub dst: Endpoint,
     pub icmp: Option<(u8, u8)>,
+    /// Kernel buffers (`sk_buff`s): a GSO/GRO super-packet counts once.
     pub packets: u64,
     pub bytes: u64,
+    /// Packets on the wire (a super-packet counts its segments); `None` where
+    /// the source does not count segments (drop rows, other sources).
+    pub wire_packets: Option<u64>,
     /// OR of the TCP flags seen (FIN=0x01 … CWR=0x80, NS=0x100).
     pub tcp_flags: Option<u16>,
     pub verdict: Verdict,

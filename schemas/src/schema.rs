@@ -33,6 +33,7 @@ pub mod col {
     pub const ICMP_CODE: &str = "icmp_code";
     pub const PACKETS: &str = "packets";
     pub const BYTES: &str = "bytes";
+    pub const WIRE_PACKETS: &str = "wire_packets";
     pub const TCP_FLAGS: &str = "tcp_flags";
     pub const VERDICT: &str = "verdict";
     pub const DROP_REASON: &str = "drop_reason";
@@ -81,12 +82,13 @@ pub mod col {
 pub const PARTITION_COLUMNS: [&str; 2] = [col::DATE, col::HOUR];
 
 /// Every numeric column of the flow record.
-pub const NUMERIC_COLUMNS: [&str; 16] = [
+pub const NUMERIC_COLUMNS: [&str; 17] = [
     col::INTERVAL_START,
     col::INTERVAL_END,
     col::SRC_PORT,
     col::PACKETS,
     col::BYTES,
+    col::WIRE_PACKETS,
     col::TCP_SRTT_US,
     col::DNS_LATENCY_US,
     col::IP_VERSION,
@@ -156,6 +158,8 @@ fn build_schema() -> Schema {
         Field::new(col::ICMP_CODE, DataType::Int16, true),
         Field::new(col::PACKETS, DataType::Int64, false),
         Field::new(col::BYTES, DataType::Int64, false),
+        // Added after version 1's first tables: nullable (validate.rs rule).
+        Field::new(col::WIRE_PACKETS, DataType::Int64, true),
         Field::new(col::TCP_FLAGS, DataType::Int16, true),
         Field::new(col::VERDICT, DataType::Utf8, false),
         Field::new(col::DROP_REASON, DataType::Utf8, true),
@@ -206,7 +210,7 @@ mod tests {
         names.sort();
         names.dedup();
         assert_eq!(names.len(), total, "column names are unique");
-        assert_eq!(total, 48);
+        assert_eq!(total, 49);
     }
 
     #[test]

@@ -44,6 +44,7 @@ fn tcp_record() -> FlowRecord {
         icmp: None,
         packets: 12,
         bytes: 4096,
+        wire_packets: Some(40),
         tcp_flags: Some(0x1b),
         verdict: Verdict::Forwarded,
         drop_reason: None,
@@ -85,6 +86,7 @@ fn drop_record() -> FlowRecord {
     r.tcp_flags = None;
     r.verdict = Verdict::Dropped;
     r.drop_reason = Some("NETFILTER_DROP".into());
+    r.wire_packets = None;
     // Next hour: a second partition inside the same batch.
     r.interval_start = Utc.with_ymd_and_hms(2026, 11, 25, 8, 0, 0).unwrap();
     r.dst.identity = Some(Arc::new(Identity::default()));
@@ -249,13 +251,14 @@ fn newer_schema_version_is_refused() {
 
 #[test]
 fn older_writer_batch_is_conformed() {
-    // A writer that knows neither DNS columns nor labels, with columns reordered.
+    // A writer that knows neither DNS columns, labels nor wire packets, with
+    // columns reordered.
     let batch = records_to_batch(&[tcp_record(), drop_record()]);
     let schema = batch.schema();
     let mut keep: Vec<usize> = (0..batch.num_columns())
         .filter(|&i| {
             let n = schema.field(i).name();
-            !n.starts_with("dns_") && !n.ends_with("_labels")
+            !n.starts_with("dns_") && !n.ends_with("_labels") && n != col::WIRE_PACKETS
         })
         .collect();
     keep.reverse();
@@ -273,6 +276,7 @@ fn older_writer_batch_is_conformed() {
     );
     let back = batch_to_records(&conformed).unwrap();
     assert_eq!(back[0].packets, 12);
+    assert_eq!(back[0].wire_packets, None, "absent column: not counted");
     assert_eq!(
         back[0].src.identity.as_ref().unwrap().pod.as_deref(),
         Some("web-1")

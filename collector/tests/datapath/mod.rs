@@ -9,6 +9,7 @@ mod cni;
 mod dns;
 mod dnsmasq;
 mod eviction;
+mod gso;
 pub(crate) mod harness;
 mod health;
 mod l3;

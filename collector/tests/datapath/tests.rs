@@ -11,7 +11,7 @@ use super::dnsmasq::*;
 use super::harness::*;
 
 /// Receives everything on a TCP listener in the pod at `ns`.
-fn tcp_sink(t: &Topology, pod: usize, addr: SocketAddr) -> std::thread::JoinHandle<u64> {
+pub(super) fn tcp_sink(t: &Topology, pod: usize, addr: SocketAddr) -> std::thread::JoinHandle<u64> {
     let (tx, rx) = std::sync::mpsc::channel();
     let h = in_netns(t.pod_ns_path(pod), move || {
         let l = TcpListener::bind(addr).unwrap();
@@ -31,7 +31,7 @@ fn tcp_sink(t: &Topology, pod: usize, addr: SocketAddr) -> std::thread::JoinHand
     h
 }
 
-fn tcp_send(t: &Topology, pod: usize, to: SocketAddr, bytes: usize) {
+pub(super) fn tcp_send(t: &Topology, pod: usize, to: SocketAddr, bytes: usize) {
     in_netns(t.pod_ns_path(pod), move || {
         let mut s = TcpStream::connect_timeout(&to, Duration::from_secs(5)).unwrap();
         s.write_all(&vec![7u8; bytes]).unwrap();

@@ -70,6 +70,7 @@ fn to(dst: &str) -> FlowRecord {
         icmp: None,
         packets: 3,
         bytes: 180,
+        wire_packets: None,
         tcp_flags: Some(0x12),
         verdict: Verdict::Forwarded,
         drop_reason: None,

@@ -176,6 +176,11 @@ impl FlowBatchBuilder {
             end_us: r.interval_end.timestamp_micros(),
             packets: saturating_i64(r.packets),
             bytes: saturating_i64(r.bytes),
+            wire_packets: or_null(
+                r.wire_packets.map(saturating_i64),
+                has::WIRE_PACKETS,
+                &mut valid,
+            ),
             srtt_us: or_null(
                 tcp.and_then(|t| t.srtt_us).map(saturating_i64),
                 has::SRTT,
@@ -269,6 +274,11 @@ impl FlowBatchBuilder {
         )));
         cols.push(Arc::new(numbers::<Int64Type>(f.packets)));
         cols.push(Arc::new(numbers::<Int64Type>(f.bytes)));
+        cols.push(Arc::new(optional::<Int64Type>(
+            f.wire_packets,
+            valid,
+            has::WIRE_PACKETS,
+        )));
         cols.push(Arc::new(optional::<Int16Type>(
             f.tcp_flags,
             valid,

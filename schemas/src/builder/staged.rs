@@ -16,6 +16,7 @@ pub(super) mod has {
     pub const TCP: u16 = 1 << 4;
     pub const SRTT: u16 = 1 << 5;
     pub const HANDSHAKE: u16 = 1 << 6;
+    pub const WIRE_PACKETS: u16 = 1 << 7;
 }
 
 /// Rows transposed per block: 1024 staged rows are 128 KiB, well inside L2.
@@ -55,6 +56,7 @@ staged! {
     end_us: i64,
     packets: i64,
     bytes: i64,
+    wire_packets: i64,
     srtt_us: i64,
     handshake_us: i64,
     cluster: u32,

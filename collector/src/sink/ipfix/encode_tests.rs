@@ -116,6 +116,7 @@ fn record(i: u64, v6: bool) -> FlowRecord {
         icmp: None,
         packets: i + 1,
         bytes: 1000 + i,
+        wire_packets: None,
         tcp_flags: Some(0x12),
         verdict: if i.is_multiple_of(2) {
             Verdict::Forwarded

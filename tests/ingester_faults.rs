@@ -11,6 +11,7 @@ mod input;
 mod kills;
 mod limits;
 mod replicas;
+mod start_order;
 mod store;
 
 use std::collections::BTreeMap;
@@ -106,6 +107,14 @@ pub fn request(
     s.read_to_end(&mut out)?;
     let text = String::from_utf8_lossy(&out).to_string();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let chunked = head
+        .lines()
+        .any(|l| l.eq_ignore_ascii_case("transfer-encoding: chunked"));
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
     let status = head
         .split_whitespace()
         .nth(1)
@@ -119,8 +128,23 @@ pub fn request(
     Ok(Answer {
         status,
         retry_after,
-        body: body.to_string(),
+        body,
     })
+}
+
+/// A `Transfer-Encoding: chunked` body as its content.
+fn dechunk(mut rest: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let size = usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16);
+        let Ok(size) = size else { break };
+        if size == 0 || after.len() < size {
+            break;
+        }
+        out.push_str(&after[..size]);
+        rest = after[size..].strip_prefix("\r\n").unwrap_or(&after[size..]);
+    }
+    out
 }
 
 pub fn post(addr: SocketAddr, b: &Batch) -> std::io::Result<Answer> {
@@ -360,8 +384,8 @@ pub fn assert_table_holds(table: &str, storage_options: &[(&str, &str)], acked: 
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert_eq!(seen, Some(want), "rows in the table vs acknowledged");
     let Some(found) = table_by_batch(table, storage_options) else {
+        assert_eq!(seen, Some(want), "rows in the table vs acknowledged");
         return;
     };
     let expected: BTreeMap<String, (u64, u64)> = acked
@@ -376,9 +400,21 @@ pub fn assert_table_holds(table: &str, storage_options: &[(&str, &str)], acked: 
         .keys()
         .filter(|id| !expected.contains_key(*id))
         .collect();
+    let wrong: Vec<String> = missing
+        .iter()
+        .map(|(id, v)| format!("{id}: want {v:?}, found {:?}", found.get(*id)))
+        .collect();
     assert!(
         missing.is_empty() && unknown.is_empty(),
-        "batches missing or doubled (want rows, bytes): {missing:?}; in the table but never acknowledged: {unknown:?}"
+        "{} rows in the table, {want} acknowledged; {} batches missing or doubled \
+         (rows, bytes): {wrong:?}; in the table but never acknowledged: {unknown:?}",
+        seen.unwrap_or(0),
+        wrong.len(),
+    );
+    assert_eq!(
+        seen,
+        Some(want),
+        "rows in the table (its statistics) vs acknowledged"
     );
     eprintln!(
         "table checked by Python deltalake: {} batches, {want} rows, each exactly once",
@@ -405,8 +441,12 @@ impl Drop for Moto {
 }
 
 pub fn start_moto() -> Option<(Moto, String)> {
+    start_moto_at(free_addr())
+}
+
+/// [`start_moto`] listening on `addr`.
+pub fn start_moto_at(addr: SocketAddr) -> Option<(Moto, String)> {
     let mut python = flowlake_testkit::python_with("moto.server, flask")?;
-    let addr = free_addr();
     let child = python
         .args(["-m", "moto.server", "-H", "127.0.0.1", "-p"])
         .arg(addr.port().to_string())

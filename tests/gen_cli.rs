@@ -30,7 +30,7 @@ fn gen_into(dir: &Path, format: &str) {
 }
 
 #[test]
-fn pyarrow_and_duckdb_read_generated_files() {
+fn pyarrow_duckdb_pandas_and_polars_read_generated_files() {
     let Some(mut python) = python_with("pyarrow, duckdb") else {
         return;
     };
@@ -49,12 +49,12 @@ assert str(t.schema.field("interval_start").type) == "timestamp[us, tz=UTC]"
 assert str(t.schema.field("dst_port").type) == "int32"
 assert sorted(set(t["hour"].to_pylist())) == [10, 11], set(t["hour"].to_pylist())
 assert set(t["date"].to_pylist()) == {"2026-02-01"}
-assert t.num_columns == 48, t.num_columns
+assert t.num_columns == int(sys.argv[2]), t.num_columns
 # pyarrow's own hive discovery (what pandas.read_parquet uses).
 assert pq.read_table(root + "/pq").num_rows == 20000
 # The Arrow IPC files the same way.
 a = ds.dataset(root + "/ipc", format="ipc", partitioning="hive").to_table()
-assert a.num_rows == 20000 and a.num_columns == 48
+assert a.num_rows == 20000 and a.num_columns == int(sys.argv[2])
 tables = [ipc.open_file(f).read_all() for f in sorted(glob.glob(root + "/ipc/*/*/*.arrow"))]
 assert sum(x.num_rows for x in tables) == 20000
 con = duckdb.connect()
@@ -79,10 +79,47 @@ label = con.execute(
 assert label, label
 print("ok", rows, bytes_, drops)
 "#;
+    let stdout = run_script(&mut python, script, dir.path());
+    assert!(stdout.starts_with("ok 20000"), "{stdout}");
+    let bytes = stdout.split_whitespace().nth(2).unwrap().to_string();
+
+    // pandas (`read_parquet` on the directory) and polars (`scan_parquet` with
+    // hive partitioning) read the same rows, with `hour` typed from the paths.
+    let Some(mut python) = python_with("pandas, polars, pyarrow") else {
+        return;
+    };
+    let script = r#"
+import sys, pandas as pd, polars as pl, pyarrow.dataset as ds
+root = sys.argv[1] + "/pq"
+df = pd.read_parquet(root)
+columns = ds.dataset(root, format="parquet", partitioning="hive").schema.names
+assert len(df) == 20000 and list(df.columns) == columns, (df.shape, columns)
+assert sorted(int(h) for h in df["hour"].unique()) == [10, 11], df["hour"].unique()
+assert set(str(d) for d in df["date"].unique()) == {"2026-02-01"}
+p = pl.scan_parquet(root + "/**/*.parquet", hive_partitioning=True)
+r = p.select(pl.len(), pl.col("bytes").sum(), pl.col("hour").n_unique()).collect().row(0)
+assert r[0] == 20000 and r[2] == 2, r
+assert p.collect_schema()["hour"].is_integer(), p.collect_schema()["hour"]
+assert int(df["bytes"].sum()) == r[1], (int(df["bytes"].sum()), r[1])
+print("ok", r[0], r[1])
+"#;
+    let stdout = run_script(&mut python, script, dir.path());
+    assert_eq!(
+        stdout.trim(),
+        format!("ok 20000 {bytes}"),
+        "pandas and polars"
+    );
+}
+
+/// Runs the Python `script` with the arguments `dir` and the flow schema's column
+/// count; its standard output.
+fn run_script(python: &mut std::process::Command, script: &str, dir: &Path) -> String {
+    let columns = flowlake_schemas::flow_schema().fields().len().to_string();
     let out = python
         .arg("-c")
         .arg(script)
-        .arg(dir.path())
+        .arg(dir)
+        .arg(columns)
         .output()
         .unwrap();
     assert!(
@@ -91,5 +128,5 @@ print("ok", rows, bytes_, drops)
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).starts_with("ok 20000"));
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }

@@ -80,7 +80,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
             } else {
                 print!("{}", found.render());
             }
-            Ok(if found.flows {
+            Ok(if found.ok {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE

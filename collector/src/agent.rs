@@ -16,6 +16,7 @@ use crate::config::{CollectorArgs, DatapathConfig};
 use crate::enrich::{EnrichArgs, EnrichConfig, EnrichMetrics, Enricher, system_clock};
 use crate::error::{CollectorError, Result};
 use crate::metrics::DatapathMetrics;
+use crate::plugins::{PluginSet, PluginState};
 use crate::retina::{self, LossSources, RetinaArgs, RetinaConfig, RetinaMetrics};
 use crate::ship::{LossReport, ShipArgs, ShipConfig, ShipMetrics, Shipper};
 
@@ -55,12 +56,16 @@ pub struct AgentConfig {
 
 impl From<AgentArgs> for AgentConfig {
     fn from(a: AgentArgs) -> Self {
+        let datapath: DatapathConfig = a.datapath.into();
+        let mut metrics: RetinaConfig = a.metrics.into();
+        // One selection, one set of states for the datapath and the metrics.
+        metrics.plugins = datapath.plugins.clone();
         AgentConfig {
-            datapath: a.datapath.into(),
+            datapath,
             enrich: a.enrich.into(),
             ship: a.ship.into(),
             sinks: a.sinks.into(),
-            metrics: a.metrics.into(),
+            metrics,
         }
     }
 }
@@ -85,16 +90,28 @@ pub async fn forward<O: crate::sink::Outlet>(
 }
 
 /// `/metrics` (Retina-compatible), `/healthz` and `/readyz` over a registry:
-/// ready while the flow programs run (`datapath`'s program status).
-pub fn metrics_router(registry: Arc<Registry>, datapath: DatapathMetrics) -> Router {
+/// ready while the flow programs run (`datapath`'s program status) or, with
+/// the flows plugin disabled, while no enabled plugin has failed.
+pub fn metrics_router(
+    registry: Arc<Registry>,
+    datapath: DatapathMetrics,
+    plugins: PluginSet,
+) -> Router {
     retina::router(registry)
         .route("/healthz", get(|| async { "ok" }))
         .route(
             "/readyz",
             get(move || {
-                let running = ["flow_ingress", "flow_egress"]
-                    .iter()
-                    .all(|p| datapath.program_status(p) == 1);
+                let running = if plugins.enabled("flows") {
+                    crate::plugins::flows::PROGRAMS
+                        .iter()
+                        .all(|p| datapath.program_status(p) == 1)
+                } else {
+                    !plugins
+                        .statuses()
+                        .iter()
+                        .any(|s| s.state == PluginState::Failed)
+                };
                 async move {
                     if running {
                         (axum::http::StatusCode::OK, "ok")
@@ -129,16 +146,18 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<()>
         system_clock(),
     );
     let expiry = tokio::spawn(retina.clone().run_expiry(shutdown.clone()));
-    // The API server's addresses: the hand-set list, or discovered from the cluster.
-    let discovery = if config.metrics.apiserver_ips.is_empty() {
-        crate::enrich::apiserver::start_from_config(
-            &config.enrich,
-            retina.apiserver.addresses().clone(),
-            shutdown.clone(),
-        )
-        .await?
-    } else {
-        None
+    // The API server's addresses (apiserver plugin): the hand-set list, or
+    // discovered from the cluster.
+    let discovery = match &retina.apiserver {
+        Some(a) if config.metrics.apiserver_ips.is_empty() => {
+            crate::enrich::apiserver::start_from_config(
+                &config.enrich,
+                a.addresses().clone(),
+                shutdown.clone(),
+            )
+            .await?
+        }
+        _ => None,
     };
     let shipper = Shipper::start_with_losses(
         &config.ship,
@@ -170,7 +189,11 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<()>
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| CollectorError::io(format!("binding {listen}"), e))?;
-    let app = metrics_router(Arc::new(registry), readiness);
+    let app = metrics_router(
+        Arc::new(registry),
+        readiness,
+        config.datapath.plugins.clone(),
+    );
     let http = tokio::spawn(retina::serve(listener, app, shutdown.clone()));
     let captures = tokio::spawn(crate::capture::control::run_in_agent(
         &config.ship,
@@ -215,7 +238,13 @@ mod tests {
     async fn ready_only_while_the_flow_programs_run() {
         let mut registry = Registry::default();
         let datapath = DatapathMetrics::new(&mut registry);
-        let app = metrics_router(Arc::new(registry), datapath.clone());
+        let plugins = PluginSet::default();
+        let cfg = RetinaConfig {
+            plugins: plugins.clone(),
+            ..RetinaConfig::for_tests("/nonexistent".into())
+        };
+        RetinaMetrics::register(&mut registry, &cfg, LossSources::default(), system_clock());
+        let app = metrics_router(Arc::new(registry), datapath.clone(), plugins.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
@@ -230,16 +259,20 @@ mod tests {
         assert_eq!(get(addr, "/readyz").await, (200, "ok".to_string()));
         assert_eq!(get(addr, "/healthz").await.0, 200);
 
-        datapath.set_degraded("drops", true);
+        plugins
+            .board()
+            .set("drops", PluginState::Degraded, Some("old kernel".into()));
         let (_, metrics) = get(addr, "/metrics").await;
-        assert!(
-            metrics.contains("flowlake_collector_feature_degraded{feature=\"drops\"} 1"),
-            "{metrics}"
-        );
-        assert!(
-            metrics.contains("flowlake_collector_program_loaded{program=\"flow_egress\"} 1"),
-            "{metrics}"
-        );
+        for line in [
+            r#"flowlake_collector_plugin_status{plugin="drops",state="degraded"} 1"#,
+            r#"flowlake_collector_plugin_status{plugin="drops",state="enabled"} 0"#,
+            r#"flowlake_collector_plugin_status{plugin="flows",state="enabled"} 1"#,
+            // The sources' reads under a missing root fail, with their state.
+            r#"flowlake_collector_plugin_status{plugin="conntrack",state="failed"} 1"#,
+            r#"flowlake_collector_program_loaded{program="flow_egress"} 1"#,
+        ] {
+            assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
+        }
         shutdown.cancel();
         http.await.unwrap().unwrap();
     }

@@ -1,4 +1,5 @@
-//! The flow programs run first in each tc hook, and stay first.
+//! The flow programs (the `flows` plugin, `crate::plugins::flows`) run first
+//! in each tc hook, and stay first.
 //!
 //! A CNI's own program may end a hook's chain (return OK, drop, redirect): a
 //! program after it never sees those packets. So the flow programs attach
@@ -21,6 +22,7 @@ use tracing::{info, warn};
 
 use crate::error::{CollectorError, Result};
 use crate::netlink::{self, ETH_P_ALL, TcFilter};
+use crate::plugins::prog_err;
 
 /// How the flow programs attach to tc.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -343,13 +345,6 @@ fn classifier<'a>(bpf: &'a mut Ebpf, name: &str) -> Result<&'a mut SchedClassifi
         .ok_or_else(|| CollectorError::Config(format!("program {name} missing")))?
         .try_into()
         .map_err(|e| prog_err(name, e))
-}
-
-fn prog_err(name: &str, e: aya::programs::ProgramError) -> CollectorError {
-    CollectorError::Program {
-        program: name.to_string(),
-        source: Box::new(e),
-    }
 }
 
 fn program_id(bpf: &mut Ebpf, hook: Hook) -> Result<u32> {

@@ -167,8 +167,11 @@ impl Run {
                 DropReasons::default()
             }
         };
-        let mut programs =
-            Programs::load(config.flow_map_entries, reasons.min_counted(), &metrics)?;
+        let cx = crate::plugins::LoadContext {
+            flow_map_entries: config.flow_map_entries,
+            min_drop_reason: reasons.min_counted(),
+        };
+        let mut programs = Programs::load_plugins(&config.plugins, cx, &metrics).0?;
         programs.set_tc_mode(config.tc_mode);
         let links = LinkWatcher::open()?;
         let clock = match programs.clock_sample() {
@@ -342,6 +345,10 @@ impl Run {
             if let Some(ev) = DnsEvent::from_bytes(&item) {
                 events.push(ev);
             }
+        }
+        // Without the dns plugin the ring is drained and nothing parsed.
+        if !self.config.plugins.enabled("dns") {
+            return;
         }
         for ev in events {
             let Some(iface) = self.ifaces.get(&ev.header.key.ifindex) else {

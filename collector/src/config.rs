@@ -41,6 +41,8 @@ pub struct DatapathConfig {
     pub tc_mode: crate::attach::TcMode,
     /// How often the flow programs' place first in each tc hook is checked.
     pub attach_check_every: Duration,
+    /// The plugins enabled (`--plugins`) and their states.
+    pub plugins: crate::plugins::PluginSet,
 }
 
 impl Default for DatapathConfig {
@@ -61,6 +63,7 @@ impl Default for DatapathConfig {
             btf_path: PathBuf::from("/sys/kernel/btf/vmlinux"),
             tc_mode: crate::attach::TcMode::Auto,
             attach_check_every: Duration::from_secs(1),
+            plugins: crate::plugins::PluginSet::default(),
         }
     }
 }
@@ -163,6 +166,8 @@ pub struct CollectorArgs {
     /// CNI attaching later is overtaken again).
     #[arg(long, env = "FLOWLAKE_COLLECTOR_ATTACH_CHECK_EVERY", default_value = "1s", value_parser = humantime::parse_duration)]
     pub attach_check_every: Duration,
+    #[command(flatten)]
+    pub plugins: crate::plugins::PluginArgs,
 }
 
 impl From<CollectorArgs> for DatapathConfig {
@@ -181,6 +186,7 @@ impl From<CollectorArgs> for DatapathConfig {
             btf_path: a.btf,
             tc_mode: a.tc_mode,
             attach_check_every: a.attach_check_every,
+            plugins: a.plugins.into(),
         }
     }
 }

@@ -1,24 +1,25 @@
 //! Loading the eBPF objects, attaching them, and reading their maps.
 //!
-//! Each object (flows, drops, tcp) and each program in it loads on its own: one
-//! that fails is logged and exported (`flowlake_collector_program_loaded` = 0)
-//! while the others run. Dropping a [`Programs`] detaches every link and
-//! unloads every program and map.
+//! Each enabled plugin's object (flows, drops, tcp: see `crate::plugins`) and
+//! each program in it loads on its own: one that fails is logged and exported
+//! (`flowlake_collector_program_loaded` = 0) while the others run. Dropping a
+//! [`Programs`] detaches every link and unloads every program and map.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::os::fd::{AsFd, BorrowedFd};
 
+use aya::Ebpf;
 use aya::maps::{Array, Map, MapData, PerCpuArray, RingBuf};
-use aya::programs::{SchedClassifier, TracePoint};
-use aya::{Ebpf, EbpfLoader};
+use aya::programs::SchedClassifier;
 use tracing::{info, warn};
 
-use crate::abi::{self, ClockSample, FlowKey, FlowStats};
+use crate::abi::{ClockSample, FlowKey, FlowStats};
 use crate::attach::{Attachments, TcMode};
 use crate::error::{CollectorError, Result};
 use crate::flowcache::{self, FlowCache};
 use crate::l3::L3Interfaces;
-use crate::metrics::{DatapathMetrics, LossKind};
+use crate::metrics::DatapathMetrics;
+use crate::plugins::{LoadContext, PluginSet};
 use crate::preflight::{Degraded, LoadReport, ProgramStatus};
 
 /// The compiled objects (built by build.rs from `ebpf/`, or the committed copies).
@@ -36,17 +37,11 @@ pub mod objects {
     pub const SOURCE_HASH: &str = env!("FLOWLAKE_EBPF_SOURCE_HASH");
 }
 
-/// tcp.bpf.c's programs and their tracepoints.
-const TCP_PROGRAMS: &[(&str, &str)] = &[
-    ("tcp_retransmit", "tcp_retransmit_skb"),
-    ("tcp_probe", "tcp_probe"),
-];
-
-/// The loaded objects. Fields are None when their object failed to load.
+/// The loaded objects, one per enabled eBPF plugin that loaded. Maps the
+/// datapath reads are taken out of their object at load.
 pub struct Programs {
-    flows: Option<Ebpf>,
-    drops: Option<Ebpf>,
-    tcp: Option<Ebpf>,
+    objects: BTreeMap<&'static str, Ebpf>,
+    plugins: PluginSet,
     flow_map: Option<Map>,
     drop_map: Option<Map>,
     tcp_map: Option<Map>,
@@ -93,28 +88,64 @@ fn ensure_tracefs() {
     }
 }
 
+/// What the plugins' loaders note while loading: each program's result (logged
+/// and exported as `flowlake_collector_program_loaded`) and the reduced forms
+/// chosen for this kernel.
+pub struct Loads<'a> {
+    report: &'a mut LoadReport,
+    metrics: &'a DatapathMetrics,
+    errors: Vec<String>,
+}
+
+impl Loads<'_> {
+    /// Program `name` runs (Ok) or not (the loader's error).
+    pub fn note(&mut self, name: &str, r: std::result::Result<(), String>) {
+        self.report.programs.push(ProgramStatus::new(name, &r));
+        self.metrics.set_program(name, r.is_ok());
+        match r {
+            Ok(()) => info!(program = name, "eBPF program running"),
+            Err(e) => {
+                warn!(program = name, error = %e, "eBPF program not running");
+                self.errors.push(format!("{name}: {e}"));
+            }
+        }
+    }
+
+    /// Plugin `plugin` runs in a reduced form on this kernel.
+    pub fn degrade(&mut self, plugin: &'static str, reason: String) {
+        self.report.degraded.push(Degraded {
+            feature: plugin,
+            reason,
+        });
+    }
+}
+
 impl Programs {
-    /// Loads every object; fails only when none of them loads.
+    /// Loads every built-in plugin's object; fails only when none of them loads.
     pub fn load(
         flow_map_entries: u32,
         min_drop_reason: u32,
         metrics: &DatapathMetrics,
     ) -> Result<Self> {
-        Self::load_with_report(flow_map_entries, min_drop_reason, metrics).0
+        let cx = LoadContext {
+            flow_map_entries,
+            min_drop_reason,
+        };
+        Self::load_plugins(&PluginSet::default(), cx, metrics).0
     }
 
-    /// [`Programs::load`], with what it found also when nothing loads (the
-    /// preflight's view).
-    pub fn load_with_report(
-        flow_map_entries: u32,
-        min_drop_reason: u32,
+    /// Loads the objects of the enabled plugins of `plugins`, with what it
+    /// found also when nothing loads (the preflight's view); sets every
+    /// plugin's state. Fails when plugins with objects are enabled and none
+    /// of them loads.
+    pub fn load_plugins(
+        plugins: &PluginSet,
+        cx: LoadContext,
         metrics: &DatapathMetrics,
     ) -> (Result<Self>, LoadReport) {
         let mut report = LoadReport::default();
-        let r = Self::load_inner(flow_map_entries, min_drop_reason, metrics, &mut report);
-        for d in &report.degraded {
-            metrics.set_degraded(d.feature, true);
-        }
+        let r = Self::load_inner(plugins, cx, metrics, &mut report);
+        crate::plugins::status::derive(plugins, &report);
         (
             r.map(|mut p| {
                 p.report = report.clone();
@@ -125,114 +156,35 @@ impl Programs {
     }
 
     fn load_inner(
-        flow_map_entries: u32,
-        min_drop_reason: u32,
+        plugins: &PluginSet,
+        cx: LoadContext,
         metrics: &DatapathMetrics,
         report: &mut LoadReport,
     ) -> Result<Self> {
         ensure_tracefs();
-        let mut errors = Vec::new();
-        let mut statuses = Vec::new();
-        let mut note = |name: &str, r: std::result::Result<(), String>| {
-            statuses.push(ProgramStatus::new(name, &r));
-            metrics.set_program(name, r.is_ok());
-            match r {
-                Ok(()) => info!(program = name, "eBPF program running"),
-                Err(e) => {
-                    warn!(program = name, error = %e, "eBPF program not running");
-                    errors.push(format!("{name}: {e}"));
-                }
-            }
+        let mut loads = Loads {
+            report,
+            metrics,
+            errors: Vec::new(),
         };
-
-        // The flow object, else the one without atomic OR (kernels before
-        // 5.12 refuse that instruction anywhere in a program). Older kernels
-        // try the latter first: one verification less (seconds in an emulator).
-        let mut flows = None;
-        let mut failed = Vec::new();
-        let mut candidates = [
-            ("flows", objects::FLOWS),
-            ("flows_compat", objects::FLOWS_COMPAT),
-        ];
-        if aya::util::KernelVersion::current()
-            .is_ok_and(|v| v < aya::util::KernelVersion::new(5, 12, 0))
-        {
-            candidates.reverse();
-        }
-        for (object, bytes) in candidates {
-            match load_flows(bytes, flow_map_entries) {
-                Ok(bpf) => {
-                    if object == "flows_compat" {
-                        report.degraded.push(Degraded {
-                            feature: "flows",
-                            reason: "kernel without atomic OR (before 5.12): a TCP flag may be missed when two CPUs update one flow at once; packets and bytes stay exact".into(),
-                        });
-                    }
-                    flows = Some(bpf);
-                    break;
-                }
-                Err(e) => failed = e,
+        let mut objects = BTreeMap::new();
+        let mut with_objects = 0;
+        for p in plugins.enabled_plugins() {
+            let Some(bpf) = p.bpf() else { continue };
+            with_objects += 1;
+            if let Some(o) = bpf.load(&cx, &mut loads) {
+                objects.insert(p.name(), o);
             }
         }
-        for name in ["flow_ingress", "flow_egress"] {
-            let r = match flows {
-                Some(_) => Ok(()),
-                None => Err(failed
-                    .iter()
-                    .find(|(p, _)| *p == name)
-                    .or(failed.first())
-                    .map_or_else(|| "not loaded".to_string(), |(_, e)| e.clone())),
-            };
-            note(name, r);
+        if with_objects > 0 && objects.is_empty() {
+            return Err(CollectorError::NothingLoaded(loads.errors.join("; ")));
         }
-        if flows.is_some() && !crate::btf::kernel_has_drop_reasons() {
-            report.degraded.push(Degraded {
-                feature: "drops",
-                reason: "kernel without drop reasons (before 5.17): every kfree_skb is reported, reason UNKNOWN, including some frees that are not drops".into(),
-            });
-        }
-
-        let mut drops = match EbpfLoader::new()
-            .override_global("min_reason", &min_drop_reason, true)
-            .load(objects::DROPS)
-        {
-            Ok(mut bpf) => {
-                let r = attach_tracepoint(&mut bpf, "kfree_skb", "skb", "kfree_skb");
-                let ok = r.is_ok();
-                note("kfree_skb", r.map_err(|e| error_chain(&e)));
-                ok.then_some(bpf)
-            }
-            Err(e) => {
-                note("kfree_skb", Err(error_chain(&e)));
-                None
-            }
-        };
-
-        let mut tcp = match EbpfLoader::new().load(objects::TCP) {
-            Ok(mut bpf) => {
-                let mut any = false;
-                for (prog, tp) in TCP_PROGRAMS {
-                    let r = attach_tracepoint(&mut bpf, prog, "tcp", tp);
-                    any |= r.is_ok();
-                    note(prog, r.map_err(|e| error_chain(&e)));
-                }
-                any.then_some(bpf)
-            }
-            Err(e) => {
-                for (prog, _) in TCP_PROGRAMS {
-                    note(prog, Err(error_chain(&e)));
-                }
-                None
-            }
-        };
-
-        report.programs = statuses;
-        if flows.is_none() && drops.is_none() && tcp.is_none() {
-            return Err(CollectorError::NothingLoaded(errors.join("; ")));
-        }
+        let mut flows = objects.remove("flows");
         let l3 = flows.as_mut().and_then(L3Interfaces::take);
         let flow_map = flows.as_mut().and_then(|b| b.take_map("flows"));
         let cpus = aya::util::nr_cpus().map_err(|(what, e)| CollectorError::io(what, e))?;
+        // Taken (and drained) also without the dns plugin: the flow programs
+        // copy DNS messages whatever userspace does with them.
         let dns = flows
             .as_mut()
             .and_then(|b| b.take_map("dns_events"))
@@ -254,12 +206,16 @@ impl Programs {
             .as_mut()
             .and_then(|b| b.take_map("clock"))
             .and_then(|m| Array::try_from(m).ok());
-        let drop_map = drops.as_mut().and_then(|b| b.take_map("drops"));
-        let tcp_map = tcp.as_mut().and_then(|b| b.take_map("tcp_health"));
+        if let Some(f) = flows {
+            objects.insert("flows", f);
+        }
+        let drop_map = objects.get_mut("drops").and_then(|b| b.take_map("drops"));
+        let tcp_map = objects
+            .get_mut("tcp")
+            .and_then(|b| b.take_map("tcp_health"));
         Ok(Programs {
-            flows,
-            drops,
-            tcp,
+            objects,
+            plugins: plugins.clone(),
             flow_map,
             drop_map,
             tcp_map,
@@ -272,71 +228,29 @@ impl Programs {
             l3,
         })
     }
-}
 
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
+    /// The objects loaded, by plugin name.
+    pub fn loaded(&self) -> Vec<&'static str> {
+        self.objects.keys().copied().collect()
     }
-    s
-}
 
-/// Loads a flow object and its three classifiers; on failure, each failed
-/// program's error (clock_sample's counted as flow_ingress's).
-fn load_flows(
-    bytes: &[u8],
-    flow_map_entries: u32,
-) -> std::result::Result<Ebpf, Vec<(&'static str, String)>> {
-    let mut bpf = EbpfLoader::new()
-        .map_max_entries("flows", flow_map_entries)
-        .load(bytes)
-        .map_err(|e| vec![("flow_ingress", error_chain(&e))])?;
-    let mut failed = Vec::new();
-    for (name, as_name) in [
-        ("flow_ingress", "flow_ingress"),
-        ("flow_egress", "flow_egress"),
-        // Never attached: run by userspace to calibrate flow times.
-        ("clock_sample", "flow_ingress"),
-    ] {
-        if let Err(e) = load_classifier(&mut bpf, name) {
-            failed.push((as_name, error_chain(&e)));
+    /// The kernel ids of every program loaded, with their names (what
+    /// `bpftool prog` lists).
+    pub fn program_ids(&self) -> Vec<(String, u32)> {
+        let mut out = Vec::new();
+        for bpf in self.objects.values() {
+            for (name, prog) in bpf.programs() {
+                if let Ok(info) = prog.info() {
+                    out.push((name.to_string(), info.id()));
+                }
+            }
         }
+        out
     }
-    if failed.is_empty() {
-        Ok(bpf)
-    } else {
-        Err(failed)
-    }
-}
 
-fn load_classifier(bpf: &mut Ebpf, name: &str) -> Result<()> {
-    let prog: &mut SchedClassifier = bpf
-        .program_mut(name)
-        .ok_or_else(|| CollectorError::Config(format!("program {name} missing")))?
-        .try_into()
-        .map_err(|e| prog_err(name, e))?;
-    prog.load().map_err(|e| prog_err(name, e))
-}
-
-fn attach_tracepoint(bpf: &mut Ebpf, name: &str, category: &str, tp: &str) -> Result<()> {
-    let prog: &mut TracePoint = bpf
-        .program_mut(name)
-        .ok_or_else(|| CollectorError::Config(format!("program {name} missing")))?
-        .try_into()
-        .map_err(|e| prog_err(name, e))?;
-    prog.load().map_err(|e| prog_err(name, e))?;
-    prog.attach(category, tp).map_err(|e| prog_err(name, e))?;
-    Ok(())
-}
-
-fn prog_err(name: &str, e: aya::programs::ProgramError) -> CollectorError {
-    CollectorError::Program {
-        program: name.to_string(),
-        source: Box::new(e),
+    /// The plugins this datapath was loaded with.
+    pub fn plugins(&self) -> &PluginSet {
+        &self.plugins
     }
 }
 
@@ -359,7 +273,7 @@ impl Programs {
         if let Some(l3) = self.l3.as_mut() {
             l3.mark(ifindex, name);
         }
-        match self.flows.as_mut() {
+        match self.objects.get_mut("flows") {
             Some(bpf) => self.attached.attach(bpf, ifindex, name),
             None => Ok(()),
         }
@@ -367,7 +281,7 @@ impl Programs {
 
     /// Detaches from an interface (gone or no longer wanted).
     pub fn detach(&mut self, ifindex: u32) {
-        if let Some(bpf) = self.flows.as_mut() {
+        if let Some(bpf) = self.objects.get_mut("flows") {
             self.attached.detach(bpf, ifindex);
         }
         if let Some(l3) = self.l3.as_mut() {
@@ -378,7 +292,7 @@ impl Programs {
     /// Attaches again ahead of any program that took the first place on a
     /// hook since; returns how many hooks moved.
     pub fn keep_first(&mut self) -> usize {
-        match self.flows.as_mut() {
+        match self.objects.get_mut("flows") {
             Some(bpf) => self.attached.keep_first(bpf),
             None => 0,
         }
@@ -386,7 +300,7 @@ impl Programs {
 
     /// [`Programs::keep_first`] on one interface (its tc set-up changed).
     pub fn keep_first_on(&mut self, ifindex: u32) -> usize {
-        match self.flows.as_mut() {
+        match self.objects.get_mut("flows") {
             Some(bpf) => self.attached.keep_first_on(bpf, ifindex),
             None => 0,
         }
@@ -404,7 +318,7 @@ impl Programs {
 
     /// Whether the flow programs are running.
     pub fn has_flows(&self) -> bool {
-        self.flows.is_some()
+        self.objects.contains_key("flows")
     }
 
     /// The flows hash and its copies per key: one (shared by the CPUs; the
@@ -425,8 +339,8 @@ impl Programs {
     /// Jiffies and boot time at one instant (None without flow programs).
     pub fn clock_sample(&self) -> Option<std::io::Result<ClockSample>> {
         let prog: &SchedClassifier = self
-            .flows
-            .as_ref()?
+            .objects
+            .get("flows")?
             .program("clock_sample")?
             .try_into()
             .ok()?;
@@ -450,57 +364,30 @@ impl Programs {
         self.dns.as_mut()
     }
 
-    /// Adds the kernel-side loss counters' growth since the last call to the metrics.
+    /// Adds the kernel-side loss counters' growth since the last call to the
+    /// metrics: the slots of every enabled plugin ([`crate::plugins::LossSlot`]).
     pub fn export_losses(&mut self, metrics: &DatapathMetrics) {
-        // (object, slot, kind, whether the slot counts bytes)
-        let slots = [
-            (
-                "flows",
-                abi::LOSS_FLOW_MAP_FULL,
-                LossKind::FlowMapFull,
-                false,
-            ),
-            (
-                "flows",
-                abi::LOSS_FLOW_MAP_FULL_BYTES,
-                LossKind::FlowMapFull,
-                true,
-            ),
-            (
-                "flows",
-                abi::LOSS_DNS_RINGBUF_FULL,
-                LossKind::DnsRingbufFull,
-                false,
-            ),
-            (
-                "drops",
-                abi::LOSS_DROP_MAP_FULL,
-                LossKind::DropMapFull,
-                false,
-            ),
-            ("tcp", abi::LOSS_TCP_MAP_FULL, LossKind::TcpMapFull, false),
-        ];
-        for (object, slot, kind, bytes) in slots {
-            let bpf = match object {
-                "flows" => self.flows.as_ref(),
-                "drops" => self.drops.as_ref(),
-                _ => self.tcp.as_ref(),
-            };
-            let Some(map) = bpf.and_then(|b| b.map("losses")) else {
+        let slots: Vec<_> = self
+            .plugins
+            .enabled_plugins()
+            .flat_map(|p| p.loss_slots().iter().copied())
+            .collect();
+        for s in slots {
+            let Some(map) = self.objects.get(s.object).and_then(|b| b.map("losses")) else {
                 continue;
             };
             let Ok(arr) = PerCpuArray::<_, u64>::try_from(map) else {
                 continue;
             };
-            let Ok(values) = arr.get(&slot, 0) else {
+            let Ok(values) = arr.get(&s.slot, 0) else {
                 continue;
             };
             let total: u64 = values.iter().sum();
-            let prev = self.exported.insert((object, slot), total).unwrap_or(0);
-            let counter = if bytes {
-                metrics.lost_bytes(kind)
+            let prev = self.exported.insert((s.object, s.slot), total).unwrap_or(0);
+            let counter = if s.bytes {
+                metrics.lost_bytes(s.kind)
             } else {
-                metrics.lost(kind)
+                metrics.lost(s.kind)
             };
             counter.inc_by(total.saturating_sub(prev));
         }

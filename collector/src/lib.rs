@@ -1,10 +1,12 @@
 //! Flowlake collector: the node agent.
 //!
-//! Module plan: `bpf` (load the C programs from `ebpf/`, attach tc/TCX on pod veths
-//! and node interfaces, tracepoints) → `flows` (evict aggregated flows, boot time to
-//! UTC) → `drops`, `dns`, `tcp` → `enrich` (Kubernetes reflectors, IP → identity) →
-//! `ship` (Arrow batches to the ingester, on-disk spool) → `metrics`
-//! (Retina-compatible Prometheus).
+//! Module plan: `plugins` (each data source by name: the eBPF objects `flows`,
+//! `drops`, `tcp`, the `dns` reader, the scrape-time `conntrack`,
+//! `interface_stats`, `tcp_connection_remote` and the `apiserver` metrics) →
+//! `datapath`/`collector` (load the enabled objects, attach tc/TCX on pod veths
+//! and node interfaces, evict aggregated flows) → `enrich` (Kubernetes
+//! reflectors, IP → identity) → `sink`/`ship` (Arrow batches to the ingester,
+//! IPFIX, JSON lines) → `retina` (Retina-compatible Prometheus).
 
 pub mod abi;
 pub mod agent;
@@ -22,6 +24,7 @@ pub mod flowcache;
 pub mod l3;
 pub mod metrics;
 pub mod netlink;
+pub mod plugins;
 pub mod preflight;
 pub mod records;
 pub mod retina;

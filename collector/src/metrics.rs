@@ -1,5 +1,7 @@
 //! The datapath's self-observability: every lost event, eviction and program
-//! status, registered in a passed-in prometheus-client `Registry`.
+//! status, registered in a passed-in prometheus-client `Registry`. Each
+//! plugin's state (reduced forms included) is `flowlake_collector_plugin_status`
+//! (see `crate::plugins::status`).
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -71,9 +73,6 @@ pub struct DatapathMetrics {
     pub program_loaded: Family<Labels, Gauge>,
     /// `flowlake_collector_attached_interfaces`.
     pub attached_interfaces: Gauge,
-    /// `flowlake_collector_feature_degraded{feature}`: 1 when a capability
-    /// runs in a reduced form on this kernel (see preflight.rs).
-    pub degraded: Family<Labels, Gauge>,
     /// `flowlake_collector_attach_errors_total`.
     pub attach_errors: Counter,
     /// `flowlake_collector_dns_parse_errors_total`.
@@ -105,11 +104,6 @@ impl DatapathMetrics {
             "program_loaded",
             "eBPF program status (1 running, 0 failed to load or attach)",
             m.program_loaded.clone(),
-        );
-        r.register(
-            "feature_degraded",
-            "Capabilities running in a reduced form on this kernel (1), by feature",
-            m.degraded.clone(),
         );
         r.register(
             "attached_interfaces",
@@ -160,12 +154,6 @@ impl DatapathMetrics {
         self.evicted
             .get_or_create(&vec![("reason", reason.to_string())])
             .get()
-    }
-
-    pub fn set_degraded(&self, feature: &str, degraded: bool) {
-        self.degraded
-            .get_or_create(&vec![("feature", feature.to_string())])
-            .set(i64::from(degraded));
     }
 
     pub fn set_program(&self, program: &str, loaded: bool) {

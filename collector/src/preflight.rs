@@ -11,6 +11,7 @@ use crate::btf::DropReasons;
 use crate::config::DatapathConfig;
 use crate::datapath::Programs;
 use crate::metrics::DatapathMetrics;
+use crate::plugins::{LoadContext, PluginSet, PluginState, PluginStatus};
 
 /// One program's load (and, for tracepoints, attach) result.
 #[derive(Debug, Clone, Serialize)]
@@ -39,7 +40,7 @@ impl ProgramStatus {
 /// A capability that runs in a reduced form on this kernel, by design.
 #[derive(Debug, Clone, Serialize)]
 pub struct Degraded {
-    /// The capability (a name of [`CAPABILITIES`]).
+    /// The plugin (and its capability of the same name).
     pub feature: &'static str,
     pub reason: String,
 }
@@ -60,38 +61,34 @@ impl LoadReport {
             .all(|p| self.programs.iter().any(|s| s.program == *p && s.running))
     }
 
-    /// Each capability and whether this node observes it.
-    pub fn capabilities(&self) -> Vec<Capability> {
-        CAPABILITIES
-            .iter()
-            .map(|(name, programs)| Capability {
-                name,
-                observed: self.running(programs),
+    /// Each capability of the enabled plugins and whether this node observes it.
+    pub fn capabilities(&self, plugins: &PluginSet) -> Vec<Capability> {
+        plugins
+            .enabled_plugins()
+            .flat_map(|p| {
+                let ok = p.needs().iter().all(|n| plugins.enabled(n));
+                p.capabilities().iter().map(move |c| (p.name(), ok, c))
+            })
+            .map(|(plugin, ok, c)| Capability {
+                name: c.name,
+                plugin,
+                observed: ok && self.running(c.programs),
                 degraded: self
                     .degraded
                     .iter()
-                    .find(|d| d.feature == *name)
+                    .find(|d| d.feature == c.name)
                     .map(|d| d.reason.clone()),
             })
             .collect()
     }
 }
 
-/// The capabilities and the programs each one needs.
-pub const CAPABILITIES: &[(&str, &[&str])] = &[
-    ("flows", &["flow_ingress", "flow_egress"]),
-    ("dns", &["flow_ingress", "flow_egress"]),
-    ("handshake", &["flow_ingress", "flow_egress"]),
-    ("rtt", &["tcp_probe"]),
-    ("retransmits", &["tcp_retransmit"]),
-    ("resets", &["flow_ingress", "flow_egress"]),
-    ("drops", &["kfree_skb"]),
-];
-
 /// One capability on this node.
 #[derive(Debug, Clone, Serialize)]
 pub struct Capability {
     pub name: &'static str,
+    /// The plugin giving it.
+    pub plugin: &'static str,
     pub observed: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub degraded: Option<String>,
@@ -157,21 +154,35 @@ pub struct Preflight {
     pub tc: String,
     pub programs: Vec<ProgramStatus>,
     pub capabilities: Vec<Capability>,
-    /// Flows can be observed: the verdict (non-zero exit otherwise).
+    /// Every plugin's state (disabled ones included).
+    pub plugins: Vec<PluginStatus>,
+    /// Flows can be observed.
     pub flows: bool,
+    /// The verdict (non-zero exit otherwise): flows can be observed or, with
+    /// the flows plugin disabled, no enabled plugin failed.
+    pub ok: bool,
 }
 
 impl Preflight {
-    /// Assembles the findings from a load report.
-    pub fn new(report: &LoadReport, btf_path: &Path, tc: &str) -> Self {
-        let capabilities = report.capabilities();
+    /// Assembles the findings from a load report and the plugins' states.
+    pub fn new(report: &LoadReport, plugins: &PluginSet, btf_path: &Path, tc: &str) -> Self {
+        let capabilities = report.capabilities(plugins);
+        let statuses = plugins.statuses();
+        let flows = capabilities.iter().any(|c| c.name == "flows" && c.observed);
+        let ok = if plugins.enabled("flows") {
+            flows
+        } else {
+            !statuses.iter().any(|s| s.state == PluginState::Failed)
+        };
         Preflight {
             kernel: kernel_release(),
             btf: btf_path.exists(),
             tc: tc.to_string(),
             programs: report.programs.clone(),
-            flows: capabilities.iter().any(|c| c.name == "flows" && c.observed),
+            flows,
+            ok,
             capabilities,
+            plugins: statuses,
         }
     }
 
@@ -194,6 +205,13 @@ impl Preflight {
                 Some(r) => s.push_str(&format!("  {:<18} NOT RUNNING: {r}\n", p.program)),
             }
         }
+        s.push_str("\nplugins:\n");
+        for p in &self.plugins {
+            match &p.reason {
+                None => s.push_str(&format!("  {:<22} {}\n", p.plugin, p.state.as_str())),
+                Some(r) => s.push_str(&format!("  {:<22} {}: {r}\n", p.plugin, p.state.as_str())),
+            }
+        }
         s.push_str("\nthis node will observe:\n");
         for c in &self.capabilities {
             let state = match (c.observed, &c.degraded) {
@@ -203,10 +221,10 @@ impl Preflight {
             };
             s.push_str(&format!("  {:<12} {state}\n", c.name));
         }
-        s.push_str(if self.flows {
-            "\nverdict: flows can be observed\n"
-        } else {
-            "\nverdict: FLOWS CANNOT BE OBSERVED on this node\n"
+        s.push_str(match (self.flows, self.ok) {
+            (true, _) => "\nverdict: flows can be observed\n",
+            (false, true) => "\nverdict: the enabled plugins run (flows plugin disabled)\n",
+            (false, false) => "\nverdict: FLOWS CANNOT BE OBSERVED on this node\n",
         });
         s
     }
@@ -217,14 +235,17 @@ impl Preflight {
 pub fn check(config: &DatapathConfig) -> Preflight {
     let reasons = DropReasons::from_btf_file(&config.btf_path).unwrap_or_default();
     let metrics = DatapathMetrics::default();
-    let (programs, report) =
-        Programs::load_with_report(config.flow_map_entries, reasons.min_counted(), &metrics);
+    let cx = LoadContext {
+        flow_map_entries: config.flow_map_entries,
+        min_drop_reason: reasons.min_counted(),
+    };
+    let (programs, report) = Programs::load_plugins(&config.plugins, cx, &metrics);
     drop(programs);
     let tc = match config.tc_mode.resolve() {
         TcMode::Tcx => "tcx",
         _ => "clsact",
     };
-    Preflight::new(&report, &config.btf_path, tc)
+    Preflight::new(&report, &config.plugins, &config.btf_path, tc)
 }
 
 /// `uname -r`.
@@ -260,7 +281,9 @@ mod tests {
             feature: "drops",
             reason: "no drop reasons before 5.17".into(),
         });
-        let caps = r.capabilities();
+        let plugins = PluginSet::default();
+        crate::plugins::status::derive(&plugins, &r);
+        let caps = r.capabilities(&plugins);
         let get = |n: &str| caps.iter().find(|c| c.name == n).unwrap();
         assert!(get("flows").observed && get("dns").observed && get("rtt").observed);
         assert!(!get("retransmits").observed && get("resets").observed);
@@ -268,8 +291,24 @@ mod tests {
             get("drops").degraded.as_deref(),
             Some("no drop reasons before 5.17")
         );
-        let p = Preflight::new(&r, Path::new("/nonexistent"), "clsact");
-        assert!(p.flows && !p.btf);
+        let p = Preflight::new(&r, &plugins, Path::new("/nonexistent"), "clsact");
+        assert!(p.flows && p.ok && !p.btf);
+        let state = |n: &str| p.plugins.iter().find(|s| s.plugin == n).unwrap().clone();
+        assert_eq!(state("flows").state, PluginState::Enabled);
+        assert_eq!(state("drops").state, PluginState::Degraded);
+        assert_eq!(
+            state("drops").reason.as_deref(),
+            Some("no drop reasons before 5.17")
+        );
+        let tcp = state("tcp");
+        assert_eq!(tcp.state, PluginState::Degraded);
+        assert!(
+            tcp.reason
+                .as_deref()
+                .unwrap()
+                .starts_with("tcp_retransmit: not permitted"),
+            "{tcp:?}"
+        );
         let text = p.render();
         assert!(
             text.contains("tcp_retransmit     NOT RUNNING: not permitted"),
@@ -280,13 +319,24 @@ mod tests {
 
     #[test]
     fn no_flow_programs_no_flows() {
-        let p = Preflight::new(
-            &report(&["flow_ingress"], &["flow_egress"]),
-            Path::new("/"),
-            "tcx",
-        );
-        assert!(!p.flows);
+        let plugins = PluginSet::default();
+        let r = report(&["flow_ingress"], &["flow_egress"]);
+        crate::plugins::status::derive(&plugins, &r);
+        let p = Preflight::new(&r, &plugins, Path::new("/"), "tcx");
+        assert!(!p.flows && !p.ok);
         assert!(p.render().contains("FLOWS CANNOT BE OBSERVED"));
+        // Without the flows plugin: the verdict is the enabled plugins'.
+        let plugins = PluginSet::select(&["drops"]).unwrap();
+        let r = report(&["kfree_skb"], &[]);
+        crate::plugins::status::derive(&plugins, &r);
+        let p = Preflight::new(&r, &plugins, Path::new("/"), "tcx");
+        assert!(!p.flows && p.ok);
+        assert_eq!(p.capabilities.len(), 1);
+        assert!(
+            p.render().contains("flows plugin disabled"),
+            "{}",
+            p.render()
+        );
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 mod datapath;
 mod enrich;
+mod plugins;
 mod retina;
 mod ship;
 mod sink;

@@ -5,8 +5,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::sources::SourceName;
-
 /// Which pod-level metrics are produced (Retina's three modes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum MetricsMode {
@@ -58,8 +56,9 @@ pub struct RetinaConfig {
     pub proc_root: PathBuf,
     /// Root of the sys filesystem (`class/net/*/statistics`).
     pub sys_root: PathBuf,
-    /// Kernel metric sources enabled (each reports its status in /metrics).
-    pub sources: Vec<SourceName>,
+    /// The plugins enabled (`--plugins`: the scrape-time sources and
+    /// `apiserver`), and where their states are reported.
+    pub plugins: crate::plugins::PluginSet,
 }
 
 impl Default for RetinaConfig {
@@ -84,7 +83,8 @@ impl Default for RetinaConfig {
             apiserver_ips: Vec::new(),
             proc_root: PathBuf::from("/proc"),
             sys_root: PathBuf::from("/sys"),
-            sources: SourceName::ALL.to_vec(),
+            // The agent sets the `--plugins` selection (a datapath flag).
+            plugins: crate::plugins::PluginSet::default(),
         }
     }
 }
@@ -196,15 +196,6 @@ pub struct RetinaArgs {
         default_value = "/sys"
     )]
     pub sys_root: PathBuf,
-    /// Kernel metric sources (comma-separated): interface_stats,conntrack,tcp_connection_remote.
-    #[arg(
-        long = "metrics-sources",
-        env = "FLOWLAKE_COLLECTOR_METRICS_SOURCES",
-        value_enum,
-        value_delimiter = ',',
-        default_value = "interface_stats,conntrack,tcp_connection_remote"
-    )]
-    pub sources: Vec<SourceName>,
 }
 
 impl From<RetinaArgs> for RetinaConfig {
@@ -221,7 +212,8 @@ impl From<RetinaArgs> for RetinaConfig {
             apiserver_ips: a.apiserver_ips,
             proc_root: a.proc_root,
             sys_root: a.sys_root,
-            sources: a.sources,
+            // The agent sets the `--plugins` selection (a datapath flag).
+            plugins: crate::plugins::PluginSet::default(),
         }
     }
 }

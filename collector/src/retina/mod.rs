@@ -6,26 +6,22 @@
 //! configurable context labels, a namespace filter, a series bound and idle expiry
 //! ([`context`], [`series`]), the API server latency histograms ([`apiserver`]),
 //! `lost_events_counter` from the datapath's and shipper's loss counters ([`lost`]) and
-//! linuxutil's proc statistics read at scrape time ([`procfs`]), and the kernel
-//! metric sources enabled by name ([`sources`]: `interface_stats`, `conntrack`,
-//! `tcp_connection_remote`). [`http::router`]
-//! serves the registry at `/metrics`.
+//! linuxutil's proc statistics read at scrape time ([`procfs`]), and, through
+//! [`crate::plugins::status::PluginsCollector`], the scrape-time sources of the
+//! enabled plugins (`interface_stats`, `conntrack`, `tcp_connection_remote`)
+//! and every plugin's status. [`http::router`] serves the registry at `/metrics`.
 //!
 //! Totals are counters (Retina exposes them as gauges) and keep Retina's names.
 
 pub mod apiserver;
 pub mod config;
-pub mod conntrack;
 pub mod context;
 pub mod http;
-pub mod interface_stats;
 pub mod lost;
 pub mod names;
 pub mod node;
 pub mod procfs;
 pub mod series;
-pub mod sources;
-pub mod tcp_remote;
 
 use std::time::Duration;
 
@@ -44,7 +40,6 @@ pub use lost::LossSources;
 pub use node::NodeMetrics;
 pub use procfs::ProcStats;
 pub use series::{AdvMetric, AdvSeries};
-pub use sources::{SourceName, SourcesCollector};
 
 /// TCP flag bits of `FlowRecord::tcp_flags` and Retina's names for them.
 pub const TCP_FLAGS: [(u16, &str); 9] = [
@@ -64,7 +59,8 @@ pub const TCP_FLAGS: [(u16, &str); 9] = [
 pub struct RetinaMetrics {
     pub node: NodeMetrics,
     pub adv: AdvSeries,
-    pub apiserver: ApiServerLatency,
+    /// None without the `apiserver` plugin.
+    pub apiserver: Option<ApiServerLatency>,
     context: Context,
     ttl: Duration,
     clock: Clock,
@@ -72,9 +68,10 @@ pub struct RetinaMetrics {
 
 impl RetinaMetrics {
     /// Registers every metric in `registry`: the flow metrics, the API server
-    /// histograms, and scrape-time collectors for `lost_events_counter` (over
-    /// `losses`) and the proc statistics (under `cfg.proc_root`). `clock` stamps
-    /// series for idle expiry.
+    /// histograms (with the `apiserver` plugin), and scrape-time collectors for
+    /// `lost_events_counter` (over `losses`), the proc statistics (under
+    /// `cfg.proc_root`), the enabled plugins' sources and every plugin's status
+    /// (`cfg.plugins`). `clock` stamps series for idle expiry.
     pub fn register(
         registry: &mut Registry,
         cfg: &RetinaConfig,
@@ -83,10 +80,12 @@ impl RetinaMetrics {
     ) -> Self {
         let node = NodeMetrics::register(registry);
         let adv = AdvSeries::register(registry, cfg.max_series, cfg.series_ttl);
-        let apiserver = ApiServerLatency::register(
-            registry,
-            ApiServerAddresses::fixed(cfg.apiserver_ips.iter().copied()),
-        );
+        let apiserver = cfg.plugins.enabled("apiserver").then(|| {
+            ApiServerLatency::register(
+                registry,
+                ApiServerAddresses::fixed(cfg.apiserver_ips.iter().copied()),
+            )
+        });
         let r = registry.sub_registry_with_prefix(names::PREFIX);
         r.register_collector(Box::new(losses));
         // At the root: the collector writes full names, its read errors included.
@@ -94,14 +93,15 @@ impl RetinaMetrics {
             cfg.proc_root.clone(),
             Counter::default(),
         )));
-        // The kernel metric sources enabled by name, with their status.
-        let roots = sources::Roots {
+        // The plugins' scrape-time sources and every plugin's status.
+        let roots = crate::plugins::Roots {
             proc: cfg.proc_root.clone(),
             sys: cfg.sys_root.clone(),
         };
-        registry.register_collector(Box::new(SourcesCollector {
-            sources: sources::build(&cfg.sources, &roots),
-        }));
+        registry.register_collector(Box::new(crate::plugins::status::PluginsCollector::new(
+            &cfg.plugins,
+            &roots,
+        )));
         RetinaMetrics {
             node,
             adv,
@@ -117,7 +117,9 @@ impl RetinaMetrics {
         let now = (self.clock)();
         for r in records {
             self.node.observe(r);
-            self.apiserver.observe(r);
+            if let Some(a) = &self.apiserver {
+                a.observe(r);
+            }
             if self.context.enabled() {
                 self.observe_pod(r, now);
             }

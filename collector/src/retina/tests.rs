@@ -54,6 +54,7 @@ fn rec(point: ObservationPoint, verdict: Verdict, packets: u64, bytes: u64) -> F
         icmp: None,
         packets,
         bytes,
+        wire_packets: None,
         tcp_flags: None,
         verdict,
         drop_reason: None,
@@ -440,7 +441,8 @@ fn apiserver_latency_uses_full_timestamps() {
         retransmitted,
         syns_elsewhere,
     ]);
-    f.m.apiserver.observe_exchange(t(1.999), t(2.004));
+    let api = f.m.apiserver.as_ref().unwrap();
+    api.observe_exchange(t(1.999), t(2.004));
     let out = text(&f);
     let value = |name: &str| -> f64 {
         let line = out

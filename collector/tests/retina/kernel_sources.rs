@@ -268,9 +268,8 @@ async fn kernel_sources_equal_the_kernels_counters() {
     ));
 
     for source in ["interface_stats", "conntrack", "tcp_connection_remote"] {
-        let up = format!(r#"flowlake_collector_retina_source_up{{source="{source}"}}"#);
-        assert_eq!(scraped(&prom, &up).await, 1.0, "{up}");
-        let on = format!(r#"flowlake_collector_retina_source_enabled{{source="{source}"}}"#);
+        let on =
+            format!(r#"flowlake_collector_plugin_status{{plugin="{source}",state="enabled"}}"#);
         assert_eq!(scraped(&prom, &on).await, 1.0, "{on}");
     }
 

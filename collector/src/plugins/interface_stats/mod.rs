@@ -4,8 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
-use super::names;
-use super::sources::{GaugeFamily, Source, SourceName};
+use super::{GaugeFamily, Plugin, Roots, Source};
+use crate::retina::names;
 
 #[derive(Debug)]
 pub struct InterfaceStats {
@@ -37,10 +37,6 @@ pub fn read(sys_root: &Path) -> std::io::Result<Vec<(String, String, i64)>> {
 }
 
 impl Source for InterfaceStats {
-    fn name(&self) -> SourceName {
-        SourceName::InterfaceStats
-    }
-
     fn read(&self) -> Result<Vec<GaugeFamily>, String> {
         let stats = read(&self.sys_root)
             .map_err(|e| format!("{}/class/net: {e}", self.sys_root.display()))?;
@@ -58,6 +54,26 @@ impl Source for InterfaceStats {
             help: "Kernel counters of every interface (/sys/class/net/*/statistics)",
             samples,
         }])
+    }
+}
+
+/// The `interface_stats` plugin.
+#[derive(Debug)]
+pub struct InterfaceStatsPlugin;
+
+impl Plugin for InterfaceStatsPlugin {
+    fn name(&self) -> &'static str {
+        "interface_stats"
+    }
+
+    fn about(&self) -> &'static str {
+        "Retina's `interface_stats` from /sys/class/net/*/statistics at scrape time"
+    }
+
+    fn source(&self, roots: &Roots) -> Option<Box<dyn Source>> {
+        Some(Box::new(InterfaceStats {
+            sys_root: roots.sys.clone(),
+        }))
     }
 }
 

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 
-use super::names;
-use super::sources::{GaugeFamily, Source, SourceName};
+use super::{GaugeFamily, Plugin, Roots, Source};
+use crate::retina::names;
 
 /// At most this many (address, port) series per scrape.
 pub const MAX_SERIES: usize = 1000;
@@ -52,10 +52,6 @@ pub fn count(text: &str, counts: &mut BTreeMap<(IpAddr, u16), i64>) {
 }
 
 impl Source for TcpRemote {
-    fn name(&self) -> SourceName {
-        SourceName::TcpConnectionRemote
-    }
-
     fn read(&self) -> Result<Vec<GaugeFamily>, String> {
         let mut counts = BTreeMap::new();
         let mut read_any = false;
@@ -91,6 +87,26 @@ impl Source for TcpRemote {
             help: "Established TCP connections per remote address and port",
             samples,
         }])
+    }
+}
+
+/// The `tcp_connection_remote` plugin.
+#[derive(Debug)]
+pub struct TcpConnectionRemotePlugin;
+
+impl Plugin for TcpConnectionRemotePlugin {
+    fn name(&self) -> &'static str {
+        "tcp_connection_remote"
+    }
+
+    fn about(&self) -> &'static str {
+        "Retina's `tcp_connection_remote` from /proc/net/tcp and tcp6 at scrape time"
+    }
+
+    fn source(&self, roots: &Roots) -> Option<Box<dyn Source>> {
+        Some(Box::new(TcpRemote {
+            proc_root: roots.proc.clone(),
+        }))
     }
 }
 

@@ -7,8 +7,8 @@
 
 use std::path::PathBuf;
 
-use super::names;
-use super::sources::{GaugeFamily, Source, SourceName};
+use super::{GaugeFamily, Plugin, Roots, Source};
+use crate::retina::names;
 
 #[derive(Debug)]
 pub struct Conntrack {
@@ -50,10 +50,6 @@ pub fn parse(text: &str) -> Totals {
 }
 
 impl Source for Conntrack {
-    fn name(&self) -> SourceName {
-        SourceName::Conntrack
-    }
-
     fn read(&self) -> Result<Vec<GaugeFamily>, String> {
         let path = self.proc_root.join("net/nf_conntrack");
         let text =
@@ -91,6 +87,26 @@ impl Source for Conntrack {
                 t.connections,
             ),
         ])
+    }
+}
+
+/// The `conntrack` plugin.
+#[derive(Debug)]
+pub struct ConntrackPlugin;
+
+impl Plugin for ConntrackPlugin {
+    fn name(&self) -> &'static str {
+        "conntrack"
+    }
+
+    fn about(&self) -> &'static str {
+        "Retina's conntrack metrics (`networkobservability_conntrack_*`) from /proc/net/nf_conntrack at scrape time"
+    }
+
+    fn source(&self, roots: &Roots) -> Option<Box<dyn Source>> {
+        Some(Box::new(Conntrack {
+            proc_root: roots.proc.clone(),
+        }))
     }
 }
 

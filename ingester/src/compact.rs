@@ -1,16 +1,18 @@
 //! Compaction and retention: merge the small files of closed partitions into one
 //! file in the ingester's sort order ([`merge`]; one atomic Delta commit per
 //! partition, so readers never see rows twice or missing), drop
-//! partitions past retention, vacuum removed files, and checkpoint the log.
+//! partitions past retention (of the `losses` table beside it too), vacuum
+//! removed files, and checkpoint the log.
 
 mod merge;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use deltalake_core::kernel::Action;
 use deltalake_core::protocol::DeltaOperation;
+use flowlake_schemas::losses::LOSSES_DIR;
 use flowlake_schemas::{PARTITION_COLUMNS, PartitionPath};
 use tokio_util::sync::CancellationToken;
 
@@ -27,6 +29,8 @@ pub struct CompactSummary {
     pub files_added: u64,
     pub partitions_dropped: usize,
     pub files_dropped: usize,
+    /// Hour partitions of the `losses` table dropped by the same retention.
+    pub loss_partitions_dropped: usize,
     pub files_vacuumed: usize,
     pub checkpoint_version: Option<u64>,
 }
@@ -56,44 +60,9 @@ pub async fn compact_once(
     // partition goes once the hour ended more than the retention ago.
     let cutoff: Option<DateTime<Utc>> = cfg.retention().map(|r| now - r);
     let is_expired = |p: &PartitionPath| cutoff.is_some_and(|c| p.end() <= c);
-    let expired: Vec<&TableFile> = by_partition
-        .iter()
-        .filter(|(p, _)| is_expired(p))
-        .flat_map(|(_, fs)| fs.iter().copied())
-        .collect();
-    if let Some(cutoff) = cutoff
-        && !expired.is_empty()
-    {
-        summary.partitions_dropped = by_partition.keys().filter(|p| is_expired(p)).count();
-        summary.files_dropped = expired.len();
-        let snapshot = table.delta().snapshot()?;
-        let remove: Vec<Action> = snapshot
-            .log_data()
-            .into_iter()
-            .filter(|f| expired.iter().any(|e| e.path == f.path()))
-            .map(|f| Action::Remove(f.remove_action(true)))
-            .collect();
-        // Partitions starting before the cutoff's hour.
-        let (date, hour) = (cutoff.format("%Y-%m-%d"), cutoff.format("%H"));
-        let (d, h) = (PARTITION_COLUMNS[0], PARTITION_COLUMNS[1]);
-        let predicate = format!("{d} < '{date}' OR ({d} = '{date}' AND {h} < '{hour}')");
-        let version = table
-            .commit(
-                remove,
-                Vec::new(),
-                DeltaOperation::Delete {
-                    predicate: Some(predicate),
-                },
-            )
-            .await?;
-        tracing::info!(
-            partitions = summary.partitions_dropped,
-            files = summary.files_dropped,
-            version,
-            "retention dropped partitions"
-        );
+    if let Some(cutoff) = cutoff {
+        (summary.partitions_dropped, summary.files_dropped) = drop_expired(table, cutoff).await?;
     }
-
     let grace = chrono::Duration::from_std(cfg.grace).unwrap_or_default();
     for (partition, fs) in &by_partition {
         let closed = partition.end() + grace <= now;
@@ -121,20 +90,76 @@ pub async fn compact_once(
     }
     table.refresh().await?;
 
-    let (delta, vacuumed) = table
-        .delta()
-        .clone()
-        .vacuum()
-        .with_retention_period(chrono::Duration::from_std(cfg.vacuum_after).unwrap_or_default())
-        .with_enforce_retention_duration(false)
-        .await?;
-    drop(delta);
-    summary.files_vacuumed = vacuumed.files_deleted.len();
-    table.refresh().await?;
+    summary.files_vacuumed = vacuum(table, cfg.vacuum_after).await?;
+
+    // The losses table beside it keeps the same hours.
+    if let Some(cutoff) = cutoff
+        && let Some(mut losses) = table.beside(LOSSES_DIR).await?
+    {
+        (summary.loss_partitions_dropped, _) = drop_expired(&mut losses, cutoff).await?;
+        vacuum(&mut losses, cfg.vacuum_after).await?;
+    }
 
     deltalake_core::checkpoints::create_checkpoint(table.delta(), None).await?;
     summary.checkpoint_version = table.version();
     Ok(summary)
+}
+
+/// Drops the hour partitions of `table` that ended at or before `cutoff`, in
+/// one commit; returns how many partitions and files went.
+async fn drop_expired(table: &mut Table, cutoff: DateTime<Utc>) -> Result<(usize, usize)> {
+    let files = table.files()?;
+    let expired: Vec<&TableFile> = files
+        .iter()
+        .filter(|f| partition_of(f).is_some_and(|p| p.end() <= cutoff))
+        .collect();
+    if expired.is_empty() {
+        return Ok((0, 0));
+    }
+    let partitions: BTreeSet<PartitionPath> =
+        expired.iter().filter_map(|f| partition_of(f)).collect();
+    let snapshot = table.delta().snapshot()?;
+    let remove: Vec<Action> = snapshot
+        .log_data()
+        .into_iter()
+        .filter(|f| expired.iter().any(|e| e.path == f.path()))
+        .map(|f| Action::Remove(f.remove_action(true)))
+        .collect();
+    // Partitions starting before the cutoff's hour.
+    let (date, hour) = (cutoff.format("%Y-%m-%d"), cutoff.format("%H"));
+    let (d, h) = (PARTITION_COLUMNS[0], PARTITION_COLUMNS[1]);
+    let predicate = format!("{d} < '{date}' OR ({d} = '{date}' AND {h} < '{hour}')");
+    let version = table
+        .commit(
+            remove,
+            Vec::new(),
+            DeltaOperation::Delete {
+                predicate: Some(predicate),
+            },
+        )
+        .await?;
+    tracing::info!(
+        table = %table.url(),
+        partitions = partitions.len(),
+        files = expired.len(),
+        version,
+        "retention dropped partitions"
+    );
+    Ok((partitions.len(), expired.len()))
+}
+
+/// Deletes the files of `table` removed at least `after` ago; returns how many.
+async fn vacuum(table: &mut Table, after: Duration) -> Result<usize> {
+    let (delta, vacuumed) = table
+        .delta()
+        .clone()
+        .vacuum()
+        .with_retention_period(chrono::Duration::from_std(after).unwrap_or_default())
+        .with_enforce_retention_duration(false)
+        .await?;
+    drop(delta);
+    table.refresh().await?;
+    Ok(vacuumed.files_deleted.len())
 }
 
 /// Runs [`compact_once`] every `every` until `stop` is cancelled.

@@ -402,12 +402,14 @@ impl Flusher {
             }
         }
         for (record, reason) in drained.remove(&bad).into_iter().zip(reasons) {
-            self.quarantine.batches(
-                record.seq,
-                record.batch_id.as_ref(),
-                &record.batches,
-                &reason,
-            )?;
+            self.quarantine
+                .batches(
+                    record.seq,
+                    record.batch_id.as_ref(),
+                    &record.batches,
+                    &reason,
+                )
+                .await?;
         }
         Ok(bad.len())
     }

@@ -155,7 +155,8 @@ impl Ingester {
         let opened = match losses.await {
             Ok(losses) => {
                 let _ = state.losses.set(Arc::new(losses));
-                Self::recover(&config, &metrics, &budget, Arc::clone(&clock)).await
+                let losses = state.losses.get().cloned();
+                Self::recover(&config, &metrics, &budget, Arc::clone(&clock), losses).await
             }
             Err(e) => Err(e),
         };
@@ -185,7 +186,11 @@ impl Ingester {
             flush_now,
             budget,
             metrics: metrics.clone(),
-            quarantine: Quarantine::new(&config.wal_dir, metrics.clone()),
+            quarantine: Quarantine::new(
+                &config.wal_dir,
+                metrics.clone(),
+                state.losses.get().cloned(),
+            ),
             give_up_at: Arc::clone(&deadline),
             shutdown_grace: config.shutdown_grace,
             txns: Default::default(),
@@ -224,6 +229,7 @@ impl Ingester {
         metrics: &Metrics,
         budget: &MemoryBudget,
         clock: Clock,
+        losses: Option<Arc<losses::LossTable>>,
     ) -> Result<(
         writer::WriterHandle,
         std::thread::JoinHandle<()>,
@@ -245,7 +251,7 @@ impl Ingester {
             .inc_by(replay.torn_segments as u64);
         metrics.wal_bytes.set(replay.bytes as i64);
         let mut dedup = DedupWindow::open(&config.wal_dir, config.dedup_window, clock())?;
-        let quarantine = Quarantine::new(&config.wal_dir, metrics.clone());
+        let quarantine = Quarantine::new(&config.wal_dir, metrics.clone(), losses);
         let mut buffer = Buffer::default();
         let mut last = committed;
         let mut replayed = 0;
@@ -293,7 +299,9 @@ impl Ingester {
                     if let Some(id) = id {
                         dedup.remember(id, 0, today);
                     }
-                    quarantine.body(record.seq, id, record.encoding, &record.body, &e)?;
+                    quarantine
+                        .body(record.seq, id, record.encoding, &record.body, &e)
+                        .await?;
                 }
             }
         }

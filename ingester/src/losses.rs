@@ -11,8 +11,11 @@
 //!   another replica) of a batch already stored is answered as a duplicate.
 //! - every batch of flows (or losses) refused as bad input (a 4xx that the
 //!   collector does not retry): one row per node of the refused rows with their
-//!   count (`unit = 'records'`), or, when the body cannot be read, one row
-//!   `unit = 'batches'` without a node; `detail` is the refusal's reason label.
+//!   count (`unit = 'records'`; `'loss_rows'` for a loss batch), or, when the
+//!   body cannot be read, one row `unit = 'batches'` without a node; `detail` is
+//!   the refusal's reason label. Kind `rejected`.
+//! - every batch acknowledged and then quarantined ([`crate::quarantine`]):
+//!   the same rows, kind `quarantined`.
 
 use std::sync::Arc;
 
@@ -159,25 +162,68 @@ impl LossTable {
         Ok(true)
     }
 
-    /// Records a refused batch (`body`, when it was read) as loss rows.
+    /// Records a refused batch (`body`, when it was read) as loss rows: its
+    /// rows (`unit`: `records` of flows, `loss_rows` of a loss batch), kind
+    /// `rejected`.
     pub async fn record_refusal(
         &self,
-        body: Option<&Bytes>,
+        body: Option<&[u8]>,
         encoding: BodyEncoding,
+        unit: &str,
+        why: &IngestError,
+    ) {
+        self.record(SetAside::Rejected, body, encoding, unit, why)
+            .await
+    }
+
+    /// Records a batch quarantined after it was acknowledged (WAL replay, or a
+    /// flush that cannot encode it) as loss rows: kind `quarantined`, its
+    /// records per node.
+    pub async fn record_quarantine(&self, body: &[u8], encoding: BodyEncoding, why: &IngestError) {
+        let unit = "records";
+        self.record(SetAside::Quarantined, Some(body), encoding, unit, why)
+            .await
+    }
+
+    async fn record(
+        &self,
+        kind: SetAside,
+        body: Option<&[u8]>,
+        encoding: BodyEncoding,
+        unit: &str,
         why: &IngestError,
     ) {
         let now = (self.clock)();
-        let rows = refused_rows(body, encoding, why.reason(), now);
+        let rows = refused_rows(body, encoding, kind, unit, why.reason(), now);
         match self.append(&rows, None).await {
             Ok(_) => tracing::warn!(
+                kind = kind.as_str(),
                 reason = why.reason(),
                 rows = rows.len(),
-                "refused batch recorded in the losses table"
+                "batch set aside recorded in the losses table"
             ),
             Err(e) => {
                 self.metrics.error("losses");
-                tracing::error!(error = %e, reason = why.reason(), "cannot record a refused batch in the losses table");
+                tracing::error!(error = %e, kind = kind.as_str(), reason = why.reason(), "cannot record a batch set aside in the losses table");
             }
+        }
+    }
+}
+
+/// Why the ingester wrote a batch's rows off (the `kind` of its loss rows).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetAside {
+    /// Refused as bad input before it was acknowledged.
+    Rejected,
+    /// Acknowledged, then found unwritable and quarantined.
+    Quarantined,
+}
+
+impl SetAside {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SetAside::Rejected => "rejected",
+            SetAside::Quarantined => "quarantined",
         }
     }
 }
@@ -195,8 +241,10 @@ type Seen = std::collections::BTreeMap<(Option<String>, Option<String>), (i64, i
 /// What can be read of a refused body: rows per cluster and node with their
 /// interval range, or one `batches` row when nothing can.
 fn refused_rows(
-    body: Option<&Bytes>,
+    body: Option<&[u8]>,
     encoding: BodyEncoding,
+    kind: SetAside,
+    unit: &str,
     reason: &str,
     now: DateTime<Utc>,
 ) -> Vec<LossRow> {
@@ -206,7 +254,7 @@ fn refused_rows(
         cluster,
         node,
         component: component::INGESTER.into(),
-        kind: "rejected".into(),
+        kind: kind.as_str().into(),
         unit: unit.into(),
         lost,
         lost_bytes: None,
@@ -218,7 +266,7 @@ fn refused_rows(
             .into_iter()
             .map(|((cluster, node), (rows, from, to))| {
                 let t = |m| DateTime::from_timestamp_micros(m).unwrap_or(now);
-                row(cluster, node, "records", rows, t(from), t(to))
+                row(cluster, node, unit, rows, t(from), t(to))
             })
             .collect(),
         _ => vec![row(None, None, "batches", 1, now, now)],
@@ -282,8 +330,16 @@ pub async fn refused(s: &HttpState, seen: Option<(Bytes, BodyEncoding)>, e: &Ing
         return;
     };
     match seen {
-        Some((body, encoding)) => table.record_refusal(Some(&body), encoding, e).await,
-        None => table.record_refusal(None, BodyEncoding::Identity, e).await,
+        Some((body, encoding)) => {
+            table
+                .record_refusal(Some(&body), encoding, "records", e)
+                .await
+        }
+        None => {
+            table
+                .record_refusal(None, BodyEncoding::Identity, "records", e)
+                .await
+        }
     }
 }
 
@@ -303,7 +359,8 @@ async fn post_losses(State(s): State<Arc<HttpState>>, headers: HeaderMap, body: 
         Ok(answer) => axum::Json(answer).into_response(),
         Err(e) => {
             if is_refusal(&e) {
-                t.record_refusal(Some(&body), encoding, &e).await;
+                t.record_refusal(Some(&body), encoding, "loss_rows", &e)
+                    .await;
             }
             e.into_response()
         }

@@ -6,16 +6,19 @@
 //! on disk), or a record whose rows fail to encode at flush. Its body is written
 //! to `<wal-dir>/quarantine/<seq>.arrows` (an Arrow IPC stream, or the record's
 //! body as it arrived), fsynced, counted in
-//! `flowlake_ingester_quarantined_batches_total` and logged at error level with
-//! the batch id and the reason; the records after it go on to the table.
+//! `flowlake_ingester_quarantined_batches_total`, logged at error level with
+//! the batch id and the reason, and written to the `losses` table (kind
+//! `quarantined`, its records per node); the records after it go on to the table.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use arrow::record_batch::RecordBatch;
 
 use crate::decode::{BodyEncoding, encode_ipc};
 use crate::error::{IngestError, Result, error_chain};
+use crate::losses::LossTable;
 use crate::metrics::Metrics;
 use crate::wal::{BatchId, WalSeq, sync_dir};
 
@@ -27,18 +30,21 @@ pub const DIR: &str = "quarantine";
 pub struct Quarantine {
     dir: PathBuf,
     metrics: Metrics,
+    losses: Option<Arc<LossTable>>,
 }
 
 impl Quarantine {
-    pub fn new(wal_dir: &Path, metrics: Metrics) -> Self {
+    /// `losses`: where quarantined rows are recorded as lost (when open).
+    pub fn new(wal_dir: &Path, metrics: Metrics, losses: Option<Arc<LossTable>>) -> Self {
         Quarantine {
             dir: wal_dir.join(DIR),
             metrics,
+            losses,
         }
     }
 
     /// Sets aside a WAL record's body as it was written.
-    pub fn body(
+    pub async fn body(
         &self,
         seq: WalSeq,
         batch_id: Option<&BatchId>,
@@ -50,11 +56,15 @@ impl Quarantine {
             BodyEncoding::Zstd => "arrows.zst",
             _ => "arrows",
         };
-        self.write(seq, batch_id, ext, body, reason)
+        let path = self.write(seq, batch_id, ext, body, reason)?;
+        if let Some(losses) = &self.losses {
+            losses.record_quarantine(body, encoding, reason).await;
+        }
+        Ok(path)
     }
 
     /// Sets aside a buffered record's batches.
-    pub fn batches(
+    pub async fn batches(
         &self,
         seq: WalSeq,
         batch_id: Option<&BatchId>,
@@ -62,7 +72,13 @@ impl Quarantine {
         reason: &IngestError,
     ) -> Result<PathBuf> {
         let body = encode_ipc(batches, None)?;
-        self.write(seq, batch_id, "arrows", &body, reason)
+        let path = self.write(seq, batch_id, "arrows", &body, reason)?;
+        if let Some(losses) = &self.losses {
+            losses
+                .record_quarantine(&body, BodyEncoding::Identity, reason)
+                .await;
+        }
+        Ok(path)
     }
 
     fn write(

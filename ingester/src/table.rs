@@ -35,6 +35,8 @@ pub const TXN_RETENTION: &str = "interval 7 days";
 pub struct Table {
     delta: DeltaTable,
     url: Url,
+    /// The store settings it was opened with (for the tables beside it).
+    storage_options: std::collections::HashMap<String, String>,
 }
 
 /// One data file of the table.
@@ -108,7 +110,24 @@ impl Table {
         Ok(Table {
             delta: b.load().await?,
             url,
+            storage_options: cfg.storage_options.clone(),
         })
+    }
+
+    /// The Delta table in the directory `dir` under this table's root (the
+    /// `losses` table: `_losses`), with the same store settings; `None` when
+    /// there is none.
+    pub async fn beside(&self, dir: &str) -> Result<Option<Table>> {
+        let location = format!("{}/{dir}", self.url.as_str().trim_end_matches('/'));
+        let cfg = TableConfig {
+            location,
+            storage_options: self.storage_options.clone(),
+        };
+        match Table::open(&cfg).await {
+            Ok(t) => Ok(Some(t)),
+            Err(IngestError::Table(DeltaTableError::NotATable(_))) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// Opens the table, creating it with the flow schema if it does not exist. Safe
@@ -119,7 +138,12 @@ impl Table {
         match delta.load().await {
             Ok(()) => {
                 let delta = add_missing_columns(delta, cfg).await?;
-                return Ok(Table { delta, url });
+                let storage_options = cfg.storage_options.clone();
+                return Ok(Table {
+                    delta,
+                    url,
+                    storage_options,
+                });
             }
             Err(DeltaTableError::NotATable(_)) => {}
             Err(e) => return Err(e.into()),
@@ -143,7 +167,11 @@ impl Table {
             .with_save_mode(SaveMode::Ignore)
             .await;
         match created {
-            Ok(delta) => Ok(Table { delta, url }),
+            Ok(delta) => Ok(Table {
+                delta,
+                url,
+                storage_options: cfg.storage_options.clone(),
+            }),
             Err(e) => {
                 tracing::info!(error = %e, "table create raced with another writer; opening it");
                 Table::open(cfg).await

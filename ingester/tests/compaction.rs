@@ -292,3 +292,84 @@ async fn compaction_keeps_the_sort_order() {
     assert!(merged.row_groups >= 1 && merged.row_groups <= groups_before);
     assert!(merged.pages >= 1 && merged.pages <= pages_before);
 }
+
+/// The `losses` table keeps the flow table's retention: its hour partitions
+/// that ended more than the retention ago go in the same pass, the others stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_drops_old_hours_of_losses_too() {
+    use flowlake_schemas::{LossRow, losses_to_batch};
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let ing = Ingester::start(cfg.clone()).await.unwrap();
+    let row = |start: &str, lost| LossRow {
+        interval_start: at(start),
+        interval_end: at(start) + chrono::Duration::seconds(10),
+        cluster: Some("c1".into()),
+        node: Some("n1".into()),
+        component: "kernel".into(),
+        kind: "flow_map_full".into(),
+        unit: "packets".into(),
+        lost,
+        lost_bytes: Some(lost * 100),
+        detail: None,
+    };
+    // Hours 00, 01 and 03 of 2026-01-01, one batch each.
+    for (i, start) in [
+        "2026-01-01T00:10:00Z",
+        "2026-01-01T01:20:00Z",
+        "2026-01-01T03:05:00Z",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let body =
+            flowlake_ingester::encode_ipc(&[losses_to_batch(&[row(start, 7)]).unwrap()], None)
+                .unwrap();
+        let r = client()
+            .post(format!(
+                "http://{}{}",
+                ing.addr(),
+                flowlake_ingester::losses::LOSSES_ROUTE
+            ))
+            .header(flowlake_ingester::BATCH_ID_HEADER, format!("n1/{}", i + 1))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap());
+    }
+    ing.shutdown().await.unwrap();
+    let losses_dir = dir.path().join("table/_losses");
+    let hours = |t: &Table| {
+        let mut h: Vec<String> = t.files().unwrap().iter().map(|f| f.hour.clone()).collect();
+        h.sort();
+        h
+    };
+    let losses_cfg = flowlake_ingester::TableConfig {
+        location: losses_dir.to_string_lossy().into_owned(),
+        storage_options: Default::default(),
+    };
+    assert_eq!(
+        hours(&Table::open(&losses_cfg).await.unwrap()),
+        ["00", "01", "03"]
+    );
+
+    // Two hours kept at 03:30: hour 00 (ended 01:00) goes, 01 (ended 02:00) stays.
+    let mut table = Table::open(&cfg.table).await.unwrap();
+    let ccfg = CompactConfig {
+        retention_hours: Some(2),
+        vacuum_after: Duration::ZERO,
+        ..CompactConfig::default()
+    };
+    let s = compact_once(&mut table, &ccfg, at("2026-01-01T03:30:00Z"))
+        .await
+        .unwrap();
+    assert_eq!(s.loss_partitions_dropped, 1, "{s:?}");
+    let losses = Table::open(&losses_cfg).await.unwrap();
+    assert_eq!(hours(&losses), ["01", "03"]);
+    assert_eq!(
+        parquet_files_on_disk(&losses_dir),
+        2,
+        "the dropped file is vacuumed"
+    );
+}

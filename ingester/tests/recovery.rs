@@ -132,7 +132,34 @@ async fn poisoned_wal_record_is_quarantined_not_retried_forever() {
     assert_eq!(date.as_string::<i32>().value(0), "\"026-01-01");
     ing.shutdown().await.unwrap();
     assert_eq!(sum_bytes_in_table(&cfg).await, sum_bytes(&batch));
+    // The losses table says which rows were written off: the poisoned
+    // record's 300, per node of its rows.
+    let Some(mut python) = flowlake_testkit::python_with("deltalake, pyarrow") else {
+        return;
+    };
+    let losses =
+        json_output(python.args(["-c", LOSSES, &format!("{}/_losses", cfg.table.location)]));
+    let mut want: std::collections::BTreeMap<String, u64> = Default::default();
+    let nodes = b.column_by_name("node").unwrap();
+    let nodes = arrow::compute::cast(nodes, &DataType::Utf8).unwrap();
+    for n in nodes.as_string::<i32>().iter().flatten() {
+        *want.entry(n.to_string()).or_default() += 1;
+    }
+    let want: Vec<_> = want
+        .into_iter()
+        .map(|(node, n)| serde_json::json!([node, "ingester", "quarantined", "records", n]))
+        .collect();
+    assert_eq!(losses, serde_json::Value::Array(want));
 }
+
+/// Rows of a `losses` table as `[node, component, kind, unit, lost]`, sorted.
+const LOSSES: &str = r#"
+import sys, json
+from deltalake import DeltaTable
+t = DeltaTable(sys.argv[1]).to_pyarrow_table().to_pylist()
+print(json.dumps(sorted([r["node"], r["component"], r["kind"], r["unit"], r["lost"]] for r in t)))
+import os; sys.stdout.flush(); os._exit(0)
+"#;
 
 /// An ingester killed after its WAL sync but before the dedup journal's: the id
 /// is only in the WAL record. The retry with that id is a duplicate.

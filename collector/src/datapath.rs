@@ -11,7 +11,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 use aya::Ebpf;
 use aya::maps::{Array, Map, MapData, PerCpuArray, RingBuf};
 use aya::programs::SchedClassifier;
-use tracing::{info, warn};
+use tracing::warn;
 
 use crate::abi::{ClockSample, FlowKey, FlowStats};
 use crate::attach::{Attachments, TcMode};
@@ -19,23 +19,10 @@ use crate::error::{CollectorError, Result};
 use crate::flowcache::{self, FlowCache};
 use crate::l3::L3Interfaces;
 use crate::metrics::DatapathMetrics;
+use crate::plugins::report::LoadReport;
 use crate::plugins::{LoadContext, PluginSet};
-use crate::preflight::{Degraded, LoadReport, ProgramStatus};
 
-/// The compiled objects (built by build.rs from `ebpf/`, or the committed copies).
-pub mod objects {
-    pub static FLOWS: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/flows.bpf.o"));
-    /// The flow object for kernels that refuse atomic OR (before 5.12).
-    pub static FLOWS_COMPAT: &[u8] =
-        aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/flows_compat.bpf.o"));
-    pub static DROPS: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/drops.bpf.o"));
-    pub static TCP: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tcp.bpf.o"));
-    /// The benchmark's minimal packet counter.
-    pub static COUNTER: &[u8] =
-        aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/counter.bpf.o"));
-    /// Hash of the C sources the objects were built from (see build.rs).
-    pub const SOURCE_HASH: &str = env!("FLOWLAKE_EBPF_SOURCE_HASH");
-}
+pub use crate::plugins::load::{Loads, objects};
 
 /// The loaded objects, one per enabled eBPF plugin that loaded. Maps the
 /// datapath reads are taken out of their object at load.
@@ -88,38 +75,6 @@ fn ensure_tracefs() {
     }
 }
 
-/// What the plugins' loaders note while loading: each program's result (logged
-/// and exported as `flowlake_collector_program_loaded`) and the reduced forms
-/// chosen for this kernel.
-pub struct Loads<'a> {
-    report: &'a mut LoadReport,
-    metrics: &'a DatapathMetrics,
-    errors: Vec<String>,
-}
-
-impl Loads<'_> {
-    /// Program `name` runs (Ok) or not (the loader's error).
-    pub fn note(&mut self, name: &str, r: std::result::Result<(), String>) {
-        self.report.programs.push(ProgramStatus::new(name, &r));
-        self.metrics.set_program(name, r.is_ok());
-        match r {
-            Ok(()) => info!(program = name, "eBPF program running"),
-            Err(e) => {
-                warn!(program = name, error = %e, "eBPF program not running");
-                self.errors.push(format!("{name}: {e}"));
-            }
-        }
-    }
-
-    /// Plugin `plugin` runs in a reduced form on this kernel.
-    pub fn degrade(&mut self, plugin: &'static str, reason: String) {
-        self.report.degraded.push(Degraded {
-            feature: plugin,
-            reason,
-        });
-    }
-}
-
 impl Programs {
     /// Loads every built-in plugin's object; fails only when none of them loads.
     pub fn load(
@@ -162,11 +117,7 @@ impl Programs {
         report: &mut LoadReport,
     ) -> Result<Self> {
         ensure_tracefs();
-        let mut loads = Loads {
-            report,
-            metrics,
-            errors: Vec::new(),
-        };
+        let mut loads = Loads::new(report, metrics);
         let mut objects = BTreeMap::new();
         let mut with_objects = 0;
         for p in plugins.enabled_plugins() {
@@ -177,7 +128,7 @@ impl Programs {
             }
         }
         if with_objects > 0 && objects.is_empty() {
-            return Err(CollectorError::NothingLoaded(loads.errors.join("; ")));
+            return Err(CollectorError::NothingLoaded(loads.errors().join("; ")));
         }
         let mut flows = objects.remove("flows");
         let l3 = flows.as_mut().and_then(L3Interfaces::take);

@@ -24,7 +24,9 @@ pub mod dns;
 pub mod drops;
 pub mod flows;
 pub mod interface_stats;
+pub mod load;
 pub mod registry;
+pub mod report;
 pub mod source;
 pub mod status;
 pub mod tcp;
@@ -34,6 +36,7 @@ use aya::Ebpf;
 
 use crate::metrics::LossKind;
 
+pub use load::Loads;
 pub use registry::{PluginArgs, PluginRegistry, PluginSet};
 pub use source::{GaugeFamily, Roots, Source};
 pub use status::{PluginState, PluginStatus};
@@ -97,7 +100,7 @@ pub struct LoadContext {
 pub trait BpfPlugin {
     /// Loads the object (and attaches its tracepoints), noting each program's
     /// result in `loads`; None when nothing of it runs.
-    fn load(&self, cx: &LoadContext, loads: &mut crate::datapath::Loads<'_>) -> Option<Ebpf>;
+    fn load(&self, cx: &LoadContext, loads: &mut load::Loads<'_>) -> Option<Ebpf>;
 }
 
 /// The full chain of an error's messages (`a: b: c`).

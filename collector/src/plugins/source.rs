@@ -5,6 +5,11 @@
 
 use std::path::PathBuf;
 
+/// Prefix of Retina's metric names, added to every source's gauges.
+pub const PREFIX: &str = "networkobservability";
+/// Retina's label naming a kernel statistic (linuxutil's and `interface_stats`).
+pub const STATISTIC_NAME: &str = "statistic_name";
+
 /// One gauge family read from the kernel: its name (without the Retina prefix),
 /// help, and samples (label pairs, value).
 #[derive(Debug, Clone, PartialEq)]

@@ -14,8 +14,8 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use serde::Serialize;
 
 use super::registry::PluginSet;
+use super::report::LoadReport;
 use super::source::Source;
-use crate::preflight::LoadReport;
 
 /// Name of the status family.
 pub const STATUS_METRIC: &str = "flowlake_collector_plugin_status";
@@ -174,7 +174,7 @@ impl Collector for PluginsCollector {
                 Ok(families) => {
                     self.set.board().set(name, PluginState::Enabled, None);
                     for f in families {
-                        let full = format!("{}_{}", crate::retina::names::PREFIX, f.name);
+                        let full = format!("{}_{}", super::source::PREFIX, f.name);
                         let mut family = gauge_family(&mut encoder, &full, f.help)?;
                         for (labels, v) in &f.samples {
                             let labels: Vec<(&str, &str)> =
@@ -222,7 +222,8 @@ mod tests {
         let set = PluginSet::select(&["conntrack", "interface_stats", "flows"]).unwrap();
         let mut registry = Registry::default();
         registry.register_collector(Box::new(PluginsCollector::new(&set, &roots)));
-        let text = crate::retina::encode(&registry).unwrap();
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
         for line in [
             r#"flowlake_collector_plugin_status{plugin="conntrack",state="enabled"} 1"#,
             r#"flowlake_collector_plugin_status{plugin="interface_stats",state="failed"} 1"#,

@@ -2,7 +2,8 @@
 //! prefix (added by the sub-registry).
 
 /// Prefix of every Retina metric.
-pub const PREFIX: &str = "networkobservability";
+pub const PREFIX: &str = crate::plugins::source::PREFIX;
+pub use crate::plugins::source::STATISTIC_NAME;
 /// Prefix of Flowlake's own metrics about this module.
 pub const SELF_PREFIX: &str = "flowlake_collector_retina";
 
@@ -18,13 +19,6 @@ pub const TCP_STATE: &str = "tcp_state";
 pub const TCP_CONNECTION_STATS: &str = "tcp_connection_stats";
 pub const IP_CONNECTION_STATS: &str = "ip_connection_stats";
 pub const UDP_CONNECTION_STATS: &str = "udp_connection_stats";
-pub const INTERFACE_STATS: &str = "interface_stats";
-pub const TCP_CONNECTION_REMOTE: &str = "tcp_connection_remote";
-pub const CONNTRACK_PACKETS_TX: &str = "conntrack_packets_tx";
-pub const CONNTRACK_PACKETS_RX: &str = "conntrack_packets_rx";
-pub const CONNTRACK_BYTES_TX: &str = "conntrack_bytes_tx";
-pub const CONNTRACK_BYTES_RX: &str = "conntrack_bytes_rx";
-pub const CONNTRACK_TOTAL_CONNECTIONS: &str = "conntrack_total_connections";
 
 pub const ADV_FORWARD_COUNT: &str = "adv_forward_count";
 pub const ADV_FORWARD_BYTES: &str = "adv_forward_bytes";
@@ -66,12 +60,7 @@ pub const DIRECTION: &str = "direction";
 pub const REASON: &str = "reason";
 pub const TYPE: &str = "type";
 pub const STATE: &str = "state";
-pub const STATISTIC_NAME: &str = "statistic_name";
-pub const INTERFACE_NAME: &str = "interface_name";
-pub const ADDRESS: &str = "address";
-pub const PORT: &str = "port";
 /// Label of Flowlake's own per-source status metrics.
-pub const SOURCE: &str = "source";
 pub const FLAG: &str = "flag";
 pub const QUERY: &str = "query";
 pub const QUERY_TYPE: &str = "query_type";

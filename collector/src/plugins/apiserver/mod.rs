@@ -1,9 +1,9 @@
 //! The `apiserver` plugin: Retina's API server metrics
 //! (`adv_node_apiserver_latency`, `adv_node_apiserver_tcp_handshake_latency`,
 //! `adv_node_apiserver_no_response`), counted from enriched flow records to
-//! the API server's addresses ([`crate::retina::apiserver`]), which are
+//! the API server's addresses (`retina/apiserver.rs`), which are
 //! discovered from the cluster's `kubernetes` Service and its EndpointSlices
-//! ([`crate::enrich::apiserver`]) unless `--metrics-apiserver-ips` names them.
+//! (`enrich/apiserver.rs`) unless `--metrics-apiserver-ips` names them.
 //! Disabled, neither the histograms nor the discovery exist. It reads flow
 //! records, so it needs the `flows` plugin.
 

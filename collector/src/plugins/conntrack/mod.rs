@@ -8,7 +8,15 @@
 use std::path::PathBuf;
 
 use super::{GaugeFamily, Plugin, Roots, Source};
-use crate::retina::names;
+
+/// The metric and label names it contributes (Retina's, without the prefix).
+pub mod names {
+    pub const CONNTRACK_PACKETS_TX: &str = "conntrack_packets_tx";
+    pub const CONNTRACK_PACKETS_RX: &str = "conntrack_packets_rx";
+    pub const CONNTRACK_BYTES_TX: &str = "conntrack_bytes_tx";
+    pub const CONNTRACK_BYTES_RX: &str = "conntrack_bytes_rx";
+    pub const CONNTRACK_TOTAL_CONNECTIONS: &str = "conntrack_total_connections";
+}
 
 #[derive(Debug)]
 pub struct Conntrack {

@@ -5,9 +5,9 @@
 
 use aya::{Ebpf, EbpfLoader};
 
+use super::load::{Loads, objects};
 use super::{BpfPlugin, Capability, LoadContext, LossSlot, Plugin, attach_tracepoint, error_chain};
 use crate::abi;
-use crate::datapath::{Loads, objects};
 use crate::metrics::LossKind;
 
 /// The `drops` plugin.

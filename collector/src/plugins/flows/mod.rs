@@ -8,9 +8,9 @@
 use aya::programs::SchedClassifier;
 use aya::{Ebpf, EbpfLoader};
 
+use super::load::{Loads, objects};
 use super::{BpfPlugin, Capability, LoadContext, LossSlot, Plugin, error_chain, prog_err};
 use crate::abi;
-use crate::datapath::{Loads, objects};
 use crate::error::{CollectorError, Result};
 use crate::metrics::LossKind;
 

@@ -5,7 +5,13 @@
 use std::path::{Path, PathBuf};
 
 use super::{GaugeFamily, Plugin, Roots, Source};
-use crate::retina::names;
+
+/// The metric and label names it contributes (Retina's, without the prefix).
+pub mod names {
+    pub const INTERFACE_STATS: &str = "interface_stats";
+    pub use crate::plugins::source::STATISTIC_NAME;
+    pub const INTERFACE_NAME: &str = "interface_name";
+}
 
 #[derive(Debug)]
 pub struct InterfaceStats {

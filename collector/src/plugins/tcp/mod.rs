@@ -6,9 +6,9 @@
 
 use aya::{Ebpf, EbpfLoader};
 
+use super::load::{Loads, objects};
 use super::{BpfPlugin, Capability, LoadContext, LossSlot, Plugin, attach_tracepoint, error_chain};
 use crate::abi;
-use crate::datapath::{Loads, objects};
 use crate::metrics::LossKind;
 
 /// tcp.bpf.c's programs and their tracepoints.

@@ -7,11 +7,17 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 
 use super::{GaugeFamily, Plugin, Roots, Source};
-use crate::retina::names;
 
 /// At most this many (address, port) series per scrape.
 pub const MAX_SERIES: usize = 1000;
 const ESTABLISHED: &str = "01";
+
+/// The metric and label names it contributes (Retina's, without the prefix).
+pub mod names {
+    pub const TCP_CONNECTION_REMOTE: &str = "tcp_connection_remote";
+    pub const ADDRESS: &str = "address";
+    pub const PORT: &str = "port";
+}
 
 #[derive(Debug)]
 pub struct TcpRemote {

@@ -31,6 +31,18 @@ fn parquet_files_on_disk(dir: &std::path::Path) -> usize {
     n
 }
 
+/// A pass at 2026-01-01T03:30Z keeping two hours (vacuuming at once).
+async fn two_hours_kept_at_0330(table: &mut Table) -> flowlake_ingester::CompactSummary {
+    let ccfg = CompactConfig {
+        retention_hours: Some(2),
+        vacuum_after: Duration::ZERO,
+        ..CompactConfig::default()
+    };
+    compact_once(table, &ccfg, at("2026-01-01T03:30:00Z"))
+        .await
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compaction_retention_vacuum_and_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
@@ -81,14 +93,7 @@ async fn compaction_retention_vacuum_and_checkpoint() {
 
     // Retention by the hour: two hours kept at 03:30 drop hour 00 alone (it
     // ended at 01:00); hour 01 ended at 02:00, within the two hours.
-    let ccfg = CompactConfig {
-        retention_hours: Some(2),
-        vacuum_after: Duration::ZERO,
-        ..CompactConfig::default()
-    };
-    let s = compact_once(&mut table, &ccfg, at("2026-01-01T03:30:00Z"))
-        .await
-        .unwrap();
+    let s = two_hours_kept_at_0330(&mut table).await;
     assert_eq!((s.partitions_dropped, s.files_dropped), (1, 1), "{s:?}");
     let mut hours: Vec<String> = table
         .files()
@@ -356,14 +361,7 @@ async fn retention_drops_old_hours_of_losses_too() {
 
     // Two hours kept at 03:30: hour 00 (ended 01:00) goes, 01 (ended 02:00) stays.
     let mut table = Table::open(&cfg.table).await.unwrap();
-    let ccfg = CompactConfig {
-        retention_hours: Some(2),
-        vacuum_after: Duration::ZERO,
-        ..CompactConfig::default()
-    };
-    let s = compact_once(&mut table, &ccfg, at("2026-01-01T03:30:00Z"))
-        .await
-        .unwrap();
+    let s = two_hours_kept_at_0330(&mut table).await;
     assert_eq!(s.loss_partitions_dropped, 1, "{s:?}");
     let losses = Table::open(&losses_cfg).await.unwrap();
     assert_eq!(hours(&losses), ["01", "03"]);

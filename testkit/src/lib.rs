@@ -1,8 +1,9 @@
 //! Helpers for tests that use tools from the machine (Python with pyarrow, DuckDB,
 //! deltalake, …). Without the tool a test skips with a printed reason; under
 //! `FLOWLAKE_REQUIRE_PRIVILEGED=1` (CI) it fails instead. Also certificates from
-//! `openssl` ([`tls`]) and captured log lines ([`logs`]).
+//! `openssl` ([`tls`]), captured log lines ([`logs`]) and an IPFIX reader ([`ipfix`]).
 
+pub mod ipfix;
 pub mod logs;
 pub mod tls;
 

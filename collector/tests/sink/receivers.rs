@@ -6,6 +6,7 @@ use std::io::Read;
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// None when the tools are there; otherwise skips (printing why) or panics under
@@ -128,12 +129,17 @@ impl Nfcapd {
     }
 }
 
+/// The IPFIX messages a [`tcp_front`] passed on, in order.
+pub type Messages = Arc<Mutex<Vec<Vec<u8>>>>;
+
 /// A TCP IPFIX receiver in front of nfcapd (which listens on UDP only): it splits
 /// the stream at each message's length field and forwards every message, unchanged,
-/// as one datagram. Returns its address.
-pub fn tcp_front(to: SocketAddr) -> SocketAddr {
+/// as one datagram, keeping a copy. Returns its address and the copies.
+pub fn tcp_front(to: SocketAddr) -> (SocketAddr, Messages) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
+    let seen = Messages::default();
+    let copies = Arc::clone(&seen);
     std::thread::spawn(move || {
         let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
         for conn in listener.incoming() {
@@ -146,12 +152,13 @@ pub fn tcp_front(to: SocketAddr) -> SocketAddr {
                 msg.resize(len, 0);
                 conn.read_exact(&mut msg[16..]).unwrap();
                 udp.send_to(&msg, to).unwrap();
+                copies.lock().unwrap().push(msg);
                 // nfcapd reads datagrams one by one; do not outrun its socket buffer.
                 std::thread::sleep(Duration::from_micros(200));
             }
         }
     });
-    addr
+    (addr, seen)
 }
 
 /// DuckDB over files matching `glob`: one row of JSON values per query.

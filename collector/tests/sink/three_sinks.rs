@@ -1,6 +1,8 @@
 //! The same generated records through `ingester,ipfix,jsonl` at once: the fake
 //! ingester's rows, nfdump's flows and DuckDB over the rotated, gzipped flow log
-//! report the same flows, packets and bytes — and the same flows one by one.
+//! report the same flows, packets and bytes — and the same flows one by one. Over
+//! TCP the IPFIX stream itself is also decoded (nfdump 1.7 shows no enterprise
+//! elements): each flow's TCP health and DNS elements carry the record's values.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -11,7 +13,7 @@ use flowlake_collector::sink::ipfix::{IpfixConfig, Transport};
 use flowlake_collector::sink::{self, SinkConfig, SinkKind, SinkLoss, SinkMetrics, SinkSet};
 use flowlake_schemas::FlowRecord;
 
-use super::receivers::{Nfcapd, duckdb, files, missing, tcp_front};
+use super::receivers::{Messages, Nfcapd, duckdb, files, missing, tcp_front};
 use crate::ship::fake_ingester::{FakeIngester, Mode};
 
 const SINKS: [&str; 3] = ["ingester", "ipfix", "jsonl"];
@@ -77,9 +79,12 @@ async fn three_sinks(transport: Transport) {
     }
     let recs = records();
     let nfcapd = Nfcapd::start();
-    let target = match transport {
-        Transport::Udp => nfcapd.addr,
-        Transport::Tcp => tcp_front(nfcapd.addr),
+    let (target, messages) = match transport {
+        Transport::Udp => (nfcapd.addr, None),
+        Transport::Tcp => {
+            let (addr, messages) = tcp_front(nfcapd.addr);
+            (addr, Some(messages))
+        }
     };
     let ingester = FakeIngester::new(Mode::Up);
     let url = format!(
@@ -165,6 +170,13 @@ async fn three_sinks(transport: Transport) {
         .count();
     let nf_egress = rows.iter().filter(|r| r["direction"] == 1).count();
     assert_eq!(nf_egress, egress, "flowDirection: {:#}", rows[0]);
+    if let Some(messages) = messages {
+        let (got, want) = (tcp_and_dns(&messages), tcp_and_dns_truth(&recs));
+        assert_eq!(got.len(), want.len(), "IPFIX records in the stream");
+        for (g, w) in got.iter().zip(&want) {
+            assert_eq!(g, w, "TCP health and DNS elements");
+        }
+    }
 
     // DuckDB over the current and the rotated, gzipped files.
     let names = files(logs.path());
@@ -207,6 +219,100 @@ async fn three_sinks(transport: Transport) {
         .map(|r| serde_json::from_value(r.clone()).unwrap())
         .collect();
     assert_eq!(got_ns, by_ns, "DuckDB: bytes by source namespace");
+}
+
+/// A flow's ports, start, TCP health and DNS as the IPFIX elements carry them:
+/// ((src port, dst port, start ms), (retransmits, resets, srtt µs, handshake µs),
+/// (DNS id, query, qtype, rcode, answers, DNS latency µs)). Absent numbers are 0,
+/// strings "".
+type TcpDns = (
+    (u64, u64, u64),
+    (u64, u64, u64, u64),
+    (u64, String, String, String, String, u64),
+);
+
+fn tcp_and_dns_truth(recs: &[FlowRecord]) -> Vec<TcpDns> {
+    let mut v: Vec<TcpDns> = recs
+        .iter()
+        .map(|r| {
+            let t = r.tcp.unwrap_or_default();
+            let d = r.dns.clone().unwrap_or_default();
+            (
+                (
+                    u64::from(r.src.port.unwrap_or(0)),
+                    u64::from(r.dst.port.unwrap_or(0)),
+                    r.interval_start.timestamp_millis() as u64,
+                ),
+                (
+                    u64::from(t.retransmits),
+                    u64::from(t.resets),
+                    t.srtt_us.unwrap_or(0),
+                    t.handshake_us.unwrap_or(0),
+                ),
+                (
+                    u64::from(d.id),
+                    d.query.unwrap_or_default(),
+                    d.qtype.unwrap_or_default(),
+                    d.rcode.unwrap_or_default(),
+                    d.answers.join(","),
+                    d.latency_us.unwrap_or(0),
+                ),
+            )
+        })
+        .collect();
+    v.sort();
+    // The workload has both, or the comparison would prove little.
+    let srtt = recs
+        .iter()
+        .filter(|r| r.tcp.is_some_and(|t| t.srtt_us.is_some()))
+        .count();
+    let answered = recs
+        .iter()
+        .filter(|r| r.dns.as_ref().is_some_and(|d| d.rcode.is_some()))
+        .count();
+    assert!(
+        srtt > 100 && answered > 10,
+        "srtt {srtt}, DNS answers {answered}"
+    );
+    v
+}
+
+/// The same, decoded from the IPFIX messages by the testkit's RFC 7011 reader.
+fn tcp_and_dns(messages: &Messages) -> Vec<TcpDns> {
+    use flowlake_collector::sink::ipfix::elements::{flowlake_id as f, iana_id as i};
+    const PEN: u32 = 32473;
+    let mut reader = flowlake_testkit::ipfix::Reader::default();
+    let mut v = Vec::new();
+    for m in messages.lock().unwrap().iter() {
+        for d in reader.read(m).1 {
+            let n = |id, pen| flowlake_testkit::ipfix::unsigned(&d[&(id, pen)]);
+            let e = |id| n(id, PEN);
+            let s = |id| String::from_utf8(d[&(id, PEN)].clone()).unwrap();
+            v.push((
+                (
+                    n(i::SOURCE_TRANSPORT_PORT, 0),
+                    n(i::DESTINATION_TRANSPORT_PORT, 0),
+                    n(i::FLOW_START_MILLISECONDS, 0),
+                ),
+                (
+                    e(f::TCP_RETRANSMITS),
+                    e(f::TCP_RESETS),
+                    e(f::TCP_SRTT_MICROSECONDS),
+                    e(f::TCP_HANDSHAKE_MICROSECONDS),
+                ),
+                (
+                    e(f::DNS_ID),
+                    s(f::DNS_QUERY),
+                    s(f::DNS_QTYPE),
+                    s(f::DNS_RCODE),
+                    s(f::DNS_ANSWERS),
+                    e(f::DNS_LATENCY_MICROSECONDS),
+                ),
+            ));
+        }
+    }
+    v.sort();
+    v
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,6 +1,6 @@
 //! The IPFIX information elements Flowlake exports and its two templates (IPv4,
 //! IPv6). IANA numbers from the IPFIX Information Elements registry; the Kubernetes
-//! names go in enterprise-specific elements under a Private Enterprise Number
+//! names, TCP health and DNS go in enterprise-specific elements under a Private Enterprise Number
 //! (`--ipfix-enterprise-number`, default 32473, the PEN that RFC 5612 reserves for
 //! documentation, until Flowlake has its own). docs/exporters.md lists them all.
 
@@ -27,10 +27,11 @@ const fn iana(id: u16, len: u16) -> Field {
     }
 }
 
-const fn flowlake(id: u16) -> Field {
+/// An enterprise element: a string ([`VARIABLE`]) or a number of `len` octets.
+const fn flowlake(id: u16, len: u16) -> Field {
     Field {
         id,
-        len: VARIABLE,
+        len,
         enterprise: true,
     }
 }
@@ -56,7 +57,8 @@ pub mod iana_id {
     pub const FLOW_END_MILLISECONDS: u16 = 153;
 }
 
-/// Flowlake's enterprise-specific elements (all strings, variable length).
+/// Flowlake's enterprise-specific elements: strings (variable length) but for the
+/// TCP and DNS numbers (unsigned, fixed length, 0 when the flow has none).
 pub mod flowlake_id {
     pub const CLUSTER: u16 = 1;
     pub const OBSERVER_NODE: u16 = 2;
@@ -74,11 +76,21 @@ pub mod flowlake_id {
     pub const DST_WORKLOAD_KIND: u16 = 14;
     pub const DST_NODE: u16 = 15;
     pub const DST_SERVICE: u16 = 16;
+    pub const TCP_RETRANSMITS: u16 = 17;
+    pub const TCP_RESETS: u16 = 18;
+    pub const TCP_SRTT_MICROSECONDS: u16 = 19;
+    pub const TCP_HANDSHAKE_MICROSECONDS: u16 = 20;
+    pub const DNS_ID: u16 = 21;
+    pub const DNS_QUERY: u16 = 22;
+    pub const DNS_QTYPE: u16 = 23;
+    pub const DNS_RCODE: u16 = 24;
+    pub const DNS_ANSWERS: u16 = 25;
+    pub const DNS_LATENCY_MICROSECONDS: u16 = 26;
 }
 
 /// The fields of a template, in record order. Both templates differ only in the
 /// address and ICMP elements.
-pub fn template(v6: bool) -> [Field; 30] {
+pub fn template(v6: bool) -> [Field; 40] {
     use flowlake_id as f;
     use iana_id as i;
     let (src, dst, addr_len, icmp) = if v6 {
@@ -111,22 +123,32 @@ pub fn template(v6: bool) -> [Field; 30] {
         iana(i::FORWARDING_STATUS, 1),
         iana(i::FLOW_DIRECTION, 1),
         iana(i::INTERFACE_NAME, VARIABLE),
-        flowlake(f::CLUSTER),
-        flowlake(f::OBSERVER_NODE),
-        flowlake(f::OBSERVATION_POINT),
-        flowlake(f::DROP_REASON),
-        flowlake(f::SRC_NAMESPACE),
-        flowlake(f::SRC_POD),
-        flowlake(f::SRC_WORKLOAD),
-        flowlake(f::SRC_WORKLOAD_KIND),
-        flowlake(f::SRC_NODE),
-        flowlake(f::SRC_SERVICE),
-        flowlake(f::DST_NAMESPACE),
-        flowlake(f::DST_POD),
-        flowlake(f::DST_WORKLOAD),
-        flowlake(f::DST_WORKLOAD_KIND),
-        flowlake(f::DST_NODE),
-        flowlake(f::DST_SERVICE),
+        flowlake(f::CLUSTER, VARIABLE),
+        flowlake(f::OBSERVER_NODE, VARIABLE),
+        flowlake(f::OBSERVATION_POINT, VARIABLE),
+        flowlake(f::DROP_REASON, VARIABLE),
+        flowlake(f::SRC_NAMESPACE, VARIABLE),
+        flowlake(f::SRC_POD, VARIABLE),
+        flowlake(f::SRC_WORKLOAD, VARIABLE),
+        flowlake(f::SRC_WORKLOAD_KIND, VARIABLE),
+        flowlake(f::SRC_NODE, VARIABLE),
+        flowlake(f::SRC_SERVICE, VARIABLE),
+        flowlake(f::DST_NAMESPACE, VARIABLE),
+        flowlake(f::DST_POD, VARIABLE),
+        flowlake(f::DST_WORKLOAD, VARIABLE),
+        flowlake(f::DST_WORKLOAD_KIND, VARIABLE),
+        flowlake(f::DST_NODE, VARIABLE),
+        flowlake(f::DST_SERVICE, VARIABLE),
+        flowlake(f::TCP_RETRANSMITS, 4),
+        flowlake(f::TCP_RESETS, 4),
+        flowlake(f::TCP_SRTT_MICROSECONDS, 8),
+        flowlake(f::TCP_HANDSHAKE_MICROSECONDS, 8),
+        flowlake(f::DNS_ID, 2),
+        flowlake(f::DNS_QUERY, VARIABLE),
+        flowlake(f::DNS_QTYPE, VARIABLE),
+        flowlake(f::DNS_RCODE, VARIABLE),
+        flowlake(f::DNS_ANSWERS, VARIABLE),
+        flowlake(f::DNS_LATENCY_MICROSECONDS, 8),
     ]
 }
 

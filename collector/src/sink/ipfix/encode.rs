@@ -225,6 +225,18 @@ fn encode_record(r: &FlowRecord, m: &mut Vec<u8>) {
         put_str(m, f(|i| &i.node));
         put_str(m, f(|i| &i.service));
     }
+    let tcp = r.tcp.unwrap_or_default();
+    m.extend_from_slice(&tcp.retransmits.to_be_bytes());
+    m.extend_from_slice(&tcp.resets.to_be_bytes());
+    m.extend_from_slice(&tcp.srtt_us.unwrap_or(0).to_be_bytes());
+    m.extend_from_slice(&tcp.handshake_us.unwrap_or(0).to_be_bytes());
+    let dns = r.dns.as_ref();
+    put16(m, dns.map_or(0, |d| d.id));
+    put_str(m, dns.and_then(|d| d.query.as_deref()));
+    put_str(m, dns.and_then(|d| d.qtype.as_deref()));
+    put_str(m, dns.and_then(|d| d.rcode.as_deref()));
+    put_str(m, dns.map(|d| d.answers.join(",")).as_deref());
+    m.extend_from_slice(&dns.and_then(|d| d.latency_us).unwrap_or(0).to_be_bytes());
 }
 
 #[cfg(test)]

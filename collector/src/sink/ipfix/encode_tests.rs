@@ -1,86 +1,12 @@
-//! The encoder's messages read back by a small RFC 7011 reader written from the
-//! RFC (templates, enterprise bit, variable-length fields), not from the encoder.
+//! The encoder's messages read back by the testkit's small RFC 7011 reader written
+//! from the RFC (templates, enterprise bit, variable-length fields), not from the
+//! encoder.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::*;
-use flowlake_schemas::{Endpoint, Identity, ObservationPoint};
-
-fn be16(b: &[u8]) -> u16 {
-    u16::from_be_bytes([b[0], b[1]])
-}
-fn be32(b: &[u8]) -> u32 {
-    u32::from_be_bytes(b[..4].try_into().unwrap())
-}
-
-/// (element id, enterprise) → value bytes, per data record.
-type Decoded = Vec<HashMap<(u16, u32), Vec<u8>>>;
-
-#[derive(Default)]
-struct Reader {
-    templates: HashMap<u16, Vec<(u16, u16, u32)>>,
-}
-
-impl Reader {
-    /// Returns (sequence number, records).
-    fn read(&mut self, m: &[u8]) -> (u32, Decoded) {
-        assert_eq!(be16(m), 10, "version");
-        assert_eq!(be16(&m[2..]) as usize, m.len(), "message length");
-        let seq = be32(&m[8..]);
-        let mut out = Vec::new();
-        let mut at = 16;
-        while at < m.len() {
-            let (id, len) = (be16(&m[at..]), be16(&m[at + 2..]) as usize);
-            let set = &m[at + 4..at + len];
-            at += len;
-            if id == 2 {
-                let mut p = 0;
-                while p + 4 <= set.len() {
-                    let (tid, n) = (be16(&set[p..]), be16(&set[p + 2..]));
-                    p += 4;
-                    let mut fields = Vec::new();
-                    for _ in 0..n {
-                        let (raw, flen) = (be16(&set[p..]), be16(&set[p + 2..]));
-                        p += 4;
-                        let pen = if raw & 0x8000 != 0 {
-                            p += 4;
-                            be32(&set[p - 4..])
-                        } else {
-                            0
-                        };
-                        fields.push((raw & 0x7fff, flen, pen));
-                    }
-                    self.templates.insert(tid, fields);
-                }
-                continue;
-            }
-            let fields = &self.templates[&id];
-            let mut p = 0;
-            while p < set.len() {
-                let mut rec = HashMap::new();
-                for &(fid, flen, pen) in fields {
-                    let len = if flen == 0xFFFF {
-                        let l = set[p] as usize;
-                        p += 1;
-                        if l == 255 {
-                            p += 2;
-                            be16(&set[p - 2..]) as usize
-                        } else {
-                            l
-                        }
-                    } else {
-                        flen as usize
-                    };
-                    rec.insert((fid, pen), set[p..p + len].to_vec());
-                    p += len;
-                }
-                out.push(rec);
-            }
-        }
-        (seq, out)
-    }
-}
+use flowlake_schemas::{DnsInfo, Endpoint, Identity, ObservationPoint, TcpHealth};
+use flowlake_testkit::ipfix::{Reader, be16, be32, unsigned};
 
 fn record(i: u64, v6: bool) -> FlowRecord {
     let t = DateTime::from_timestamp_millis(1_790_000_000_000 + i as i64).unwrap();
@@ -124,8 +50,21 @@ fn record(i: u64, v6: bool) -> FlowRecord {
             Verdict::Dropped
         },
         drop_reason: (i % 2 == 1).then(|| "NETFILTER_DROP".into()),
-        tcp: None,
-        dns: None,
+        // TCP health on every fourth record (no handshake time), DNS on every fifth.
+        tcp: i.is_multiple_of(4).then_some(TcpHealth {
+            retransmits: i as u32,
+            resets: 1,
+            srtt_us: Some(1000 + i),
+            handshake_us: None,
+        }),
+        dns: i.is_multiple_of(5).then(|| DnsInfo {
+            id: i as u16,
+            query: Some("cart.shop.svc.cluster.local".into()),
+            qtype: Some("A".into()),
+            rcode: Some("NOERROR".into()),
+            answers: vec!["10.0.0.2".into(), "10.0.0.3".into()],
+            latency_us: Some(250 + i),
+        }),
     }
 }
 
@@ -192,7 +131,29 @@ fn messages_carry_every_record_with_its_elements_and_sequence_numbers() {
         assert_eq!(s(f::OBSERVATION_POINT), "from_pod");
         assert_eq!(s(f::DROP_REASON), r.drop_reason.as_deref().unwrap_or(""));
         assert_eq!(String::from_utf8(d[&(82, 0)].clone()).unwrap(), "veth0");
+        // TCP health and DNS: fixed-length numbers (0 when absent) and strings.
+        let n = |id, len| {
+            let v = &d[&(id, 32473)];
+            assert_eq!(v.len(), len, "element {id}");
+            unsigned(v)
+        };
+        let tcp = r.tcp.unwrap_or_default();
+        assert_eq!(n(f::TCP_RETRANSMITS, 4), u64::from(tcp.retransmits));
+        assert_eq!(n(f::TCP_RESETS, 4), u64::from(tcp.resets));
+        assert_eq!(n(f::TCP_SRTT_MICROSECONDS, 8), tcp.srtt_us.unwrap_or(0));
+        assert_eq!(n(f::TCP_HANDSHAKE_MICROSECONDS, 8), 0);
+        let dns = r.dns.clone().unwrap_or_default();
+        assert_eq!(n(f::DNS_ID, 2), u64::from(dns.id));
+        assert_eq!(s(f::DNS_QUERY), dns.query.unwrap_or_default());
+        assert_eq!(s(f::DNS_QTYPE), dns.qtype.unwrap_or_default());
+        assert_eq!(s(f::DNS_RCODE), dns.rcode.unwrap_or_default());
+        assert_eq!(s(f::DNS_ANSWERS), dns.answers.join(","));
+        assert_eq!(
+            n(f::DNS_LATENCY_MICROSECONDS, 8),
+            dns.latency_us.unwrap_or(0)
+        );
     }
+    assert!(recs.iter().any(|r| r.tcp.is_some() && r.dns.is_some()));
 }
 
 #[test]

@@ -260,6 +260,49 @@ fn default_chart_renders_valid_least_privilege_objects() {
     assert!(!docs.iter().any(|d| d["kind"] == "Deployment"));
 }
 
+/// `FLOWLAKE_COLLECTOR_PLUGINS` of the collector's container.
+fn collector_plugins(docs: &[Value]) -> Option<String> {
+    let ds: DaemonSet = typed(find(docs, "DaemonSet", "flowlake-collector"));
+    let pod = ds.spec.template.spec.unwrap();
+    env_values(container(&pod.containers, "collector"))
+        .get("FLOWLAKE_COLLECTOR_PLUGINS")
+        .cloned()
+}
+
+#[test]
+fn chart_enables_collector_plugins_by_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some(bin) = renderer(tmp.path()) else {
+        return;
+    };
+    // Default: every plugin the collector knows, in its order.
+    let all = flowlake_collector::plugins::PluginRegistry::builtin()
+        .names()
+        .join(",");
+    assert_eq!(collector_plugins(&render(&bin, None)), Some(all));
+    let values = tmp.path().join("plugins.yaml");
+    std::fs::write(&values, "collector:\n  plugins: [flows, dns, conntrack]\n").unwrap();
+    let docs = render(&bin, Some(&values));
+    env_matches_flags(&docs);
+    let chosen = collector_plugins(&docs).unwrap();
+    assert_eq!(chosen, "flows,dns,conntrack");
+    // The collector accepts what the chart sets (a typo would be refused).
+    let out = crate::flowlake()
+        .args(["collector", "--check", "--check-json"])
+        .env("FLOWLAKE_COLLECTOR_PLUGINS", "flows,dnss")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("unknown plugin \"dnss\"; known plugins: flows,"),
+        "{err}"
+    );
+    let parsed =
+        flowlake_collector::plugins::PluginSet::select(&chosen.split(',').collect::<Vec<_>>());
+    assert!(parsed.is_ok_and(|p| p.enabled("conntrack") && !p.enabled("drops")));
+}
+
 #[test]
 fn chart_with_every_option_renders_valid_objects() {
     let tmp = tempfile::tempdir().unwrap();

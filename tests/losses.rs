@@ -1,5 +1,6 @@
 //! Losses as data (#16): what a collector loses while the ingester is away (its
-//! spool over the limit) and a batch the ingester refuses come back as rows of
+//! spool over the limit, also in its final spill at shutdown) and a batch the
+//! ingester refuses come back as rows of
 //! the `losses` table, equal to the shipper's and the ingester's own counters and
 //! to the records missing from `flows`.
 
@@ -88,14 +89,9 @@ async fn spool_overflow_and_refused_batches_are_rows_of_losses() {
     // Let a loss report or two be cut while it is still away.
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    let mut ingest = flowlake_ingester::IngesterConfig {
-        listen: addr,
-        wal_dir: dir.path().join("wal"),
-        ..Default::default()
-    };
-    ingest.table.location = table.to_string_lossy().into_owned();
-    ingest.flush.max_age = Duration::from_millis(200);
-    let ingester = flowlake_ingester::Ingester::start(ingest).await.unwrap();
+    let ingester = flowlake_ingester::Ingester::start(ingester_config(dir.path(), addr))
+        .await
+        .unwrap();
     wait_for("the spool to drain", || shipper.pending() == 0).await;
     shipper.shutdown().await;
     let spool_full = ship.dropped_count(DropReason::SpoolFull);
@@ -184,4 +180,114 @@ async fn spool_overflow_and_refused_batches_are_rows_of_losses() {
         "one row per refused batch and node"
     );
     query.stop().await.unwrap();
+}
+
+/// What the spool deletes for room during the shipper's final spill (after the
+/// batcher's last report) is a row of `losses` too: the shipper's last loss
+/// batch, written to the spool and sent at the next start. Truth: the records
+/// fed minus those in `flows`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn final_spill_deletions_are_rows_of_losses() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = dir.path().join("table");
+    // Where the ingester will be: for now the kernel takes connections and
+    // nobody answers, so the first batch hangs and the rest wait in memory.
+    let hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = hole.local_addr().unwrap();
+
+    let mut registry = Registry::default();
+    let ship = ShipMetrics::register(&mut registry);
+    let mut cfg = ShipConfig::for_tests(format!("http://{addr}"), dir.path().join("spool"));
+    cfg.spool_max_bytes = 96 << 10;
+    cfg.memory_max_bytes = 64 << 20;
+    cfg.request_timeout = Duration::from_secs(120);
+    cfg.drain_timeout = Duration::from_millis(300);
+    let report = LossReport {
+        cluster: "c1".into(),
+        node: "n1".into(),
+        sources: LossSources {
+            datapath: None,
+            ship: Some(ship.clone()),
+        },
+        every: Duration::from_secs(3600),
+    };
+    let shipper = Shipper::start_with_losses(
+        &cfg,
+        Enricher::disabled(EnrichMetrics::default()),
+        ship.clone(),
+        system_clock(),
+        Some(report),
+    )
+    .unwrap();
+    let fed = 6000u64;
+    for chunk in records(fed as usize, "n1").chunks(250) {
+        shipper.send(chunk.to_vec()).await.unwrap();
+    }
+    wait_for("the batches to be cut", || shipper.pending() >= 10).await;
+    assert_eq!(
+        ship.dropped_count(DropReason::SpoolFull),
+        0,
+        "nothing deleted before the final spill"
+    );
+    shipper.shutdown().await;
+    let spool_full = ship.dropped_count(DropReason::SpoolFull);
+    assert!(spool_full > 0 && spool_full < fed, "{spool_full}");
+    drop(hole);
+
+    // The next start, with the ingester there: the spool is sent.
+    let ingester = flowlake_ingester::Ingester::start(ingester_config(dir.path(), addr))
+        .await
+        .unwrap();
+    let ship2 = ShipMetrics::register(&mut Registry::default());
+    let shipper = Shipper::start(
+        &cfg,
+        Enricher::disabled(EnrichMetrics::default()),
+        ship2,
+        system_clock(),
+    )
+    .unwrap();
+    wait_for("the spool to drain", || shipper.pending() == 0).await;
+    shipper.shutdown().await;
+    ingester.shutdown().await.unwrap();
+
+    let query = flowlake_query::QueryService::start(flowlake_query::QueryConfig::for_tests(
+        table.to_string_lossy(),
+    ))
+    .await
+    .unwrap();
+    let base = format!("http://{}", query.addr());
+    let stored = as_u64(&sql(&base, "select count(*) as n from flows").await[0]["n"]);
+    let lost = sql(
+        &base,
+        "select component, unit, sum(lost) as lost from losses \
+         where node = 'n1' and kind = 'spool_full' group by 1, 2",
+    )
+    .await;
+    assert_eq!(lost.len(), 1, "{lost:?}");
+    assert_eq!(
+        (&lost[0]["component"], &lost[0]["unit"]),
+        (&serde_json::json!("shipper"), &serde_json::json!("records"))
+    );
+    assert_eq!(
+        as_u64(&lost[0]["lost"]),
+        spool_full,
+        "rows = the shipper's counter"
+    );
+    assert_eq!(stored + spool_full, fed, "flows + losses = records fed");
+    query.stop().await.unwrap();
+}
+
+/// An ingester at `addr` writing `<dir>/table`, WAL in `<dir>/wal`.
+fn ingester_config(
+    dir: &std::path::Path,
+    addr: std::net::SocketAddr,
+) -> flowlake_ingester::IngesterConfig {
+    let mut ingest = flowlake_ingester::IngesterConfig {
+        listen: addr,
+        wal_dir: dir.join("wal"),
+        ..Default::default()
+    };
+    ingest.table.location = dir.join("table").to_string_lossy().into_owned();
+    ingest.flush.max_age = Duration::from_millis(200);
+    ingest
 }

@@ -127,9 +127,10 @@ pub struct Shipper {
     notify: Arc<Notify>,
     stop_batcher: CancellationToken,
     stop_sender: CancellationToken,
-    batcher: JoinHandle<()>,
+    batcher: JoinHandle<Option<LossReporter>>,
     sender: JoinHandle<()>,
     drain_timeout: std::time::Duration,
+    clock: Clock,
 }
 
 impl Shipper {
@@ -174,7 +175,7 @@ impl Shipper {
             notify: Arc::clone(&notify),
             metrics: metrics.clone(),
             losses: losses.map(|l| LossReporter::new(l, clock())),
-            clock,
+            clock: Arc::clone(&clock),
             tick: (cfg.flush.max_age / 4).clamp(
                 std::time::Duration::from_millis(5),
                 std::time::Duration::from_secs(1),
@@ -199,6 +200,7 @@ impl Shipper {
             batcher,
             sender,
             drain_timeout: cfg.drain_timeout,
+            clock,
         })
     }
 
@@ -223,7 +225,7 @@ impl Shipper {
     pub async fn shutdown(self) {
         drop(self.tx);
         self.stop_batcher.cancel();
-        let _ = self.batcher.await;
+        let reporter = self.batcher.await.ok().flatten();
         let drained = async {
             while !self.outbox.lock().expect("outbox lock").is_empty() {
                 tokio::time::sleep(std::time::Duration::from_millis(10)).await;
@@ -235,7 +237,46 @@ impl Shipper {
         let _ = self.sender.await;
         let mut o = self.outbox.lock().expect("outbox lock");
         o.spill();
+        // What the final spill deleted for room (and anything else lost since
+        // the batcher's last report) goes into the spool as a last loss batch,
+        // sent at the next start: the spool never deletes loss batches.
+        if let Some(mut reporter) = reporter
+            && let Some(b) = loss_batch(&mut reporter, &mut o, (self.clock)())
+        {
+            o.spool_one(&b);
+        }
         tracing::info!(spooled_batches = o.spool.len(), "shipper stopped");
+    }
+}
+
+/// The loss batch of what `reporter` counted since its last report, numbered
+/// in `o`'s sequence; `None` when nothing was lost (or it cannot be built:
+/// logged, its rows lost).
+fn loss_batch(
+    reporter: &mut LossReporter,
+    o: &mut Outbox,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Option<EncodedBatch> {
+    let rows = reporter.take(now);
+    if rows.is_empty() {
+        return None;
+    }
+    let encoded = flowlake_schemas::losses_to_batch(&rows)
+        .map_err(|e| ShipError::Encode(arrow::error::ArrowError::ExternalError(Box::new(e))))
+        .and_then(|rb| encode::write_ipc(&rb));
+    match encoded.and_then(|ipc| Ok((ipc, o.producer.next_batch()?))) {
+        Ok((ipc, (id, seq))) => Some(EncodedBatch {
+            kind: BatchKind::Losses,
+            seq,
+            id,
+            records: rows.len() as u64,
+            created: now,
+            ipc,
+        }),
+        Err(e) => {
+            tracing::error!(error = %e, rows = rows.len(), "cannot build the loss batch: its rows are lost");
+            None
+        }
     }
 }
 
@@ -260,26 +301,9 @@ impl BatcherTask {
         let Some(reporter) = self.losses.as_mut().filter(|r| last || r.due(now)) else {
             return;
         };
-        let rows = reporter.take(now);
-        if rows.is_empty() {
-            return;
-        }
-        let encoded = flowlake_schemas::losses_to_batch(&rows)
-            .map_err(|e| ShipError::Encode(arrow::error::ArrowError::ExternalError(Box::new(e))))
-            .and_then(|rb| encode::write_ipc(&rb));
         let mut o = self.outbox.lock().expect("outbox lock");
-        match encoded.and_then(|ipc| Ok((ipc, o.producer.next_batch()?))) {
-            Ok((ipc, (id, seq))) => o.push(EncodedBatch {
-                kind: BatchKind::Losses,
-                seq,
-                id,
-                records: rows.len() as u64,
-                created: now,
-                ipc,
-            }),
-            Err(e) => {
-                tracing::error!(error = %e, rows = rows.len(), "cannot build the loss batch: its rows are lost")
-            }
+        if let Some(b) = loss_batch(reporter, &mut o, now) {
+            o.push(b);
         }
         drop(o);
         self.notify.notify_one();
@@ -326,7 +350,8 @@ impl BatcherTask {
     }
 }
 
-async fn run_batcher(mut t: BatcherTask) {
+/// Runs until stopped; returns the loss reporter, for the shipper's last word.
+async fn run_batcher(mut t: BatcherTask) -> Option<LossReporter> {
     let mut tick = tokio::time::interval(t.tick);
     loop {
         tokio::select! {
@@ -358,6 +383,7 @@ async fn run_batcher(mut t: BatcherTask) {
     let last = t.batcher.finish();
     t.emit(last.into_iter().collect());
     t.report_losses(true);
+    t.losses
 }
 
 struct SenderTask {
@@ -419,10 +445,14 @@ async fn run_sender(mut t: SenderTask) {
                         t.outbox.lock().expect("outbox lock").failed(&b, from);
                     }
                     _ => {
-                        tracing::error!(batch = %b.id, records = b.records, status, message = %message,
+                        tracing::error!(batch = %b.id, kind = ?b.kind, records = b.records, status, message = %message,
                             "ingester rejected the batch as bad input: dropped, not retried");
                         t.outbox.lock().expect("outbox lock").done(&b, from);
-                        t.metrics.dropped(DropReason::Rejected, b.records);
+                        let reason = match b.kind {
+                            BatchKind::Flows => DropReason::Rejected,
+                            BatchKind::Losses => DropReason::LossesRejected,
+                        };
+                        t.metrics.dropped(reason, b.records);
                     }
                 }
             }

@@ -19,6 +19,10 @@ pub enum DropReason {
     SpoolFull,
     /// The ingester rejected the batch as bad input (4xx): it is never retried.
     Rejected,
+    /// The ingester rejected a loss batch as bad input: its rows (counted
+    /// here in loss rows, not records) are lost; the ingester writes the
+    /// refusal to the `losses` table itself (unit `loss_rows`).
+    LossesRejected,
     /// A spool file failed its checksum on replay.
     Corrupt,
     /// The spool could not be written.
@@ -32,6 +36,7 @@ impl DropReason {
         match self {
             DropReason::SpoolFull => "spool_full",
             DropReason::Rejected => "rejected",
+            DropReason::LossesRejected => "losses_rejected",
             DropReason::Corrupt => "corrupt",
             DropReason::SpoolError => "spool_error",
             DropReason::Closed => "closed",

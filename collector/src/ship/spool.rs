@@ -6,9 +6,10 @@
 //! temporary name, fsynced, renamed, and the directory fsynced, so a file either
 //! exists whole or not at all. When the limit is reached the oldest batches are
 //! deleted and counted as dropped (`spool_full`), never silently. Loss batches
-//! (`<seq>.losses`, same format) are never deleted for room: they say what was
-//! lost, the count of deleted flow batches among it; one is cut at most once per
-//! report interval and holds a few rows.
+//! (`<seq>.losses`, same format) are never deleted for room, nor delete others
+//! for theirs: they say what was lost, the count of deleted flow batches among
+//! it; one is cut at most once per report interval (and one at shutdown) and
+//! holds a few rows.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -162,7 +163,10 @@ impl Spool {
     pub fn write(&mut self, b: &EncodedBatch) -> Result<()> {
         let data = file_bytes(b);
         let size = data.len() as u64;
-        while self.total_bytes + size > self.max_bytes {
+        // A loss batch deletes nothing for its room (it may take the spool a
+        // few hundred bytes over the limit): a deletion it caused would be
+        // counted after its own rows, in a report that may never come.
+        while self.total_bytes + size > self.max_bytes && b.kind == BatchKind::Flows {
             let Some(oldest) =
                 self.entries.keys().copied().find(|s| {
                     Some(*s) != self.in_flight && self.entries[s].kind == BatchKind::Flows

@@ -10,7 +10,6 @@
 
 pub mod abi;
 pub mod agent;
-pub mod attach;
 pub mod batch;
 pub mod btf;
 pub mod capture;
@@ -31,6 +30,9 @@ pub mod retina;
 pub mod sink;
 
 pub mod ship;
+
+/// The flow programs' tc attachments (the `flows` plugin's).
+pub use plugins::flows::attach;
 
 pub use collector::Datapath;
 pub use config::{CollectorArgs, DatapathConfig, InterfaceRole};

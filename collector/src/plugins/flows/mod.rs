@@ -1,9 +1,11 @@
 //! The `flows` plugin: `flows.bpf.c` (committed object `ebpf/obj/flows.bpf.o`,
 //! and `flows_compat.bpf.o` for kernels that refuse atomic OR) — the tc
 //! classifiers `flow_ingress` and `flow_egress` attached first on every pod
-//! and node interface (see `crate::attach`), and `clock_sample`, run by
+//! and node interface ([`attach`]), and `clock_sample`, run by
 //! userspace to calibrate flow times. Its maps are read by the datapath's
 //! eviction (`crate::collector`): the flow hash, its per-CPU cache, the clock.
+
+pub mod attach;
 
 use aya::programs::SchedClassifier;
 use aya::{Ebpf, EbpfLoader};

@@ -12,7 +12,8 @@
 #   PROFILE=release query/bench/flight.sh     # or PROFILE=dev (say which in the figures)
 #
 # Env: PROFILE (release), ROWS (1000000), RUNS (3), BENCH_DIR (/tmp/flowlake-flight-bench; the
-# table is kept there for re-runs).
+# table is kept there for re-runs), TABLE_PROFILE (PROFILE: the profile of the `questions` bench that
+# writes the table once; its rows do not depend on it).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/root/.cache/flowlake-target}
@@ -20,6 +21,7 @@ PROFILE=${PROFILE:-release}
 ROWS=${ROWS:-1000000}
 RUNS=${RUNS:-3}
 BENCH_DIR=${BENCH_DIR:-/tmp/flowlake-flight-bench}
+TABLE_PROFILE=${TABLE_PROFILE:-$PROFILE}
 python3 -c 'import adbc_driver_flightsql, pyarrow' 2>/dev/null || python3 -m pip install --quiet adbc-driver-flightsql pyarrow
 dir=$PROFILE; [ "$PROFILE" = dev ] && dir=debug
 BIN=$CARGO_TARGET_DIR/$dir/flowlake
@@ -29,7 +31,7 @@ mkdir -p "$BENCH_DIR"
 table="$BENCH_DIR/flows-$ROWS"
 if [ ! -d "$table/_delta_log" ]; then
   rm -rf "$table" "$table.building"
-  nice -n 10 cargo bench -q --profile "$PROFILE" -p flowlake-query --bench questions -- \
+  nice -n 10 cargo bench -q --profile "$TABLE_PROFILE" -p flowlake-query --bench questions -- \
     build --table "$table.building" --rows "$ROWS" --start 2026-01-01T00:00:00Z --duration 1h --seed 1
   mv "$table.building" "$table"
 fi

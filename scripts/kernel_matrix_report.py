@@ -24,6 +24,7 @@ CAPABILITIES = [
     ("resets", "resets_counted_once_on_the_sending_pod_row", "resets per flow equal tcpdump's RST segments, once, on the sender's row (same node and across two node namespaces)"),
     ("drops", "drops_have_kernel_reason_names", "netfilter and no-socket drops, counted exactly"),
     ("node drops", "node_socket_drops_are_node_level", "drops of the node's own sockets counted exactly at node-level observation points"),
+    ("wire packets", "wire_packets_count_gso_segments", "a bulk TCP transfer over veths with TSO: wire_packets equals OutSegs + RetransSegs of each sending namespace (GSO segments counted), packets (kernel buffers) fewer"),
     ("map full", "full_flow_map_losses_are_exactly_what_is_missing", "a 4-entry flow map flooded: counted plus lost packets and bytes equal the capture"),
     ("l3", "tun_traffic_counted_exactly", "a TUN device (no link-layer header) equals tcpdump"),
 ]

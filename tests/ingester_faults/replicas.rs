@@ -485,7 +485,10 @@ fn table_version(table: &str, options: &[(&str, &str)]) -> u64 {
 /// retried on the next replica, as a collector behind a Service retries: the
 /// table holds every batch exactly once (rows and sum of bytes per batch, so
 /// per sender), and no flush failed (commit conflicts re-planned, not surfaced).
-fn soak(table: &str, senders: usize, per_sender: usize) {
+/// Each sender starts its `i`th batch no earlier than `i × pace` after the
+/// start (zero: as fast as the answers come), so a paced soak sends for
+/// `per_sender × pace`.
+fn soak(table: &str, senders: usize, per_sender: usize, pace: Duration) {
     let (moto, endpoint) = match start_moto() {
         Some(m) => m,
         None => return,
@@ -499,6 +502,7 @@ fn soak(table: &str, senders: usize, per_sender: usize) {
     let all = batches_named(senders * per_sender, 100, |i| {
         format!("{:016x}/{}", 0x50a0 + i % senders, i / senders)
     });
+    let started = Instant::now();
     let threads: Vec<_> = (0..senders)
         .map(|s| {
             let mine: Vec<Batch> = all.iter().skip(s).step_by(senders).cloned().collect();
@@ -507,6 +511,8 @@ fn soak(table: &str, senders: usize, per_sender: usize) {
                 let mut state = 0x9E37_79B9_7F4A_7C15u64 ^ (s as u64 + 1);
                 let mut lost = 0;
                 for (i, b) in mine.iter().enumerate() {
+                    let due = started + pace * i as u32;
+                    std::thread::sleep(due.saturating_duration_since(Instant::now()));
                     let mut at = s + i;
                     loop {
                         post_until_acked(addrs[at % addrs.len()], b, WITHIN);
@@ -526,11 +532,13 @@ fn soak(table: &str, senders: usize, per_sender: usize) {
         })
         .collect();
     let lost: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    let sent = started.elapsed();
     let total = all.iter().map(|b| b.rows).sum();
     // A backlog of flushes (and of compactions re-merging the partitions the
     // flushes keep adding to) drains in time proportional to the run.
     let drain = WITHIN + Duration::from_millis(100 * all.len() as u64);
     wait_for_rows_within(table, &options, total, drain);
+    let drained = started.elapsed();
     let flush_errors: u64 = counter(&servers, "flowlake_ingester_errors", "kind=\"flush\"");
     let compactions: u64 = counter(&servers, "flowlake_ingester_compactions", "");
     let conflicts: u64 = txn_conflicts(&servers);
@@ -542,7 +550,8 @@ fn soak(table: &str, senders: usize, per_sender: usize) {
     }
     assert_eq!(flush_errors, 0, "flushes failed");
     eprintln!(
-        "soak: {senders} senders, {} batches, {lost} answers dropped and retried elsewhere, \
+        "soak: {senders} senders, {} batches, sent in {sent:.0?} (all in the table after \
+         {drained:.0?}), {lost} answers dropped and retried elsewhere, \
          {compactions} compaction passes, {conflicts} txn conflicts re-planned, \
          {late} late copies checked against the log's history and stored, \
          {unverifiable} copies stored unverified",
@@ -554,12 +563,21 @@ fn soak(table: &str, senders: usize, per_sender: usize) {
 
 #[test]
 fn soak_three_replicas_with_lost_answers_and_compaction() {
-    soak("s3://flowlake/soak", 20, 8);
+    soak("s3://flowlake/soak", 20, 8, Duration::ZERO);
 }
 
-/// The long soak, by hand: `cargo test -p flowlake --test e2e soak_long -- --ignored`.
+/// The long soak, by hand: 24 senders for 10 minutes, each a batch every
+/// 1.5 s (16 batches, 1,600 rows a second in all, about what three debug
+/// replicas on two shared cores keep up with), then the backlog's drain:
+/// `cargo test -p flowlake --test e2e soak_long -- --ignored --nocapture`.
+/// Figures in docs/operations.md.
 #[test]
-#[ignore]
+#[ignore = "ten minutes and more, CPU heavy: run by hand"]
 fn soak_long() {
-    soak("s3://flowlake/soak-long", 24, 400);
+    soak(
+        "s3://flowlake/soak-long",
+        24,
+        400,
+        Duration::from_millis(1500),
+    );
 }

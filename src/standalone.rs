@@ -1,7 +1,9 @@
 //! `flowlake standalone`: ingester, query service and a flow source in one process,
 //! on a local table — the newcomer's first run. The collector's sinks (`--sinks
 //! ipfix,jsonl` and their flags, docs/exporters.md) get the same flows beside the
-//! local table.
+//! local table. What this machine's collector loses (kernel maps, its channel, its
+//! spool) becomes rows of the local `losses` table, as a node's collector reports
+//! it to an ingester (docs/schema.md, "Losses").
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -10,7 +12,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use flowlake_collector::enrich::{EnrichMetrics, Enricher, system_clock};
-use flowlake_collector::ship::{ShipConfig, ShipMetrics, Shipper};
+use flowlake_collector::retina::LossSources;
+use flowlake_collector::ship::{LossReport, ShipConfig, ShipMetrics, Shipper};
 use flowlake_collector::sink::{SinkArgs, SinkConfig, SinkKind, SinkMetrics, SinkSet};
 use flowlake_collector::{Datapath, DatapathConfig, DatapathMetrics};
 use prometheus_client::registry::Registry;
@@ -88,15 +91,18 @@ fn hostname() -> String {
         .unwrap_or_else(|| "localhost".into())
 }
 
+/// The cluster name of standalone's rows (flows and losses).
+const CLUSTER: &str = "standalone";
+
 /// Starts the eBPF datapath on this machine's interfaces, or says why it cannot.
-fn start_ebpf(sinks: &Arc<SinkSet>) -> anyhow::Result<Feed> {
+/// Its losses are counted in `metrics`, which the shipper's loss report reads.
+fn start_ebpf(sinks: &Arc<SinkSet>, metrics: &DatapathMetrics) -> anyhow::Result<Feed> {
     let config = DatapathConfig {
-        cluster: "standalone".into(),
+        cluster: CLUSTER.into(),
         node: hostname(),
         ..DatapathConfig::default()
     };
-    let (datapath, flows) =
-        Datapath::start(config, DatapathMetrics::new(&mut Registry::default()))?;
+    let (datapath, flows) = Datapath::start(config, metrics.clone())?;
     let enricher = Enricher::disabled(EnrichMetrics::register(&mut Registry::default()));
     let forward = tokio::spawn(flowlake_collector::agent::forward(
         flows,
@@ -169,11 +175,26 @@ async fn serve(args: StandaloneArgs, shutdown: CancellationToken) -> anyhow::Res
         spool_dir: data.join("spool"),
         ..ShipConfig::default()
     };
-    let shipper = Shipper::start(
+    // The collector's loss counters, read by the shipper's loss report into the
+    // local `losses` table (as `flowlake collector` does).
+    let mut registry = Registry::default();
+    let datapath_metrics = DatapathMetrics::new(&mut registry);
+    let ship_metrics = ShipMetrics::register(&mut registry);
+    let report = LossReport {
+        cluster: CLUSTER.into(),
+        node: hostname(),
+        sources: LossSources {
+            datapath: Some(datapath_metrics.clone()),
+            ship: Some(ship_metrics.clone()),
+        },
+        every: ship.loss_report_every,
+    };
+    let shipper = Shipper::start_with_losses(
         &ship,
         Enricher::disabled(EnrichMetrics::register(&mut Registry::default())),
-        ShipMetrics::register(&mut Registry::default()),
+        ship_metrics,
         system_clock(),
+        Some(report),
     )?;
     let sink_config = sink_config(args.sinks);
     let sinks = Arc::new(SinkSet::start(
@@ -185,8 +206,8 @@ async fn serve(args: StandaloneArgs, shutdown: CancellationToken) -> anyhow::Res
 
     let feed = match args.source {
         Source::Gen => start_gen(&sinks, args.gen_rate, shutdown.clone()),
-        Source::Ebpf => start_ebpf(&sinks)?,
-        Source::Auto => match start_ebpf(&sinks) {
+        Source::Ebpf => start_ebpf(&sinks, &datapath_metrics)?,
+        Source::Auto => match start_ebpf(&sinks, &datapath_metrics) {
             Ok(feed) => feed,
             Err(e) => {
                 println!(

@@ -2,7 +2,8 @@
 //! spool over the limit, also in its final spill at shutdown) and a batch the
 //! ingester refuses come back as rows of
 //! the `losses` table, equal to the shipper's and the ingester's own counters and
-//! to the records missing from `flows`.
+//! to the records missing from `flows`; `flowlake standalone` writes its own
+//! losses (a damaged spool batch) to its local `losses` table the same way.
 
 use std::time::Duration;
 
@@ -39,6 +40,12 @@ async fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
     }
 }
 
+/// A loopback address nothing listens at (yet).
+fn unused_addr() -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap()
+}
+
 fn as_u64(v: &serde_json::Value) -> u64 {
     v.as_u64()
         .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
@@ -50,10 +57,7 @@ async fn spool_overflow_and_refused_batches_are_rows_of_losses() {
     let dir = tempfile::tempdir().unwrap();
     let table = dir.path().join("table");
     // The ingester's address, nothing listening there yet.
-    let addr = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let addr = unused_addr();
 
     let mut registry = Registry::default();
     let ship = ShipMetrics::register(&mut registry);
@@ -290,4 +294,117 @@ fn ingester_config(
     ingest.table.location = dir.join("table").to_string_lossy().into_owned();
     ingest.flush.max_age = Duration::from_millis(200);
     ingest
+}
+
+/// `flowlake standalone` writes its own losses to its local `losses` table as a
+/// node's collector reports them to an ingester: here a batch of its spool
+/// damaged on disk (left by an earlier run whose ingester never answered, one
+/// byte flipped), which standalone drops at start. Truth: the records the test
+/// fed to the earlier run; the damaged file's own count of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standalone_writes_its_losses_to_its_local_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    // The earlier run: every batch spooled (nothing listens at `addr`).
+    let addr = unused_addr();
+    let ship = ShipMetrics::register(&mut Registry::default());
+    let mut cfg = ShipConfig::for_tests(format!("http://{addr}"), spool.clone());
+    cfg.drain_timeout = Duration::from_millis(300);
+    let shipper = Shipper::start(
+        &cfg,
+        Enricher::disabled(EnrichMetrics::default()),
+        ship.clone(),
+        system_clock(),
+    )
+    .unwrap();
+    let fed = 2000u64;
+    for chunk in records(fed as usize, "n-spooled").chunks(250) {
+        shipper.send(chunk.to_vec()).await.unwrap();
+    }
+    shipper.shutdown().await;
+    let mut files: Vec<_> = std::fs::read_dir(&spool)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "batch"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 2, "batches spooled: {files:?}");
+    // Damage the oldest: the last byte of its Arrow stream. Its header (docs
+    // in collector/src/ship/spool.rs) still says how many records it held.
+    let mut data = std::fs::read(&files[0]).unwrap();
+    let damaged = u64::from_le_bytes(data[36..44].try_into().unwrap());
+    assert!(damaged > 0 && damaged < fed, "{damaged}");
+    *data.last_mut().unwrap() ^= 0xff;
+    std::fs::write(&files[0], &data).unwrap();
+
+    let mut child = crate::flowlake()
+        .args(["standalone", "--source", "gen", "--gen-rate", "1"])
+        .args(["--listen", "127.0.0.1:0", "--flush-age", "1s", "--data-dir"])
+        .arg(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let base = standalone_endpoint(child.stdout.take().unwrap());
+    // The replayed spool in `flows`, the damaged batch in `losses` (the first
+    // loss report is cut 10 s after the start).
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    let (stored, lost) = loop {
+        let stored = sql(
+            &base,
+            "select count(*) as n from flows where node = 'n-spooled'",
+        )
+        .await;
+        let lost = sql(
+            &base,
+            "select cluster, node, component, unit, sum(lost) as lost from losses \
+             where kind = 'corrupt' group by 1, 2, 3, 4",
+        )
+        .await;
+        let stored = as_u64(&stored[0]["n"]);
+        if (stored + damaged >= fed && !lost.is_empty()) || std::time::Instant::now() > deadline {
+            break (stored, lost);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let node = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    assert_eq!(lost.len(), 1, "one corrupt row: {lost:?}");
+    let l = &lost[0];
+    assert_eq!(
+        (&l["cluster"], &l["node"], &l["component"], &l["unit"]),
+        (
+            &serde_json::json!("standalone"),
+            &serde_json::json!(node.trim()),
+            &serde_json::json!("shipper"),
+            &serde_json::json!("records")
+        )
+    );
+    assert_eq!(as_u64(&l["lost"]), damaged, "the damaged batch's records");
+    assert_eq!(stored + damaged, fed, "flows + losses = records fed");
+
+    let pid = child.id().to_string();
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    assert!(child.wait().unwrap().success(), "clean exit on SIGTERM");
+}
+
+/// The base URL standalone prints on its `SQL:` line; the rest of its output
+/// is read (and dropped) by a thread, so its prints never meet a closed pipe.
+fn standalone_endpoint(stdout: std::process::ChildStdout) -> String {
+    use std::io::BufRead;
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    let base = lines
+        .by_ref()
+        .map(|l| l.unwrap())
+        .find_map(|l| {
+            let rest = l.trim().strip_prefix("SQL:")?.to_string();
+            let url = rest.split_whitespace().find(|w| w.starts_with("http://"))?;
+            Some(url.trim_end_matches("/api/v1/sql").to_string())
+        })
+        .expect("standalone printed its SQL endpoint");
+    std::thread::spawn(move || lines.for_each(drop));
+    base
 }

@@ -1,9 +1,12 @@
 //! `flowlake standalone`, the README's run command, as a newcomer runs it (with
 //! synthetic traffic, so it needs no privileges): it prints its SQL endpoint, the
 //! flows it is fed become queryable, the shipped Grafana dashboards' queries are
-//! answered, and SIGTERM stops it cleanly. With `--sinks jsonl` the same flows go to a
-//! JSON-lines flow log beside the table: DuckDB over the log and over the table's
-//! files (python deltalake lists them) count the same rows and bytes.
+//! answered, and SIGTERM stops it cleanly. With `--sinks jsonl,ipfix` the same flows go
+//! to a JSON-lines flow log beside the table and to Debian's nfcapd (IPFIX over TCP,
+//! through a front that hands each message to nfcapd as a datagram): DuckDB over the
+//! log and over the table's files (python deltalake lists them) count the same rows
+//! and bytes, and nfdump reports the table's flows one by one (addresses, packets,
+//! bytes).
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -95,12 +98,26 @@ fn dashboards_work_against(base: &str) {
 fn standalone_feeds_stores_and_answers() {
     let dir = tempfile::tempdir().unwrap();
     let flow_log = dir.path().join("log/flows.jsonl");
-    let mut child = crate::flowlake()
+    // IPFIX to nfcapd when nfdump is there; the rest of the test runs without it.
+    let nfcapd = nfdump_tools().then(flowlake_testkit::nfcapd::Nfcapd::start);
+    let mut command = crate::flowlake();
+    command
         .args(["standalone", "--source", "gen", "--listen", "127.0.0.1:0"])
         .args(["--gen-rate", "100", "--flush-age", "1s", "--data-dir"])
         .arg(dir.path())
-        .args(["--sinks", "jsonl", "--jsonl-path"])
-        .arg(&flow_log)
+        .args(["--jsonl-path"])
+        .arg(&flow_log);
+    match &nfcapd {
+        Some(n) => {
+            let (front, _) = flowlake_testkit::nfcapd::tcp_front(n.addr);
+            command
+                .args(["--sinks", "jsonl,ipfix", "--ipfix-transport", "tcp"])
+                .arg("--ipfix-target")
+                .arg(front.to_string())
+        }
+        None => command.args(["--sinks", "jsonl"]),
+    };
+    let mut child = command
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -156,7 +173,66 @@ fn standalone_feeds_stores_and_answers() {
     let status = child.wait().unwrap();
     assert!(status.success(), "clean exit on SIGTERM: {status:?}");
     assert!(dir.path().join("table/_delta_log").is_dir());
-    log_holds_the_table(&dir.path().join("table"), &flow_log, rows);
+    let table = dir.path().join("table");
+    log_holds_the_table(&table, &flow_log, rows);
+    if let Some(n) = nfcapd {
+        nfdump_holds_the_table(&table, n.stop_and_dump());
+    }
+}
+
+/// nfcapd and nfdump on the PATH; otherwise says why the IPFIX part is skipped (or
+/// fails under FLOWLAKE_REQUIRE_PRIVILEGED=1).
+fn nfdump_tools() -> bool {
+    let found = ["nfcapd", "nfdump"].iter().all(|t| {
+        Command::new("sh")
+            .args(["-c", &format!("command -v {t}")])
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    });
+    if !found {
+        assert!(
+            !flowlake_testkit::required(),
+            "nfcapd/nfdump required (scripts/test.sh installs nfdump)"
+        );
+        eprintln!("IPFIX part skipped: no nfcapd/nfdump (scripts/test.sh installs nfdump)");
+    }
+    found
+}
+
+/// nfdump's flows are the table's rows: (source, destination, packets, bytes) of
+/// every flow, the table's read by DuckDB over its files.
+fn nfdump_holds_the_table(table: &std::path::Path, nfdump: Vec<serde_json::Value>) {
+    let Some(mut python) = flowlake_testkit::python_with("deltalake, duckdb") else {
+        return;
+    };
+    let script = r#"
+import sys, json, duckdb
+from deltalake import DeltaTable
+files = DeltaTable(sys.argv[1]).file_uris()
+rows = duckdb.connect().execute(
+    "select src_ip, dst_ip, packets, bytes from read_parquet(?) order by all", [files]).fetchall()
+print(json.dumps([list(r) for r in rows]))
+import os
+sys.stdout.flush()
+os._exit(0)
+"#;
+    let out = flowlake_testkit::json_output(python.args(["-c", script]).arg(table));
+    let flow = |r: &serde_json::Value| {
+        let ip = |v4: &str, v6: &str| r[v4].as_str().or(r[v6].as_str()).unwrap().to_string();
+        (
+            ip("src4_addr", "src6_addr"),
+            ip("dst4_addr", "dst6_addr"),
+            r["in_packets"].as_u64().unwrap(),
+            r["in_bytes"].as_u64().unwrap(),
+        )
+    };
+    let mut got: Vec<(String, String, u64, u64)> = nfdump.iter().map(flow).collect();
+    got.sort();
+    let want: Vec<(String, String, u64, u64)> = serde_json::from_value(out).unwrap();
+    assert!(!want.is_empty());
+    assert_eq!(got.len(), want.len(), "nfdump flows = table rows");
+    assert_eq!(got, want, "nfdump: the table's flows");
 }
 
 /// The flow log and the table hold the same records after a clean stop: count, sum of

@@ -1,10 +1,12 @@
 //! Helpers for tests that use tools from the machine (Python with pyarrow, DuckDB,
 //! deltalake, …). Without the tool a test skips with a printed reason; under
 //! `FLOWLAKE_REQUIRE_PRIVILEGED=1` (CI) it fails instead. Also certificates from
-//! `openssl` ([`tls`]), captured log lines ([`logs`]) and an IPFIX reader ([`ipfix`]).
+//! `openssl` ([`tls`]), captured log lines ([`logs`]), an IPFIX reader ([`ipfix`]) and
+//! nfcapd/nfdump as an IPFIX receiver ([`nfcapd`]).
 
 pub mod ipfix;
 pub mod logs;
+pub mod nfcapd;
 pub mod tls;
 
 pub use logs::LogCapture;

@@ -92,6 +92,7 @@ PY
 kill $server; wait $server 2>/dev/null || true
 trap - EXIT
 # The service's own count of the bytes it sent, per call (GetFlightInfo and DoGet for Flight).
-grep -o 'path=[^ ]* .*bytes=[0-9]*' "$log" | sed -E 's/.*path=([^ ]*).* bytes=([0-9]*).*/audit \1 bytes=\2/' \
-  | sort | uniq -c
+# (The log may carry ANSI colours: stripped first.)
+sed 's/\x1b\[[0-9;]*m//g' "$log" | grep -o 'path=[^ ]* .*bytes=[0-9]*' \
+  | sed -E 's/.*path=([^ ]*).* bytes=([0-9]*).*/audit \1 bytes=\2/' | sort | uniq -c
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); profile $PROFILE; commit $(git rev-parse --short HEAD)"

@@ -38,6 +38,11 @@ mod adhoc;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
+/// The `flowlake` binary's allocator (src/main.rs), so the timings are the service's:
+/// glibc malloc costs the questions about 10 % (docs/BENCHMARKS.md, Step 5).
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// `flowlake gen`'s own flags.
 #[derive(Parser)]
 struct Gen {

@@ -152,3 +152,5 @@ async fn a_refused_upload_is_final_and_a_cancelled_one_stops() {
 }
 
 mod control;
+mod lab;
+mod two_nodes;

@@ -14,6 +14,7 @@ pub mod error;
 pub mod pods;
 pub mod resolve;
 pub mod runner;
+pub mod snapshot;
 pub mod socket;
 pub mod state;
 pub mod upload;

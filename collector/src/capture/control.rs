@@ -20,10 +20,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::engine::{CaptureSpec, EngineConfig, Progress, Summary};
 use super::error::CaptureError;
-use super::runner;
 use super::select::PodInfo;
 use super::state::{self, Phase};
 use super::upload::{self, UploadConfig, UploadError};
+use super::{runner, snapshot};
 use crate::enrich::Clock;
 
 /// Where collectors ask for their node's requests.
@@ -150,6 +150,7 @@ impl Control {
 
     fn fail(&mut self, id: &str, error: String) {
         tracing::warn!(capture = id, %error, "capture failed");
+        self.drop_snapshot(id);
         self.handled.insert(id.to_string());
         self.save(
             id,
@@ -231,6 +232,7 @@ impl Control {
             let mut s = node_status(&self.cfg.node, "running", String::new(), None, updated);
             s.packets = r.progress.packets.load(Ordering::Relaxed);
             s.bytes = r.progress.bytes.load(Ordering::Relaxed);
+            s.interfaces = r.progress.interfaces();
             set_status(&self.unsent, id, s);
         }
         self.send_statuses().await;
@@ -280,6 +282,13 @@ impl Control {
         );
         tracing::info!(capture = %r.id, ?limits, "capture starts");
         let task = tokio::task::spawn_blocking(move || {
+            if selector.selects_node(&node) {
+                let when = clock().to_rfc3339();
+                let netns = engine.netns.as_deref();
+                if let Err(e) = snapshot::save(netns, &dir, &run_spec.id, &node, &when) {
+                    tracing::warn!(capture = %run_spec.id, error = %e, "no network snapshot");
+                }
+            }
             let list = move || pods();
             runner::run_on_node(
                 &run_spec, &selector, &engine, &node, &list, &dir, clock, &flag,
@@ -361,7 +370,13 @@ impl Control {
         self.upload(id, description);
     }
 
+    /// Removes the network snapshot of a capture that stores no file.
+    fn drop_snapshot(&self, id: &str) {
+        let _ = std::fs::remove_file(snapshot::file_path(&self.cfg.dir, id, &self.cfg.node));
+    }
+
     fn skipped(&mut self, id: &str) {
+        self.drop_snapshot(id);
         self.save(id, &Phase::Skipped);
         self.status(id, "skipped", String::new(), None);
     }
@@ -389,6 +404,17 @@ impl Control {
                 return;
             }
             let path = runner::file_path(&dir, &id, &node);
+            let snap = snapshot::file_path(&dir, &id, &node);
+            if snap.exists() {
+                // A snapshot the ingester refuses (an older one) does not hold the file back.
+                match upload::upload_snapshot(&config, &id, &node, &snap, &cancel).await {
+                    Ok(()) => {}
+                    Err(UploadError::Cancelled) => return,
+                    Err(e) => {
+                        tracing::warn!(capture = %id, error = %e, "network snapshot not stored")
+                    }
+                }
+            }
             let result = upload::upload(&config, &id, &node, &path, &description, &cancel).await;
             let (phase, state, error) = match result {
                 Ok(stored) => (
@@ -411,8 +437,9 @@ impl Control {
                 tracing::warn!(capture = %id, error = %e, "cannot save the capture's state");
             }
             if state == "done" {
-                // Stored by the ingester: the spool's copy goes.
+                // Stored by the ingester: the spool's copies go.
                 let _ = std::fs::remove_file(&path);
+                let _ = std::fs::remove_file(&snap);
             }
             let s = node_status(
                 &node,

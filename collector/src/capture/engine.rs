@@ -6,8 +6,8 @@
 use std::collections::HashSet;
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -18,6 +18,7 @@ use super::limits::Limits;
 use super::pcapng::{Direction, InterfaceInfo, InterfaceStats, Writer};
 use super::socket::PacketSocket;
 use crate::enrich::Clock;
+use flowlake_schemas::capture::InterfaceRow;
 
 /// A pod interface to capture on, with whose it is.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -66,7 +67,33 @@ pub struct Progress {
     pub packets: AtomicU64,
     /// Bytes on the wire (original lengths).
     pub bytes: AtomicU64,
-    pub interfaces: AtomicU64,
+    /// The interfaces captured so far, in the order they joined, with their
+    /// counts (updated after each read of a socket's queue; `end` is empty
+    /// while the interface is open).
+    pub interfaces: Mutex<Vec<InterfaceRow>>,
+}
+
+impl Progress {
+    /// A copy of the interfaces captured so far.
+    pub fn interfaces(&self) -> Vec<InterfaceRow> {
+        self.rows().clone()
+    }
+
+    fn rows(&self) -> std::sync::MutexGuard<'_, Vec<InterfaceRow>> {
+        self.interfaces.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Interface `index`'s row as `s` says, `end` when it closed.
+    fn update(&self, index: usize, s: &InterfaceSummary, end: Option<DateTime<Utc>>) {
+        if let Some(row) = self.rows().get_mut(index) {
+            row.packets = s.packets_in + s.packets_out;
+            row.bytes = s.bytes_in + s.bytes_out;
+            row.lost = s.lost;
+            if let Some(end) = end {
+                row.end = end.to_rfc3339();
+            }
+        }
+    }
 }
 
 /// Why a capture stopped.
@@ -207,14 +234,24 @@ pub fn run<W: Write>(
                             })
                             .map_err(|e| CaptureError::io("writing the capture file", e))?;
                         tracing::info!(capture = %spec.id, interface = %t.interface, pod = %t.pod, "capturing");
-                        config.progress.interfaces.fetch_add(1, Ordering::Relaxed);
+                        let start = clock();
+                        config.progress.rows().push(InterfaceRow {
+                            namespace: t.namespace.clone(),
+                            pod: t.pod.clone(),
+                            interface: t.interface.clone(),
+                            start: start.to_rfc3339(),
+                            end: String::new(),
+                            packets: 0,
+                            bytes: 0,
+                            lost: 0,
+                        });
                         open.push(Open {
                             socket,
                             id,
                             summary: InterfaceSummary {
                                 target: t,
-                                start: clock(),
-                                end: clock(),
+                                start,
+                                end: start,
                                 packets_in: 0,
                                 packets_out: 0,
                                 bytes_in: 0,
@@ -277,12 +314,7 @@ pub fn run<W: Write>(
             received: o.received,
             dropped: o.summary.lost,
         };
-        let comment = format!(
-            "capture {} stopped by {}; {} packets the kernel could not deliver",
-            spec.id,
-            reason.as_str(),
-            o.summary.lost
-        );
+        let comment = statistics_comment(&spec.id, reason, o.summary.lost);
         w.statistics(o.id, stats, &comment)
             .map_err(|e| CaptureError::io("writing the capture file", e))?;
         interfaces.push(o.summary);
@@ -303,6 +335,22 @@ pub fn run<W: Write>(
     Ok((summary, w.into_inner()))
 }
 
+/// The comment of an interface's closing statistics block.
+fn statistics_comment(id: &str, reason: StopReason, lost: u64) -> String {
+    format!(
+        "capture {id} stopped by {}; {lost} packets the kernel could not deliver",
+        reason.as_str()
+    )
+}
+
+/// The room the closing statistics blocks of `open` interfaces take, at
+/// their longest: packets stop before it is needed, so the whole file stays
+/// within `max_bytes`.
+fn closing_room<W: Write>(spec: &CaptureSpec, open: usize) -> u64 {
+    let longest = statistics_comment(&spec.id, StopReason::MaxPackets, u64::MAX);
+    open as u64 * Writer::<W>::statistics_block_len(&longest)
+}
+
 /// Reads every queued packet of every socket; Some when a limit stopped it.
 fn drain<W: Write>(
     spec: &CaptureSpec,
@@ -313,56 +361,79 @@ fn drain<W: Write>(
     packets: &mut u64,
     clock: &Clock,
 ) -> Result<Option<StopReason>> {
-    let write_err = |e| CaptureError::io("writing the capture file", e);
+    let room = closing_room::<W>(spec, open.len());
     for o in open.iter_mut().filter(|o| !o.closed) {
-        loop {
-            let got = match o.socket.recv(buf) {
-                Ok(Some(got)) => got,
-                Ok(None) => break,
-                Err(e) => {
-                    // The interface went away (its pod ended): its account closes.
-                    tracing::info!(capture = %spec.id, interface = %o.summary.target.interface, error = %e, "interface closed");
-                    if let Ok((accepted, dropped)) = o.socket.statistics() {
-                        o.received += accepted;
-                        o.summary.lost += dropped;
-                    }
-                    o.summary.end = clock();
-                    o.closed = true;
-                    break;
+        let stopped = read_queue(spec, config, o, w, buf, packets, clock, room)?;
+        let end = o.closed.then_some(o.summary.end);
+        config.progress.update(o.id as usize, &o.summary, end);
+        if stopped.is_some() {
+            return Ok(stopped);
+        }
+    }
+    Ok(None)
+}
+
+/// Reads one socket's queued packets, leaving `room` bytes under the byte
+/// limit; Some when a limit stopped it.
+#[allow(clippy::too_many_arguments)]
+fn read_queue<W: Write>(
+    spec: &CaptureSpec,
+    config: &EngineConfig,
+    o: &mut Open,
+    w: &mut Writer<W>,
+    buf: &mut [u8],
+    packets: &mut u64,
+    clock: &Clock,
+    room: u64,
+) -> Result<Option<StopReason>> {
+    let write_err = |e| CaptureError::io("writing the capture file", e);
+    loop {
+        let got = match o.socket.recv(buf) {
+            Ok(Some(got)) => got,
+            Ok(None) => break,
+            Err(e) => {
+                // The interface went away (its pod ended): its account closes.
+                tracing::info!(capture = %spec.id, interface = %o.summary.target.interface, error = %e, "interface closed");
+                if let Ok((accepted, dropped)) = o.socket.statistics() {
+                    o.received += accepted;
+                    o.summary.lost += dropped;
                 }
-            };
-            let block = Writer::<W>::packet_block_len(got.captured);
-            if w.bytes_written() + block > spec.limits.max_bytes {
-                return Ok(Some(StopReason::MaxBytes));
+                o.summary.end = clock();
+                o.closed = true;
+                return Ok(None);
             }
-            w.packet(
-                o.id,
-                got.ts_ns,
-                got.original,
-                &buf[..got.captured],
-                got.direction,
-            )
-            .map_err(write_err)?;
-            let s = &mut o.summary;
-            match got.direction {
-                Direction::Inbound => {
-                    s.packets_in += 1;
-                    s.bytes_in += u64::from(got.original);
-                }
-                Direction::Outbound => {
-                    s.packets_out += 1;
-                    s.bytes_out += u64::from(got.original);
-                }
+        };
+        let block = Writer::<W>::packet_block_len(got.captured);
+        if w.bytes_written() + block + room > spec.limits.max_bytes {
+            return Ok(Some(StopReason::MaxBytes));
+        }
+        w.packet(
+            o.id,
+            got.ts_ns,
+            got.original,
+            &buf[..got.captured],
+            got.direction,
+        )
+        .map_err(write_err)?;
+        let s = &mut o.summary;
+        match got.direction {
+            Direction::Inbound => {
+                s.packets_in += 1;
+                s.bytes_in += u64::from(got.original);
             }
-            *packets += 1;
-            config.progress.packets.fetch_add(1, Ordering::Relaxed);
-            config
-                .progress
-                .bytes
-                .fetch_add(u64::from(got.original), Ordering::Relaxed);
-            if *packets >= spec.limits.max_packets {
-                return Ok(Some(StopReason::MaxPackets));
+            Direction::Outbound => {
+                s.packets_out += 1;
+                s.bytes_out += u64::from(got.original);
             }
+        }
+        *packets += 1;
+        config.progress.packets.fetch_add(1, Ordering::Relaxed);
+        config
+            .progress
+            .bytes
+            .fetch_add(u64::from(got.original), Ordering::Relaxed);
+        if *packets >= spec.limits.max_packets {
+            return Ok(Some(StopReason::MaxPackets));
         }
     }
     Ok(None)

@@ -126,6 +126,45 @@ pub async fn upload(
     }
 }
 
+/// Sends the network snapshot at `path` for (`id`, `node`) in one request
+/// (`PUT /api/v1/captures/<id>/nodes/<node>/snapshot`), waiting out an
+/// ingester outage as [`upload`] does.
+pub async fn upload_snapshot(
+    config: &UploadConfig,
+    id: &str,
+    node: &str,
+    path: &Path,
+    cancel: &CancellationToken,
+) -> Result<(), UploadError> {
+    let body = tokio::fs::read(path)
+        .await
+        .map_err(|source| UploadError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+    let url = format!(
+        "{}/api/v1/captures/{id}/nodes/{node}/snapshot",
+        config.ingester.trim_end_matches('/')
+    );
+    loop {
+        let put = request(&config.client, config, reqwest::Method::PUT, url.clone())
+            .header("content-type", "text/plain; charset=utf-8")
+            .body(body.clone())
+            .send()
+            .await;
+        match judge(put).await? {
+            Ok(_) => return Ok(()),
+            Err(why) => {
+                tracing::info!(capture = id, %why, "capture snapshot waits for the ingester");
+                tokio::select! {
+                    _ = cancel.cancelled() => return Err(UploadError::Cancelled),
+                    _ = tokio::time::sleep(config.retry_every) => {}
+                }
+            }
+        }
+    }
+}
+
 fn request(
     client: &reqwest::Client,
     config: &UploadConfig,

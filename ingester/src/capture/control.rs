@@ -6,6 +6,9 @@
 //!   whose `nodes` list names the node or is empty.
 //! - `PUT /api/v1/captures/{id}/nodes/{node}/status` with a `NodeStatus`:
 //!   stored as `_captures/<id>/<node>.status.json` (404 for an unknown capture).
+//! - `PUT /api/v1/captures/{id}/nodes/{node}/snapshot` with the node's network
+//!   snapshot (text) taken at the capture's start: stored as
+//!   `_captures/<id>/<node>.snapshot.txt` (404 for an unknown capture).
 
 use std::time::Duration;
 
@@ -22,6 +25,7 @@ use crate::writer::Clock;
 
 pub const REQUESTS: &str = "/api/v1/captures/requests";
 pub const STATUS: &str = "/api/v1/captures/{id}/nodes/{node}/status";
+pub const SNAPSHOT: &str = "/api/v1/captures/{id}/nodes/{node}/snapshot";
 
 /// How long past its end a request is still served: a collector that asks
 /// late still learns of it and reports its part.
@@ -43,6 +47,7 @@ pub fn router(store: CaptureStore, clock: Clock) -> Router {
     Router::new()
         .route(REQUESTS, get(requests))
         .route(STATUS, put(status))
+        .route(SNAPSHOT, put(snapshot))
         .with_state(Control { store, clock })
 }
 
@@ -81,6 +86,15 @@ async fn status(
 ) -> Result<StatusCode> {
     let Json(s) = body.map_err(|e| CaptureUploadError::BadBody(e.body_text()))?;
     c.store.put_status(&id, &node, &s).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn snapshot(
+    State(c): State<Control>,
+    Path((id, node)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Result<StatusCode> {
+    c.store.put_snapshot(&id, &node, body).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -249,6 +249,24 @@ impl CaptureStore {
         Ok(out)
     }
 
+    /// Where the network snapshot of `node` taken at the start of capture `id` is.
+    pub fn snapshot_path(&self, id: &str, node: &str) -> Path {
+        self.base(id).join(format!("{node}.snapshot.txt"))
+    }
+
+    /// Stores the network snapshot `node` took when capture `id` started;
+    /// the capture must exist.
+    pub async fn put_snapshot(&self, id: &str, node: &str, text: bytes::Bytes) -> Result<()> {
+        check_node(node)?;
+        if self.request(id).await?.is_none() {
+            return Err(CaptureUploadError::NoCapture(id.to_string()));
+        }
+        self.store
+            .put(&self.snapshot_path(id, node), PutPayload::from(text))
+            .await?;
+        Ok(())
+    }
+
     /// Records where `node`'s part of capture `id` stands; the capture must exist.
     pub async fn put_status(&self, id: &str, node: &str, status: &NodeStatus) -> Result<()> {
         check_node(node)?;

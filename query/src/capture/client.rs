@@ -76,7 +76,11 @@ pub enum CaptureCommand {
         /// Only this flow, both directions: `tcp 10.0.0.1:1234 10.0.0.2:80`.
         #[arg(long)]
         flow: Option<String>,
-        /// Output file (default `<id>.pcapng`; `-` for stdout).
+        /// The node's network snapshot at the capture's start (addresses,
+        /// routes, nftables/iptables rules, sockets) instead of packets; needs `--node`.
+        #[arg(long, requires = "node", conflicts_with = "flow")]
+        snapshot: bool,
+        /// Output file (default `<id>.pcapng`, `<id>-<node>.snapshot.txt`; `-` for stdout).
         #[arg(long, short)]
         out: Option<PathBuf>,
     },
@@ -251,6 +255,7 @@ pub async fn run(args: CaptureArgs) -> Result<String> {
             id,
             node,
             flow,
+            snapshot,
             out,
         } => {
             let mut q = Vec::new();
@@ -260,9 +265,16 @@ pub async fn run(args: CaptureArgs) -> Result<String> {
             if let Some(f) = &flow {
                 q.push(("flow", f.as_str()));
             }
+            if snapshot {
+                q.push(("snapshot", "true"));
+            }
             let path = format!("{BASE}/{id}/download");
             let data = c.call(Method::GET, &path, &q, None).await?;
-            let out = out.unwrap_or_else(|| PathBuf::from(format!("{id}.pcapng")));
+            let default = match (&node, snapshot) {
+                (Some(n), true) => format!("{id}-{n}.snapshot.txt"),
+                _ => format!("{id}.pcapng"),
+            };
+            let out = out.unwrap_or_else(|| PathBuf::from(default));
             if out.as_os_str() == "-" {
                 use std::io::Write;
                 std::io::stdout().write_all(&data)?;

@@ -31,6 +31,10 @@ pub struct CaptureStatus {
     /// Flows of the captured pods in the capture's interval, from the flow table.
     #[serde(default)]
     pub flows: Vec<SeenFlow>,
+    /// Nodes whose network snapshot (addresses, routes, rules, sockets at the
+    /// capture's start) can be downloaded (`download?node=N&snapshot=true`).
+    #[serde(default)]
+    pub snapshots: Vec<String>,
 }
 
 fn refuse_without_auth(state: &AppState) -> Result<()> {
@@ -121,7 +125,11 @@ pub async fn status(
     Path(id): Path<String>,
 ) -> Result<Json<CaptureStatus>> {
     let request = visible(&state, &principal, &id).await?;
-    let Stored { statuses, files } = state.engine.captures().stored(&id).await?;
+    let Stored {
+        statuses,
+        files,
+        snapshots,
+    } = state.engine.captures().stored(&id).await?;
     let now = (state.clock)();
     let flows = seen::flows(&state.engine, &request, &statuses, &files, now, &principal).await?;
     Ok(Json(CaptureStatus {
@@ -129,6 +137,7 @@ pub async fn status(
         nodes: statuses,
         files,
         flows,
+        snapshots,
     }))
 }
 
@@ -138,6 +147,9 @@ pub struct DownloadQuery {
     pub node: Option<String>,
     /// Only this flow's packets (`tcp 10.0.0.1:1234 10.0.0.2:80`), both directions.
     pub flow: Option<String>,
+    /// The node's network snapshot (text) instead of its packets.
+    #[serde(default)]
+    pub snapshot: bool,
 }
 
 /// `GET /api/v1/captures/{id}/download`.
@@ -148,8 +160,18 @@ pub async fn download(
     Query(q): Query<DownloadQuery>,
 ) -> Result<Response> {
     let r = visible(&state, &principal, &id).await?;
-    let flow: Option<FlowKey> = q.flow.as_deref().map(str::parse).transpose()?;
     let captures = state.engine.captures();
+    if q.snapshot {
+        let Some(node) = &q.node else {
+            return Err(QueryError::BadRequest(
+                "a snapshot is one node's: give `node`".into(),
+            ));
+        };
+        let text = captures.snapshot(&id, node).await?;
+        audit("download", &principal, &r, &format!("snapshot node={node}"));
+        return Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response());
+    }
+    let flow: Option<FlowKey> = q.flow.as_deref().map(str::parse).transpose()?;
     let nodes: Vec<String> = match &q.node {
         Some(n) => vec![n.clone()],
         None => captures.stored(&id).await?.files.into_keys().collect(),

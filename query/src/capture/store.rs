@@ -1,7 +1,8 @@
 //! Captures on the table's object store, as the query service sees them:
 //! `_captures/<id>/request.json` (written here), `<node>.status.json`
 //! (collectors' reports, through the ingester), `<node>.pcapng` and
-//! `<node>.json` (the completed files and their descriptions).
+//! `<node>.json` (the completed files and their descriptions),
+//! `<node>.snapshot.txt` (the node's network state at the capture's start).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use crate::error::{QueryError, Result};
 pub const ROOT: &str = "_captures";
 const REQUEST: &str = "request.json";
 const STATUS_SUFFIX: &str = ".status.json";
+const SNAPSHOT_SUFFIX: &str = ".snapshot.txt";
 
 /// What is stored of one capture.
 #[derive(Debug, Clone, Default)]
@@ -25,6 +27,8 @@ pub struct Stored {
     pub statuses: BTreeMap<String, NodeStatus>,
     /// Completed files by node.
     pub files: BTreeMap<String, FileDescription>,
+    /// Nodes whose network snapshot is stored.
+    pub snapshots: Vec<String>,
 }
 
 /// Capture objects under the table root of `store`.
@@ -130,6 +134,10 @@ impl CaptureFiles {
             let Some(name) = meta.location.filename() else {
                 continue;
             };
+            if let Some(node) = name.strip_suffix(SNAPSHOT_SUFFIX) {
+                out.snapshots.push(node.to_string());
+                continue;
+            }
             if name == REQUEST || !name.ends_with(".json") {
                 continue;
             }
@@ -144,6 +152,7 @@ impl CaptureFiles {
                 out.files.insert(node.to_string(), d);
             }
         }
+        out.snapshots.sort();
         Ok(out)
     }
 
@@ -153,6 +162,16 @@ impl CaptureFiles {
         self.get(&path)
             .await?
             .ok_or_else(|| QueryError::NotFound(format!("no file of node {node} in capture {id}")))
+    }
+
+    /// The network snapshot `node` took when capture `id` started.
+    pub async fn snapshot(&self, id: &str, node: &str) -> Result<Bytes> {
+        let path = base(id).join(format!("{node}{SNAPSHOT_SUFFIX}"));
+        self.get(&path).await?.ok_or_else(|| {
+            QueryError::NotFound(format!(
+                "no network snapshot of node {node} in capture {id}"
+            ))
+        })
     }
 
     /// Removes every object of capture `id` (request, statuses, files, chunks);

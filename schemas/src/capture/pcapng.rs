@@ -193,6 +193,12 @@ impl<W: Write> Writer<W> {
         (12 + 20 + captured.next_multiple_of(4) + 8 + 4) as u64
     }
 
+    /// The size the statistics block of an interface takes with `comment`.
+    pub fn statistics_block_len(comment: &str) -> u64 {
+        let comment = comment.len().min(u16::MAX as usize - 3);
+        (12 + 12 + 4 + comment.next_multiple_of(4) + 2 * 12 + 2 * 12 + 4) as u64
+    }
+
     /// Writes one packet (`data` as captured, `original` its length on the
     /// wire) at `ts_ns` nanoseconds since the epoch; returns the bytes written.
     pub fn packet(

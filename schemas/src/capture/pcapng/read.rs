@@ -164,8 +164,13 @@ mod tests {
             received: 3,
             dropped: 1,
         };
+        let before = w.bytes_written();
         w.statistics(a, stats, "kernel dropped 1").unwrap();
         let written = w.bytes_written();
+        assert_eq!(
+            written - before,
+            Writer::<Vec<u8>>::statistics_block_len("kernel dropped 1")
+        );
         let bytes = w.into_inner();
         assert_eq!(written, bytes.len() as u64);
         assert_eq!(bytes.len() % 4, 0);

@@ -16,6 +16,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+mod extensions;
+
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
@@ -260,49 +262,6 @@ fn default_chart_renders_valid_least_privilege_objects() {
     assert!(!docs.iter().any(|d| d["kind"] == "Deployment"));
 }
 
-/// `FLOWLAKE_COLLECTOR_PLUGINS` of the collector's container.
-fn collector_plugins(docs: &[Value]) -> Option<String> {
-    let ds: DaemonSet = typed(find(docs, "DaemonSet", "flowlake-collector"));
-    let pod = ds.spec.template.spec.unwrap();
-    env_values(container(&pod.containers, "collector"))
-        .get("FLOWLAKE_COLLECTOR_PLUGINS")
-        .cloned()
-}
-
-#[test]
-fn chart_enables_collector_plugins_by_name() {
-    let tmp = tempfile::tempdir().unwrap();
-    let Some(bin) = renderer(tmp.path()) else {
-        return;
-    };
-    // Default: every plugin the collector knows, in its order.
-    let all = flowlake_collector::plugins::PluginRegistry::builtin()
-        .names()
-        .join(",");
-    assert_eq!(collector_plugins(&render(&bin, None)), Some(all));
-    let values = tmp.path().join("plugins.yaml");
-    std::fs::write(&values, "collector:\n  plugins: [flows, dns, conntrack]\n").unwrap();
-    let docs = render(&bin, Some(&values));
-    env_matches_flags(&docs);
-    let chosen = collector_plugins(&docs).unwrap();
-    assert_eq!(chosen, "flows,dns,conntrack");
-    // The collector accepts what the chart sets (a typo would be refused).
-    let out = crate::flowlake()
-        .args(["collector", "--check", "--check-json"])
-        .env("FLOWLAKE_COLLECTOR_PLUGINS", "flows,dnss")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("unknown plugin \"dnss\"; known plugins: flows,"),
-        "{err}"
-    );
-    let parsed =
-        flowlake_collector::plugins::PluginSet::select(&chosen.split(',').collect::<Vec<_>>());
-    assert!(parsed.is_ok_and(|p| p.enabled("conntrack") && !p.enabled("drops")));
-}
-
 #[test]
 fn chart_with_every_option_renders_valid_objects() {
     let tmp = tempfile::tempdir().unwrap();
@@ -544,93 +503,4 @@ fn tls_and_tokens_with_the_query_service_beside_the_ingester() {
         "the query service still mounts the table"
     );
     check_collector_trust(&docs);
-}
-
-/// The Flight SQL port (`query.flightPort`) of the query container, its Service and
-/// the NetworkPolicy's open rule: `port` everywhere, or nowhere when 0.
-fn check_flight_port(docs: &[Value], query: &Container, port: Option<i32>) {
-    let listen = env_values(query)
-        .get("FLOWLAKE_QUERY_FLIGHT_LISTEN")
-        .cloned();
-    assert_eq!(listen, port.map(|p| format!("0.0.0.0:{p}")));
-    let container_port = query
-        .ports
-        .clone()
-        .unwrap_or_default()
-        .into_iter()
-        .find(|p| p.name.as_deref() == Some("flight"))
-        .map(|p| p.container_port);
-    assert_eq!(container_port, port);
-    let svc: Service = typed(find(docs, "Service", "flowlake-query"));
-    let svc_port = svc
-        .spec
-        .unwrap()
-        .ports
-        .unwrap()
-        .into_iter()
-        .find(|p| p.name.as_deref() == Some("flight"));
-    assert_eq!(svc_port.as_ref().map(|p| p.port), port);
-    if let Some(p) = svc_port {
-        use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-        assert_eq!(p.target_port, Some(IntOrString::String("flight".into())));
-        assert_eq!(p.app_protocol.as_deref(), Some("grpc"));
-    }
-    if docs.iter().any(|d| d["kind"] == "NetworkPolicy") {
-        let np: NetworkPolicy = typed(find(docs, "NetworkPolicy", "flowlake-ingest"));
-        let open: Vec<_> = np.spec.unwrap().ingress.unwrap()[1]
-            .ports
-            .clone()
-            .unwrap()
-            .into_iter()
-            .filter_map(|p| p.port)
-            .collect();
-        use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int;
-        let mut expected = vec![Int(8082)];
-        expected.extend(port.map(Int));
-        assert_eq!(open, expected, "the query ports are open to clients");
-    }
-}
-
-#[test]
-fn flight_sql_port_exposed_unless_off() {
-    let tmp = tempfile::tempdir().unwrap();
-    let Some(bin) = renderer(tmp.path()) else {
-        return;
-    };
-    let values = tmp.path().join("values.yaml");
-    // Default (8083), another port with the NetworkPolicy (query beside the ingester),
-    // and off with an object store (query in a Deployment of its own).
-    for (yaml, port) in [
-        (None, Some(8083)),
-        (
-            Some("networkPolicy: {enabled: true}\nquery: {flightPort: 9443}\n"),
-            Some(9443),
-        ),
-        (
-            Some(
-                "objectStore: {url: s3://flows/x}\nnetworkPolicy: {enabled: true}\nquery: {flightPort: 0}\n",
-            ),
-            None,
-        ),
-    ] {
-        if let Some(y) = yaml {
-            std::fs::write(&values, y).unwrap();
-        }
-        let docs = render(&bin, yaml.map(|_| values.as_path()));
-        check_all(&docs);
-        env_matches_flags(&docs);
-        let pod = match docs.iter().any(|d| d["kind"] == "Deployment") {
-            true => typed::<Deployment>(find(&docs, "Deployment", "flowlake-query"))
-                .spec
-                .template
-                .spec
-                .unwrap(),
-            false => typed::<StatefulSet>(find(&docs, "StatefulSet", "flowlake-ingester"))
-                .spec
-                .template
-                .spec
-                .unwrap(),
-        };
-        check_flight_port(&docs, container(&pod.containers, "query"), port);
-    }
 }

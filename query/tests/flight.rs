@@ -295,3 +295,34 @@ async fn flight_sql_timeout_cancels_the_query() {
         .await;
     assert!(running.is_ok(), "the timed-out query still holds its slot");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flight_sql_keeps_the_row_limit_of_http() {
+    if !python_has("adbc_driver_flightsql") {
+        return;
+    }
+    let mut cfg = shared_config();
+    cfg.limits.max_rows = 100;
+    let svc = start_flight(cfg).await;
+    let sqls = vec![
+        "SELECT * FROM flows".to_string(),
+        "SELECT * FROM flows LIMIT 100".to_string(),
+    ];
+    let outcomes = Client::new(&svc, None).run(&sqls);
+    match &outcomes[0] {
+        Outcome::Error(e) => {
+            assert!(e.contains("row limit of 100 rows"), "{e}");
+            assert!(e.contains("(ResourceExhausted;"), "{e}");
+        }
+        Outcome::Rows(n) => panic!("{n} rows past the row limit of 100"),
+    }
+    assert!(
+        matches!(outcomes[1], Outcome::Rows(100)),
+        "{:?}",
+        outcomes[1]
+    );
+    // The HTTP endpoint refuses the same statement with the same limit.
+    let (status, body) = sql_json(&svc, &sqls[0]).await;
+    assert_eq!(status, 413, "{body}");
+    assert_eq!(body["error"]["code"], "row_limit_exceeded", "{body}");
+}

@@ -180,6 +180,8 @@ async fn serve(args: StandaloneArgs, shutdown: CancellationToken) -> anyhow::Res
     let mut registry = Registry::default();
     let datapath_metrics = DatapathMetrics::new(&mut registry);
     let ship_metrics = ShipMetrics::register(&mut registry);
+    // The local table's ingester sink is always there.
+    let sink_metrics = SinkMetrics::register(&mut registry);
     let report = LossReport {
         cluster: CLUSTER.into(),
         node: hostname(),
@@ -187,6 +189,7 @@ async fn serve(args: StandaloneArgs, shutdown: CancellationToken) -> anyhow::Res
             datapath: Some(datapath_metrics.clone()),
             ship: Some(ship_metrics.clone()),
         },
+        sinks: Some(sink_metrics.clone()),
         every: ship.loss_report_every,
     };
     let shipper = Shipper::start_with_losses(
@@ -200,7 +203,7 @@ async fn serve(args: StandaloneArgs, shutdown: CancellationToken) -> anyhow::Res
     let sinks = Arc::new(SinkSet::start(
         flowlake_collector::sink::open(&sink_config, Some(shipper.sender()))?,
         sink_config.queue_batches,
-        SinkMetrics::register(&mut Registry::default()),
+        sink_metrics,
         system_clock(),
     )?);
 

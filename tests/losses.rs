@@ -76,6 +76,7 @@ async fn spool_overflow_and_refused_batches_are_rows_of_losses() {
                 datapath: Some(datapath),
                 ship: Some(ship.clone()),
             },
+            sinks: None,
             every: Duration::from_millis(200),
         }),
     )
@@ -213,6 +214,7 @@ async fn final_spill_deletions_are_rows_of_losses() {
             datapath: None,
             ship: Some(ship.clone()),
         },
+        sinks: None,
         every: Duration::from_secs(3600),
     };
     let shipper = Shipper::start_with_losses(

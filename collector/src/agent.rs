@@ -159,6 +159,9 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<()>
         }
         _ => None,
     };
+    // Records the ingester sink drops never reach the shipper: in the loss report too.
+    let sink_metrics = crate::sink::SinkMetrics::register(&mut registry);
+    let ingester_sink = config.sinks.has(crate::sink::SinkKind::Ingester);
     let shipper = Shipper::start_with_losses(
         &config.ship,
         Enricher::disabled(EnrichMetrics::register(&mut Registry::default())),
@@ -168,13 +171,14 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<()>
             cluster: config.datapath.cluster.clone(),
             node: config.datapath.node.clone(),
             sources: losses,
+            sinks: ingester_sink.then(|| sink_metrics.clone()),
             every: config.ship.loss_report_every,
         }),
     )?;
     let sinks = Arc::new(crate::sink::SinkSet::start(
         crate::sink::open(&config.sinks, Some(shipper.sender()))?,
         config.sinks.queue_batches,
-        crate::sink::SinkMetrics::register(&mut registry),
+        sink_metrics,
         system_clock(),
     )?);
     let datapath_config = config.datapath.clone();

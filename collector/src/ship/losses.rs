@@ -9,6 +9,11 @@
 //! it returns; the spool never evicts them (see [`super::spool`]), and the flow
 //! batches it does evict are counted (`spool_full`) in the next report.
 //!
+//! The sink seam ([`crate::sink`]) is on the same path: records the `ingester`
+//! sink lost before they reached the shipper (`sink_queue_full`, `sink_stopped`,
+//! `sink_closed`) are missing from the table too. Losses of the other sinks
+//! (IPFIX, the flow log) are not: the table has those records.
+//!
 //! Not reported here: `rejected` (batches the ingester refused as bad input are
 //! rows the ingester writes itself, with its reason: counting them here too would
 //! count them twice).
@@ -22,6 +27,7 @@ use flowlake_schemas::losses::component;
 
 use crate::metrics::LossKind;
 use crate::retina::LossSources;
+use crate::sink::{SinkLoss, SinkMetrics};
 
 use super::metrics::DropReason;
 
@@ -31,6 +37,8 @@ pub struct LossReport {
     pub cluster: String,
     pub node: String,
     pub sources: LossSources,
+    /// The sink seam's counters, read for the `ingester` sink (set when it runs).
+    pub sinks: Option<SinkMetrics>,
     /// A report is cut at most this often (only when something was lost).
     pub every: Duration,
 }
@@ -53,10 +61,21 @@ const SHIPPER: [DropReason; 4] = [
     DropReason::Closed,
 ];
 
+/// The ingester sink's metric label ([`crate::sink::ingester::IngesterSink`]).
+const INGESTER: &str = "ingester";
+
+/// The ingester sink's losses: `(reason, kind)`.
+const INGESTER_SINK: [(SinkLoss, &str); 3] = [
+    (SinkLoss::QueueFull, "sink_queue_full"),
+    (SinkLoss::Stopped, "sink_stopped"),
+    (SinkLoss::Closed, "sink_closed"),
+];
+
 /// One counter's value now: `(component, kind, unit)` → `(lost, bytes)`.
 type Totals = HashMap<(&'static str, &'static str, &'static str), (u64, Option<u64>)>;
 
-fn totals(sources: &LossSources) -> Totals {
+fn totals(report: &LossReport) -> Totals {
+    let sources = &report.sources;
     let mut out = Totals::new();
     if let Some(d) = &sources.datapath {
         for (kind, comp, unit) in DATAPATH {
@@ -68,6 +87,12 @@ fn totals(sources: &LossSources) -> Totals {
         for reason in SHIPPER {
             let key = (component::SHIPPER, reason.as_str(), "records");
             out.insert(key, (s.dropped_count(reason), None));
+        }
+    }
+    if let Some(s) = &report.sinks {
+        for (reason, kind) in INGESTER_SINK {
+            let key = (component::COLLECTOR, kind, "records");
+            out.insert(key, (s.dropped_count(INGESTER, reason), None));
         }
     }
     out
@@ -101,7 +126,7 @@ impl LossReporter {
     /// The rows of what was lost since the last report (none when nothing was);
     /// the next report starts at `now`.
     pub fn take(&mut self, now: DateTime<Utc>) -> Vec<LossRow> {
-        let current = totals(&self.report.sources);
+        let current = totals(&self.report);
         let mut rows: Vec<LossRow> = current
             .iter()
             .filter_map(|(key, &(lost, bytes))| {
@@ -150,6 +175,7 @@ mod tests {
                     datapath: Some(datapath.clone()),
                     ship: Some(ship.clone()),
                 },
+                sinks: None,
                 every: Duration::from_secs(10),
             },
             t0,
@@ -189,6 +215,63 @@ mod tests {
         assert_eq!(
             (rows[0].lost, rows[0].lost_bytes, rows[0].interval_start),
             (2, Some(80), t2)
+        );
+    }
+
+    /// The ingester sink behind a shipper that takes nothing: what the sink
+    /// seam drops for it is a `sink_queue_full` row, and the rows plus what
+    /// reached the shipper's channel are every record sent. Another sink's
+    /// losses are not losses of the table.
+    #[test]
+    fn records_the_ingester_sink_drops_are_rows() {
+        use crate::sink::{Sink, SinkSet, ingester::IngesterSink};
+        let sinks = SinkMetrics::register(&mut Registry::default());
+        let t0 = Utc::now();
+        let mut r = LossReporter::new(
+            LossReport {
+                cluster: "c".into(),
+                node: "n1".into(),
+                sources: LossSources::default(),
+                sinks: Some(sinks.clone()),
+                every: Duration::ZERO,
+            },
+            t0,
+        );
+        let (tx, mut shipper) = tokio::sync::mpsc::channel(1);
+        let sink: Box<dyn Sink> = Box::new(IngesterSink::new(tx));
+        assert_eq!(sink.name(), INGESTER);
+        let set =
+            SinkSet::start(vec![sink], 1, sinks.clone(), crate::enrich::system_clock()).unwrap();
+        let mut cfg = flowlake_gen::GenConfig::for_tests(std::env::temp_dir());
+        cfg.rate = 50.0;
+        let records = flowlake_gen::records(&cfg);
+        let (batches, each) = (20, 5);
+        assert!(records.len() >= batches * each);
+        for b in records.chunks(each).take(batches) {
+            set.send(b.to_vec());
+        }
+        sinks.lost("jsonl", SinkLoss::QueueFull, 7);
+        let rows = r.take(t0 + chrono::Duration::seconds(1));
+        // Nothing read the shipper's channel so far: read it now, to the end.
+        let reader = std::thread::spawn(move || {
+            let mut n = 0;
+            while let Some(b) = shipper.blocking_recv() {
+                n += b.len();
+            }
+            n as i64
+        });
+        set.close();
+        let delivered = reader.join().unwrap();
+        let got: Vec<_> = rows
+            .iter()
+            .map(|r| (r.component.as_str(), r.kind.as_str(), r.unit.as_str()))
+            .collect();
+        assert_eq!(got, [("collector", "sink_queue_full", "records")]);
+        assert!(rows[0].lost > 0, "the queue never filled");
+        assert_eq!(
+            rows[0].lost + delivered,
+            (batches * each) as i64,
+            "rows + delivered = sent"
         );
     }
 }

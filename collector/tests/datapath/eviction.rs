@@ -167,6 +167,7 @@ fn full_flow_map_losses_are_exactly_what_is_missing() {
                 datapath: Some(metrics.clone()),
                 ship: None,
             },
+            sinks: None,
             every: Duration::ZERO,
         },
         now,

@@ -1,6 +1,6 @@
 //! The capture routes on a running ingester with tokens: collectors (scope
-//! `ingest`) read the active requests of their node, report their status and
-//! upload a file; other scopes and no token are refused; what is stored is
+//! `ingest`) read the active requests of their node, report their status,
+//! store their network snapshot and upload a file; other scopes and no token are refused; what is stored is
 //! read back from the table's directory.
 
 use std::sync::Arc;
@@ -132,6 +132,30 @@ async fn collectors_read_their_active_requests_report_status_and_upload() {
         StatusCode::FORBIDDEN
     );
     assert!(!table.join("_captures/missing").exists());
+
+    // The node's network snapshot, stored next to its file.
+    let snap = |id: &str, token: &'static str| {
+        c.put(format!("{base}/api/v1/captures/{id}/nodes/node-a/snapshot"))
+            .bearer_auth(token)
+            .body("### ip route\n10.0.0.7 dev veth7\n")
+            .send()
+    };
+    assert_eq!(
+        snap("both", COLLECTOR).await.unwrap().status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        std::fs::read_to_string(table.join("_captures/both/node-a.snapshot.txt")).unwrap(),
+        "### ip route\n10.0.0.7 dev veth7\n"
+    );
+    assert_eq!(
+        snap("missing", COLLECTOR).await.unwrap().status(),
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        snap("both", READER).await.unwrap().status(),
+        StatusCode::FORBIDDEN
+    );
 
     // An upload through the same router, with the collector's token.
     let data: Vec<u8> = (0..3000u32).map(|i| (i % 253) as u8).collect();

@@ -8,7 +8,9 @@
 //! first by the Delta log's per-file statistics and partition values (a `PruningPredicate`
 //! over the snapshot's `LogDataHandler`), and read by a `ParquetSource` that DataFusion's
 //! filter pushdown hands the query predicate for row-group, bloom-filter and page-index
-//! pruning. Tables with reader features (protocol reader version > 1), other partition
+//! pruning. Row filters (decode the predicate's columns, then the rest only for the rows
+//! that pass) are turned on per scan, only for predicates [`row_filters_pay`] names
+//! selective. Tables with reader features (protocol reader version > 1), other partition
 //! columns or absolute file paths are left to deltalake's scan.
 
 use std::collections::HashMap;
@@ -23,8 +25,8 @@ use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
 use datafusion::datasource::table_schema::TableSchema;
 use datafusion::error::Result as DfResult;
-use datafusion::logical_expr::Expr;
 use datafusion::logical_expr::utils::conjunction;
+use datafusion::logical_expr::{BinaryExpr, Expr, Operator};
 use datafusion::physical_optimizer::pruning::PruningPredicateBuilder;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
@@ -32,7 +34,7 @@ use deltalake_core::DeltaTable;
 use deltalake_core::kernel::LogicalFileView;
 use deltalake_core::logstore::LogStoreRef;
 use deltalake_core::table::state::DeltaTableState;
-use flowlake_schemas::{PARTITION_COLUMNS, PartitionPath};
+use flowlake_schemas::{PARTITION_COLUMNS, PartitionPath, col};
 
 use crate::rollup::{Fingerprint, Fingerprints};
 use object_store::ObjectMeta;
@@ -43,6 +45,95 @@ fn is_string(t: &DataType) -> bool {
         DataType::Utf8 | DataType::Utf8View => true,
         DataType::Dictionary(_, v) => is_string(v),
         _ => false,
+    }
+}
+
+/// Whether a scan evaluates its predicate as a Parquet row filter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RowFilters {
+    /// Where [`row_filters_pay`] says so, or everywhere when the session's
+    /// `datafusion.execution.parquet.pushdown_filters` is set (the served mode).
+    WhereSelective,
+    /// Never (the session option still turns them on); for comparisons.
+    #[cfg_attr(not(test), allow(dead_code))]
+    Never,
+}
+
+/// Values of a column that few flow rows hold: an equality or `IN` on one of them keeps
+/// a small share of the rows. Drops are a few percent of flows; `forwarded` is most.
+const RARE_VALUES: [(&str, &[&str]); 1] = [(col::VERDICT, &["dropped"])];
+
+/// The rule for turning on row filters for one scan: some conjunct of its filters is an
+/// equality or `IN` list of [`RARE_VALUES`] only. Measured (docs/BENCHMARKS.md, issue
+/// #19 step 5, row filters on every scan): they halve the scans under
+/// `verdict = 'dropped'` and double the broad ones. Point lookups on a pod are left out:
+/// the `src_pod` branch is already cut to the pod's pages by the sort order and page
+/// index, and on the `dst_pod` branch row filters made latency/pod 44 % and talkers/pod
+/// 4 % slower (the cheap, unselective conjuncts such as `observation_point` are
+/// evaluated over every row first). `IS NOT NULL` on the DNS and TCP columns measured no
+/// gain either (dns-errors, dns-by-rcode, retransmits/ranked).
+pub(crate) fn row_filters_pay(filters: &[Expr]) -> bool {
+    filters.iter().any(selective)
+}
+
+fn selective(e: &Expr) -> bool {
+    match e {
+        Expr::BinaryExpr(BinaryExpr {
+            left,
+            op: Operator::And,
+            right,
+        }) => selective(left) || selective(right),
+        Expr::BinaryExpr(BinaryExpr {
+            left,
+            op: Operator::Eq,
+            right,
+        }) => {
+            rare(left, std::slice::from_ref(right.as_ref()))
+                || rare(right, std::slice::from_ref(left.as_ref()))
+        }
+        Expr::InList(list) if !list.negated => rare(&list.expr, &list.list),
+        _ => false,
+    }
+}
+
+/// `column` is a column of [`RARE_VALUES`] and every one of `values` a rare literal of it.
+fn rare(column: &Expr, values: &[Expr]) -> bool {
+    let Some(name) = column_name(column) else {
+        return false;
+    };
+    let Some((_, rare)) = RARE_VALUES.iter().find(|(c, _)| *c == name) else {
+        return false;
+    };
+    !values.is_empty()
+        && values
+            .iter()
+            .all(|v| string_literal(v).is_some_and(|v| rare.contains(&v.as_str())))
+}
+
+fn column_name(e: &Expr) -> Option<&str> {
+    match e {
+        Expr::Column(c) => Some(c.name.as_str()),
+        Expr::Cast(c) => column_name(&c.expr),
+        Expr::TryCast(c) => column_name(&c.expr),
+        _ => None,
+    }
+}
+
+fn string_literal(e: &Expr) -> Option<String> {
+    fn of(v: &ScalarValue) -> Option<String> {
+        match v {
+            ScalarValue::Utf8(s) | ScalarValue::Utf8View(s) | ScalarValue::LargeUtf8(s) => {
+                s.clone()
+            }
+            ScalarValue::Dictionary(_, v) => of(v),
+            _ => None,
+        }
+    }
+    match e {
+        Expr::Literal(v, _) => of(v),
+        Expr::Cast(c) => string_literal(&c.expr),
+        Expr::TryCast(c) => string_literal(&c.expr),
+        _ => None,
     }
 }
 
@@ -164,13 +255,32 @@ impl NativeScan {
     /// The files `filters` may match, as a `DataSourceExec` over a `ParquetSource`.
     /// `filters` are only used to skip files here: the caller reports them as inexact,
     /// so DataFusion's filter pushdown gives them to the Parquet source (row groups,
-    /// bloom filters, page index) and keeps a `FilterExec` above it.
+    /// bloom filters, page index). Without row filters it keeps a `FilterExec` above
+    /// the scan; with them (see [`row_filters_pay`]) the source applies them itself.
     pub async fn scan(
         &self,
         session: &dyn Session,
         projection: Option<&Vec<usize>>,
         filters: &[Expr],
         limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        self.scan_with(
+            session,
+            projection,
+            filters,
+            limit,
+            RowFilters::WhereSelective,
+        )
+        .await
+    }
+
+    pub(crate) async fn scan_with(
+        &self,
+        session: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+        row_filters: RowFilters,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         let log_data = self.state.log_data();
         let df_schema = DFSchema::try_from(self.schema.as_ref().clone())?;
@@ -203,13 +313,15 @@ impl NativeScan {
         let table_schema = TableSchema::builder(Arc::clone(&self.file_schema))
             .with_table_partition_cols(self.partition_fields.clone())
             .build();
-        parquet_scan(
+        let row_filters = row_filters == RowFilters::WhereSelective && row_filters_pay(filters);
+        parquet_scan_with(
             session,
             &self.log_store,
             table_schema,
             files,
             projection,
             limit,
+            row_filters,
         )
         .await
     }
@@ -222,9 +334,32 @@ pub(crate) async fn parquet_scan(
     session: &dyn Session,
     log_store: &LogStoreRef,
     table_schema: TableSchema,
+    files: Vec<PartitionedFile>,
+    projection: Option<&Vec<usize>>,
+    limit: Option<usize>,
+) -> DfResult<Arc<dyn ExecutionPlan>> {
+    parquet_scan_with(
+        session,
+        log_store,
+        table_schema,
+        files,
+        projection,
+        limit,
+        false,
+    )
+    .await
+}
+
+/// [`parquet_scan`]; `row_filters` turns on row-filter pushdown (and the ordering of
+/// its predicates by cost) for this scan whatever the session says.
+async fn parquet_scan_with(
+    session: &dyn Session,
+    log_store: &LogStoreRef,
+    table_schema: TableSchema,
     mut files: Vec<PartitionedFile>,
     projection: Option<&Vec<usize>>,
     limit: Option<usize>,
+    row_filters: bool,
 ) -> DfResult<Arc<dyn ExecutionPlan>> {
     files.sort_by(|a, b| a.object_meta.location.cmp(&b.object_meta.location));
     let groups = FileGroup::from(files).split_files(session.config().target_partitions());
@@ -234,6 +369,10 @@ pub(crate) async fn parquet_scan(
         .register_object_store(store_url.as_ref(), log_store.object_store(None));
     let mut options = session.table_options().parquet.clone();
     options.global = session.config().options().execution.parquet.clone();
+    if row_filters {
+        options.global.pushdown_filters = true;
+        options.global.reorder_filters = true;
+    }
     let source = ParquetSource::new(table_schema).with_table_parquet_options(options.clone());
     let config = FileScanConfigBuilder::new(store_url, Arc::new(source))
         .with_file_groups(groups)
@@ -245,6 +384,10 @@ pub(crate) async fn parquet_scan(
         .create_physical_plan(session, config)
         .await
 }
+
+#[cfg(test)]
+#[path = "native_scan/tests.rs"]
+mod tests;
 
 /// A scan of no files: no rows, the projected schema.
 pub(crate) fn empty_scan(

@@ -1,0 +1,200 @@
+use std::path::PathBuf;
+
+use async_trait::async_trait;
+use datafusion::catalog::TableProvider;
+use datafusion::datasource::TableType;
+use datafusion::datasource::physical_plan::{FileScanConfig, ParquetSource};
+use datafusion::datasource::source::DataSourceExec;
+use datafusion::logical_expr::{TableProviderFilterPushDown, col as c, lit};
+use datafusion::prelude::{SessionConfig, SessionContext};
+use deltalake_core::protocol::SaveMode;
+use flowlake_gen::GenConfig;
+use flowlake_schemas::records_to_batch;
+
+use super::*;
+use crate::questions::{Question, Scope, TimeRange, VIEWS, question_sql};
+
+#[test]
+fn the_rule_picks_rare_verdicts_only() {
+    let dropped = c(col::VERDICT).eq(lit("dropped"));
+    assert!(row_filters_pay(std::slice::from_ref(&dropped)));
+    // Anywhere in a conjunction, on either side, as a one-value IN list.
+    let view = c(col::SRC_POD)
+        .is_not_null()
+        .and(lit("dropped").eq(c(col::VERDICT)));
+    assert!(row_filters_pay(&[c(col::BYTES).gt(lit(0i64)), view]));
+    assert!(row_filters_pay(&[
+        c(col::VERDICT).in_list(vec![lit("dropped")], false)
+    ]));
+    // Most rows: forwarded, a NOT IN, an OR, a pod point lookup, mostly-null columns.
+    assert!(!row_filters_pay(&[c(col::VERDICT).eq(lit("forwarded"))]));
+    assert!(!row_filters_pay(&[
+        c(col::VERDICT).in_list(vec![lit("dropped"), lit("forwarded")], false)
+    ]));
+    assert!(!row_filters_pay(&[
+        c(col::VERDICT).in_list(vec![lit("dropped")], true)
+    ]));
+    assert!(!row_filters_pay(&[dropped
+        .clone()
+        .or(c(col::DST_POD).eq(lit("a")))]));
+    assert!(!row_filters_pay(&[c(col::DST_POD).eq(lit("db-0"))]));
+    assert!(!row_filters_pay(&[c(col::DNS_RCODE).is_not_null()]));
+    assert!(!row_filters_pay(&[]));
+    // A dictionary literal, as type coercion writes it against a dictionary column.
+    let dict = ScalarValue::Dictionary(
+        Box::new(DataType::Int32),
+        Box::new(ScalarValue::Utf8(Some("dropped".into()))),
+    );
+    assert!(row_filters_pay(&[c(col::VERDICT).eq(lit(dict))]));
+}
+
+/// The flow table read through [`NativeScan`] with a fixed row-filter policy.
+#[derive(Debug)]
+struct Flows {
+    scan: NativeScan,
+    row_filters: RowFilters,
+}
+
+impl std::fmt::Debug for NativeScan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NativeScan")
+    }
+}
+
+#[async_trait]
+impl TableProvider for Flows {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.scan.schema)
+    }
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let scan = &self.scan;
+        scan.scan_with(state, projection, filters, limit, self.row_filters)
+            .await
+    }
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> DfResult<Vec<TableProviderFilterPushDown>> {
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+    }
+}
+
+async fn context(table: &DeltaTable, row_filters: RowFilters) -> SessionContext {
+    let provider = table.table_provider().await.unwrap();
+    let scan = NativeScan::try_new(table, &provider.schema()).expect("a native table");
+    let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(2));
+    ctx.register_table("flows", Arc::new(Flows { scan, row_filters }))
+        .unwrap();
+    for (name, sql) in VIEWS {
+        ctx.sql(&format!("CREATE VIEW {name} AS {sql}"))
+            .await
+            .unwrap();
+    }
+    ctx
+}
+
+/// How many Parquet scans under `plan` evaluate row filters, of how many.
+fn row_filter_scans(plan: &Arc<dyn ExecutionPlan>) -> (usize, usize) {
+    let mut found = (0, 0);
+    if let Some(exec) = plan.downcast_ref::<DataSourceExec>()
+        && let Some(config) = exec.data_source().downcast_ref::<FileScanConfig>()
+        && let Some(parquet) = config.file_source().downcast_ref::<ParquetSource>()
+    {
+        found.1 += 1;
+        if parquet.table_parquet_options().global.pushdown_filters {
+            found.0 += 1;
+        }
+    }
+    for child in plan.children() {
+        let (on, of) = row_filter_scans(child);
+        found = (found.0 + on, found.1 + of);
+    }
+    found
+}
+
+/// The answer's rows, sorted (the plans may break ties differently), and the plan's
+/// row-filter scans.
+async fn answer(ctx: &SessionContext, sql: &str) -> (Vec<String>, (usize, usize)) {
+    let df = ctx.sql(sql).await.unwrap();
+    let plan = df.clone().create_physical_plan().await.unwrap();
+    let batches = df.collect().await.unwrap();
+    let text = arrow::util::pretty::pretty_format_batches(&batches)
+        .unwrap()
+        .to_string();
+    let mut rows: Vec<String> = text.lines().map(str::to_string).collect();
+    rows.sort();
+    (rows, row_filter_scans(&plan))
+}
+
+#[tokio::test]
+async fn per_pod_answers_are_the_same_with_and_without_row_filters() {
+    let dir = tempfile::tempdir().unwrap();
+    let records = flowlake_gen::records(&GenConfig::for_tests(PathBuf::from("unused")));
+    let url = url::Url::from_directory_path(dir.path()).unwrap();
+    let table = DeltaTable::try_from_url(url)
+        .await
+        .unwrap()
+        .write(vec![records_to_batch(&records)])
+        .with_partition_columns(PARTITION_COLUMNS)
+        .with_save_mode(SaveMode::Append)
+        .await
+        .unwrap();
+    let selective = context(&table, RowFilters::WhereSelective).await;
+    let never = context(&table, RowFilters::Never).await;
+    // The pod that receives the most drops.
+    let top = selective
+        .sql(
+            "SELECT dst_namespace, dst_pod FROM flows WHERE verdict = 'dropped' \
+             AND dst_pod IS NOT NULL GROUP BY 1, 2 ORDER BY count(*) DESC, 1, 2 LIMIT 1",
+        )
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let value =
+        |i: usize| arrow::util::display::array_value_to_string(top[0].column(i), 0).unwrap();
+    let pod = Scope::Pod {
+        namespace: value(0),
+        pod: value(1),
+    };
+    let range = TimeRange {
+        from: "2026-01-01T00:00:00Z".parse().unwrap(),
+        to: "2026-01-01T02:00:00Z".parse().unwrap(),
+    };
+    let questions = [
+        Question::Drops,
+        Question::Latency,
+        Question::Talkers,
+        Question::DnsErrors,
+        Question::Retransmits,
+    ];
+    for question in questions {
+        for scope in [&pod, &Scope::AllPods] {
+            let sql = question_sql(question, scope, &range, &[], 10_000);
+            let (with, (on, of)) = answer(&selective, &sql).await;
+            let (without, (off, _)) = answer(&never, &sql).await;
+            // Rows for every ranked question and the pod's drops (the pod was picked by them).
+            let must_have_rows = question == Question::Drops || *scope == Scope::AllPods;
+            assert!(
+                !must_have_rows || with.len() > 4,
+                "{question:?} {scope:?}: no rows"
+            );
+            assert_eq!(with, without, "{question:?} {scope:?}");
+            assert_eq!(off, 0, "{question:?}: row filters under Never");
+            // Both branches of the drops view read only dropped rows; no other view does.
+            let expected = if question == Question::Drops { of } else { 0 };
+            assert!(of > 0, "{question:?}: no Parquet scan");
+            assert_eq!(on, expected, "{question:?} {scope:?}: row-filter scans");
+        }
+    }
+}

@@ -184,7 +184,38 @@ async fn spool_overflow_and_refused_batches_are_rows_of_losses() {
         refused,
         "one row per refused batch and node"
     );
+
+    // A per-pod question over the last hour says which nodes' hours miss what.
+    let said = losses_header(&format!("{base}/api/v1/questions/talkers")).await;
+    let of = |node: &str, kind: &str| -> u64 {
+        said.iter()
+            .filter(|l| l["node"] == node && l["kind"] == kind)
+            .map(|l| as_u64(&l["lost"]))
+            .sum()
+    };
+    assert_eq!(of("n1", "spool_full"), spool_full, "{said:?}");
+    // (The refused batch's row lies at its records' generated times, outside.)
+    assert_eq!(said.len(), 1, "{said:?}");
+    assert!(
+        said.iter()
+            .all(|l| l["hour"].is_string() && l["unit"].is_string())
+    );
     query.stop().await.unwrap();
+}
+
+/// The `flowlake-losses` header of a GET (empty when absent).
+async fn losses_header(url: &str) -> Vec<serde_json::Value> {
+    let out = tokio::process::Command::new("curl")
+        .args(["-sS", "-o", "/dev/null", "-D", "-", url])
+        .output()
+        .await
+        .unwrap();
+    let head = String::from_utf8(out.stdout).unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    head.lines()
+        .find_map(|l| l.strip_prefix("flowlake-losses: "))
+        .map(|v| serde_json::from_str::<Vec<serde_json::Value>>(v.trim()).unwrap())
+        .unwrap_or_default()
 }
 
 /// What the spool deletes for room during the shipper's final spill (after the

@@ -4,6 +4,7 @@
 //! `GET /api/v1/questions/{question}?by=pod|workload` (every pod or workload, ranked).
 
 use axum::extract::{Path, Query, State};
+use axum::http::HeaderValue;
 use axum::response::Response;
 use axum::{Extension, Json};
 use chrono::{DateTime, Duration, Utc};
@@ -77,11 +78,58 @@ async fn answer(
         exact: params.exact,
         ..QuestionRequest::new(q, scope, range, limit)
     };
-    let result = state
-        .engine
-        .answer(&request, &Access::of(principal))
-        .await?;
-    stream_response(result, params.format.unwrap_or_default())
+    let access = Access::of(principal);
+    let result = state.engine.answer(&request, &access).await?;
+    let losses = match access.is_all() {
+        true => losses_of(state, &range, &access).await,
+        false => None,
+    };
+    let mut response = stream_response(result, params.format.unwrap_or_default())?;
+    if let Some(v) = losses {
+        response.headers_mut().insert(LOSSES_HEADER, v);
+    }
+    Ok(response)
+}
+
+/// Header of a question's answer: what the `losses` table says the flow rows of
+/// its range miss, per node, hour, kind and unit (the 20 largest), as a JSON
+/// array of `{node, hour, kind, unit, lost}` — "this hour on node X is
+/// incomplete by N packets". Absent when nothing was lost in the range, and for
+/// namespace-scoped tokens (which cannot read `losses`: its rows name nodes).
+pub const LOSSES_HEADER: &str = "flowlake-losses";
+
+/// The [`LOSSES_HEADER`] value for `range`; `None` when nothing was lost (or the
+/// lookup failed: logged, the answer goes out without it).
+async fn losses_of(state: &AppState, range: &TimeRange, access: &Access) -> Option<HeaderValue> {
+    let sql = format!(
+        "SELECT node, date_trunc('hour', interval_start) AS hour, kind, unit, \
+         CAST(sum(lost) AS BIGINT) AS lost FROM {} WHERE {} \
+         GROUP BY 1, 2, 3, 4 ORDER BY lost DESC, node, hour, kind LIMIT 20",
+        crate::losses::LOSSES,
+        range.predicate()
+    );
+    let rows = async {
+        let batches = state.engine.run(&sql, "losses", false, access).await?;
+        let batches = batches.collect().await?;
+        let mut w = datafusion::arrow::json::ArrayWriter::new(Vec::new());
+        for b in &batches {
+            w.write(b)
+                .map_err(|e| QueryError::Config(format!("losses as JSON: {e}")))?;
+        }
+        w.finish()
+            .map_err(|e| QueryError::Config(format!("losses as JSON: {e}")))?;
+        Ok::<_, QueryError>(w.into_inner())
+    };
+    match rows.await {
+        Ok(json) if json.len() > 2 => HeaderValue::from_bytes(&json)
+            .inspect_err(|e| tracing::warn!(error = %e, "losses header not sent"))
+            .ok(),
+        Ok(_) => None,
+        Err(e) => {
+            tracing::warn!(error = %e, "looking up the range's losses failed: answered without them");
+            None
+        }
+    }
 }
 
 pub async fn pod(

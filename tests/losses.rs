@@ -135,12 +135,7 @@ async fn spool_overflow_and_refused_batches_are_rows_of_losses() {
     assert_eq!(refused, 1);
     ingester.shutdown().await.unwrap();
 
-    let query = flowlake_query::QueryService::start(flowlake_query::QueryConfig::for_tests(
-        table.to_string_lossy(),
-    ))
-    .await
-    .unwrap();
-    let base = format!("http://{}", query.addr());
+    let (query, base) = query_over(&table).await;
 
     // What reached `flows` plus what `losses` says was lost is what was fed.
     let stored = as_u64(&sql(&base, "select count(*) as n from flows").await[0]["n"]);
@@ -201,6 +196,17 @@ async fn spool_overflow_and_refused_batches_are_rows_of_losses() {
             .all(|l| l["hour"].is_string() && l["unit"].is_string())
     );
     query.stop().await.unwrap();
+}
+
+/// A query service over the table at `table`, and its base URL.
+async fn query_over(table: &std::path::Path) -> (flowlake_query::RunningQuery, String) {
+    let query = flowlake_query::QueryService::start(flowlake_query::QueryConfig::for_tests(
+        table.to_string_lossy(),
+    ))
+    .await
+    .unwrap();
+    let base = format!("http://{}", query.addr());
+    (query, base)
 }
 
 /// The `flowlake-losses` header of a GET (empty when absent).
@@ -287,12 +293,7 @@ async fn final_spill_deletions_are_rows_of_losses() {
     shipper.shutdown().await;
     ingester.shutdown().await.unwrap();
 
-    let query = flowlake_query::QueryService::start(flowlake_query::QueryConfig::for_tests(
-        table.to_string_lossy(),
-    ))
-    .await
-    .unwrap();
-    let base = format!("http://{}", query.addr());
+    let (query, base) = query_over(&table).await;
     let stored = as_u64(&sql(&base, "select count(*) as n from flows").await[0]["n"]);
     let lost = sql(
         &base,

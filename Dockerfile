@@ -10,8 +10,10 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
  && cp target/release/flowlake /usr/local/bin/flowlake
 
 FROM debian:bookworm-slim
+# iproute2 (ip, ss), nftables and iptables: the network snapshot a packet
+# capture takes on its node (docs/capture.md).
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates \
+ && apt-get install -y --no-install-recommends ca-certificates iproute2 nftables iptables \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /usr/local/bin/flowlake /usr/local/bin/flowlake
 # The ingester and query service run as this user. The chart runs the collector as

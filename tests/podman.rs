@@ -207,6 +207,16 @@ fn chart_collector_under_podman_loads_everything_and_counts_exactly() {
     let podman = Podman::new();
     podman.base();
     podman.image(dir.path());
+    // The tools of a capture's network snapshot run in the image.
+    for (tool, arg) in [
+        ("ip", "-V"),
+        ("ss", "-V"),
+        ("nft", "--version"),
+        ("iptables-save", "--version"),
+    ] {
+        let entry = format!("--entrypoint={tool}");
+        podman.run(&["run", "--rm", "--network=none", &entry, IMAGE, arg]);
+    }
     let want = host_programs();
     assert!(
         want.values().any(|l| *l),

@@ -5,7 +5,35 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-const BASE: &str = "localhost/flowlake-base:bookworm";
+/// The base image's name; its tag names the packages it holds (those the
+/// Dockerfile's runtime stage installs), so a change of them builds a new one.
+fn base_name() -> String {
+    format!("localhost/flowlake-base:bookworm-{}", packages().join("-"))
+}
+
+/// The packages the Dockerfile's runtime stage installs with apt-get.
+pub fn packages() -> Vec<String> {
+    let dockerfile = dockerfile();
+    let stage = dockerfile
+        .rsplit_once("\nFROM ")
+        .expect("a multi-stage Dockerfile")
+        .1;
+    let line = stage
+        .lines()
+        .find_map(|l| l.split_once("apt-get install ").map(|(_, rest)| rest))
+        .expect("the runtime stage installs packages with apt-get");
+    let mut out: Vec<String> = line
+        .split_whitespace()
+        .filter(|w| !w.starts_with('-') && *w != "\\" && *w != "&&")
+        .map(String::from)
+        .collect();
+    out.sort();
+    out
+}
+
+fn dockerfile() -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("Dockerfile")).unwrap()
+}
 /// The image under test.
 pub const IMAGE: &str = "localhost/flowlake:podman-test";
 
@@ -49,10 +77,11 @@ impl Podman {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    /// The base image: Debian's minimal bookworm with CA certificates (as the
-    /// Dockerfile's runtime stage installs them), built once.
+    /// The base image: Debian's minimal bookworm with the packages the
+    /// Dockerfile's runtime stage installs, built once per package list.
     pub fn base(&self) {
-        let exists = self.cmd().args(["image", "exists", BASE]).status();
+        let base = base_name();
+        let exists = self.cmd().args(["image", "exists", &base]).status();
         if exists.is_ok_and(|s| s.success()) {
             return;
         }
@@ -70,7 +99,9 @@ impl Podman {
         );
         let mirror = String::from_utf8_lossy(&mirror.stdout).trim().to_string();
         let out = Command::new("debootstrap")
-            .args(["--variant=minbase", "--include=ca-certificates", "bookworm"])
+            .arg("--variant=minbase")
+            .arg(format!("--include={}", packages().join(",")))
+            .arg("bookworm")
             .arg(&rootfs)
             .arg(mirror)
             .output()
@@ -89,7 +120,7 @@ impl Podman {
             .unwrap();
         let import = self
             .cmd()
-            .args(["import", "-", BASE])
+            .args(["import", "-", &base])
             .stdin(tar.stdout.take().unwrap())
             .output()
             .unwrap();
@@ -111,10 +142,11 @@ impl Podman {
         if std::fs::hard_link(bin, ctx.join("flowlake")).is_err() {
             std::fs::copy(bin, ctx.join("flowlake")).unwrap();
         }
-        let dockerfile =
-            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("Dockerfile"))
-                .unwrap();
-        std::fs::write(ctx.join("Containerfile"), last_stage(&dockerfile, BASE)).unwrap();
+        std::fs::write(
+            ctx.join("Containerfile"),
+            last_stage(&dockerfile(), &base_name()),
+        )
+        .unwrap();
         self.run(&[
             "build",
             "--pull=never",

@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(clang llvm libbpf-dev bpftool iproute2 nftables iptables tcpdump tshark iperf3 dnsmasq prometheus nfdump qemu-system-x86 kmod busybox-static golang-go golang-github-masterminds-sprig-dev golang-gopkg-yaml.v3-dev podman runc debootstrap curl)
-PIP_PACKAGES=(pyarrow duckdb deltalake polars "moto[server]" virtme-ng adbc-driver-flightsql)
+PIP_PACKAGES=(pyarrow pandas duckdb deltalake polars "moto[server]" virtme-ng adbc-driver-flightsql)
 # Azurite 3.36+ needs node >= 21; 3.35.0 runs on Debian's/NodeSource's node 20.
 AZURITE_VERSION=3.35.0
 
@@ -38,7 +38,7 @@ install_pip() {
     echo "test.sh: no python3 — cross-reader tests will skip" >&2
     return 0
   fi
-  if ! python3 -c "import pyarrow, duckdb, deltalake, polars, moto, adbc_driver_flightsql" 2>/dev/null || ! command -v vng >/dev/null; then
+  if ! python3 -c "import pyarrow, pandas, duckdb, deltalake, polars, moto, adbc_driver_flightsql" 2>/dev/null || ! command -v vng >/dev/null; then
     echo "test.sh: installing ${PIP_PACKAGES[*]}" >&2
     python3 -m pip install -q --disable-pip-version-check "${PIP_PACKAGES[@]}" \
       || echo "test.sh: pip install failed — cross-reader tests will skip" >&2

@@ -311,13 +311,16 @@ pub fn table_by_batch(
 ) -> Option<BTreeMap<String, (u64, u64)>> {
     let mut python = flowlake_testkit::python_with("deltalake, pyarrow")?;
     let script = r#"
-import sys, json
+import os, sys, json
 from deltalake import DeltaTable
 dt = DeltaTable(sys.argv[1], storage_options=json.loads(sys.argv[2]))
 t = dt.to_pyarrow_table(columns=["cluster", "bytes"])
 g = t.group_by("cluster").aggregate([("bytes", "count"), ("bytes", "sum")])
 out = {c: [n, s] for c, n, s in zip(g["cluster"].to_pylist(), g["bytes_count"].to_pylist(), g["bytes_sum"].to_pylist())}
-print(json.dumps(out))
+print(json.dumps(out), flush=True)
+# deltalake's runtime threads can abort the interpreter's teardown
+# ("terminate called without an active exception"): the answer is out.
+os._exit(0)
 "#;
     let options: serde_json::Map<String, serde_json::Value> = storage_options
         .iter()

@@ -2,18 +2,26 @@
 # Cost of a running capture (docs/BENCHMARKS.md, "Packet capture"): iperf3 TCP from pod A to pod B
 # without a capture and with a capture of pod A's veth (collector/examples/bench_capture.rs, the
 # engine the collector runs), interleaved PAIRS times; and the capture's CPU per captured Gbit/s.
-# Needs root and iperf3. Traffic only between namespaces it creates.
+# With FLOWS=1 the collector's flow programs (collector/examples/bench_attach.rs) stay attached to
+# every pod veth for the whole run, and each iperf3 run also reports the flow programs' kernel
+# ns/packet (run_time_ns / run_cnt of flow_ingress + flow_egress, kernel.bpf_stats_enabled).
+# Needs root and iperf3 (FLOWS=1: bpftool too). Traffic only between namespaces it creates.
 #
-#   cargo build --release -p flowlake-collector --example bench_capture
+#   cargo build --release -p flowlake-collector --example bench_capture --example bench_attach
 #   collector/bench/capture.sh
+#   FLOWS=1 collector/bench/capture.sh
 #
-# Env: CAPTURE (bench_capture binary), PAIRS (3), SECS (seconds per iperf3 run, 5),
-#      SNAPLEN (262144), OUT (pcapng path for the capture, default a file in a temp dir; - discards).
+# Env: CAPTURE (bench_capture binary), LOADER (bench_attach binary), PAIRS (3), SECS (seconds per
+#      iperf3 run, 5), SNAPLEN (262144), OUT (pcapng path for the capture, default a file in a temp
+#      dir; - discards), FLOWS (0).
 set -euo pipefail
 
 TARGET=${CARGO_TARGET_DIR:-/root/.cache/flowlake-target}
 CAPTURE=${CAPTURE:-$TARGET/release/examples/bench_capture}
 [ -x "$CAPTURE" ] || { echo "build it: cargo build --release -p flowlake-collector --example bench_capture" >&2; exit 1; }
+FLOWS=${FLOWS:-0}
+LOADER=${LOADER:-$TARGET/release/examples/bench_attach}
+[ "$FLOWS" = 0 ] || [ -x "$LOADER" ] || { echo "build it: cargo build --release -p flowlake-collector --example bench_attach" >&2; exit 1; }
 PAIRS=${PAIRS:-3}
 SECS=${SECS:-5}
 SNAPLEN=${SNAPLEN:-262144}
@@ -22,7 +30,12 @@ NODE="${ID}n" A="${ID}a" B="${ID}b" VA="${ID}va" VB="${ID}vb"
 LOG=$(mktemp -d)
 OUT=${OUT:-$LOG/capture.pcapng}
 
+OLD_STATS=$(sysctl -n kernel.bpf_stats_enabled)
+LOADER_PID=""
+
 cleanup() {
+	[ -n "$LOADER_PID" ] && kill "$LOADER_PID" 2>/dev/null && wait "$LOADER_PID" 2>/dev/null || true
+	sysctl -qw kernel.bpf_stats_enabled="$OLD_STATS"
 	[ -f "$LOG/iperf.pid" ] && kill "$(cat "$LOG/iperf.pid")" 2>/dev/null || true
 	for ns in "$A" "$B" "$NODE"; do ip netns del "$ns" 2>/dev/null || true; done
 	rm -rf "$LOG"
@@ -45,19 +58,43 @@ done
 ip netns exec "$B" iperf3 -s -D -I "$LOG/iperf.pid"
 sleep 0.5
 
-gbits() { # one iperf3 run A -> B, receiver Gbit/s
-	ip netns exec "$A" iperf3 -c 10.79.0.3 -t "$SECS" -J | jq '.end.sum_received.bits_per_second / 1e9'
+# The flow programs' summed run_time_ns and run_cnt ("ns runs"), when FLOWS=1.
+flow_stats() {
+	[ -n "$LOADER_PID" ] || { echo "0 0"; return; }
+	sed -n 's/^ready .*progs=\([^ ]*\).*/\1/p' "$LOG/loader.out" | tr ',' '\n' | grep '^flow_' | cut -d: -f2 |
+		while read -r id; do bpftool prog show id "$id" --json | jq -r '"\(.run_time_ns // 0) \(.run_cnt // 0)"'; done |
+		awk '{ t += $1; n += $2 } END { print t + 0, n + 0 }'
+}
+# One iperf3 run A -> B: "receiver-Gbit/s flow-ns/packet" (the latter "-" without FLOWS=1).
+gbits() {
+	local before after g
+	before=$(flow_stats)
+	g=$(ip netns exec "$A" iperf3 -c 10.79.0.3 -t "$SECS" -J | jq '.end.sum_received.bits_per_second / 1e9')
+	after=$(flow_stats)
+	awk -v g="$g" -v b="$before" -v a="$after" 'BEGIN {
+		split(b, x, " "); split(a, y, " "); n = y[2] - x[2]
+		if (n > 0) printf "%.2f %.1f\n", g, (y[1] - x[1]) / n; else printf "%.2f -\n", g }'
 }
 
-echo "run | without capture Gbit/s | with capture Gbit/s | captured packets | lost | capture CPU s | CPU s per captured Gbit/s"
+if [ "$FLOWS" != 0 ]; then
+	sysctl -qw kernel.bpf_stats_enabled=1
+	"$LOADER" --netns "/var/run/netns/$NODE" >"$LOG/loader.out" 2>"$LOG/loader.err" &
+	LOADER_PID=$!
+	until grep -q '^ready' "$LOG/loader.out" 2>/dev/null; do
+		kill -0 "$LOADER_PID" 2>/dev/null || { cat "$LOG/loader.err" >&2; exit 1; }
+		sleep 0.05
+	done
+fi
+
+echo "run | without capture Gbit/s | flow ns/packet | with capture Gbit/s | flow ns/packet | captured packets | lost | capture CPU s | CPU s per captured Gbit/s"
 for i in $(seq 1 "$PAIRS"); do
-	without=$(gbits)
+	read -r without without_ns <<<"$(gbits)"
 	"$CAPTURE" --netns "/var/run/netns/$NODE" --interface "$VA" --secs $((SECS + 2)) \
 		--snaplen "$SNAPLEN" --out "$OUT" >"$LOG/cap.out" &
 	cap=$!
 	until grep -q ready "$LOG/cap.out" 2>/dev/null; do sleep 0.05; done
 	sleep 0.5
-	with=$(gbits)
+	read -r with with_ns <<<"$(gbits)"
 	wait "$cap"
 	line=$(tail -1 "$LOG/cap.out")
 	packets=$(sed -E 's/.*packets=([0-9]+).*/\1/' <<<"$line")
@@ -66,6 +103,7 @@ for i in $(seq 1 "$PAIRS"); do
 	cpu=$(sed -E 's/.*cpu_seconds=([0-9.]+).*/\1/' <<<"$line")
 	# Captured Gbit/s over the capture's whole run (SECS + 2 s).
 	per=$(awk -v c="$cpu" -v w="$wire" -v s=$((SECS + 2)) 'BEGIN { g = w * 8 / s / 1e9; if (g > 0) printf "%.3f", c / g; else print "-" }')
-	printf '%s | %.2f | %.2f | %s | %s | %s | %s\n' "$i" "$without" "$with" "$packets" "$lost" "$cpu" "$per"
+	printf '%s | %s | %s | %s | %s | %s | %s | %s | %s\n' "$i" "$without" "$without_ns" "$with" "$with_ns" \
+		"$packets" "$lost" "$cpu" "$per"
 	rm -f "$OUT"
 done

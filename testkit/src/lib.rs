@@ -52,6 +52,31 @@ pub fn json_output(command: &mut Command) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("JSON on standard output")
 }
 
+/// tshark's fields of each packet of a capture file, one tab-separated line per
+/// packet, or `None` after printing why the check skips (tshark missing).
+///
+/// # Panics
+/// When tshark is missing and [`required`] is true, or when it cannot read the file.
+pub fn tshark_fields(file: &std::path::Path, fields: &[&str]) -> Option<Vec<String>> {
+    let mut command = Command::new("tshark");
+    command.arg("-r").arg(file).args(["-T", "fields"]);
+    for field in fields {
+        command.args(["-e", field]);
+    }
+    let Ok(out) = command.output() else {
+        assert!(!required(), "tshark is not installed");
+        eprintln!("skipped the tshark check: tshark not installed");
+        return None;
+    };
+    assert!(
+        out.status.success(),
+        "tshark: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    Some(text.lines().map(String::from).collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

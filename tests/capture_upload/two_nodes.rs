@@ -11,7 +11,6 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use flowlake_schemas::capture::pcapng::{Direction, read};
@@ -78,27 +77,8 @@ async fn download(base: &str, id: &str, node: &str, flow: Option<&str>, out: &Pa
 /// tshark's interface names of a file's packets, or None (tshark missing,
 /// outside CI).
 fn tshark_interfaces(file: &Path) -> Option<BTreeSet<String>> {
-    let Ok(out) = Command::new("tshark")
-        .arg("-r")
-        .arg(file)
-        .args(["-T", "fields", "-e", "frame.interface_name"])
-        .output()
-    else {
-        assert!(!flowlake_testkit::required(), "tshark is not installed");
-        eprintln!("skipped the tshark check: tshark not installed");
-        return None;
-    };
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Some(
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(String::from)
-            .collect(),
-    )
+    let lines = flowlake_testkit::tshark_fields(file, &["frame.interface_name"])?;
+    Some(lines.into_iter().collect())
 }
 
 /// tcpdumps of pod `i`'s veth: (in, out).

@@ -140,6 +140,15 @@ struct Running {
 
 impl Running {
     fn start(t: &Topology, spec: CaptureSpec, targets: Arc<Mutex<Vec<Target>>>) -> Running {
+        Running::start_with(t, spec, move || targets.lock().unwrap().clone())
+    }
+
+    /// Runs the engine in the node namespace, asking `next` for its targets.
+    fn start_with(
+        t: &Topology,
+        spec: CaptureSpec,
+        mut next: impl FnMut() -> Vec<Target> + Send + 'static,
+    ) -> Running {
         let stop = Arc::new(AtomicBool::new(false));
         let config = EngineConfig {
             netns: Some(t.node_ns_path()),
@@ -148,7 +157,6 @@ impl Running {
         };
         let flag = stop.clone();
         let handle = std::thread::spawn(move || {
-            let mut next = move || targets.lock().unwrap().clone();
             let clock = flowlake_collector::enrich::system_clock();
             engine::run(
                 &spec,
@@ -303,36 +311,9 @@ fn capture_of_a_pod_veth_equals_tcpdump_per_direction() {
 
 /// tshark's view of a file: per packet, the interface name and description.
 fn tshark(file: &Path) -> Option<Vec<String>> {
-    if Command::new("tshark").arg("--version").output().is_err() {
-        if std::env::var("FLOWLAKE_REQUIRE_PRIVILEGED").is_ok_and(|v| v == "1") {
-            panic!("tshark is not installed");
-        }
-        eprintln!("skipped the tshark check: tshark not installed");
-        return None;
-    }
-    let out = Command::new("tshark")
-        .arg("-r")
-        .arg(file)
-        .args([
-            "-T",
-            "fields",
-            "-e",
-            "frame.interface_name",
-            "-e",
-            "frame.interface_description",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "tshark: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Some(
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(String::from)
-            .collect(),
+    flowlake_testkit::tshark_fields(
+        file,
+        &["frame.interface_name", "frame.interface_description"],
     )
 }
 
@@ -486,36 +467,16 @@ fn packets_the_kernel_could_not_deliver_are_counted_in_the_summary_and_the_file(
     // The engine opens its socket, then blocks in its next look for targets
     // until released: meanwhile nothing reads the socket and it overflows.
     let (release, gate) = std::sync::mpsc::channel::<()>();
-    let stop = Arc::new(AtomicBool::new(false));
-    let (flag, first) = (stop.clone(), target(&t, 0));
-    let config = EngineConfig {
-        netns: Some(t.node_ns_path()),
-        refresh_every: Duration::from_millis(100),
-        ..EngineConfig::default()
+    let first = target(&t, 0);
+    let mut asked = false;
+    let next = move || {
+        if asked {
+            let _ = gate.recv();
+        }
+        asked = true;
+        vec![first.clone()]
     };
-    let engine = std::thread::spawn(move || {
-        let mut asked = false;
-        let mut next = move || {
-            if asked {
-                let _ = gate.recv();
-            }
-            asked = true;
-            vec![first.clone()]
-        };
-        let spec = spec("c-drops", "udp", long_limits());
-        let clock = flowlake_collector::enrich::system_clock();
-        engine::run(
-            &spec,
-            &config,
-            "node-a",
-            &mut next,
-            Vec::new(),
-            clock,
-            &flag,
-        )
-        .unwrap()
-    });
-    std::thread::sleep(Duration::from_millis(500));
+    let running = Running::start_with(&t, spec("c-drops", "udp", long_limits()), next);
     // 12,000 datagrams of 1400 bytes: more than the socket's 8 MiB buffer holds.
     // Paced so that none is lost before the veth (tcpdump with an 8 MiB
     // buffer is no truth here: it drops some itself).
@@ -534,9 +495,7 @@ fn packets_the_kernel_could_not_deliver_are_counted_in_the_summary_and_the_file(
     .unwrap();
     drop(release);
     std::thread::sleep(Duration::from_secs(1));
-    stop.store(true, Ordering::Relaxed);
-    let (summary, bytes) = engine.join().unwrap();
-    let file = read::parse(&bytes).expect("a pcapng file");
+    let (summary, file, _) = running.finish();
     let written = totals(&file, |f| between(f, a, b))[&Direction::Inbound].0;
     assert!(summary.lost > 0, "{summary:?}");
     assert_eq!(

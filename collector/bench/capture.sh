@@ -10,10 +10,11 @@
 #   cargo build --release -p flowlake-collector --example bench_capture --example bench_attach
 #   collector/bench/capture.sh
 #   FLOWS=1 collector/bench/capture.sh
+#   TCPDUMP=1 collector/bench/capture.sh   # also tcpdump (libpcap's TPACKET_V3 ring) as the peer
 #
 # Env: CAPTURE (bench_capture binary), LOADER (bench_attach binary), PAIRS (3), SECS (seconds per
 #      iperf3 run, 5), SNAPLEN (262144), OUT (pcapng path for the capture, default a file in a temp
-#      dir; - discards), FLOWS (0).
+#      dir; - discards), FLOWS (0), TCPDUMP (0).
 set -euo pipefail
 
 TARGET=${CARGO_TARGET_DIR:-/root/.cache/flowlake-target}
@@ -86,7 +87,28 @@ if [ "$FLOWS" != 0 ]; then
 	done
 fi
 
-echo "run | without capture Gbit/s | flow ns/packet | with capture Gbit/s | flow ns/packet | captured packets | lost | capture CPU s | CPU s per captured Gbit/s"
+# One iperf3 run with tcpdump on A's veth: "Gbit/s packets kernel-drops cpu-seconds".
+with_tcpdump() {
+	local pid g ticks
+	ip netns exec "$NODE" tcpdump -i "$VA" -s "$SNAPLEN" -B 8192 -w "$LOG/peer.pcap" 2>"$LOG/tcpdump.err" &
+	pid=$!
+	until grep -q listening "$LOG/tcpdump.err" 2>/dev/null; do sleep 0.05; done
+	sleep 0.5
+	read -r g _ <<<"$(gbits)"
+	sleep 1
+	# utime + stime in clock ticks (fields 14 and 15 of /proc/PID/stat).
+	ticks=$(awk '{ print $14 + $15 }' "/proc/$pid/stat")
+	kill -INT "$pid"
+	wait "$pid" || true
+	awk -v g="$g" -v t="$ticks" -v hz="$(getconf CLK_TCK)" '
+		/packets captured/ { c = $1 } /dropped by kernel/ { d = $1 }
+		END { printf "%s %s %s %.3f\n", g, c, d, t / hz }' "$LOG/tcpdump.err"
+	rm -f "$LOG/peer.pcap"
+}
+
+peer_head=""
+[ "${TCPDUMP:-0}" = 0 ] || peer_head=" | with tcpdump Gbit/s | tcpdump packets | tcpdump kernel drops | tcpdump CPU s"
+echo "run | without capture Gbit/s | flow ns/packet | with capture Gbit/s | flow ns/packet | captured packets | lost | capture CPU s | CPU s per captured Gbit/s$peer_head"
 for i in $(seq 1 "$PAIRS"); do
 	read -r without without_ns <<<"$(gbits)"
 	"$CAPTURE" --netns "/var/run/netns/$NODE" --interface "$VA" --secs $((SECS + 2)) \
@@ -103,7 +125,9 @@ for i in $(seq 1 "$PAIRS"); do
 	cpu=$(sed -E 's/.*cpu_seconds=([0-9.]+).*/\1/' <<<"$line")
 	# Captured Gbit/s over the capture's whole run (SECS + 2 s).
 	per=$(awk -v c="$cpu" -v w="$wire" -v s=$((SECS + 2)) 'BEGIN { g = w * 8 / s / 1e9; if (g > 0) printf "%.3f", c / g; else print "-" }')
-	printf '%s | %s | %s | %s | %s | %s | %s | %s | %s\n' "$i" "$without" "$without_ns" "$with" "$with_ns" \
-		"$packets" "$lost" "$cpu" "$per"
+	peer=""
+	[ "${TCPDUMP:-0}" = 0 ] || peer=$(with_tcpdump | awk '{ printf " | %s | %s | %s | %s", $1, $2, $3, $4 }')
+	printf '%s | %s | %s | %s | %s | %s | %s | %s | %s%s\n' "$i" "$without" "$without_ns" "$with" "$with_ns" \
+		"$packets" "$lost" "$cpu" "$per" "$peer"
 	rm -f "$OUT"
 done

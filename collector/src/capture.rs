@@ -13,6 +13,7 @@ pub mod engine;
 pub mod error;
 pub mod pods;
 pub mod resolve;
+pub mod ring;
 pub mod runner;
 pub mod snapshot;
 pub mod socket;

@@ -16,6 +16,7 @@ use super::error::{CaptureError, Result};
 use super::filter::Filter;
 use super::limits::Limits;
 use super::pcapng::{Direction, InterfaceInfo, InterfaceStats, Writer};
+use super::ring;
 use super::socket::PacketSocket;
 use crate::enrich::Clock;
 use flowlake_schemas::capture::InterfaceRow;
@@ -221,7 +222,12 @@ pub fn run<W: Write>(
                 if !seen.insert(t.interface.clone()) {
                     continue;
                 }
-                match PacketSocket::open(config.netns.as_deref(), &t.interface, &spec.filter) {
+                match PacketSocket::open(
+                    config.netns.as_deref(),
+                    &t.interface,
+                    &spec.filter,
+                    spec.limits.snaplen,
+                ) {
                     Ok(socket) => {
                         let id = w
                             .interface(&InterfaceInfo {
@@ -282,18 +288,24 @@ pub fn run<W: Write>(
             break 'capture r;
         }
     };
-    // What the kernel queued before the stop is still part of the window.
+    // What the kernel queued before the stop is still part of the window:
+    // the ring hands over a partly filled block once `RETIRE` has passed.
     let reason = match reason {
-        StopReason::Duration | StopReason::Stopped => drain(
-            spec,
-            config,
-            &mut open,
-            &mut w,
-            &mut buf,
-            &mut packets,
-            &clock,
-        )?
-        .unwrap_or(reason),
+        StopReason::Duration | StopReason::Stopped => {
+            if !open.is_empty() {
+                std::thread::sleep(ring::RETIRE * 2 + Duration::from_millis(10));
+            }
+            drain(
+                spec,
+                config,
+                &mut open,
+                &mut w,
+                &mut buf,
+                &mut packets,
+                &clock,
+            )?
+            .unwrap_or(reason)
+        }
         r => r,
     };
     let end = clock();

@@ -1,8 +1,9 @@
 //! One AF_PACKET socket on one interface, both directions, with the capture
 //! filter attached in the kernel before the socket starts receiving (it is
 //! created with protocol 0, which receives nothing, and bound to ETH_P_ALL
-//! only after the filter is in place). Kernel timestamps (SO_TIMESTAMPNS),
-//! original lengths (PACKET_AUXDATA) and drops (PACKET_STATISTICS).
+//! only after the filter is in place). Packets are read from a TPACKET_V3
+//! ring (`ring`) with the kernel's timestamps and original lengths; drops
+//! from PACKET_STATISTICS.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -11,10 +12,7 @@ use std::path::{Path, PathBuf};
 use super::error::{CaptureError, Result};
 use super::filter::{Filter, Insn};
 use super::pcapng::Direction;
-
-/// Receive buffer asked of the kernel (SO_RCVBUFFORCE, root only; else SO_RCVBUF).
-const RCVBUF: i32 = 8 << 20;
-const PACKET_OUTGOING: u8 = 4;
+use super::ring::Ring;
 
 #[repr(C)]
 struct SockFprog {
@@ -29,18 +27,6 @@ struct TpacketStats {
     tp_drops: u32,
 }
 
-#[repr(C)]
-#[derive(Default, Clone, Copy)]
-struct TpacketAuxdata {
-    tp_status: u32,
-    tp_len: u32,
-    tp_snaplen: u32,
-    tp_mac: u16,
-    tp_net: u16,
-    tp_vlan_tci: u16,
-    tp_vlan_tpid: u16,
-}
-
 /// A packet received: how much landed in the buffer and what it was.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Received {
@@ -53,11 +39,12 @@ pub struct Received {
 /// A packet socket bound to one interface.
 #[derive(Debug)]
 pub struct PacketSocket {
+    ring: Ring,
     fd: OwnedFd,
     pub ifindex: u32,
 }
 
-fn setopt<T>(fd: RawFd, level: i32, name: i32, value: &T) -> io::Result<()> {
+pub(super) fn setopt<T>(fd: RawFd, level: i32, name: i32, value: &T) -> io::Result<()> {
     // SAFETY: `value` points to a live T of the size given.
     let rc = unsafe {
         libc::setsockopt(
@@ -107,14 +94,20 @@ pub fn in_netns<T: Send + 'static>(
 }
 
 impl PacketSocket {
-    /// Opens a capture of `ifname` (in `netns`, else here) through `filter`.
-    pub fn open(netns: Option<&Path>, ifname: &str, filter: &Filter) -> Result<PacketSocket> {
+    /// Opens a capture of `ifname` (in `netns`, else here) through `filter`,
+    /// which cuts packets to `snaplen` bytes.
+    pub fn open(
+        netns: Option<&Path>,
+        ifname: &str,
+        filter: &Filter,
+        snaplen: u32,
+    ) -> Result<PacketSocket> {
         let name = ifname.to_string();
         let program = filter.program.clone();
-        in_netns(netns, move || Self::open_here(&name, &program))
+        in_netns(netns, move || Self::open_here(&name, &program, snaplen))
     }
 
-    fn open_here(ifname: &str, program: &[Insn]) -> Result<PacketSocket> {
+    fn open_here(ifname: &str, program: &[Insn], snaplen: u32) -> Result<PacketSocket> {
         let err = |what: &str| {
             CaptureError::io(format!("{what} on {ifname}"), io::Error::last_os_error())
         };
@@ -144,14 +137,8 @@ impl PacketSocket {
         };
         setopt(raw, libc::SOL_SOCKET, libc::SO_ATTACH_FILTER, &fprog)
             .map_err(|e| CaptureError::io(format!("attaching the filter on {ifname}"), e))?;
-        let one: i32 = 1;
-        setopt(raw, libc::SOL_PACKET, libc::PACKET_AUXDATA, &one)
-            .map_err(|e| CaptureError::io("PACKET_AUXDATA", e))?;
-        setopt(raw, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, &one)
-            .map_err(|e| CaptureError::io("SO_TIMESTAMPNS", e))?;
-        if setopt(raw, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, &RCVBUF).is_err() {
-            let _ = setopt(raw, libc::SOL_SOCKET, libc::SO_RCVBUF, &RCVBUF);
-        }
+        let ring = Ring::new(raw, snaplen)
+            .map_err(|e| CaptureError::io(format!("the receive ring on {ifname}"), e))?;
         // SAFETY: zeroed sockaddr_ll, then filled.
         let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
         sll.sll_family = libc::AF_PACKET as u16;
@@ -168,76 +155,37 @@ impl PacketSocket {
         if rc != 0 {
             return Err(err("binding"));
         }
-        Ok(PacketSocket { fd, ifindex })
+        Ok(PacketSocket { ring, fd, ifindex })
     }
 
     pub fn raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
     }
 
-    /// Receives one packet into `buf` without blocking; None when none is queued.
-    pub fn recv(&self, buf: &mut [u8]) -> io::Result<Option<Received>> {
-        // SAFETY: zeroed plain-data structs, filled by recvmsg below.
-        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        let mut control = [0u64; 32];
-        let mut iov = libc::iovec {
-            iov_base: buf.as_mut_ptr().cast(),
-            iov_len: buf.len(),
-        };
-        // SAFETY: zeroed msghdr, then filled with live buffers.
-        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-        msg.msg_name = (&mut sll as *mut libc::sockaddr_ll).cast();
-        msg.msg_namelen = size_of::<libc::sockaddr_ll>() as u32;
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.as_mut_ptr().cast();
-        msg.msg_controllen = size_of_val(&control);
-        // SAFETY: msg points at buffers that outlive the call.
-        let n = unsafe {
-            libc::recvmsg(
+    /// The next packet the kernel handed over, copied into `buf`, without
+    /// blocking; None when none is waiting. An error once the socket has
+    /// one (the interface went down or away).
+    pub fn recv(&mut self, buf: &mut [u8]) -> io::Result<Option<Received>> {
+        if let Some(got) = self.ring.next(buf) {
+            return Ok(Some(got));
+        }
+        let mut error: i32 = 0;
+        let mut len = size_of::<i32>() as libc::socklen_t;
+        // SAFETY: an i32 and its length.
+        let rc = unsafe {
+            libc::getsockopt(
                 self.raw_fd(),
-                &mut msg,
-                libc::MSG_DONTWAIT | libc::MSG_TRUNC,
+                libc::SOL_SOCKET,
+                libc::SO_ERROR,
+                (&mut error as *mut i32).cast(),
+                &mut len,
             )
         };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            return match e.kind() {
-                io::ErrorKind::WouldBlock => Ok(None),
-                _ => Err(e),
-            };
+        match (rc, error) {
+            (0, 0) => Ok(None),
+            (0, e) => Err(io::Error::from_raw_os_error(e)),
+            _ => Err(io::Error::last_os_error()),
         }
-        let mut ts_ns = 0u64;
-        let mut original = n as u32;
-        // SAFETY: walking the control messages recvmsg filled in.
-        unsafe {
-            let mut c = libc::CMSG_FIRSTHDR(&msg);
-            while !c.is_null() {
-                let data = libc::CMSG_DATA(c);
-                match ((*c).cmsg_level, (*c).cmsg_type) {
-                    (libc::SOL_SOCKET, libc::SCM_TIMESTAMPNS) => {
-                        let ts: libc::timespec = std::ptr::read_unaligned(data.cast());
-                        ts_ns = ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64;
-                    }
-                    (libc::SOL_PACKET, libc::PACKET_AUXDATA) => {
-                        let aux: TpacketAuxdata = std::ptr::read_unaligned(data.cast());
-                        original = aux.tp_len;
-                    }
-                    _ => {}
-                }
-                c = libc::CMSG_NXTHDR(&msg, c);
-            }
-        }
-        Ok(Some(Received {
-            captured: (n as usize).min(buf.len()),
-            original,
-            ts_ns,
-            direction: if sll.sll_pkttype == PACKET_OUTGOING {
-                Direction::Outbound
-            } else {
-                Direction::Inbound
-            },
-        }))
     }
 
     /// Packets accepted by the filter and, of those, dropped by the kernel,

@@ -477,7 +477,7 @@ fn packets_the_kernel_could_not_deliver_are_counted_in_the_summary_and_the_file(
         vec![first.clone()]
     };
     let running = Running::start_with(&t, spec("c-drops", "udp", long_limits()), next);
-    // 12,000 datagrams of 1400 bytes: more than the socket's 8 MiB buffer holds.
+    // 12,000 datagrams of 1400 bytes: more than the socket's 8 MiB ring holds.
     // Paced so that none is lost before the veth (tcpdump with an 8 MiB
     // buffer is no truth here: it drops some itself).
     let sent = in_netns(t.pod_ns_path(0), move || {

@@ -54,6 +54,9 @@ TESTS=(
   datapath::eviction::full_flow_map_losses_are_exactly_what_is_missing
   datapath::gso::wire_packets_count_gso_segments
   datapath::l3::tun_traffic_counted_exactly
+  datapath::capture::capture_of_a_pod_veth_equals_tcpdump_per_direction
+  datapath::capture::packets_the_kernel_could_not_deliver_are_counted_in_the_summary_and_the_file
+  datapath::capture_select::pods_on_a_bridge_resolve_to_their_ports_before_any_traffic
   datapath::preflight::verdict_and_capabilities
 )
 # A full run: every test, the default kernels and the host.

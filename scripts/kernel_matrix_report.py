@@ -27,6 +27,9 @@ CAPABILITIES = [
     ("wire packets", "wire_packets_count_gso_segments", "a bulk TCP transfer over veths with TSO: wire_packets equals OutSegs + RetransSegs of each sending namespace (GSO segments counted), packets (kernel buffers) fewer"),
     ("map full", "full_flow_map_losses_are_exactly_what_is_missing", "a 4-entry flow map flooded: counted plus lost packets and bytes equal the capture"),
     ("l3", "tun_traffic_counted_exactly", "a TUN device (no link-layer header) equals tcpdump"),
+    ("capture", "capture_of_a_pod_veth_equals_tcpdump_per_direction", "a packet capture of a pod's veth (AF_PACKET, classic BPF filter, TPACKET_V3 ring, pcapng) equals tcpdump on the same veth, packets and bytes per direction"),
+    ("capture on a bridge", "pods_on_a_bridge_resolve_to_their_ports_before_any_traffic", "a pod behind a bridge CNI resolved to its bridge port (rtnetlink: each port's peer namespace and its addresses, IFA_TARGET_NETNSID), IPv4 and IPv6, before any traffic"),
+    ("capture drops", "packets_the_kernel_could_not_deliver_are_counted_in_the_summary_and_the_file", "an overflowing capture ring: packets written plus the kernel's drops equal the datagrams sent"),
 ]
 ORDER = ["5.10", "6.1", "6.12", "6.18", "host"]
 

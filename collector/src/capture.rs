@@ -8,6 +8,7 @@
 //! services check requests and read files with them) and are re-exported
 //! here. See docs/capture.md.
 
+pub mod bridge;
 pub mod control;
 pub mod engine;
 pub mod error;

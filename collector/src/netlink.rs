@@ -1,6 +1,8 @@
 //! rtnetlink link events on a raw `NETLINK_ROUTE` socket: an initial dump of
 //! every link, then RTM_NEWLINK / RTM_DELLINK as they happen (no polling).
 
+pub mod dump;
+
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use crate::error::{CollectorError, Result};
@@ -308,7 +310,7 @@ fn u16_at(b: &[u8], off: usize) -> u16 {
     u16::from_ne_bytes([b[off], b[off + 1]])
 }
 
-fn u32_at(b: &[u8], off: usize) -> u32 {
+pub(crate) fn u32_at(b: &[u8], off: usize) -> u32 {
     u32::from_ne_bytes([b[off], b[off + 1], b[off + 2], b[off + 3]])
 }
 
@@ -317,7 +319,7 @@ fn align4(n: usize) -> usize {
 }
 
 /// Iterates `(type, payload)` of the rtattrs in `b`.
-fn attrs(mut b: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+pub(crate) fn attrs(mut b: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
     std::iter::from_fn(move || {
         if b.len() < 4 {
             return None;

@@ -1,8 +1,9 @@
 //! A pod's host-side interface from its address: the kernel's route to the
 //! pod IP (RTM_GETROUTE) names the device, as on routed CNIs (Calico,
 //! Cilium, AWS VPC CNI, Azure CNI, kindnet's ptp), where each pod has a /32
-//! (/128) route through its veth. A route through a bridge (flannel and the
-//! bridge plugin) is not resolved: see docs/capture.md.
+//! (/128) route through its veth. A route through a bridge (flannel, the
+//! bridge plugin, Azure CNI's bridge mode) leads to the bridge's port whose
+//! peer holds the pod's address (`bridge`).
 
 use std::io;
 use std::net::IpAddr;
@@ -147,10 +148,17 @@ pub fn driver(name: &str) -> Option<String> {
 
 /// The host-side interface of a pod with addresses `ips`, in the calling
 /// thread's namespace: the device the kernel routes the first of them
-/// through, when that device is a veth or netkit (not a bridge or uplink).
+/// through, when that device is a veth or netkit; when it is a bridge, the
+/// bridge's port whose peer holds the address. Never the uplink.
 pub fn pod_interface(ips: &[IpAddr]) -> Option<String> {
     ips.iter().find_map(|ip| {
-        let name = interface_name(route_oif(*ip).ok()??)?;
+        let oif = route_oif(*ip).ok()??;
+        let name = interface_name(oif)?;
+        let name = match driver(&name)?.as_str() {
+            "veth" | "netkit" => name,
+            "bridge" => interface_name(super::bridge::bridge_port(oif, *ip).ok()??)?,
+            _ => return None,
+        };
         matches!(driver(&name)?.as_str(), "veth" | "netkit").then_some(name)
     })
 }

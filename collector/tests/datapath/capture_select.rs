@@ -1,5 +1,6 @@
 //! A capture selected by namespace and labels on a lab node: pods resolved
-//! to their veths through the node's routes, a matching pod that starts
+//! to their veths through the node's routes (a routed CNI) or through the
+//! bridge they are ports of (a bridge CNI), a matching pod that starts
 //! mid-capture included, unselected pods absent.
 
 use std::collections::BTreeMap;
@@ -57,6 +58,44 @@ fn pods_resolve_to_their_veths_through_the_routes() {
             None
         ],
         "a route to nowhere (or through a non-veth) resolves to no interface"
+    );
+}
+
+#[test]
+fn pods_on_a_bridge_resolve_to_their_ports_before_any_traffic() {
+    if !privileged() {
+        return;
+    }
+    let t = Topology::new(71, 3);
+    // A bridge CNI's layout: the bridge is the pods' gateway, no per-pod
+    // routes, and no packet has crossed it yet (no neighbour or FDB entry).
+    t.node(&["ip", "addr", "add", "10.77.71.1/24", "dev", "br0"]);
+    t.node(&["ip", "addr", "add", "fd77:71::1/64", "dev", "br0", "nodad"]);
+    let pod = |i: usize, ips: Vec<std::net::IpAddr>| PodInfo {
+        namespace: "shop".into(),
+        name: format!("web-{i}"),
+        node: "node-a".into(),
+        labels: BTreeMap::new(),
+        ips,
+        interface: None,
+    };
+    let pods = vec![
+        pod(2, vec![t.pods[2].v4]),
+        pod(0, vec![t.pods[0].v4]),
+        pod(1, vec![t.pods[1].v6]),
+        pod(9, vec!["10.77.71.200".parse().unwrap()]),
+    ];
+    let got = resolve_interfaces(Some(&t.node_ns_path()), pods);
+    let names: Vec<Option<&str>> = got.iter().map(|p| p.interface.as_deref()).collect();
+    assert_eq!(
+        names,
+        [
+            Some(t.pods[2].host_if.as_str()),
+            Some(t.pods[0].host_if.as_str()),
+            Some(t.pods[1].host_if.as_str()),
+            None
+        ],
+        "each pod's own port of the bridge, by IPv4 or IPv6; an address no port's peer holds: none"
     );
 }
 

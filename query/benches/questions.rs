@@ -8,7 +8,8 @@
 //! cargo bench -p flowlake-query --bench questions -- run --table DIR --from T --to T --runs 5 --out F.json
 //! # EXPLAIN ANALYZE of one question (name as in the JSON, e.g. talkers/ranked) or of --sql:
 //! cargo bench -p flowlake-query --bench questions -- explain --table DIR --from T --to T --name N
-//! # diagnostics: --only N1,N2 (run a subset), --set "k=v;k=v" (session options)
+//! # diagnostics: --only N1,N2 (run a subset), --set "k=v;k=v" (session options),
+//! #   --without-rules R1,R2 (drop physical optimizer rules by name, e.g. SelectiveFirst)
 //! ```
 
 use std::collections::{BTreeMap, HashMap};
@@ -19,6 +20,7 @@ use arrow::array::RecordBatch;
 use arrow::compute::{SortColumn, concat_batches, lexsort_to_indices, take_record_batch};
 use arrow::util::display::array_value_to_string;
 use clap::Parser;
+use datafusion::execution::SessionStateBuilder;
 use deltalake_core::DeltaTable;
 use deltalake_core::protocol::SaveMode;
 use flowlake_gen::GenArgs;
@@ -188,6 +190,20 @@ async fn open(opts: &HashMap<String, String>) -> Result<QueryEngine, BoxError> {
                 .sql(&format!("SET {} = {}", k.trim(), v.trim()))
                 .await?;
         }
+    }
+    if let Some(names) = opts.get("without-rules") {
+        let names: Vec<&str> = names.split(',').collect();
+        let state = engine.context().state_ref();
+        let mut state = state.write();
+        let rules = state
+            .physical_optimizers()
+            .iter()
+            .filter(|r| !names.contains(&r.name()))
+            .cloned()
+            .collect();
+        *state = SessionStateBuilder::new_from_existing(state.clone())
+            .with_physical_optimizer_rules(rules)
+            .build();
     }
     Ok(engine)
 }

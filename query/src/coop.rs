@@ -13,9 +13,12 @@ use datafusion::error::Result;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
+use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::coop::CooperativeExec;
 use datafusion::prelude::{SessionConfig, SessionContext};
+
+use crate::selective_first::SelectiveFirst;
 
 /// Wraps joins and unnests in `CooperativeExec`.
 #[derive(Debug, Default)]
@@ -53,13 +56,17 @@ impl PhysicalOptimizerRule for CooperativeJoins {
     }
 }
 
-/// A session with DataFusion's defaults plus [`CooperativeJoins`].
+/// A session with DataFusion's defaults plus [`SelectiveFirst`] (before every other
+/// physical rule, so filter pushdown sees its order) and [`CooperativeJoins`].
 pub fn session(config: SessionConfig, runtime: Arc<RuntimeEnv>) -> SessionContext {
+    let mut rules = PhysicalOptimizer::new().rules;
+    rules.insert(0, Arc::new(SelectiveFirst));
+    rules.push(Arc::new(CooperativeJoins));
     let state = SessionStateBuilder::new()
         .with_config(config)
         .with_runtime_env(runtime)
         .with_default_features()
-        .with_physical_optimizer_rule(Arc::new(CooperativeJoins))
+        .with_physical_optimizer_rules(rules)
         .build();
     SessionContext::new_with_state(state)
 }

@@ -35,6 +35,7 @@ pub mod pruning;
 pub mod questions;
 pub mod rollup;
 pub mod sandbox;
+mod selective_first;
 pub mod server;
 pub mod session;
 pub mod storage;

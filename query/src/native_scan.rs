@@ -61,7 +61,7 @@ pub(crate) enum RowFilters {
 
 /// Values of a column that few flow rows hold: an equality or `IN` on one of them keeps
 /// a small share of the rows. Drops are a few percent of flows; `forwarded` is most.
-const RARE_VALUES: [(&str, &[&str]); 1] = [(col::VERDICT, &["dropped"])];
+pub(crate) const RARE_VALUES: [(&str, &[&str]); 1] = [(col::VERDICT, &["dropped"])];
 
 /// The rule for turning on row filters for one scan: some conjunct of its filters is an
 /// equality or `IN` list of [`RARE_VALUES`] only. Measured (docs/BENCHMARKS.md, issue

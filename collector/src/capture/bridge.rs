@@ -5,8 +5,9 @@
 //! namespace id and peer index (RTM_GETLINK), then the addresses of that
 //! namespace (RTM_GETADDR with IFA_TARGET_NETNSID, kernel 4.20 and later).
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::net::IpAddr;
+use std::os::fd::OwnedFd;
 
 use crate::error::Result;
 use crate::netlink::dump::{dump, strict_socket};
@@ -33,38 +34,75 @@ struct Port {
     peer: u32,
 }
 
-/// The index of the port of `bridge` whose peer holds `ip`, in the calling
-/// thread's network namespace; None when no port's peer has it.
-pub fn bridge_port(bridge: u32, ip: IpAddr) -> Result<Option<u32>> {
-    let sock = strict_socket()?;
-    let request = ifinfomsg_request();
-    let mut ports = Vec::new();
-    dump(&sock, RTM_GETLINK, &request, |kind, body| {
-        if kind == RTM_NEWLINK
-            && let Some(port) = parse_port(body, bridge)
-        {
-            ports.push(port);
+/// Bridge ports and their peers' addresses, each listed from the kernel at
+/// most once per value: one value serves a round of lookups (every pod of a
+/// refresh), so a node with many pods on a bridge costs one link dump per
+/// bridge and one address dump per pod namespace, not one of each per pod.
+#[derive(Default)]
+pub struct BridgePorts {
+    sock: Option<OwnedFd>,
+    /// Ports per bridge index.
+    ports: HashMap<u32, Vec<Port>>,
+    /// RTM_NEWADDR bodies per (namespace id, address family).
+    addresses: HashMap<(i32, u8), Vec<Vec<u8>>>,
+}
+
+impl BridgePorts {
+    fn sock(&mut self) -> Result<&OwnedFd> {
+        if self.sock.is_none() {
+            self.sock = Some(strict_socket()?);
         }
-    })?;
-    let mut by_ns: BTreeMap<i32, Vec<Port>> = BTreeMap::new();
-    for p in ports {
-        by_ns.entry(p.netnsid).or_default().push(p);
+        Ok(self.sock.as_ref().expect("just opened"))
     }
-    for (netnsid, ports) in by_ns {
-        let mut holders = Vec::new();
-        let request = ifaddrmsg_request(ip, netnsid);
-        dump(&sock, RTM_GETADDR, &request, |kind, body| {
-            if kind == RTM_NEWADDR
-                && let Some(index) = address_holder(body, ip)
-            {
-                holders.push(index);
+
+    /// The index of the port of `bridge` whose peer holds `ip`, in the calling
+    /// thread's network namespace; None when no port's peer has it.
+    pub fn port(&mut self, bridge: u32, ip: IpAddr) -> Result<Option<u32>> {
+        if !self.ports.contains_key(&bridge) {
+            let mut ports = Vec::new();
+            dump(
+                self.sock()?,
+                RTM_GETLINK,
+                &ifinfomsg_request(),
+                |kind, body| {
+                    if kind == RTM_NEWLINK
+                        && let Some(port) = parse_port(body, bridge)
+                    {
+                        ports.push(port);
+                    }
+                },
+            )?;
+            self.ports.insert(bridge, ports);
+        }
+        let ports = self.ports[&bridge].clone();
+        for p in &ports {
+            let key = (p.netnsid, family(ip));
+            if !self.addresses.contains_key(&key) {
+                let mut bodies = Vec::new();
+                let request = ifaddrmsg_request(ip, p.netnsid);
+                dump(self.sock()?, RTM_GETADDR, &request, |kind, body| {
+                    if kind == RTM_NEWADDR {
+                        bodies.push(body.to_vec());
+                    }
+                })?;
+                self.addresses.insert(key, bodies);
             }
-        })?;
-        if let Some(p) = ports.iter().find(|p| holders.contains(&p.peer)) {
-            return Ok(Some(p.index));
+            let holds = self.addresses[&key]
+                .iter()
+                .any(|body| address_holder(body, ip) == Some(p.peer));
+            if holds {
+                return Ok(Some(p.index));
+            }
         }
+        Ok(None)
     }
-    Ok(None)
+}
+
+fn family(ip: IpAddr) -> u8 {
+    match ip {
+        IpAddr::V4(_) => libc::AF_INET as u8,
+        IpAddr::V6(_) => libc::AF_INET6 as u8,
+    }
 }
 
 /// A port of `bridge` from an RTM_NEWLINK body, when its peer is in another
@@ -108,10 +146,7 @@ fn ifinfomsg_request() -> Vec<u8> {
 
 fn ifaddrmsg_request(ip: IpAddr, netnsid: i32) -> Vec<u8> {
     let mut body = vec![0u8; IFADDRMSG_LEN + 8];
-    body[0] = match ip {
-        IpAddr::V4(_) => libc::AF_INET as u8,
-        IpAddr::V6(_) => libc::AF_INET6 as u8,
-    };
+    body[0] = family(ip);
     let a = IFADDRMSG_LEN;
     body[a..a + 2].copy_from_slice(&8u16.to_ne_bytes());
     body[a + 2..a + 4].copy_from_slice(&IFA_TARGET_NETNSID.to_ne_bytes());

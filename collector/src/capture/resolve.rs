@@ -9,6 +9,8 @@ use std::io;
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
+use super::bridge::BridgePorts;
+
 const RTM_NEWROUTE: u16 = 24;
 const RTM_GETROUTE: u16 = 26;
 const NLMSG_ERROR: u16 = 2;
@@ -149,14 +151,15 @@ pub fn driver(name: &str) -> Option<String> {
 /// The host-side interface of a pod with addresses `ips`, in the calling
 /// thread's namespace: the device the kernel routes the first of them
 /// through, when that device is a veth or netkit; when it is a bridge, the
-/// bridge's port whose peer holds the address. Never the uplink.
-pub fn pod_interface(ips: &[IpAddr]) -> Option<String> {
+/// bridge's port whose peer holds the address (`bridges` lists each bridge's
+/// ports once per round of lookups). Never the uplink.
+pub fn pod_interface(ips: &[IpAddr], bridges: &mut BridgePorts) -> Option<String> {
     ips.iter().find_map(|ip| {
         let oif = route_oif(*ip).ok()??;
         let name = interface_name(oif)?;
         let name = match driver(&name)?.as_str() {
             "veth" | "netkit" => name,
-            "bridge" => interface_name(super::bridge::bridge_port(oif, *ip).ok()??)?,
+            "bridge" => interface_name(bridges.port(oif, *ip).ok()??)?,
             _ => return None,
         };
         matches!(driver(&name)?.as_str(), "veth" | "netkit").then_some(name)

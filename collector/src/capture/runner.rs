@@ -7,6 +7,7 @@ use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
+use super::bridge::BridgePorts;
 use super::engine::{self, CaptureSpec, EngineConfig, Summary, Target};
 use super::error::{CaptureError, Result};
 use super::resolve;
@@ -25,12 +26,13 @@ pub fn file_path(dir: &Path, id: &str, node: &str) -> PathBuf {
 pub fn resolve_interfaces(netns: Option<&Path>, mut pods: Vec<PodInfo>) -> Vec<PodInfo> {
     let lookup = pods.clone();
     let found: Vec<Option<String>> = in_netns(netns, move || {
+        let mut bridges = BridgePorts::default();
         Ok(lookup
             .iter()
             .map(|p| {
                 p.interface
                     .clone()
-                    .or_else(|| resolve::pod_interface(&p.ips))
+                    .or_else(|| resolve::pod_interface(&p.ips, &mut bridges))
             })
             .collect())
     })

@@ -43,6 +43,10 @@ pub struct QueryArgs {
     /// (then 503 `busy`).
     #[arg(long, default_value_t = 4, env = "FLOWLAKE_QUERY_MAX_CONCURRENT")]
     pub max_concurrent_queries: usize,
+    /// Memory for Parquet footers and page indexes kept between queries, in bytes
+    /// (one flows file's take ≈ 0.2–0.5 MB; beyond it, least recently used out).
+    #[arg(long, default_value_t = 256 << 20, env = "FLOWLAKE_QUERY_METADATA_CACHE")]
+    pub metadata_cache: usize,
     /// DataFusion target partitions (parallelism); default: all cores.
     #[arg(long, env = "FLOWLAKE_QUERY_TARGET_PARTITIONS")]
     pub target_partitions: Option<usize>,
@@ -181,6 +185,7 @@ impl QueryConfig {
                 timeout: Duration::from_secs(30),
                 max_rows: 100_000,
                 max_concurrent: 4,
+                metadata_cache_bytes: 64 << 20,
             },
             target_partitions: 2,
             max_export_jobs: 10,
@@ -227,6 +232,7 @@ impl QueryArgs {
                 timeout: self.timeout,
                 max_rows: self.max_rows,
                 max_concurrent: self.max_concurrent_queries.max(1),
+                metadata_cache_bytes: self.metadata_cache,
             },
             target_partitions: self.target_partitions.unwrap_or_else(cores).max(1),
             max_export_jobs: self.max_export_jobs.max(1),

@@ -114,6 +114,7 @@ impl QueryEngine {
     ) -> Result<Self> {
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_limit(limits.memory_bytes, 1.0)
+            .with_metadata_cache_limit(limits.metadata_cache_bytes)
             .build_arc()
             .map_err(QueryError::Execution)?;
         let session = SessionConfig::new()

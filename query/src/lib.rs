@@ -19,6 +19,7 @@ pub mod capture;
 pub mod cli;
 pub mod config;
 mod coop;
+pub mod dictionaries;
 pub mod engine;
 pub mod error;
 pub mod exec;

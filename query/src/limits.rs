@@ -10,6 +10,10 @@ pub struct QueryLimits {
     pub max_rows: usize,
     /// Queries planned or running at once; more wait for a slot until their deadline.
     pub max_concurrent: usize,
+    /// Parquet footers and page indexes kept in memory between queries (the runtime's
+    /// file metadata cache, least recently used out); one flows file's take
+    /// ≈ 0.2–0.5 MB.
+    pub metadata_cache_bytes: usize,
 }
 
 impl Default for QueryLimits {
@@ -19,6 +23,7 @@ impl Default for QueryLimits {
             timeout: Duration::from_secs(60),
             max_rows: 1_000_000,
             max_concurrent: 4,
+            metadata_cache_bytes: 256 << 20,
         }
     }
 }

@@ -19,10 +19,12 @@ use std::sync::Arc;
 use datafusion::arrow::datatypes::{DataType, FieldRef, Schema, SchemaRef};
 use datafusion::catalog::Session;
 use datafusion::common::{DFSchema, ScalarValue};
-use datafusion::datasource::file_format::FileFormat;
-use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::PartitionedFile;
-use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
+use datafusion::datasource::physical_plan::parquet::CachedParquetFileReaderFactory;
+use datafusion::datasource::physical_plan::{
+    FileGroup, FileScanConfigBuilder, ParquetFileReaderFactory, ParquetSource,
+};
+use datafusion::datasource::source::DataSourceExec;
 use datafusion::datasource::table_schema::TableSchema;
 use datafusion::error::Result as DfResult;
 use datafusion::logical_expr::utils::conjunction;
@@ -36,6 +38,7 @@ use deltalake_core::logstore::LogStoreRef;
 use deltalake_core::table::state::DeltaTableState;
 use flowlake_schemas::{PARTITION_COLUMNS, PartitionPath, col};
 
+use crate::dictionaries::{DictionaryReaderFactory, with_dictionaries};
 use crate::rollup::{Fingerprint, Fingerprints};
 use object_store::ObjectMeta;
 
@@ -178,14 +181,15 @@ impl NativeScan {
         if !partitions_ok {
             return None;
         }
+        let file_schema = with_dictionaries(&Schema::new_with_metadata(
+            data.to_vec(),
+            schema.metadata().clone(),
+        ));
         let scan = NativeScan {
             state: state.clone(),
             log_store: table.log_store(),
-            schema: Arc::clone(schema),
-            file_schema: Arc::new(Schema::new_with_metadata(
-                data.to_vec(),
-                schema.metadata().clone(),
-            )),
+            schema: Arc::new(with_dictionaries(schema)),
+            file_schema: Arc::new(file_schema),
             partition_fields: parts.to_vec(),
         };
         let absolute = scan
@@ -194,6 +198,12 @@ impl NativeScan {
             .iter()
             .any(|f| f.path().contains("://"));
         (!absolute).then_some(scan)
+    }
+
+    /// The table's schema as this scan reads it: deltalake's, with
+    /// [`crate::dictionaries::DICTIONARY_COLUMNS`] as dictionaries.
+    pub fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
     }
 
     /// The fingerprint of each hour partition's files in this snapshot.
@@ -313,7 +323,10 @@ impl NativeScan {
         let table_schema = TableSchema::builder(Arc::clone(&self.file_schema))
             .with_table_partition_cols(self.partition_fields.clone())
             .build();
-        let row_filters = row_filters == RowFilters::WhereSelective && row_filters_pay(filters);
+        let read = ReadOptions {
+            row_filters: row_filters == RowFilters::WhereSelective && row_filters_pay(filters),
+            dictionaries: true,
+        };
         parquet_scan_with(
             session,
             &self.log_store,
@@ -321,7 +334,7 @@ impl NativeScan {
             files,
             projection,
             limit,
-            row_filters,
+            read,
         )
         .await
     }
@@ -345,13 +358,23 @@ pub(crate) async fn parquet_scan(
         files,
         projection,
         limit,
-        false,
+        ReadOptions::default(),
     )
     .await
 }
 
-/// [`parquet_scan`]; `row_filters` turns on row-filter pushdown (and the ordering of
-/// its predicates by cost) for this scan whatever the session says.
+/// How [`parquet_scan_with`] reads its files.
+#[derive(Debug, Clone, Copy, Default)]
+struct ReadOptions {
+    /// Row-filter pushdown (and the ordering of its predicates by cost) for this scan
+    /// whatever the session says.
+    row_filters: bool,
+    /// [`crate::dictionaries::DICTIONARY_COLUMNS`] decoded as dictionaries (the table
+    /// schema must say so).
+    dictionaries: bool,
+}
+
+/// [`parquet_scan`] with `read`'s options.
 async fn parquet_scan_with(
     session: &dyn Session,
     log_store: &LogStoreRef,
@@ -359,7 +382,7 @@ async fn parquet_scan_with(
     mut files: Vec<PartitionedFile>,
     projection: Option<&Vec<usize>>,
     limit: Option<usize>,
-    row_filters: bool,
+    read: ReadOptions,
 ) -> DfResult<Arc<dyn ExecutionPlan>> {
     files.sort_by(|a, b| a.object_meta.location.cmp(&b.object_meta.location));
     let groups = FileGroup::from(files).split_files(session.config().target_partitions());
@@ -369,20 +392,33 @@ async fn parquet_scan_with(
         .register_object_store(store_url.as_ref(), log_store.object_store(None));
     let mut options = session.table_options().parquet.clone();
     options.global = session.config().options().execution.parquet.clone();
-    if row_filters {
+    if read.row_filters {
         options.global.pushdown_filters = true;
         options.global.reorder_filters = true;
     }
-    let source = ParquetSource::new(table_schema).with_table_parquet_options(options.clone());
+    // As `ParquetFormat::create_physical_plan`: footers from the runtime's metadata cache.
+    let runtime = session.runtime_env();
+    let (store, cache) = (
+        runtime.object_store(&store_url)?,
+        runtime.cache_manager.get_file_metadata_cache(),
+    );
+    let readers: Arc<dyn ParquetFileReaderFactory> = if read.dictionaries {
+        Arc::new(DictionaryReaderFactory::new(store, cache))
+    } else {
+        Arc::new(CachedParquetFileReaderFactory::new(store, cache))
+    };
+    let mut source = ParquetSource::new(table_schema)
+        .with_table_parquet_options(options.clone())
+        .with_parquet_file_reader_factory(readers);
+    if let Some(hint) = options.global.metadata_size_hint {
+        source = source.with_metadata_size_hint(hint);
+    }
     let config = FileScanConfigBuilder::new(store_url, Arc::new(source))
         .with_file_groups(groups)
         .with_projection_indices(projection.cloned())?
         .with_limit(limit)
         .build();
-    ParquetFormat::default()
-        .with_options(options)
-        .create_physical_plan(session, config)
-        .await
+    Ok(DataSourceExec::from_data_source(config))
 }
 
 #[cfg(test)]

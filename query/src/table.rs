@@ -127,7 +127,9 @@ fn empty_snapshot() -> Result<Snapshot> {
             f.as_ref().clone().with_data_type(t)
         })
         .collect();
-    let schema = datafusion::arrow::datatypes::Schema::new(fields);
+    // As the native scan reads the table once it has files.
+    let schema =
+        crate::dictionaries::with_dictionaries(&datafusion::arrow::datatypes::Schema::new(fields));
     Ok(Snapshot {
         provider: Arc::new(datafusion::datasource::empty::EmptyTable::new(Arc::new(
             schema,
@@ -319,7 +321,11 @@ fn with_row_filter_pushdown(
 #[async_trait]
 impl TableProvider for FlowsTable {
     fn schema(&self) -> SchemaRef {
-        self.snapshot().provider.schema()
+        let snapshot = self.snapshot();
+        match &snapshot.native {
+            Some(native) => native.schema(),
+            None => snapshot.provider.schema(),
+        }
     }
 
     fn table_type(&self) -> TableType {

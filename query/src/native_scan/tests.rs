@@ -12,7 +12,9 @@ use flowlake_gen::GenConfig;
 use flowlake_schemas::records_to_batch;
 
 use super::*;
+use crate::dictionaries::dictionary_type;
 use crate::questions::{Question, Scope, TimeRange, VIEWS, question_sql};
+use datafusion::datasource::physical_plan::parquet::metadata::CachedParquetMetaData;
 
 #[test]
 fn the_rule_picks_rare_verdicts_only() {
@@ -135,23 +137,23 @@ async fn answer(ctx: &SessionContext, sql: &str) -> (Vec<String>, (usize, usize)
     (rows, row_filter_scans(&plan))
 }
 
-#[tokio::test]
-async fn per_pod_answers_are_the_same_with_and_without_row_filters() {
-    let dir = tempfile::tempdir().unwrap();
+/// A Delta table of the generator's test flows (36k rows over two hours).
+async fn gen_table(dir: &std::path::Path) -> DeltaTable {
     let records = flowlake_gen::records(&GenConfig::for_tests(PathBuf::from("unused")));
-    let url = url::Url::from_directory_path(dir.path()).unwrap();
-    let table = DeltaTable::try_from_url(url)
+    let url = url::Url::from_directory_path(dir).unwrap();
+    DeltaTable::try_from_url(url)
         .await
         .unwrap()
         .write(vec![records_to_batch(&records)])
         .with_partition_columns(PARTITION_COLUMNS)
         .with_save_mode(SaveMode::Append)
         .await
-        .unwrap();
-    let selective = context(&table, RowFilters::WhereSelective).await;
-    let never = context(&table, RowFilters::Never).await;
-    // The pod that receives the most drops.
-    let top = selective
+        .unwrap()
+}
+
+/// The pod that receives the most drops.
+async fn top_drops_pod(ctx: &SessionContext) -> Scope {
+    let top = ctx
         .sql(
             "SELECT dst_namespace, dst_pod FROM flows WHERE verdict = 'dropped' \
              AND dst_pod IS NOT NULL GROUP BY 1, 2 ORDER BY count(*) DESC, 1, 2 LIMIT 1",
@@ -163,22 +165,29 @@ async fn per_pod_answers_are_the_same_with_and_without_row_filters() {
         .unwrap();
     let value =
         |i: usize| arrow::util::display::array_value_to_string(top[0].column(i), 0).unwrap();
-    let pod = Scope::Pod {
+    Scope::Pod {
         namespace: value(0),
         pod: value(1),
-    };
-    let range = TimeRange {
+    }
+}
+
+/// The two hours of [`gen_table`].
+fn gen_range() -> TimeRange {
+    TimeRange {
         from: "2026-01-01T00:00:00Z".parse().unwrap(),
         to: "2026-01-01T02:00:00Z".parse().unwrap(),
-    };
-    let questions = [
-        Question::Drops,
-        Question::Latency,
-        Question::Talkers,
-        Question::DnsErrors,
-        Question::Retransmits,
-    ];
-    for question in questions {
+    }
+}
+
+#[tokio::test]
+async fn per_pod_answers_are_the_same_with_and_without_row_filters() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = gen_table(dir.path()).await;
+    let selective = context(&table, RowFilters::WhereSelective).await;
+    let never = context(&table, RowFilters::Never).await;
+    let pod = top_drops_pod(&selective).await;
+    let range = gen_range();
+    for question in Question::ALL {
         for scope in [&pod, &Scope::AllPods] {
             let sql = question_sql(question, scope, &range, &[], 10_000);
             let (with, (on, of)) = answer(&selective, &sql).await;
@@ -197,4 +206,92 @@ async fn per_pod_answers_are_the_same_with_and_without_row_filters() {
             assert_eq!(on, expected, "{question:?} {scope:?}: row-filter scans");
         }
     }
+}
+
+/// The native scan reads names as dictionaries and keeps every file's footer and page
+/// index in the runtime's cache; its answers are deltalake's own scan's (plain
+/// strings, nothing cached by us), question by question and for ad-hoc SQL.
+#[tokio::test]
+async fn dictionary_reads_answer_as_deltalakes_scan() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = gen_table(dir.path()).await;
+    let native = context(&table, RowFilters::WhereSelective).await;
+    let delta = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(2));
+    delta
+        .register_table("flows", table.table_provider().await.unwrap())
+        .unwrap();
+    for (name, sql) in VIEWS {
+        delta
+            .sql(&format!("CREATE VIEW {name} AS {sql}"))
+            .await
+            .unwrap();
+    }
+    let pod = top_drops_pod(&native).await;
+    let Scope::Pod {
+        namespace,
+        pod: name,
+    } = &pod
+    else {
+        unreachable!()
+    };
+    let range = gen_range();
+    // (SQL, whether it must have rows: the pod was picked by its drops).
+    let mut queries: Vec<(String, bool)> = Question::ALL
+        .into_iter()
+        .flat_map(|q| {
+            [&pod, &Scope::AllPods].map(|s| {
+                let must = q == Question::Drops || *s == Scope::AllPods;
+                (question_sql(q, s, &range, &[], 10_000), must)
+            })
+        })
+        .collect();
+    queries.extend(
+        [
+            format!(
+                "SELECT src_namespace, dst_pod, verdict, drop_reason, sum(packets) FROM flows \
+             WHERE dst_namespace = '{namespace}' AND dst_pod = '{name}' GROUP BY 1, 2, 3, 4"
+            ),
+            "SELECT node, protocol, dns_rcode, count(*) FROM flows \
+         WHERE dst_pod IS NULL OR dst_pod LIKE '%-0%' GROUP BY 1, 2, 3"
+                .to_string(),
+            "SELECT coalesce(dst_pod, dst_service, dst_ip), count(*) FROM flows \
+         WHERE verdict IN ('dropped', 'forwarded') AND observation_point <> 'to_pod' GROUP BY 1"
+                .to_string(),
+        ]
+        .map(|sql| (sql, true)),
+    );
+    for (sql, must_have_rows) in &queries {
+        let (ours, _) = answer(&native, sql).await;
+        let (theirs, _) = answer(&delta, sql).await;
+        assert!(!must_have_rows || ours.len() > 4, "no rows: {sql}");
+        assert_eq!(ours, theirs, "{sql}");
+    }
+    // Names come out as dictionaries; addresses as deltalake reads them.
+    let out = native
+        .sql("SELECT dst_pod, verdict, src_ip FROM flows LIMIT 1")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let schema = out[0].schema();
+    assert_eq!(schema.field(0).data_type(), &dictionary_type());
+    assert_eq!(schema.field(1).data_type(), &dictionary_type());
+    assert_eq!(schema.field(2).data_type(), &DataType::Utf8View);
+    // Every file's footer and page index are cached, hinted.
+    let cache = native.runtime_env().cache_manager.get_file_metadata_cache();
+    let files: Vec<_> = table.get_file_uris().unwrap().collect();
+    assert!(!files.is_empty());
+    for entry in cache.list_entries().values() {
+        let metadata = entry
+            .value
+            .file_metadata
+            .as_any()
+            .downcast_ref::<CachedParquetMetaData>()
+            .expect("parquet metadata")
+            .parquet_metadata();
+        assert!(metadata.column_index().is_some() && metadata.offset_index().is_some());
+        assert!(crate::dictionaries::is_hinted(metadata));
+    }
+    assert_eq!(cache.list_entries().len(), files.len());
 }

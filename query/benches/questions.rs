@@ -9,7 +9,8 @@
 //! # EXPLAIN ANALYZE of one question (name as in the JSON, e.g. talkers/ranked) or of --sql:
 //! cargo bench -p flowlake-query --bench questions -- explain --table DIR --from T --to T --name N
 //! # diagnostics: --only N1,N2 (run a subset), --set "k=v;k=v" (session options),
-//! #   --without-rules R1,R2 (drop physical optimizer rules by name, e.g. SelectiveFirst)
+//! #   --without-rules R1,R2 (drop physical optimizer rules by name, e.g. SelectiveFirst),
+//! #   --dictionaries false (every string column read as Utf8View)
 //! ```
 
 use std::collections::{BTreeMap, HashMap};
@@ -180,6 +181,9 @@ async fn open(opts: &HashMap<String, String>) -> Result<QueryEngine, BoxError> {
     config.limits.timeout = Duration::from_secs(600);
     if let Some(tp) = opts.get("target-partitions") {
         config.target_partitions = tp.parse()?;
+    }
+    if let Some(d) = opts.get("dictionaries") {
+        config.dictionaries = d.parse()?;
     }
     let engine = QueryEngine::open(&config.engine(), QueryMetrics::unregistered()).await?;
     // Diagnostics only: `--set "key=value;key=value"` session options.

@@ -57,6 +57,10 @@ pub struct QueryArgs {
     /// (`false`: always from the flow rows).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, env = "FLOWLAKE_QUERY_ROLLUPS")]
     pub rollups: bool,
+    /// Read the flow table's few-valued names (namespace, pod, verdict, …) as Arrow
+    /// dictionaries (`false`: every string column as `Utf8View`, as before).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, env = "FLOWLAKE_QUERY_DICTIONARIES")]
+    pub dictionaries: bool,
     /// How often to build the rollups of newly closed hours (0s: never, e.g. when another
     /// replica builds them).
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration, env = "FLOWLAKE_QUERY_ROLLUP_EVERY")]
@@ -123,6 +127,8 @@ pub struct QueryConfig {
     pub max_export_jobs: usize,
     /// Use rollups for the per-pod questions.
     pub rollups: bool,
+    /// Names read as dictionaries ([`crate::dictionaries`]).
+    pub dictionaries: bool,
     /// Build rollups this often (`None`: never in this process).
     pub rollup_every: Option<Duration>,
     pub rollup_policy: RollupPolicy,
@@ -156,6 +162,7 @@ impl Default for QueryConfig {
             target_partitions: cores(),
             max_export_jobs: 100,
             rollups: true,
+            dictionaries: true,
             rollup_every: Some(Duration::from_secs(60)),
             rollup_policy: RollupPolicy::default(),
             tls: None,
@@ -191,6 +198,7 @@ impl QueryConfig {
             max_export_jobs: 10,
             // Tests build rollups when they mean to.
             rollups: true,
+            dictionaries: true,
             rollup_every: None,
             rollup_policy: RollupPolicy::default(),
             tls: None,
@@ -216,6 +224,7 @@ impl QueryConfig {
             limits: self.limits,
             target_partitions: self.target_partitions,
             rollups: self.rollups,
+            dictionaries: self.dictionaries,
         }
     }
 }
@@ -237,6 +246,7 @@ impl QueryArgs {
             target_partitions: self.target_partitions.unwrap_or_else(cores).max(1),
             max_export_jobs: self.max_export_jobs.max(1),
             rollups: self.rollups,
+            dictionaries: self.dictionaries,
             rollup_every: (self.rollups && !self.rollup_every.is_zero())
                 .then_some(self.rollup_every),
             rollup_policy: RollupPolicy {

@@ -8,7 +8,7 @@
 //! `Dictionary(Int32, Utf8)` the rows stay keys, and `pod = 'x'` compares the literal
 //! with the dictionary's values once and then selects rows by key (Arrow's comparison
 //! kernels on dictionaries). The Parquet reader decodes a column as a dictionary when
-//! the file's Arrow schema says so, so [`DictionaryReaderFactory`] hands the reader each
+//! the file's Arrow schema says so, so [`FlowsReaderFactory`] hands the reader each
 //! file's metadata with those columns' types changed in its `ARROW:schema` entry
 //! (files without one get it from their Parquet schema); nothing in the files changes.
 
@@ -146,8 +146,9 @@ pub fn hint_dictionaries(metadata: Arc<ParquetMetaData>) -> ParquetResult<Arc<Pa
     ))
 }
 
-/// A reader factory whose readers give [`hint_dictionaries`]'d metadata with the page
-/// index, kept in the runtime's file metadata cache.
+/// The flows scan's reader factory: its readers give each file's metadata with the page
+/// index, [`hint_dictionaries`]'d when `dictionaries`, kept in the runtime's file
+/// metadata cache.
 ///
 /// DataFusion's own cached reader caches the footer without the page index (the opener
 /// asks for none) and its opener then reads and decodes the page index of every file
@@ -155,28 +156,34 @@ pub fn hint_dictionaries(metadata: Arc<ParquetMetaData>) -> ParquetResult<Arc<Pa
 /// docs/BENCHMARKS.md). Here the first open of a file reads footer and page index
 /// together and caches them, hinted; later opens decode nothing.
 #[derive(Debug)]
-pub struct DictionaryReaderFactory {
+pub struct FlowsReaderFactory {
     store: Arc<dyn ObjectStore>,
     cache: Arc<FileMetadataCache>,
     /// Reads the data pages (and counts their bytes in the scan's metrics).
     inner: Arc<dyn ParquetFileReaderFactory>,
+    dictionaries: bool,
 }
 
-impl DictionaryReaderFactory {
-    pub fn new(store: Arc<dyn ObjectStore>, cache: Arc<FileMetadataCache>) -> Self {
+impl FlowsReaderFactory {
+    pub fn new(
+        store: Arc<dyn ObjectStore>,
+        cache: Arc<FileMetadataCache>,
+        dictionaries: bool,
+    ) -> Self {
         let inner = Arc::new(CachedParquetFileReaderFactory::new(
             Arc::clone(&store),
             Arc::clone(&cache),
         ));
-        DictionaryReaderFactory {
+        FlowsReaderFactory {
             store,
             cache,
             inner,
+            dictionaries,
         }
     }
 }
 
-impl ParquetFileReaderFactory for DictionaryReaderFactory {
+impl ParquetFileReaderFactory for FlowsReaderFactory {
     fn create_reader(
         &self,
         partition_index: usize,
@@ -193,11 +200,12 @@ impl ParquetFileReaderFactory for DictionaryReaderFactory {
         )?;
         Ok(Box::new(DictionaryReader {
             inner,
-            metadata: HintedMetadata {
+            metadata: FileMetadataOnce {
                 store: Arc::clone(&self.store),
                 cache: Arc::clone(&self.cache),
                 file,
                 metadata_size_hint,
+                dictionaries: self.dictionaries,
             },
         }))
     }
@@ -205,18 +213,19 @@ impl ParquetFileReaderFactory for DictionaryReaderFactory {
 
 struct DictionaryReader {
     inner: Box<dyn AsyncFileReader + Send>,
-    metadata: HintedMetadata,
+    metadata: FileMetadataOnce,
 }
 
 /// One file's hinted metadata: from the cache, or read and cached.
-struct HintedMetadata {
+struct FileMetadataOnce {
     store: Arc<dyn ObjectStore>,
     cache: Arc<FileMetadataCache>,
     file: ObjectMeta,
     metadata_size_hint: Option<usize>,
+    dictionaries: bool,
 }
 
-impl HintedMetadata {
+impl FileMetadataOnce {
     /// This file's hinted metadata from the cache, if it is there and current.
     fn cached(&self) -> Option<Arc<ParquetMetaData>> {
         let entry = self.cache.get(&self.file.location)?;
@@ -230,7 +239,7 @@ impl HintedMetadata {
             .parquet_metadata();
         let complete = metadata.column_index().is_some()
             && metadata.offset_index().is_some()
-            && is_hinted(metadata);
+            && is_hinted(metadata) == self.dictionaries;
         complete.then(|| Arc::clone(metadata))
     }
 
@@ -244,7 +253,11 @@ impl HintedMetadata {
             .fetch_metadata()
             .await
             .map_err(|e| ParquetError::External(Box::new(e)))?;
-        let metadata = hint_dictionaries(metadata)?;
+        let metadata = if self.dictionaries {
+            hint_dictionaries(metadata)?
+        } else {
+            metadata
+        };
         self.cache.put(
             &self.file.location,
             CachedFileMetadataEntry::new(

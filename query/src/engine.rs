@@ -70,6 +70,8 @@ pub struct EngineConfig {
     pub target_partitions: usize,
     /// Answer the questions from rollups where they are current.
     pub rollups: bool,
+    /// Names read as dictionaries ([`crate::dictionaries`]).
+    pub dictionaries: bool,
 }
 
 /// DataFusion over the `flows` table.
@@ -95,8 +97,14 @@ impl std::fmt::Debug for QueryEngine {
 impl QueryEngine {
     /// Opens the table and builds the session.
     pub async fn open(config: &EngineConfig, metrics: QueryMetrics) -> Result<Self> {
-        let table =
-            Arc::new(FlowsTable::open(config.table.clone(), config.snapshot_max_age).await?);
+        let table = Arc::new(
+            FlowsTable::open(
+                config.table.clone(),
+                config.snapshot_max_age,
+                config.dictionaries,
+            )
+            .await?,
+        );
         let engine =
             Self::with_table(table, config.limits, config.target_partitions, metrics).await?;
         Ok(if config.rollups {

@@ -38,7 +38,7 @@ use deltalake_core::logstore::LogStoreRef;
 use deltalake_core::table::state::DeltaTableState;
 use flowlake_schemas::{PARTITION_COLUMNS, PartitionPath, col};
 
-use crate::dictionaries::{DictionaryReaderFactory, with_dictionaries};
+use crate::dictionaries::{FlowsReaderFactory, with_dictionaries};
 use crate::rollup::{Fingerprint, Fingerprints};
 use object_store::ObjectMeta;
 
@@ -148,12 +148,15 @@ pub struct NativeScan {
     schema: SchemaRef,
     file_schema: SchemaRef,
     partition_fields: Vec<FieldRef>,
+    /// Names read as dictionaries (the schemas above say so).
+    dictionaries: bool,
 }
 
 impl NativeScan {
     /// `Some` when the table at this snapshot can be read without deltalake's transform
     /// layer; `None` (use deltalake's scan) otherwise.
-    pub fn try_new(table: &DeltaTable, schema: &SchemaRef) -> Option<Self> {
+    /// `dictionaries`: read [`crate::dictionaries::DICTIONARY_COLUMNS`] as dictionaries.
+    pub fn try_new(table: &DeltaTable, schema: &SchemaRef, dictionaries: bool) -> Option<Self> {
         let state = table.snapshot().ok()?;
         // Reader version 1: no column mapping (2+), no deletion vectors or other reader
         // features (3).
@@ -181,14 +184,22 @@ impl NativeScan {
         if !partitions_ok {
             return None;
         }
-        let file_schema = with_dictionaries(&Schema::new_with_metadata(
+        let names = |s: Schema| {
+            if dictionaries {
+                with_dictionaries(&s)
+            } else {
+                s
+            }
+        };
+        let file_schema = names(Schema::new_with_metadata(
             data.to_vec(),
             schema.metadata().clone(),
         ));
         let scan = NativeScan {
             state: state.clone(),
             log_store: table.log_store(),
-            schema: Arc::new(with_dictionaries(schema)),
+            schema: Arc::new(names(schema.as_ref().clone())),
+            dictionaries,
             file_schema: Arc::new(file_schema),
             partition_fields: parts.to_vec(),
         };
@@ -325,7 +336,7 @@ impl NativeScan {
             .build();
         let read = ReadOptions {
             row_filters: row_filters == RowFilters::WhereSelective && row_filters_pay(filters),
-            dictionaries: true,
+            flows: Some(self.dictionaries),
         };
         parquet_scan_with(
             session,
@@ -369,9 +380,10 @@ struct ReadOptions {
     /// Row-filter pushdown (and the ordering of its predicates by cost) for this scan
     /// whatever the session says.
     row_filters: bool,
-    /// [`crate::dictionaries::DICTIONARY_COLUMNS`] decoded as dictionaries (the table
-    /// schema must say so).
-    dictionaries: bool,
+    /// `Some`: the flow table, read by [`FlowsReaderFactory`] (page indexes cached), with
+    /// [`crate::dictionaries::DICTIONARY_COLUMNS`] as dictionaries when `true` (the
+    /// table schema must say so). `None`: DataFusion's cached reader.
+    flows: Option<bool>,
 }
 
 /// [`parquet_scan`] with `read`'s options.
@@ -402,10 +414,9 @@ async fn parquet_scan_with(
         runtime.object_store(&store_url)?,
         runtime.cache_manager.get_file_metadata_cache(),
     );
-    let readers: Arc<dyn ParquetFileReaderFactory> = if read.dictionaries {
-        Arc::new(DictionaryReaderFactory::new(store, cache))
-    } else {
-        Arc::new(CachedParquetFileReaderFactory::new(store, cache))
+    let readers: Arc<dyn ParquetFileReaderFactory> = match read.flows {
+        Some(dictionaries) => Arc::new(FlowsReaderFactory::new(store, cache, dictionaries)),
+        None => Arc::new(CachedParquetFileReaderFactory::new(store, cache)),
     };
     let mut source = ParquetSource::new(table_schema)
         .with_table_parquet_options(options.clone())

@@ -60,6 +60,8 @@ pub struct FlowsTable {
     current: RwLock<Snapshot>,
     /// Why the table is not loaded (none once it is).
     waiting: RwLock<Option<String>>,
+    /// Names read as dictionaries.
+    dictionaries: bool,
 }
 
 /// One immutable snapshot: its provider and Delta version, and the direct Parquet
@@ -83,12 +85,12 @@ impl std::fmt::Debug for FlowsTable {
     }
 }
 
-async fn snapshot_of(table: &DeltaTable) -> Result<Snapshot> {
+async fn snapshot_of(table: &DeltaTable, dictionaries: bool) -> Result<Snapshot> {
     let provider = table
         .table_provider()
         .await
         .map_err(crate::error::QueryError::Execution)?;
-    let native = NativeScan::try_new(table, &provider.schema());
+    let native = NativeScan::try_new(table, &provider.schema(), dictionaries);
     let fingerprints = native.as_ref().map(|n| Arc::new(n.fingerprints()));
     Ok(Snapshot {
         provider,
@@ -100,7 +102,7 @@ async fn snapshot_of(table: &DeltaTable) -> Result<Snapshot> {
 
 /// The snapshot of a table not there yet: no rows, the schema the table will have
 /// (the flow schema as deltalake reads it back from the Delta schema).
-fn empty_snapshot() -> Result<Snapshot> {
+fn empty_snapshot(dictionaries: bool) -> Result<Snapshot> {
     use deltalake_core::kernel::StructType;
     use deltalake_core::kernel::engine::arrow_conversion::{TryIntoArrow, TryIntoKernel};
     let internal = |e: &dyn std::fmt::Display| QueryError::Config(format!("flow schema: {e}"));
@@ -128,8 +130,12 @@ fn empty_snapshot() -> Result<Snapshot> {
         })
         .collect();
     // As the native scan reads the table once it has files.
-    let schema =
-        crate::dictionaries::with_dictionaries(&datafusion::arrow::datatypes::Schema::new(fields));
+    let schema = datafusion::arrow::datatypes::Schema::new(fields);
+    let schema = if dictionaries {
+        crate::dictionaries::with_dictionaries(&schema)
+    } else {
+        schema
+    };
     Ok(Snapshot {
         provider: Arc::new(datafusion::datasource::empty::EmptyTable::new(Arc::new(
             schema,
@@ -170,7 +176,12 @@ impl FlowsTable {
     /// that fails or does not answer within [`LOAD_TIMEOUT`], is not an error: the
     /// service starts over an empty table and keeps looking ([`Self::status`]).
     /// A location that cannot name a table at all is.
-    pub async fn open(location: TableLocation, max_age: Duration) -> Result<Self> {
+    /// `dictionaries`: read names as dictionaries ([`crate::dictionaries`]).
+    pub async fn open(
+        location: TableLocation,
+        max_age: Duration,
+        dictionaries: bool,
+    ) -> Result<Self> {
         let table = build_table(&location.location, &location.storage_options)?;
         let flows = FlowsTable {
             location,
@@ -179,7 +190,8 @@ impl FlowsTable {
                 table,
                 refreshed: Instant::now(),
             }),
-            current: RwLock::new(empty_snapshot()?),
+            current: RwLock::new(empty_snapshot(dictionaries)?),
+            dictionaries,
             waiting: RwLock::new(Some("the table was not looked for yet".into())),
         };
         let mut loaded = flows.loaded.lock().await;
@@ -207,7 +219,7 @@ impl FlowsTable {
         loaded.refreshed = Instant::now();
         let reason = match outcome {
             Ok(Ok(())) => {
-                let snapshot = snapshot_of(&loaded.table).await?;
+                let snapshot = snapshot_of(&loaded.table, self.dictionaries).await?;
                 tracing::info!(table = %location, version = snapshot.version, "flows table loaded");
                 *self.current.write().expect("snapshot lock") = snapshot;
                 *self.waiting.write().expect("status lock") = None;
@@ -266,7 +278,7 @@ impl FlowsTable {
         loaded.table.update_incremental(None).await?;
         loaded.refreshed = Instant::now();
         if loaded.table.version() != before {
-            let snapshot = snapshot_of(&loaded.table).await?;
+            let snapshot = snapshot_of(&loaded.table, self.dictionaries).await?;
             tracing::debug!(version = snapshot.version, "flows snapshot refreshed");
             *self.current.write().expect("snapshot lock") = snapshot;
         }

@@ -21,6 +21,7 @@ async fn golden_sql() {
             storage_options: Default::default(),
         },
         cfg.snapshot_max_age,
+        cfg.dictionaries,
     )
     .await
     .unwrap();

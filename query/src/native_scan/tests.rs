@@ -91,8 +91,17 @@ impl TableProvider for Flows {
 }
 
 async fn context(table: &DeltaTable, row_filters: RowFilters) -> SessionContext {
+    context_with(table, row_filters, true).await
+}
+
+async fn context_with(
+    table: &DeltaTable,
+    row_filters: RowFilters,
+    dictionaries: bool,
+) -> SessionContext {
     let provider = table.table_provider().await.unwrap();
-    let scan = NativeScan::try_new(table, &provider.schema()).expect("a native table");
+    let scan =
+        NativeScan::try_new(table, &provider.schema(), dictionaries).expect("a native table");
     let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(2));
     ctx.register_table("flows", Arc::new(Flows { scan, row_filters }))
         .unwrap();
@@ -216,6 +225,8 @@ async fn dictionary_reads_answer_as_deltalakes_scan() {
     let dir = tempfile::tempdir().unwrap();
     let table = gen_table(dir.path()).await;
     let native = context(&table, RowFilters::WhereSelective).await;
+    // `--dictionaries false`: every string as deltalake reads it.
+    let plain = context_with(&table, RowFilters::WhereSelective, false).await;
     let delta = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(2));
     delta
         .register_table("flows", table.table_provider().await.unwrap())
@@ -265,6 +276,7 @@ async fn dictionary_reads_answer_as_deltalakes_scan() {
         let (theirs, _) = answer(&delta, sql).await;
         assert!(!must_have_rows || ours.len() > 4, "no rows: {sql}");
         assert_eq!(ours, theirs, "{sql}");
+        assert_eq!(answer(&plain, sql).await.0, theirs, "plain strings: {sql}");
     }
     // Names come out as dictionaries; addresses as deltalake reads them.
     let out = native
@@ -278,6 +290,17 @@ async fn dictionary_reads_answer_as_deltalakes_scan() {
     assert_eq!(schema.field(0).data_type(), &dictionary_type());
     assert_eq!(schema.field(1).data_type(), &dictionary_type());
     assert_eq!(schema.field(2).data_type(), &DataType::Utf8View);
+    let plain_pods = plain
+        .sql("SELECT dst_pod FROM flows LIMIT 1")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!(
+        plain_pods[0].schema().field(0).data_type(),
+        &DataType::Utf8View
+    );
     // Every file's footer and page index are cached, hinted.
     let cache = native.runtime_env().cache_manager.get_file_metadata_cache();
     let files: Vec<_> = table.get_file_uris().unwrap().collect();

@@ -8,13 +8,20 @@ views in DuckDB over the same Parquet files (the data files of the Delta table),
 the same SQL the same number of times, checks both engines give the same answer and
 prints one table: p50 of each engine and the ratio Flowlake / DuckDB.
 
+With `--rounds R --rerun CMD`, the engines alternate on a noisy machine: after DuckDB's
+round, CMD runs Flowlake again (rewriting RESULTS.json), then DuckDB runs again, R rounds
+in all; each engine's p50 is over all its runs of every round. Answers are compared on
+the first round.
+
 usage: duckdb_compare.py RESULTS.json TABLE_DIR [--runs N] [--threads N] [--markdown OUT]
+                         [--rounds R --rerun CMD]
 """
 import argparse
 import datetime
 import json
 import re
 import statistics
+import subprocess
 import time
 
 import duckdb
@@ -76,7 +83,12 @@ def main():
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--label", default="")
     p.add_argument("--markdown", default=None)
+    p.add_argument("--rounds", type=int, default=1)
+    p.add_argument("--rerun", default=None,
+                   help="shell command that runs Flowlake again and rewrites RESULTS")
     a = p.parse_args()
+    if a.rounds > 1 and not a.rerun:
+        raise SystemExit("--rounds needs --rerun")
     doc = json.load(open(a.results))
     con = duckdb.connect()
     threads = a.threads or doc["target_partitions"]
@@ -91,18 +103,30 @@ def main():
     for v in doc["views"]:
         con.execute(f"CREATE VIEW {v['name']} AS {v['sql']}")
 
+    # Each engine's runs over every round, by question; DuckDB's answers of round 1.
+    flowlake_ms = {q["name"]: list(q["flowlake_ms"]) for q in doc["queries"]}
+    duckdb_ms = {q["name"]: [] for q in doc["queries"]}
+    answers = {}
+    for round_ in range(a.rounds):
+        if round_ > 0:
+            subprocess.run(a.rerun, shell=True, check=True)
+            for q in json.load(open(a.results))["queries"]:
+                flowlake_ms[q["name"]].extend(q["flowlake_ms"])
+        for q in doc["queries"]:
+            cur = con.execute(q["sql"])  # warm-up, and the answer
+            cols = [d[0] for d in cur.description]
+            rows_ = [dict(zip(cols, r)) for r in cur.fetchall()]
+            answers.setdefault(q["name"], rows_)
+            for _ in range(a.runs):
+                t = time.perf_counter()
+                con.execute(q["sql"]).fetchall()
+                duckdb_ms[q["name"]].append((time.perf_counter() - t) * 1000)
+
     rows = []
     for q in doc["queries"]:
-        cur = con.execute(q["sql"])  # warm-up, and the answer
-        cols = [d[0] for d in cur.description]
-        answer = [dict(zip(cols, r)) for r in cur.fetchall()]
-        ms = []
-        for _ in range(a.runs):
-            t = time.perf_counter()
-            con.execute(q["sql"]).fetchall()
-            ms.append((time.perf_counter() - t) * 1000)
-        fl = statistics.median(q["flowlake_ms"])
-        dk = statistics.median(ms)
+        answer = answers[q["name"]]
+        fl = statistics.median(flowlake_ms[q["name"]])
+        dk = statistics.median(duckdb_ms[q["name"]])
         flowlake = q["flowlake_result"]
         rel = PERCENTILE_REL
         if q.get("approx_rel"):
@@ -134,7 +158,7 @@ def main():
                          f"| {total_fl / total_dk:.2f} | |")
     text = "\n".join(lines)
     print(f"pod {doc['pod']}, range [{doc['from']}, {doc['to']}), {threads} threads, "
-          f"duckdb {duckdb.__version__}")
+          f"duckdb {duckdb.__version__}, {a.rounds} round(s) of {a.runs} runs each")
     print(text)
     if a.markdown:
         open(a.markdown, "w").write(text + "\n")

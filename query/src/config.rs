@@ -44,7 +44,8 @@ pub struct QueryArgs {
     #[arg(long, default_value_t = 4, env = "FLOWLAKE_QUERY_MAX_CONCURRENT")]
     pub max_concurrent_queries: usize,
     /// Memory for Parquet footers and page indexes kept between queries, in bytes
-    /// (one flows file's take ≈ 0.2–0.5 MB; beyond it, least recently used out).
+    /// (a flows file takes 0.18 MB with 0.4 M rows, 0.37 MB with 1 M; beyond it, least
+    /// recently used out).
     #[arg(long, default_value_t = 256 << 20, env = "FLOWLAKE_QUERY_METADATA_CACHE")]
     pub metadata_cache: usize,
     /// DataFusion target partitions (parallelism); default: all cores.

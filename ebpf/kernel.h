@@ -75,7 +75,9 @@ struct trace_event_raw_kfree_skb {
  * are declared: CO-RE finds them by name. Every one of them stores both
  * ends as IPv6, IPv4 as ::ffff:a.b.c.d, ports in host order. */
 
-/* tcp_retransmit_skb's own record (newer kernels). */
+/* tcp_retransmit_skb's own record (newer kernels). Where it has `err` (6.18
+ * here), the tracepoint also fires for a retransmission that failed (`err`
+ * non-zero: nothing was sent and TcpRetransSegs did not count it). */
 struct trace_event_raw_tcp_retransmit_skb {
 	struct trace_entry ent;
 	const void *skbaddr;
@@ -83,6 +85,7 @@ struct trace_event_raw_tcp_retransmit_skb {
 	__u16 dport;
 	__u8 saddr_v6[16];
 	__u8 daddr_v6[16];
+	int err;
 };
 
 /* The class tcp_retransmit_skb belongs to before its own record. */

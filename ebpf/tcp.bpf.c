@@ -82,6 +82,9 @@ int tcp_retransmit(void *ctx)
 	int err;
 	if (bpf_core_type_exists(struct trace_event_raw_tcp_retransmit_skb)) {
 		struct trace_event_raw_tcp_retransmit_skb *r = ctx;
+		/* A failed attempt sent nothing: the kernel counts no segment. */
+		if (bpf_core_field_exists(r->err) && BPF_CORE_READ(r, err))
+			return 0;
 		err = FLK_KEY_FROM(&key, r, 0);
 		skb = (struct sk_buff *)BPF_CORE_READ(r, skbaddr);
 	} else {

@@ -112,6 +112,9 @@ fn standalone_feeds_stores_and_answers() {
             let (front, _) = flowlake_testkit::nfcapd::tcp_front(n.addr);
             command
                 .args(["--sinks", "jsonl,ipfix", "--ipfix-transport", "tcp"])
+                // The TCP front passes each message to nfcapd as one datagram.
+                .arg("--ipfix-max-message-bytes")
+                .arg(flowlake_testkit::nfcapd::LARGEST_DATAGRAM.to_string())
                 .arg("--ipfix-target")
                 .arg(front.to_string())
         }

@@ -103,6 +103,11 @@ impl Nfcapd {
     }
 }
 
+/// The largest UDP payload over IPv4: [`tcp_front`] forwards each message as one
+/// datagram, so exporters behind it keep their messages at most this long (over TCP
+/// an IPFIX message may be up to 65,535 bytes).
+pub const LARGEST_DATAGRAM: usize = 65_507;
+
 /// The IPFIX messages a [`tcp_front`] passed on, in order.
 pub type Messages = Arc<Mutex<Vec<Vec<u8>>>>;
 
@@ -123,6 +128,10 @@ pub fn tcp_front(to: SocketAddr) -> (SocketAddr, Messages) {
             while conn.read_exact(&mut header).is_ok() {
                 assert_eq!(u16::from_be_bytes([header[0], header[1]]), 10, "version");
                 let len = u16::from_be_bytes([header[2], header[3]]) as usize;
+                assert!(
+                    len <= LARGEST_DATAGRAM,
+                    "a {len}-byte message does not fit one datagram: configure the exporter for at most {LARGEST_DATAGRAM}"
+                );
                 let mut msg = header.to_vec();
                 msg.resize(len, 0);
                 conn.read_exact(&mut msg[16..]).unwrap();

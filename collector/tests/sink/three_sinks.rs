@@ -86,6 +86,11 @@ async fn three_sinks(transport: Transport) {
             (addr, Some(messages))
         }
     };
+    let mut ipfix = IpfixConfig::new(target.to_string(), transport);
+    if messages.is_some() {
+        // The TCP front passes each message to nfcapd as one datagram.
+        ipfix.max_message_bytes = flowlake_testkit::nfcapd::LARGEST_DATAGRAM;
+    }
     let ingester = FakeIngester::new(Mode::Up);
     let url = format!(
         "http://{}",
@@ -106,7 +111,7 @@ async fn three_sinks(transport: Transport) {
     let mut cfg = SinkConfig {
         sinks: vec![SinkKind::Ingester, SinkKind::Ipfix, SinkKind::Jsonl],
         queue_batches: 1024,
-        ipfix: Some(IpfixConfig::new(target.to_string(), transport)),
+        ipfix: Some(ipfix),
         ..SinkConfig::default()
     };
     cfg.jsonl.path = logs.path().join("flows.jsonl");

@@ -178,10 +178,7 @@ n, b = duckdb.connect().execute("select count(*), sum(bytes) from read_parquet(?
 print(n, b)
 "#;
     let out = python
-        .args([
-            "-c",
-            &format!("{script}\nimport os, sys\nsys.stdout.flush()\nos._exit(0)"),
-        ])
+        .args(["-c", &flowlake_testkit::exiting_after(script)])
         .arg(dir.path().join("table"))
         .output()
         .unwrap();

@@ -311,16 +311,13 @@ pub fn table_by_batch(
 ) -> Option<BTreeMap<String, (u64, u64)>> {
     let mut python = flowlake_testkit::python_with("deltalake, pyarrow")?;
     let script = r#"
-import os, sys, json
+import sys, json
 from deltalake import DeltaTable
 dt = DeltaTable(sys.argv[1], storage_options=json.loads(sys.argv[2]))
 t = dt.to_pyarrow_table(columns=["cluster", "bytes"])
 g = t.group_by("cluster").aggregate([("bytes", "count"), ("bytes", "sum")])
 out = {c: [n, s] for c, n, s in zip(g["cluster"].to_pylist(), g["bytes_count"].to_pylist(), g["bytes_sum"].to_pylist())}
-print(json.dumps(out), flush=True)
-# deltalake's runtime threads can abort the interpreter's teardown
-# ("terminate called without an active exception"): the answer is out.
-os._exit(0)
+print(json.dumps(out))
 "#;
     let options: serde_json::Map<String, serde_json::Value> = storage_options
         .iter()
@@ -328,7 +325,7 @@ os._exit(0)
         .collect();
     let json = flowlake_testkit::json_output(
         python
-            .args(["-c", script, table])
+            .args(["-c", &flowlake_testkit::exiting_after(script), table])
             .arg(serde_json::Value::Object(options).to_string()),
     );
     Some(by_batch(&json))

@@ -339,7 +339,9 @@ fn chart_collector_under_podman_loads_everything_and_counts_exactly() {
          print(json.dumps([sum(r['packets'] for r in rows), sum(r['bytes'] for r in rows)]))",
         table = table.to_string_lossy()
     );
-    let counted = flowlake_testkit::json_output(python.args(["-c", &script]));
+    let counted = flowlake_testkit::json_output(
+        python.args(["-c", &flowlake_testkit::exiting_after(&script)]),
+    );
     assert_eq!(
         counted,
         serde_json::json!([packets, bytes]),

@@ -216,11 +216,12 @@ files = DeltaTable(sys.argv[1]).file_uris()
 rows = duckdb.connect().execute(
     "select src_ip, dst_ip, packets, bytes from read_parquet(?) order by all", [files]).fetchall()
 print(json.dumps([list(r) for r in rows]))
-import os
-sys.stdout.flush()
-os._exit(0)
 "#;
-    let out = flowlake_testkit::json_output(python.args(["-c", script]).arg(table));
+    let out = flowlake_testkit::json_output(
+        python
+            .args(["-c", &flowlake_testkit::exiting_after(script)])
+            .arg(table),
+    );
     let flow = |r: &serde_json::Value| {
         let ip = |v4: &str, v6: &str| r[v4].as_str().or(r[v6].as_str()).unwrap().to_string();
         (
@@ -256,10 +257,7 @@ print(json.dumps({"table": list(table), "log": list(log)}))
 "#;
     let out = flowlake_testkit::json_output(
         python
-            .args([
-                "-c",
-                &format!("{script}\nimport os, sys\nsys.stdout.flush()\nos._exit(0)"),
-            ])
+            .args(["-c", &flowlake_testkit::exiting_after(script)])
             .arg(table)
             .arg(log),
     );

@@ -66,13 +66,11 @@ pub fn tool(program: &str) -> Option<()> {
 /// Python `deltalake` + pyarrow reading a table with object_store `options`: rows
 /// and the sum of `bytes`.
 const READ: &str = r#"
-import json, os, sys
+import json, sys
 import pyarrow.compute as pc
 from deltalake import DeltaTable
 t = DeltaTable(sys.argv[1], storage_options=json.loads(sys.argv[2])).to_pyarrow_table()
 print(json.dumps({"rows": t.num_rows, "bytes": pc.sum(t.column("bytes")).as_py()}))
-sys.stdout.flush()
-os._exit(0)
 "#;
 
 /// Two ingesters write 6000 rows over two hours to `location` with `options`
@@ -136,7 +134,7 @@ pub async fn two_ingesters_commit_to(location: &str, options: &[(&str, &str)]) {
         .collect();
     let got = json_output(python.args([
         "-c",
-        READ,
+        &flowlake_testkit::exiting_after(READ),
         location,
         &serde_json::to_string(&options).unwrap(),
     ]));

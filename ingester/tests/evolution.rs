@@ -27,7 +27,6 @@ n, nulls, s = con.execute(
     [dt.file_uris()]).fetchone()
 print(json.dumps({"rows": t.num_rows, "nulls": c.null_count, "sum": sum(v for v in c.to_pylist() if v is not None),
                   "duck_rows": n, "duck_nulls": nulls, "duck_sum": int(s or 0)}))
-import os; sys.stdout.flush(); os._exit(0)
 "#;
 
 /// Writes `batch` without `wire_packets` into a table created without it, as
@@ -100,7 +99,11 @@ async fn a_table_without_a_new_column_gains_it_on_open() {
     assert_eq!(s, StatusCode::OK, "{text}");
     ing.shutdown().await.unwrap();
 
-    let got = json_output(python.args(["-c", READ, &cfg.table.location]));
+    let got = json_output(python.args([
+        "-c",
+        &flowlake_testkit::exiting_after(READ),
+        &cfg.table.location,
+    ]));
     let n = 300 + records.len() as i64;
     assert_eq!(got["rows"], n, "{got}");
     assert_eq!(got["nulls"], 300, "older files read as null: {got}");

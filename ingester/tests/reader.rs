@@ -88,7 +88,7 @@ async fn python_deltalake_and_duckdb_read_what_was_sent() {
     ing.shutdown().await.unwrap();
     let got = json_output(python.args([
         "-c",
-        &format!("{READ}\nimport os, sys\nsys.stdout.flush()\nos._exit(0)"),
+        &flowlake_testkit::exiting_after(READ),
         &cfg.table.location,
     ]));
     let want_bytes = sum_bytes(&batch);

@@ -137,8 +137,11 @@ async fn poisoned_wal_record_is_quarantined_not_retried_forever() {
     let Some(mut python) = flowlake_testkit::python_with("deltalake, pyarrow") else {
         return;
     };
-    let losses =
-        json_output(python.args(["-c", LOSSES, &format!("{}/_losses", cfg.table.location)]));
+    let losses = json_output(python.args([
+        "-c",
+        &flowlake_testkit::exiting_after(LOSSES),
+        &format!("{}/_losses", cfg.table.location),
+    ]));
     let mut want: std::collections::BTreeMap<String, u64> = Default::default();
     let nodes = b.column_by_name("node").unwrap();
     let nodes = arrow::compute::cast(nodes, &DataType::Utf8).unwrap();
@@ -158,7 +161,6 @@ import sys, json
 from deltalake import DeltaTable
 t = DeltaTable(sys.argv[1]).to_pyarrow_table().to_pylist()
 print(json.dumps(sorted([r["node"], r["component"], r["kind"], r["unit"], r["lost"]] for r in t)))
-import os; sys.stdout.flush(); os._exit(0)
 "#;
 
 /// An ingester killed after its WAL sync but before the dedup journal's: the id

@@ -118,7 +118,7 @@ pub fn python_has(module: &str) -> bool {
 /// snippet leaves through `os._exit`: python deltalake's runtime threads can abort
 /// an otherwise successful interpreter at shutdown.
 pub fn python(code: &str) -> String {
-    let code = format!("{code}\nimport os, sys\nsys.stdout.flush()\nos._exit(0)");
+    let code = flowlake_testkit::exiting_after(code);
     let out = std::process::Command::new("python3")
         .args(["-c", &code])
         .output()

@@ -38,6 +38,14 @@ pub fn python_with(modules: &str) -> Option<Command> {
     }
 }
 
+/// `script` followed by a flush of standard output and `os._exit(0)`. Python
+/// deltalake's runtime threads can abort an interpreter whose work is done at its
+/// teardown ("terminate called without an active exception"); a script that has
+/// printed its answer leaves before that teardown.
+pub fn exiting_after(script: &str) -> String {
+    format!("{script}\nimport os as _os, sys as _sys\n_sys.stdout.flush()\n_os._exit(0)\n")
+}
+
 /// Runs `command` and parses its standard output as JSON.
 ///
 /// # Panics

@@ -9,9 +9,10 @@
 #   ROUNDS=3 query/bench/run.sh        # engines alternate, 3 rounds each (noisy machine)
 #   MODES=exact query/bench/run.sh     # the flow rows only
 #
-# Tables are built once per row count and layout under $BENCH_DIR (kept for re-runs), in
-# the layout the ingester writes (LAYOUT=ingester; LAYOUT=parquet-rs: the Parquet
-# crate's defaults).
+# Tables are built once per row count and layout under $BENCH_DIR (kept for re-runs), by
+# the ingester's own sort and Parquet writer (LAYOUT=ingester; LAYOUT=parquet-rs: delta-rs's
+# writer with the Parquet crate's defaults). Rebuild (remove the table) after a change to
+# what the ingester writes.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/root/.cache/flowlake-target}

@@ -2,7 +2,8 @@
 //! DuckDB on the same SQL over the same Parquet files and prints both.
 //!
 //! ```sh
-//! # a Delta table from `flowlake gen` rows (gen flags after --table DIR):
+//! # a Delta table from `flowlake gen` rows (gen flags after --table DIR), written by the
+//! # ingester's own sort and Parquet writer (--layout parquet-rs: delta-rs's writer):
 //! cargo bench -p flowlake-query --bench questions -- build --table DIR --rows 10000000 --duration 24h
 //! # time every question (pod and ranked) through QueryEngine, p50 of --runs:
 //! cargo bench -p flowlake-query --bench questions -- run --table DIR --from T --to T --runs 5 --out F.json
@@ -25,6 +26,8 @@ use datafusion::execution::SessionStateBuilder;
 use deltalake_core::DeltaTable;
 use deltalake_core::protocol::SaveMode;
 use flowlake_gen::GenArgs;
+use flowlake_ingester::Table;
+use flowlake_ingester::sort::sort_plan;
 use flowlake_query::access::Access;
 use flowlake_query::metrics::QueryMetrics;
 use flowlake_query::questions::{Question, QuestionRequest, Scope, TimeRange, VIEWS};
@@ -32,9 +35,9 @@ use flowlake_query::rollup::build::{RollupPolicy, build_rollups};
 use flowlake_query::rollup::sketch::RELATIVE_ACCURACY;
 use flowlake_query::{QueryConfig, QueryEngine};
 use flowlake_schemas::{PARTITION_COLUMNS, col, flow_schema};
+use flowlake_storage::TableLocation;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterVersion};
-use parquet::schema::types::ColumnPath;
 
 #[path = "questions/adhoc.rs"]
 mod adhoc;
@@ -53,9 +56,10 @@ struct Gen {
     args: GenArgs,
 }
 
-/// The layout the ingester writes (ingester/src/parquet.rs): rows sorted by
-/// partition, source pod, destination namespace and time; 256 Ki-row row groups,
-/// page statistics and bloom filters on pod names and IPs.
+/// The `parquet-rs` layout: delta-rs's writer with parquet-rs defaults, rows
+/// sorted by source namespace and pod, destination namespace and time. The
+/// `ingester` layout is the ingester's own (`flowlake_ingester::sort` and
+/// `flowlake_ingester::parquet`), written through its `Table`.
 const SORT_COLUMNS: [&str; 4] = [
     col::SRC_NAMESPACE,
     col::SRC_POD,
@@ -63,27 +67,13 @@ const SORT_COLUMNS: [&str; 4] = [
     col::INTERVAL_START,
 ];
 
-fn writer_properties(layout: &str) -> WriterProperties {
-    let mut b = WriterProperties::builder()
+fn writer_properties() -> WriterProperties {
+    WriterProperties::builder()
         .set_writer_version(WriterVersion::PARQUET_2_0)
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("level")))
         .set_statistics_enabled(EnabledStatistics::Page)
-        .set_max_row_group_row_count(Some(256 * 1024));
-    if layout == "ingester" {
-        // The numeric columns, delta-encoded as the ingester writes them
-        // (`flowlake_ingester::parquet::DELTA_COLUMNS`).
-        for c in flowlake_schemas::NUMERIC_COLUMNS {
-            b = b.set_column_dictionary_enabled(ColumnPath::from(c), false);
-        }
-    }
-    for c in [col::SRC_POD, col::DST_POD, col::SRC_IP, col::DST_IP] {
-        let path = ColumnPath::from(c);
-        b = b
-            .set_column_bloom_filter_enabled(path.clone(), true)
-            .set_column_bloom_filter_fpp(path.clone(), 0.01)
-            .set_column_bloom_filter_max_ndv(path, 50_000);
-    }
-    b.build()
+        .set_max_row_group_row_count(Some(256 * 1024))
+        .build()
 }
 
 fn sorted(batches: &[RecordBatch]) -> Result<RecordBatch, BoxError> {
@@ -98,22 +88,54 @@ fn sorted(batches: &[RecordBatch]) -> Result<RecordBatch, BoxError> {
     Ok(take_record_batch(&all, &lexsort_to_indices(&keys, None)?)?)
 }
 
-/// Rows sorted and committed as one file at a time while building a bench table.
+/// Rows sorted and committed as one file at a time while building a bench table
+/// (an ingester's flush of a busy hour).
 const COMMIT_ROWS: usize = 1 << 20;
 
-/// One sorted file appended to the table.
-async fn commit(
-    delta: DeltaTable,
-    batches: Vec<RecordBatch>,
-    layout: &str,
-) -> Result<DeltaTable, BoxError> {
-    let batch = tokio::task::spawn_blocking(move || sorted(&batches)).await??;
-    Ok(delta
-        .write(vec![batch])
-        .with_partition_columns(PARTITION_COLUMNS)
-        .with_save_mode(SaveMode::Append)
-        .with_writer_properties(writer_properties(layout))
-        .await?)
+/// A table being built in one of the layouts.
+enum Writer {
+    ParquetRs(DeltaTable),
+    Ingester(Table),
+}
+
+impl Writer {
+    async fn open(table: &Path, layout: &str) -> Result<Writer, BoxError> {
+        let url = url::Url::from_directory_path(std::path::absolute(table)?)
+            .map_err(|()| "table path is not absolute")?;
+        match layout {
+            "parquet-rs" => Ok(Writer::ParquetRs(DeltaTable::try_from_url(url).await?)),
+            "ingester" => {
+                let cfg = TableLocation {
+                    location: url.to_string(),
+                    storage_options: Default::default(),
+                };
+                Ok(Writer::Ingester(Table::open_or_create(&cfg).await?))
+            }
+            other => Err(format!("unknown layout {other} (ingester, parquet-rs)").into()),
+        }
+    }
+
+    /// One sorted file of `batches` (one hour's rows) appended to the table.
+    async fn commit(self, batches: Vec<RecordBatch>) -> Result<Writer, BoxError> {
+        match self {
+            Writer::ParquetRs(delta) => {
+                let batch = tokio::task::spawn_blocking(move || sorted(&batches)).await??;
+                Ok(Writer::ParquetRs(
+                    delta
+                        .write(vec![batch])
+                        .with_partition_columns(PARTITION_COLUMNS)
+                        .with_save_mode(SaveMode::Append)
+                        .with_writer_properties(writer_properties())
+                        .await?,
+                ))
+            }
+            Writer::Ingester(mut table) => {
+                let runs = tokio::task::spawn_blocking(move || sort_plan(batches.into())).await?;
+                table.append(runs, None).await?;
+                Ok(Writer::Ingester(table))
+            }
+        }
+    }
 }
 
 /// `flowlake gen` into `<table>.gen`, then one Delta commit per hour partition (per
@@ -140,9 +162,7 @@ async fn build(table: &Path, layout: &str, gen_flags: &[String]) -> Result<(), B
         by_hour.entry(dir).or_default().push(f.clone());
     }
     std::fs::create_dir_all(table)?;
-    let url = url::Url::from_directory_path(std::path::absolute(table)?)
-        .map_err(|()| "table path is not absolute")?;
-    let mut delta = DeltaTable::try_from_url(url).await?;
+    let mut writer = Writer::open(table, layout).await?;
     for (dir, files) in by_hour {
         // At most COMMIT_ROWS rows sorted and written at once: an hour of 100 M rows
         // (~4.2 M rows x 48 columns, sorted by copy) was OOM-killed. Smaller hours (10 M
@@ -156,14 +176,14 @@ async fn build(table: &Path, layout: &str, gen_flags: &[String]) -> Result<(), B
                 rows += b.num_rows();
                 batches.push(b);
                 if rows >= COMMIT_ROWS {
-                    delta = commit(delta, std::mem::take(&mut batches), layout).await?;
+                    writer = writer.commit(std::mem::take(&mut batches)).await?;
                     rows = 0;
                     parts += 1;
                 }
             }
         }
         if !batches.is_empty() {
-            delta = commit(delta, batches, layout).await?;
+            writer = writer.commit(batches).await?;
             parts += 1;
         }
         eprintln!("committed {} ({parts} files)", dir.display());
@@ -447,7 +467,7 @@ async fn main() -> Result<(), BoxError> {
     }
     match command.as_str() {
         "build" => {
-            let layout = opts.get("layout").map_or("parquet-rs", String::as_str);
+            let layout = opts.get("layout").map_or("ingester", String::as_str);
             build(Path::new(&opts["table"]), layout, &extra).await
         }
         "run" => run(&opts).await,

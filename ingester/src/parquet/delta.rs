@@ -179,7 +179,7 @@ fn encode<T: Physical>(
 
     let mut sink = TrackedWrite::new(Vec::new());
     let mut pages = SerializedPageWriter::new(&mut sink);
-    let page_rows = props.data_page_row_count_limit().max(1);
+    let page_rows = super::data_page_rows(descr.path(), props);
     let mut log = PageLog::<T>::new(T::TYPE);
     let (mut present, mut defs, mut buf) = (Vec::new(), Vec::new(), Vec::new());
     for start in (0..values.len()).step_by(page_rows) {

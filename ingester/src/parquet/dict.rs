@@ -189,7 +189,7 @@ pub fn encode_leaf(
         dict_plain.len(),
     ))?;
 
-    let page_rows = props.data_page_row_count_limit().max(1);
+    let page_rows = super::data_page_rows(&path, props);
     let truncate_index = props.column_index_truncate_length();
     let mut log = PageLog::<u32>::new(Type::BYTE_ARRAY);
     let (mut ids, mut reps, mut defs, mut buf) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());

@@ -366,6 +366,51 @@ mod tests {
         }
     }
 
+    /// The pod, workload and namespace columns have pages of at most
+    /// `NARROW_PAGE_ROWS` rows; the other columns the writer's limit.
+    #[test]
+    fn narrow_pages_on_the_columns_queries_name_one_value_of() {
+        use crate::parquet::{NARROW_PAGE_COLUMNS, NARROW_PAGE_ROWS};
+        let run = run();
+        let (schema, columns) = file_columns(&run);
+        let limit = 2 * NARROW_PAGE_ROWS;
+        assert!(run.num_rows() > limit, "{}", run.num_rows());
+        let props = writer_properties()
+            .into_builder()
+            .set_data_page_row_count_limit(limit)
+            .build();
+        let (got, metadata) = read(&write_file(&schema, &columns, props).unwrap().bytes);
+        assert_eq!(got.num_rows(), run.num_rows());
+        let descr = metadata.file_metadata().schema_descr();
+        let rows = metadata.row_group(0).num_rows() as usize;
+        let mut narrow = 0;
+        for (leaf, index) in metadata.offset_index().unwrap()[0].iter().enumerate() {
+            let name = descr.column(leaf).path().string();
+            if name.ends_with("_labels.key_value.key") || name.ends_with("_labels.key_value.value")
+            {
+                continue; // map leaves: values per page, not rows
+            }
+            let firsts: Vec<usize> = index
+                .page_locations
+                .iter()
+                .map(|p| p.first_row_index as usize)
+                .chain([rows])
+                .collect();
+            let sizes: Vec<usize> = firsts.windows(2).map(|w| w[1] - w[0]).collect();
+            let want = match NARROW_PAGE_COLUMNS.contains(&name.as_str()) {
+                true => {
+                    narrow += 1;
+                    NARROW_PAGE_ROWS
+                }
+                false => limit,
+            };
+            let (last, full) = sizes.split_last().unwrap();
+            assert!(full.iter().all(|&n| n == want), "{name}: {sizes:?}");
+            assert!(*last <= want, "{name}: {sizes:?}");
+        }
+        assert_eq!(narrow, NARROW_PAGE_COLUMNS.len());
+    }
+
     /// Bloom filters on the pod and IP columns hold every value of the chunk.
     #[test]
     fn bloom_filters_hold_every_value() {

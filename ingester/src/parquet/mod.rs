@@ -34,6 +34,37 @@ pub const BLOOM_COLUMNS: [&str; 4] = [col::SRC_POD, col::DST_POD, col::SRC_IP, c
 pub const DELTA_COLUMNS: [&str; flowlake_schemas::NUMERIC_COLUMNS.len()] =
     flowlake_schemas::NUMERIC_COLUMNS;
 
+/// Columns queries name one value of (a pod, a workload, a namespace): their pages
+/// hold at most [`NARROW_PAGE_ROWS`] rows, so the page index narrows a scan for one
+/// pod to the rows near it (the other columns' pages are then read only where they
+/// overlap those rows). Their dictionary keys take a few bytes per page.
+pub const NARROW_PAGE_COLUMNS: [&str; 6] = [
+    col::SRC_NAMESPACE,
+    col::SRC_POD,
+    col::SRC_WORKLOAD,
+    col::DST_NAMESPACE,
+    col::DST_POD,
+    col::DST_WORKLOAD,
+];
+
+/// Rows per data page of the [`NARROW_PAGE_COLUMNS`]: the talkers of the busiest pod
+/// of the 10 M-row bench table read 5.95 M rows instead of 8.08 M on the receiving
+/// side and 1.31 M instead of 1.92 M on the sending side; 1,024 made the questions
+/// over every pod slower (docs/BENCHMARKS.md, Step 9).
+pub const NARROW_PAGE_ROWS: usize = 4096;
+
+/// Rows per data page of column `path`: the writer's limit, or less for the
+/// [`NARROW_PAGE_COLUMNS`].
+pub fn data_page_rows(path: &ColumnPath, props: &WriterProperties) -> usize {
+    let rows = props.data_page_row_count_limit();
+    let narrow = NARROW_PAGE_COLUMNS.iter().any(|c| path.string() == *c);
+    match narrow {
+        true => rows.min(NARROW_PAGE_ROWS),
+        false => rows,
+    }
+    .max(1)
+}
+
 /// Writer properties of every Parquet file Flowlake writes (ingest and compaction).
 pub fn writer_properties() -> WriterProperties {
     let mut b = WriterProperties::builder()

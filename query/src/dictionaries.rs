@@ -108,9 +108,12 @@ pub(crate) fn is_hinted(metadata: &ParquetMetaData) -> bool {
 /// `metadata` whose `ARROW:schema` entry reads [`DICTIONARY_COLUMNS`] as dictionaries;
 /// the same `Arc` when no column changes.
 pub fn hint_dictionaries(metadata: Arc<ParquetMetaData>) -> ParquetResult<Arc<ParquetMetaData>> {
+    if is_hinted(&metadata) {
+        return Ok(metadata);
+    }
     let file = metadata.file_metadata();
     let arrow = parquet_to_arrow_schema(file.schema_descr(), file.key_value_metadata())?;
-    if is_hinted(&metadata) || !arrow.fields().iter().any(|f| as_dictionary(f).is_some()) {
+    if !arrow.fields().iter().any(|f| as_dictionary(f).is_some()) {
         return Ok(metadata);
     }
     let hint = encode_arrow_schema(&with_dictionaries(&arrow));

@@ -57,8 +57,7 @@ pub const NARROW_PAGE_ROWS: usize = 4096;
 /// [`NARROW_PAGE_COLUMNS`].
 pub fn data_page_rows(path: &ColumnPath, props: &WriterProperties) -> usize {
     let rows = props.data_page_row_count_limit();
-    let narrow = NARROW_PAGE_COLUMNS.iter().any(|c| path.string() == *c);
-    match narrow {
+    match NARROW_PAGE_COLUMNS.contains(&path.string().as_str()) {
         true => rows.min(NARROW_PAGE_ROWS),
         false => rows,
     }

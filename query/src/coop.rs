@@ -18,6 +18,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::coop::CooperativeExec;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
+use crate::percentiles::MergePercentiles;
 use crate::selective_first::SelectiveFirst;
 
 /// Wraps joins and unnests in `CooperativeExec`.
@@ -56,8 +57,9 @@ impl PhysicalOptimizerRule for CooperativeJoins {
     }
 }
 
-/// A session with DataFusion's defaults plus [`SelectiveFirst`] (before every other
-/// physical rule, so filter pushdown sees its order) and [`CooperativeJoins`].
+/// A session with DataFusion's defaults plus [`MergePercentiles`] (after the other
+/// logical rules), [`SelectiveFirst`] (before every other physical rule, so filter
+/// pushdown sees its order) and [`CooperativeJoins`].
 pub fn session(config: SessionConfig, runtime: Arc<RuntimeEnv>) -> SessionContext {
     let mut rules = PhysicalOptimizer::new().rules;
     rules.insert(0, Arc::new(SelectiveFirst));
@@ -66,6 +68,7 @@ pub fn session(config: SessionConfig, runtime: Arc<RuntimeEnv>) -> SessionContex
         .with_config(config)
         .with_runtime_env(runtime)
         .with_default_features()
+        .with_optimizer_rule(Arc::new(MergePercentiles))
         .with_physical_optimizer_rules(rules)
         .build();
     SessionContext::new_with_state(state)

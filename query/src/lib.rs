@@ -32,6 +32,7 @@ pub mod location;
 pub mod losses;
 pub mod metrics;
 mod native_scan;
+mod percentiles;
 pub mod pruning;
 pub mod questions;
 pub mod rollup;

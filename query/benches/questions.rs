@@ -9,7 +9,8 @@
 //! cargo bench -p flowlake-query --bench questions -- run --table DIR --from T --to T --runs 5 --out F.json
 //! # EXPLAIN ANALYZE of one question (name as in the JSON, e.g. talkers/ranked) or of --sql:
 //! cargo bench -p flowlake-query --bench questions -- explain --table DIR --from T --to T --name N
-//! # diagnostics: --only N1,N2 (run a subset), --set "k=v;k=v" (session options),
+//! # diagnostics: --only N1,N2 (run a subset), --sql "..." (time that SQL alone, as
+//! #   `/api/v1/sql` runs it), --set "k=v;k=v" (session options),
 //! #   --without-rules R1,R2 (drop physical optimizer rules by name, e.g. SelectiveFirst),
 //! #   --dictionaries false (every string column read as Utf8View)
 //! ```
@@ -331,6 +332,15 @@ async fn run(opts: &HashMap<String, String>) -> Result<(), BoxError> {
         }));
         Ok::<_, BoxError>(())
     };
+    // Diagnostics: `--sql "..."` times that SQL alone.
+    let list = match opts.get("sql") {
+        Some(sql) => {
+            time("sql", sql.clone(), sql.clone(), &Work::Sql(sql)).await?;
+            Vec::new()
+        }
+        None => list,
+    };
+    let adhoc_set = opts.get("sql").is_none();
     for (name, q, scope) in list {
         if !only.is_empty() && !only.contains(&name.as_str()) {
             continue;
@@ -361,7 +371,7 @@ async fn run(opts: &HashMap<String, String>) -> Result<(), BoxError> {
         hour: &hour,
     };
     for (name, sql) in adhoc::queries(&subject) {
-        if !only.is_empty() && !only.contains(&name.as_str()) {
+        if !adhoc_set || !only.is_empty() && !only.contains(&name.as_str()) {
             continue;
         }
         time(&name, sql.clone(), sql.clone(), &Work::Sql(&sql)).await?;

@@ -18,6 +18,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::coop::CooperativeExec;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
+use crate::dictionary_equality::DictionaryEquality;
 use crate::percentiles::MergePercentiles;
 use crate::selective_first::SelectiveFirst;
 
@@ -59,11 +60,13 @@ impl PhysicalOptimizerRule for CooperativeJoins {
 
 /// A session with DataFusion's defaults plus [`MergePercentiles`] (after the other
 /// logical rules), [`SelectiveFirst`] (before every other physical rule, so filter
-/// pushdown sees its order) and [`CooperativeJoins`].
+/// pushdown sees its order), [`CooperativeJoins`] and [`DictionaryEquality`] (after
+/// filter pushdown: the Parquet source prunes with the original predicate).
 pub fn session(config: SessionConfig, runtime: Arc<RuntimeEnv>) -> SessionContext {
     let mut rules = PhysicalOptimizer::new().rules;
     rules.insert(0, Arc::new(SelectiveFirst));
     rules.push(Arc::new(CooperativeJoins));
+    rules.push(Arc::new(DictionaryEquality));
     let state = SessionStateBuilder::new()
         .with_config(config)
         .with_runtime_env(runtime)

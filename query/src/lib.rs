@@ -20,6 +20,7 @@ pub mod cli;
 pub mod config;
 mod coop;
 pub mod dictionaries;
+mod dictionary_equality;
 pub mod engine;
 pub mod error;
 pub mod exec;

@@ -35,8 +35,9 @@ use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::expressions::{BinaryExpr, Column, Literal};
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::ExecutionPlan;
-use datafusion::physical_plan::filter::{FilterExec, FilterExecBuilder};
 use datafusion::scalar::ScalarValue;
+
+use crate::selective_first::rewrite_filters;
 
 /// The dictionary last seen and the key of the literal in it (`None`: absent).
 struct Seen {
@@ -325,10 +326,7 @@ impl PhysicalOptimizerRule for DictionaryEquality {
         plan: Arc<dyn ExecutionPlan>,
         _config: &ConfigOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        plan.transform_up(|node| {
-            let Some(filter) = node.downcast_ref::<FilterExec>() else {
-                return Ok(Transformed::no(node));
-            };
+        rewrite_filters(plan, |filter| {
             let schema = filter.input().schema();
             let predicate = Arc::clone(filter.predicate()).transform_up(|e| {
                 Ok(match on_keys(&e, &schema) {
@@ -336,15 +334,8 @@ impl PhysicalOptimizerRule for DictionaryEquality {
                     None => Transformed::no(e),
                 })
             })?;
-            if !predicate.transformed {
-                return Ok(Transformed::no(node));
-            }
-            let rebuilt = FilterExecBuilder::from(filter)
-                .with_predicate(predicate.data)
-                .build()?;
-            Ok(Transformed::yes(Arc::new(rebuilt) as Arc<dyn ExecutionPlan>))
+            Ok(predicate.transformed.then_some(predicate.data))
         })
-        .map(|t| t.data)
     }
 
     fn schema_check(&self) -> bool {

@@ -132,6 +132,26 @@ pub(crate) fn reordered(predicate: &Arc<dyn PhysicalExpr>) -> Option<Arc<dyn Phy
     moved.then(|| conjunction(ordered.into_iter().map(|(_, e)| Arc::clone(e))))
 }
 
+/// `plan` with the predicate of every `FilterExec` replaced where `rewrite` returns one.
+pub(crate) fn rewrite_filters(
+    plan: Arc<dyn ExecutionPlan>,
+    rewrite: impl Fn(&FilterExec) -> Result<Option<Arc<dyn PhysicalExpr>>>,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    plan.transform_up(|node| {
+        let Some(filter) = node.downcast_ref::<FilterExec>() else {
+            return Ok(Transformed::no(node));
+        };
+        let Some(predicate) = rewrite(filter)? else {
+            return Ok(Transformed::no(node));
+        };
+        let rebuilt = FilterExecBuilder::from(filter)
+            .with_predicate(predicate)
+            .build()?;
+        Ok(Transformed::yes(Arc::new(rebuilt) as Arc<dyn ExecutionPlan>))
+    })
+    .map(|t| t.data)
+}
+
 impl PhysicalOptimizerRule for SelectiveFirst {
     fn name(&self) -> &str {
         "SelectiveFirst"
@@ -142,19 +162,7 @@ impl PhysicalOptimizerRule for SelectiveFirst {
         plan: Arc<dyn ExecutionPlan>,
         _config: &ConfigOptions,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        plan.transform_up(|node| {
-            let Some(filter) = node.downcast_ref::<FilterExec>() else {
-                return Ok(Transformed::no(node));
-            };
-            let Some(predicate) = reordered(filter.predicate()) else {
-                return Ok(Transformed::no(node));
-            };
-            let rebuilt = FilterExecBuilder::from(filter)
-                .with_predicate(predicate)
-                .build()?;
-            Ok(Transformed::yes(Arc::new(rebuilt) as Arc<dyn ExecutionPlan>))
-        })
-        .map(|t| t.data)
+        rewrite_filters(plan, |filter| Ok(reordered(filter.predicate())))
     }
 
     fn schema_check(&self) -> bool {

@@ -43,6 +43,7 @@ pub mod server;
 pub mod session;
 pub mod storage;
 pub mod table;
+mod time_bounds;
 
 pub use cli::{export_main, query_main};
 pub use config::{QueryArgs, QueryConfig, QueryLimits, TableArgs, TableLocation};

@@ -40,6 +40,10 @@ use flowlake_schemas::{PARTITION_COLUMNS, PartitionPath, col};
 
 use crate::dictionaries::{FlowsReaderFactory, with_dictionaries};
 use crate::rollup::{Fingerprint, Fingerprints};
+use crate::time_bounds::{
+    TimeBound, always_true, file_ranges, filter_by_time, time_bound, time_bounds,
+    with_interval_start,
+};
 use object_store::ObjectMeta;
 
 /// Partition values are strings; deltalake's schema gives them as dictionaries.
@@ -317,10 +321,23 @@ impl NativeScan {
             Some(predicate) => predicate.prune(&log_data)?,
             None => vec![true; log_data.num_files()],
         };
+        // Time bounds the scan answers itself (see `crate::time_bounds`): kept only if
+        // some file is not wholly inside them.
+        let bounds = time_bounds(filters);
+        let time: Vec<TimeBound> = bounds.iter().filter_map(|f| time_bound(f)).collect();
+        let nullable = self
+            .schema
+            .field_with_name(col::INTERVAL_START)
+            .map_or(true, |f| f.is_nullable());
+        let ranges = (!time.is_empty()).then(|| file_ranges(&log_data, nullable));
         let mut files = Vec::new();
-        for (file, keep) in log_data.iter().zip(keep) {
+        let mut straddling = false;
+        for (i, (file, keep)) in log_data.iter().zip(keep).enumerate() {
             if keep {
                 files.push(self.partitioned_file(&file)?);
+                if let Some(ranges) = &ranges {
+                    straddling |= !always_true(&time, ranges[i].0, ranges[i].1);
+                }
             }
         }
         tracing::debug!(
@@ -338,16 +355,31 @@ impl NativeScan {
             row_filters: row_filters == RowFilters::WhereSelective && row_filters_pay(filters),
             flows: Some(self.dictionaries),
         };
-        parquet_scan_with(
+        if !straddling {
+            return parquet_scan_with(
+                session,
+                &self.log_store,
+                table_schema,
+                files,
+                projection,
+                limit,
+                read,
+            )
+            .await;
+        }
+        // Some file holds rows outside the bounds: read `interval_start` and filter.
+        let (columns, wanted) = with_interval_start(&self.schema, projection)?;
+        let plan = parquet_scan_with(
             session,
             &self.log_store,
             table_schema,
             files,
-            projection,
-            limit,
+            Some(&columns),
+            None,
             read,
         )
-        .await
+        .await?;
+        filter_by_time(session, plan, &bounds, wanted, limit)
     }
 }
 

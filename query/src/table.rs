@@ -29,6 +29,7 @@ use crate::native_scan::NativeScan;
 use crate::pruning::partition_filters;
 use crate::rollup::Fingerprints;
 use crate::storage::build_table;
+use crate::time_bounds::{filter_by_time, time_bound, time_bounds, with_interval_start};
 
 /// How long opening the table at start, or a look for a table not there yet, may
 /// take before the service goes on without it (a store that does not answer).
@@ -364,12 +365,23 @@ impl TableProvider for FlowsTable {
         if let Some(native) = &snapshot.native {
             return native.scan(state, projection, &all, limit).await;
         }
+        let row_filters = state.config().options().execution.parquet.pushdown_filters;
+        // Time bounds may have been reported exact (by a native snapshot): applied here.
+        let bounds = time_bounds(filters);
+        if bounds.is_empty() {
+            let plan = snapshot
+                .provider
+                .scan(state, projection, &all, limit)
+                .await?;
+            return with_row_filter_pushdown(plan, row_filters);
+        }
+        let (columns, wanted) = with_interval_start(&snapshot.provider.schema(), projection)?;
         let plan = snapshot
             .provider
-            .scan(state, projection, &all, limit)
+            .scan(state, Some(&columns), &all, None)
             .await?;
-        let row_filters = state.config().options().execution.parquet.pushdown_filters;
-        with_row_filter_pushdown(plan, row_filters)
+        let plan = with_row_filter_pushdown(plan, row_filters)?;
+        filter_by_time(state, plan, &bounds, wanted, limit)
     }
 
     fn supports_filters_pushdown(
@@ -378,9 +390,16 @@ impl TableProvider for FlowsTable {
     ) -> DfResult<Vec<TableProviderFilterPushDown>> {
         let snapshot = self.snapshot();
         if snapshot.native.is_some() {
-            // Files are skipped by these filters, rows are not: DataFusion keeps a
-            // `FilterExec` and pushes the predicate into the Parquet source for pruning.
-            return Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()]);
+            // Time bounds the native scan applies itself, exactly (`crate::time_bounds`).
+            // Other filters skip files, not rows: DataFusion keeps a `FilterExec` and
+            // pushes them into the Parquet source for pruning.
+            return Ok(filters
+                .iter()
+                .map(|f| match time_bound(f) {
+                    Some(_) => TableProviderFilterPushDown::Exact,
+                    None => TableProviderFilterPushDown::Inexact,
+                })
+                .collect());
         }
         snapshot.provider.supports_filters_pushdown(filters)
     }

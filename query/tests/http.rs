@@ -141,6 +141,90 @@ async fn time_range_prunes_partitions() {
     svc.stop().await.unwrap();
 }
 
+/// Time bounds are answered by the scan: not evaluated per row over whole hours, exact
+/// on every side of a partial one (counts from the generator's own records).
+#[tokio::test]
+async fn time_bounds_are_exact_and_free_over_whole_hours() {
+    let svc = start_shared().await;
+    let (status, body) = sql_json(
+        &svc,
+        "EXPLAIN SELECT count(*) FROM flows WHERE interval_start >= '2026-01-01T00:00:00Z' AND interval_start < '2026-01-01T02:00:00Z'",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let physical = body
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["plan_type"] == "physical_plan")
+        .expect("a physical plan")["plan"]
+        .to_string();
+    assert!(!physical.contains("interval_start"), "{physical}");
+    assert!(!physical.contains("FilterExec"), "{physical}");
+
+    let records = gen_records();
+    let t = records[records.len() / 3].interval_start;
+    let u = records[records.len() * 2 / 3].interval_start;
+    let text =
+        |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    type Keep = Box<dyn Fn(chrono::DateTime<chrono::Utc>) -> bool>;
+    let cases: [(String, Keep); 5] = [
+        (
+            format!("interval_start > '{}'", text(t)),
+            Box::new(move |x| x > t),
+        ),
+        (
+            format!("interval_start >= '{}'", text(t)),
+            Box::new(move |x| x >= t),
+        ),
+        (
+            format!(
+                "interval_start > '{}' AND interval_start <= '{}'",
+                text(t),
+                text(u)
+            ),
+            Box::new(move |x| x > t && x <= u),
+        ),
+        (
+            format!("'{}' > interval_start", text(u)),
+            Box::new(move |x| x < u),
+        ),
+        (
+            "interval_start >= '2026-01-01T00:00:00Z' AND interval_start < '2026-01-01T02:00:00Z'"
+                .to_string(),
+            Box::new(|_| true),
+        ),
+    ];
+    for (condition, keep) in cases {
+        let expected = records.iter().filter(|r| keep(r.interval_start)).count();
+        let (status, body) = sql_json(
+            &svc,
+            &format!("SELECT count(*) AS n FROM flows WHERE {condition}"),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body[0]["n"].as_u64(), Some(expected as u64), "{condition}");
+        assert!(expected > 0 && expected <= records.len(), "{condition}");
+    }
+    // A limit with the bounds alone: the rows are still inside them.
+    let (_, rows) = sql_json(
+        &svc,
+        &format!(
+            "SELECT interval_start FROM flows WHERE interval_start > '{}' LIMIT 5",
+            text(u)
+        ),
+    )
+    .await;
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 5);
+    for row in rows {
+        let at: chrono::DateTime<chrono::Utc> =
+            row["interval_start"].as_str().unwrap().parse().unwrap();
+        assert!(at > u, "{row}");
+    }
+    svc.stop().await.unwrap();
+}
+
 #[tokio::test]
 async fn snapshot_is_fresh_per_query() {
     let dir = tempfile::tempdir().unwrap();

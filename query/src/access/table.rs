@@ -105,7 +105,7 @@ impl TableProvider for NamespaceFiltered {
         &self,
         filters: &[&Expr],
     ) -> DfResult<Vec<TableProviderFilterPushDown>> {
-        // Passed down for pruning; DataFusion keeps its own `FilterExec` for them.
-        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+        // As `inner` answers them: this table passes every filter on to its scan.
+        self.inner.supports_filters_pushdown(filters)
     }
 }

@@ -12,12 +12,14 @@ use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::error::Result;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::runtime_env::RuntimeEnv;
+use datafusion::logical_expr::ScalarUDF;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::coop::CooperativeExec;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
+use crate::coalesce::EagerCoalesce;
 use crate::dictionary_equality::DictionaryEquality;
 use crate::percentiles::MergePercentiles;
 use crate::selective_first::SelectiveFirst;
@@ -61,7 +63,8 @@ impl PhysicalOptimizerRule for CooperativeJoins {
 /// A session with DataFusion's defaults plus [`MergePercentiles`] (after the other
 /// logical rules), [`SelectiveFirst`] (before every other physical rule, so filter
 /// pushdown sees its order), [`CooperativeJoins`] and [`DictionaryEquality`] (after
-/// filter pushdown: the Parquet source prunes with the original predicate).
+/// filter pushdown: the Parquet source prunes with the original predicate), and
+/// [`EagerCoalesce`] in place of DataFusion's `coalesce`.
 pub fn session(config: SessionConfig, runtime: Arc<RuntimeEnv>) -> SessionContext {
     let mut rules = PhysicalOptimizer::new().rules;
     rules.insert(0, Arc::new(SelectiveFirst));
@@ -74,5 +77,7 @@ pub fn session(config: SessionConfig, runtime: Arc<RuntimeEnv>) -> SessionContex
         .with_optimizer_rule(Arc::new(MergePercentiles))
         .with_physical_optimizer_rules(rules)
         .build();
-    SessionContext::new_with_state(state)
+    let ctx = SessionContext::new_with_state(state);
+    ctx.register_udf(ScalarUDF::new_from_impl(EagerCoalesce::default()));
+    ctx
 }

@@ -17,6 +17,7 @@ pub mod admission;
 mod bounded;
 pub mod capture;
 pub mod cli;
+mod coalesce;
 pub mod config;
 mod coop;
 pub mod dictionaries;

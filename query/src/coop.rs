@@ -81,3 +81,42 @@ pub fn session(config: SessionConfig, runtime: Arc<RuntimeEnv>) -> SessionContex
     ctx.register_udf(ScalarUDF::new_from_impl(EagerCoalesce::default()));
     ctx
 }
+
+/// Test support: one query in a Flowlake session and in DataFusion's own.
+#[cfg(test)]
+pub(crate) mod compare {
+    use std::sync::Arc;
+
+    use datafusion::arrow::util::pretty::pretty_format_batches;
+    use datafusion::datasource::MemTable;
+    use datafusion::execution::runtime_env::RuntimeEnv;
+    use datafusion::physical_plan::displayable;
+    use datafusion::prelude::{SessionConfig, SessionContext};
+
+    /// `sql` over `table()` registered as `t`, with `partitions` target partitions, in
+    /// a Flowlake [`super::session`] and a plain DataFusion session: both answers
+    /// (pretty-printed) and the Flowlake session, for its plans.
+    pub(crate) async fn answers(
+        table: impl Fn() -> MemTable,
+        partitions: usize,
+        sql: &str,
+    ) -> (String, String, SessionContext) {
+        let config = SessionConfig::new().with_target_partitions(partitions);
+        let flowlake = super::session(config.clone(), Arc::new(RuntimeEnv::default()));
+        let plain = SessionContext::new_with_config(config);
+        let mut answers = Vec::new();
+        for ctx in [&flowlake, &plain] {
+            ctx.register_table("t", Arc::new(table())).unwrap();
+            let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+            answers.push(pretty_format_batches(&batches).unwrap().to_string());
+        }
+        (answers.remove(0), answers.remove(0), flowlake)
+    }
+
+    /// The physical plan of `sql` in `ctx`, as `EXPLAIN` indents it.
+    pub(crate) async fn physical_plan(ctx: &SessionContext, sql: &str) -> String {
+        let df = ctx.sql(sql).await.unwrap();
+        let plan = df.create_physical_plan().await.unwrap();
+        displayable(plan.as_ref()).indent(false).to_string()
+    }
+}

@@ -2,13 +2,9 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{DictionaryArray, Int64Array, RecordBatch, StringViewArray};
 use datafusion::arrow::datatypes::{DataType, Field, Int32Type, Schema};
-use datafusion::arrow::util::pretty::pretty_format_batches;
 use datafusion::datasource::MemTable;
-use datafusion::execution::runtime_env::RuntimeEnv;
-use datafusion::physical_plan::displayable;
-use datafusion::prelude::{SessionConfig, SessionContext};
 
-use crate::coop;
+use crate::coop::compare;
 
 fn table() -> MemTable {
     let dictionary = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
@@ -63,24 +59,9 @@ fn table() -> MemTable {
 
 /// The answer and physical plan in a Flowlake session, and the answer in DataFusion's own.
 async fn both(sql: &str) -> (String, String, String) {
-    let config = SessionConfig::new().with_target_partitions(1);
-    let flowlake = coop::session(config.clone(), Arc::new(RuntimeEnv::default()));
-    let plain = SessionContext::new_with_config(config);
-    let mut answers = Vec::new();
-    for ctx in [&flowlake, &plain] {
-        ctx.register_table("t", Arc::new(table())).unwrap();
-        let rows = ctx.sql(sql).await.unwrap().collect().await.unwrap();
-        answers.push(pretty_format_batches(&rows).unwrap().to_string());
-    }
-    let plan = flowlake
-        .sql(sql)
-        .await
-        .unwrap()
-        .create_physical_plan()
-        .await
-        .unwrap();
-    let plan = displayable(plan.as_ref()).indent(false).to_string();
-    (answers.remove(0), answers.remove(0), plan)
+    let (flowlake, datafusion, ctx) = compare::answers(table, 1, sql).await;
+    let plan = compare::physical_plan(&ctx, sql).await;
+    (flowlake, datafusion, plan)
 }
 
 #[tokio::test]

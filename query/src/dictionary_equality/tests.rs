@@ -5,16 +5,12 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::compute::kernels::cmp;
 use datafusion::arrow::datatypes::{DataType, Field, Int32Type, Schema, UInt8Type};
-use datafusion::arrow::util::pretty::pretty_format_batches;
 use datafusion::datasource::MemTable;
-use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::expressions::Column;
-use datafusion::physical_plan::displayable;
-use datafusion::prelude::{SessionConfig, SessionContext};
 
 use super::KeyEquality;
-use crate::coop;
+use crate::coop::compare;
 
 fn batch(column: ArrayRef) -> RecordBatch {
     let schema = Schema::new(vec![Field::new("pod", column.data_type().clone(), true)]);
@@ -128,31 +124,16 @@ async fn filters_compare_keys_and_answer_as_before() {
     .unwrap();
     let sql = "SELECT n FROM t WHERE (pod = 'web' OR n = 2) AND NOT (pod <> 'web' AND pod = 'db') \
                AND (pod <> 'absent' OR pod IS NULL) ORDER BY n";
-    let config = SessionConfig::new().with_target_partitions(1);
-    let flowlake = coop::session(config.clone(), Arc::new(RuntimeEnv::default()));
-    let plain = SessionContext::new_with_config(config);
-    let mut answers = Vec::new();
-    for ctx in [&flowlake, &plain] {
-        let table = MemTable::try_new(Arc::clone(&schema), vec![vec![batch.clone()]]).unwrap();
-        ctx.register_table("t", Arc::new(table)).unwrap();
-        let rows = ctx.sql(sql).await.unwrap().collect().await.unwrap();
-        answers.push(pretty_format_batches(&rows).unwrap().to_string());
-    }
-    assert_eq!(answers[0], answers[1]);
+    let table = || MemTable::try_new(Arc::clone(&schema), vec![vec![batch.clone()]]).unwrap();
+    let (answer, datafusion, flowlake) = compare::answers(table, 1, sql).await;
+    assert_eq!(answer, datafusion);
     // Row 2 (a NULL pod) passes `n = 2` but not the NOT, which is NULL there.
-    let rows: Vec<&str> = answers[0]
+    let rows: Vec<&str> = answer
         .lines()
         .filter(|l| l.starts_with("| ") && !l.contains('n'))
         .collect();
-    assert_eq!(rows, ["| 1 |", "| 4 |"], "{}", answers[0]);
-    let plan = flowlake
-        .sql(sql)
-        .await
-        .unwrap()
-        .create_physical_plan()
-        .await
-        .unwrap();
-    let text = displayable(plan.as_ref()).indent(false).to_string();
+    assert_eq!(rows, ["| 1 |", "| 4 |"], "{answer}");
+    let text = compare::physical_plan(&flowlake, sql).await;
     // Every comparison of `pod` with text (DataFusion simplified the NOT to `pod <> 'db'`).
     assert_eq!(text.matches("(keys)").count(), 3, "{text}");
 }

@@ -2,15 +2,12 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{Float64Array, Int64Array, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
-use datafusion::arrow::util::pretty::pretty_format_batches;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::datasource::MemTable;
-use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::logical_expr::{Expr, LogicalPlan};
-use datafusion::prelude::{SessionConfig, SessionContext};
 
 use super::{INTERPOLATION_PRECISION, percentiles};
-use crate::coop;
+use crate::coop::compare;
 
 /// A deterministic stream of numbers (xorshift).
 struct Numbers(u64);
@@ -105,22 +102,9 @@ fn table() -> MemTable {
 /// The result and the aggregate functions planned in a Flowlake session, and the
 /// result in DataFusion's own.
 async fn both(sql: &str) -> (String, String, Vec<String>) {
-    let config = SessionConfig::new().with_target_partitions(2);
-    let flowlake = coop::session(config.clone(), Arc::new(RuntimeEnv::default()));
-    let plain = SessionContext::new_with_config(config);
-    let mut out = Vec::new();
-    for ctx in [&flowlake, &plain] {
-        ctx.register_table("t", Arc::new(table())).unwrap();
-        let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
-        out.push(pretty_format_batches(&batches).unwrap().to_string());
-    }
-    let plan = flowlake
-        .sql(sql)
-        .await
-        .unwrap()
-        .into_optimized_plan()
-        .unwrap();
-    (out.remove(0), out.remove(0), aggregate_functions(&plan))
+    let (flowlake, datafusion, ctx) = compare::answers(table, 2, sql).await;
+    let plan = ctx.sql(sql).await.unwrap().into_optimized_plan().unwrap();
+    (flowlake, datafusion, aggregate_functions(&plan))
 }
 
 /// The names of the functions the plan's aggregate computes.

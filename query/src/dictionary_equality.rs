@@ -282,7 +282,7 @@ fn text(v: &ScalarValue) -> Option<&str> {
 
 /// `expr` as a [`KeyEquality`] when it compares a dictionary column of `schema` with a
 /// text literal by `=` or `<>`.
-fn on_keys(expr: &Arc<dyn PhysicalExpr>, schema: &Schema) -> Option<Arc<dyn PhysicalExpr>> {
+fn key_equality(expr: &Arc<dyn PhysicalExpr>, schema: &Schema) -> Option<Arc<dyn PhysicalExpr>> {
     let binary = expr.downcast_ref::<BinaryExpr>()?;
     let negated = match binary.op() {
         Operator::Eq => false,
@@ -329,7 +329,7 @@ impl PhysicalOptimizerRule for DictionaryEquality {
         rewrite_filters(plan, |filter| {
             let schema = filter.input().schema();
             let predicate = Arc::clone(filter.predicate()).transform_up(|e| {
-                Ok(match on_keys(&e, &schema) {
+                Ok(match key_equality(&e, &schema) {
                     Some(keys) => Transformed::yes(keys),
                     None => Transformed::no(e),
                 })

@@ -41,8 +41,7 @@ use flowlake_schemas::{PARTITION_COLUMNS, PartitionPath, col};
 use crate::dictionaries::{FlowsReaderFactory, with_dictionaries};
 use crate::rollup::{Fingerprint, Fingerprints};
 use crate::time_bounds::{
-    TimeBound, always_true, file_ranges, filter_by_time, time_bound, time_bounds,
-    with_interval_start,
+    TimeBound, always_true, file_ranges, filter_by_time, time_bound, with_interval_start,
 };
 use object_store::ObjectMeta;
 
@@ -323,8 +322,10 @@ impl NativeScan {
         };
         // Time bounds the scan answers itself (see `crate::time_bounds`): kept only if
         // some file is not wholly inside them.
-        let bounds = time_bounds(filters);
-        let time: Vec<TimeBound> = bounds.iter().filter_map(|f| time_bound(f)).collect();
+        let (bounds, time): (Vec<&Expr>, Vec<TimeBound>) = filters
+            .iter()
+            .filter_map(|f| time_bound(f).map(|b| (f, b)))
+            .unzip();
         let nullable = self
             .schema
             .field_with_name(col::INTERVAL_START)

@@ -15,7 +15,9 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray};
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Schema, TimeUnit, TimestampMicrosecondType};
+use datafusion::arrow::datatypes::{
+    DataType, Schema, TimeUnit, TimestampMicrosecondType, UInt64Type,
+};
 use datafusion::catalog::Session;
 use datafusion::common::{Column, DFSchema};
 use datafusion::error::Result as DfResult;
@@ -98,28 +100,29 @@ pub(crate) fn file_ranges(
             .map(|i| (i < array.len() && array.is_valid(i)).then(|| array.value(i)))
             .collect()
     };
-    let nulls = stats.null_counts(&column);
-    let has_nulls = |i: usize| {
-        nullable
-            && nulls
-                .as_ref()
-                .and_then(|n| cast(n, &DataType::UInt64).ok())
-                .is_none_or(|n| {
-                    let n = n.as_primitive::<datafusion::arrow::datatypes::UInt64Type>();
-                    i >= n.len() || n.is_null(i) || n.value(i) > 0
-                })
+    // Files known to hold no NULL: every file when the column is not nullable, else
+    // those whose logged null count is zero.
+    let no_nulls: Vec<bool> = match stats.null_counts(&column) {
+        _ if !nullable => vec![true; files],
+        Some(counts) => match cast(&counts, &DataType::UInt64) {
+            Ok(counts) => {
+                let counts = counts.as_primitive::<UInt64Type>();
+                (0..files)
+                    .map(|i| i < counts.len() && counts.is_valid(i) && counts.value(i) == 0)
+                    .collect()
+            }
+            Err(_) => vec![false; files],
+        },
+        None => vec![false; files],
     };
     let (mins, maxs) = (
         micros(stats.min_values(&column)),
         micros(stats.max_values(&column)),
     );
     (0..files)
-        .map(|i| {
-            if has_nulls(i) {
-                (None, None)
-            } else {
-                (mins[i], maxs[i])
-            }
+        .map(|i| match no_nulls[i] {
+            true => (mins[i], maxs[i]),
+            false => (None, None),
         })
         .collect()
 }

@@ -48,6 +48,22 @@ fn is_interval_start(e: &Expr) -> bool {
     }
 }
 
+/// `left op right` as `interval_start <op> value`, the column on the left (the operator
+/// turned around when it was on the right); None when neither side is the column.
+pub(crate) fn interval_start_comparison<'a>(
+    left: &'a Expr,
+    op: Operator,
+    right: &'a Expr,
+) -> Option<(Operator, &'a Expr)> {
+    if is_interval_start(left) {
+        Some((op, right))
+    } else if is_interval_start(right) {
+        Some((op.swap()?, left))
+    } else {
+        None
+    }
+}
+
 /// Adds the bounds one predicate implies (conjunctions are walked; anything else is
 /// ignored, which is always safe: pruning only ever removes what cannot match).
 fn collect(e: &Expr, b: &mut TimeBounds) {
@@ -58,17 +74,10 @@ fn collect(e: &Expr, b: &mut TimeBounds) {
                 collect(right, b);
                 return;
             }
-            let (op, v) = if is_interval_start(left) {
-                match literal_micros(right) {
-                    Some(v) => (*op, v),
-                    None => return,
-                }
-            } else if is_interval_start(right) {
-                match (literal_micros(left), op.swap()) {
-                    (Some(v), Some(op)) => (op, v),
-                    _ => return,
-                }
-            } else {
+            let Some((op, value)) = interval_start_comparison(left, *op, right) else {
+                return;
+            };
+            let Some(v) = literal_micros(value) else {
                 return;
             };
             match op {

@@ -29,6 +29,8 @@ use datafusion::physical_plan::filter::FilterExecBuilder;
 use datafusion::scalar::ScalarValue;
 use flowlake_schemas::col;
 
+use crate::pruning::interval_start_comparison;
+
 /// How far below a file's true maximum its logged maximum may be (ms truncation).
 const TRUNCATION_MICROS: i64 = 999;
 
@@ -45,10 +47,9 @@ pub(crate) fn time_bound(expr: &Expr) -> Option<TimeBound> {
     let Expr::BinaryExpr(BinaryExpr { left, op, right }) = expr else {
         return None;
     };
-    let (literal, op) = match (left.as_ref(), right.as_ref()) {
-        (Expr::Column(c), Expr::Literal(v, _)) if c.name == col::INTERVAL_START => (v, *op),
-        (Expr::Literal(v, _), Expr::Column(c)) if c.name == col::INTERVAL_START => (v, op.swap()?),
-        _ => return None,
+    // Only a microsecond literal is exact: the column's own unit.
+    let (op, Expr::Literal(literal, _)) = interval_start_comparison(left, *op, right)? else {
+        return None;
     };
     if !matches!(
         op,

@@ -19,23 +19,18 @@ pub use crate::run::PartitionRun;
 
 /// The sort order of rows inside each file: partition, then the columns queries
 /// filter on most, then time. Nulls first, ascending, as Arrow's default order.
-pub const SORT_COLUMNS: [&str; 6] = [
+pub const SORT_COLUMNS: [&str; RANKED + 1] = [
     col::DATE,
     col::HOUR,
     col::SRC_NAMESPACE,
     col::SRC_POD,
     col::DST_NAMESPACE,
+    col::DST_POD,
     col::INTERVAL_START,
 ];
 
-/// The string columns of [`SORT_COLUMNS`], ranked; the last sort column is time.
-const RANKED: [&str; 5] = [
-    SORT_COLUMNS[0],
-    SORT_COLUMNS[1],
-    SORT_COLUMNS[2],
-    SORT_COLUMNS[3],
-    SORT_COLUMNS[4],
-];
+/// How many of the [`SORT_COLUMNS`] are strings, ranked; the last one is time.
+const RANKED: usize = 6;
 
 /// The order of every row by [`SORT_COLUMNS`], split by `date`/`hour` partition.
 pub fn sort_plan(batches: Arc<[RecordBatch]>) -> Vec<PartitionRun> {
@@ -45,7 +40,7 @@ pub fn sort_plan(batches: Arc<[RecordBatch]>) -> Vec<PartitionRun> {
     }
     let interned = Arc::new(intern_columns(&batches));
     let schema = batches[0].schema();
-    let ranked: Vec<&Interned> = RANKED
+    let ranked: Vec<&Interned> = SORT_COLUMNS[..RANKED]
         .iter()
         .map(|c| {
             let i = schema.index_of(c).expect("flow schema column");
@@ -55,7 +50,7 @@ pub fn sort_plan(batches: Arc<[RecordBatch]>) -> Vec<PartitionRun> {
     let times: Vec<&PrimitiveArray<TimestampMicrosecondType>> = batches
         .iter()
         .map(|b| {
-            b.column_by_name(SORT_COLUMNS[5])
+            b.column_by_name(SORT_COLUMNS[RANKED])
                 .expect("flow schema column")
                 .as_primitive()
         })
@@ -91,12 +86,15 @@ pub fn sort_plan(batches: Arc<[RecordBatch]>) -> Vec<PartitionRun> {
     partitions
 }
 
-/// The bits of each sort column's key: the ranks of the [`RANKED`] columns
-/// (0 is null) and the time after the flush's earliest (0 is null).
+/// The bits of each sort column's key: the ranks of the [`RANKED`] string columns
+/// (0 is null) and the time after the flush's earliest (0 is null); and the bits of
+/// a row's position in the flush (its batch, its row in the batch).
 struct SortKey {
-    rank_bits: [u32; 5],
+    rank_bits: [u32; RANKED],
     time_bits: u32,
     earliest: i64,
+    batch_bits: u32,
+    row_bits: u32,
 }
 
 impl SortKey {
@@ -107,21 +105,26 @@ impl SortKey {
             .filter_map(|t| arrow::compute::min(*t).zip(arrow::compute::max(*t)))
             .reduce(|(a, b), (c, d)| (a.min(c), b.max(d)));
         let (earliest, latest) = bounds.unwrap_or((0, 0));
+        let longest = times.iter().map(|t| t.len()).max().unwrap_or(0);
         SortKey {
             rank_bits,
             // Times shift by one so that 0 is left for null.
             time_bits: bits(latest.abs_diff(earliest).saturating_add(1)),
             earliest,
+            batch_bits: bits(times.len().saturating_sub(1) as u64),
+            row_bits: bits(longest.saturating_sub(1) as u64),
         }
     }
 
-    /// The shifts of the five ranks and the time in one 64-bit key, when they fit.
-    fn packed(&self) -> Option<[u32; 6]> {
-        let total: u32 = self.rank_bits.iter().sum::<u32>() + self.time_bits;
-        if total > 64 {
+    /// The shifts of the ranks and the time in one 128-bit integer above the row's
+    /// position, when they fit.
+    fn packed(&self) -> Option<[u32; RANKED + 1]> {
+        let total: u32 =
+            self.rank_bits.iter().sum::<u32>() + self.time_bits + self.batch_bits + self.row_bits;
+        if total > 128 {
             return None;
         }
-        let mut shifts = [0u32; 6];
+        let mut shifts = [0u32; RANKED + 1];
         let mut at = total;
         for (c, bits) in self.rank_bits.iter().chain([&self.time_bits]).enumerate() {
             at -= bits;
@@ -136,19 +139,20 @@ fn bits(max: u64) -> u32 {
     64 - max.leading_zeros()
 }
 
-/// Every row in sort order, keys packed into 64 bits (`shifts` from
-/// [`SortKey::packed`]): one `u128` per row, the key above the row's position,
-/// sorted as integers. Ties keep buffer order.
+/// Every row in sort order, keys packed with the row's position into one `u128`
+/// per row (`shifts` from [`SortKey::packed`]) and sorted as integers. Ties keep
+/// buffer order.
 fn sort_packed(
     key: &SortKey,
-    shifts: &[u32; 6],
+    shifts: &[u32; RANKED + 1],
     ranked: &[&Interned],
     times: &[&PrimitiveArray<TimestampMicrosecondType>],
 ) -> Vec<RowRef> {
     let total: usize = times.iter().map(|t| t.len()).sum();
     let mut keys: Vec<u128> = Vec::with_capacity(total);
-    let time_key = |t: i64| (t.wrapping_sub(key.earliest) as u64 + 1) << shifts[5];
-    let row = |k: u64, b: usize, r: usize| (u128::from(k) << 64) | ((b as u128) << 32) | r as u128;
+    let time_key = |t: i64| u128::from(t.wrapping_sub(key.earliest) as u64 + 1) << shifts[RANKED];
+    let row_bits = key.row_bits;
+    let row = |k: u128, b: usize, r: usize| k | ((b as u128) << row_bits) | r as u128;
     for (b, time) in times.iter().enumerate() {
         let start = keys.len();
         let values = time.values().iter().enumerate();
@@ -164,24 +168,26 @@ fn sort_packed(
             if key.rank_bits[c] == 0 {
                 continue; // a column of nulls only: every rank is 0
             }
-            let shift = shifts[c] + 64;
+            let shift = shifts[c];
             let keys = &mut keys[start..];
             ranks.batches[b].for_each(|r, rank| keys[r] |= u128::from(rank) << shift);
         }
     }
     keys.sort_unstable();
+    let mask = |bits: u32| (1u128 << bits) - 1;
+    let (batch_mask, row_mask) = (mask(key.batch_bits), mask(row_bits));
     keys.into_iter()
-        .map(|k| ((k >> 32) as u32, k as u32))
+        .map(|k| (((k >> row_bits) & batch_mask) as u32, (k & row_mask) as u32))
         .collect()
 }
 
 /// Every row in sort order, keys compared column by column: for flushes whose
-/// ranks and time span do not fit 64 bits.
+/// ranks, time span and positions do not fit 128 bits.
 fn sort_wide(
     ranked: &[&Interned],
     times: &[&PrimitiveArray<TimestampMicrosecondType>],
 ) -> Vec<RowRef> {
-    type RowKey = ([u32; 5], Option<i64>);
+    type RowKey = ([u32; RANKED], Option<i64>);
     let total: usize = times.iter().map(|t| t.len()).sum();
     let mut rows: Vec<(RowKey, u32, u32)> = Vec::with_capacity(total);
     for (b, time) in times.iter().enumerate() {
@@ -316,37 +322,59 @@ mod tests {
         }
     }
 
-    /// Flushes whose sort keys do not fit 64 bits are sorted column by column,
-    /// into the same order as packed keys give.
+    /// Packed keys give the order column-by-column comparison gives, also when the
+    /// key is wider than 64 bits (times spread over decades); keys wider than 128
+    /// bits are left to the column-by-column sort.
     #[test]
-    fn wide_keys_sort_like_packed_ones() {
+    fn packed_keys_sort_like_wide_ones() {
         let batch = crate::testdata::flows(3000, 3);
-        let parts = [batch.slice(0, 1200), batch.slice(1200, 1800)];
-        let interned = intern_columns(&parts);
-        let ranked: Vec<&Interned> = RANKED
-            .iter()
-            .map(|c| {
-                interned[batch.schema().index_of(c).unwrap()]
-                    .as_ref()
-                    .unwrap()
-            })
-            .collect();
-        let times: Vec<&PrimitiveArray<TimestampMicrosecondType>> = parts
-            .iter()
-            .map(|b| b.column_by_name(SORT_COLUMNS[5]).unwrap().as_primitive())
-            .collect();
-        let key = SortKey::new(&ranked, &times);
-        let shifts = key.packed().expect("test data fits 64 bits");
-        assert_eq!(
-            sort_packed(&key, &shifts, &ranked, &times),
-            sort_wide(&ranked, &times)
-        );
-        // Ranks of 20 bits each (a million distinct pods) would not fit.
-        let wide = SortKey {
-            rank_bits: [1, 5, 20, 20, 20],
-            ..key
+        let spread = {
+            let i = batch.schema().index_of(SORT_COLUMNS[RANKED]).unwrap();
+            let times: &PrimitiveArray<TimestampMicrosecondType> = batch.column(i).as_primitive();
+            // Times up to 2^50 µs apart.
+            let spread: PrimitiveArray<TimestampMicrosecondType> = times
+                .iter()
+                .enumerate()
+                .map(|(r, t)| t.map(|t| t + (((r as i64 * 7919) % 1024) << 40)))
+                .collect();
+            let mut columns = batch.columns().to_vec();
+            columns[i] = Arc::new(spread.with_timezone_opt(times.timezone()));
+            RecordBatch::try_new(batch.schema(), columns).unwrap()
         };
-        assert!(wide.packed().is_none());
+        for (batch, wider_than_64) in [(batch, false), (spread, true)] {
+            let parts = [batch.slice(0, 1200), batch.slice(1200, 1800)];
+            let interned = intern_columns(&parts);
+            let ranked: Vec<&Interned> = SORT_COLUMNS[..RANKED]
+                .iter()
+                .map(|c| {
+                    interned[batch.schema().index_of(c).unwrap()]
+                        .as_ref()
+                        .unwrap()
+                })
+                .collect();
+            let times: Vec<&PrimitiveArray<TimestampMicrosecondType>> = parts
+                .iter()
+                .map(|b| {
+                    b.column_by_name(SORT_COLUMNS[RANKED])
+                        .unwrap()
+                        .as_primitive()
+                })
+                .collect();
+            let key = SortKey::new(&ranked, &times);
+            let width = key.rank_bits.iter().sum::<u32>() + key.time_bits;
+            assert_eq!(width > 64, wider_than_64, "{width} bits");
+            let shifts = key.packed().expect("test data fits 128 bits");
+            assert_eq!(
+                sort_packed(&key, &shifts, &ranked, &times),
+                sort_wide(&ranked, &times)
+            );
+            // Ranks of 30 bits each (a billion distinct pods) would not fit.
+            let wide = SortKey {
+                rank_bits: [1, 5, 30, 30, 30, 30],
+                ..key
+            };
+            assert!(wide.packed().is_none());
+        }
     }
 
     /// Every column of a gathered partition equals Arrow's `interleave` of it.

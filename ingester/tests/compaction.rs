@@ -209,7 +209,7 @@ fn files_of_hour(table: &std::path::Path, hour: &str) -> Vec<std::path::PathBuf>
 }
 
 /// Compaction merges in the ingester's sort order: the merged file is sorted by
-/// `src_namespace, src_pod, dst_namespace, interval_start` (read back), holds
+/// `src_namespace, src_pod, dst_namespace, dst_pod, interval_start` (read back), holds
 /// every row, and a per-pod question over it reads no more row groups or pages
 /// (by statistics and the page index) than over the files before.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -266,10 +266,11 @@ async fn compaction_keeps_the_sort_order() {
         sum(b),
         reads_before.iter().map(|r| sum(&r.batch)).sum::<i64>()
     );
-    let (ns, pods, dst) = (
+    let (ns, pods, dst, dst_pods) = (
         strings(b, "src_namespace"),
         strings(b, "src_pod"),
         strings(b, "dst_namespace"),
+        strings(b, "dst_pod"),
     );
     let t = b
         .column_by_name("interval_start")
@@ -278,7 +279,7 @@ async fn compaction_keeps_the_sort_order() {
         .clone();
     let key = |i: usize| {
         let v = |a: &arrow::array::StringArray| a.is_valid(i).then(|| a.value(i).to_string());
-        (v(&ns), v(&pods), v(&dst), t.value(i))
+        (v(&ns), v(&pods), v(&dst), v(&dst_pods), t.value(i))
     };
     for i in 1..b.num_rows() {
         assert!(

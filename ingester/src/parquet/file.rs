@@ -366,14 +366,14 @@ mod tests {
         }
     }
 
-    /// The pod, workload and namespace columns have pages of at most
-    /// `NARROW_PAGE_ROWS` rows; the other columns the writer's limit.
+    /// The pod, workload and namespace columns have pages of at most the rows
+    /// `NARROW_PAGES` gives them; the other columns the writer's limit.
     #[test]
     fn narrow_pages_on_the_columns_queries_name_one_value_of() {
-        use crate::parquet::{NARROW_PAGE_COLUMNS, NARROW_PAGE_ROWS};
+        use crate::parquet::{NARROW_PAGES, narrow_page_rows};
         let run = run();
         let (schema, columns) = file_columns(&run);
-        let limit = 2 * NARROW_PAGE_ROWS;
+        let limit = 2 * NARROW_PAGES.iter().map(|(_, rows)| rows).max().unwrap();
         assert!(run.num_rows() > limit, "{}", run.num_rows());
         let props = writer_properties()
             .into_builder()
@@ -397,18 +397,18 @@ mod tests {
                 .chain([rows])
                 .collect();
             let sizes: Vec<usize> = firsts.windows(2).map(|w| w[1] - w[0]).collect();
-            let want = match NARROW_PAGE_COLUMNS.contains(&name.as_str()) {
-                true => {
+            let want = match narrow_page_rows(&name) {
+                Some(rows) => {
                     narrow += 1;
-                    NARROW_PAGE_ROWS
+                    rows
                 }
-                false => limit,
+                None => limit,
             };
             let (last, full) = sizes.split_last().unwrap();
             assert!(full.iter().all(|&n| n == want), "{name}: {sizes:?}");
             assert!(*last <= want, "{name}: {sizes:?}");
         }
-        assert_eq!(narrow, NARROW_PAGE_COLUMNS.len());
+        assert_eq!(narrow, NARROW_PAGES.len());
     }
 
     /// Bloom filters on the pod and IP columns hold every value of the chunk.

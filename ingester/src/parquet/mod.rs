@@ -19,9 +19,11 @@ pub use crate::sort::{PartitionRun, SORT_COLUMNS, sort_into_partitions};
 pub use file::{FileColumns, WrittenFile, write_file};
 pub use stats::{StatsColumns, add_stats};
 
-/// Rows per row group: large enough for good compression, small enough that
-/// statistics and the page index prune usefully.
-pub const ROW_GROUP_ROWS: usize = 256 * 1024;
+/// Rows per row group: each row group opens a reader (and a ZSTD context) per column
+/// read, so fewer, larger groups cost less per query; the page index, not the row
+/// group statistics, narrows one pod's scans. 1 Mi rows made the exact questions 0.93×
+/// of 256 Ki at 100 M rows (docs/BENCHMARKS.md, Step 11).
+pub const ROW_GROUP_ROWS: usize = 1024 * 1024;
 
 /// Columns with bloom filters: point lookups by pod name or IP address.
 pub const BLOOM_COLUMNS: [&str; 4] = [col::SRC_POD, col::DST_POD, col::SRC_IP, col::DST_IP];
@@ -34,34 +36,41 @@ pub const BLOOM_COLUMNS: [&str; 4] = [col::SRC_POD, col::DST_POD, col::SRC_IP, c
 pub const DELTA_COLUMNS: [&str; flowlake_schemas::NUMERIC_COLUMNS.len()] =
     flowlake_schemas::NUMERIC_COLUMNS;
 
-/// Columns queries name one value of (a pod, a workload, a namespace): their pages
-/// hold at most [`NARROW_PAGE_ROWS`] rows, so the page index narrows a scan for one
-/// pod to the rows near it (the other columns' pages are then read only where they
-/// overlap those rows). Their dictionary keys take a few bytes per page.
-pub const NARROW_PAGE_COLUMNS: [&str; 6] = [
-    col::SRC_NAMESPACE,
-    col::SRC_POD,
-    col::SRC_WORKLOAD,
-    col::DST_NAMESPACE,
-    col::DST_POD,
-    col::DST_WORKLOAD,
+/// Columns queries name one value of (a pod, a workload, a namespace) and the rows per
+/// data page each gets: the page index narrows a scan for one pod to the rows near it
+/// (the other columns' pages are then read only where they overlap those rows). Their
+/// dictionary keys take a few bytes per page.
+///
+/// The sending end leads the sort order: 4,096 rows let the talkers of the busiest pod
+/// of the 10 M-row bench table read 1.31 M rows instead of 1.92 M, and 1,024 made the
+/// questions over every pod slower (docs/BENCHMARKS.md, Step 9). The receiving end is
+/// sorted within each sending pod's rows ([`crate::sort::SORT_COLUMNS`]), so one pod's
+/// rows are short runs spread over the file: 1,024-row pages cut the receiving side of
+/// talkers/pod 0.92× and latency/pod 0.87× at 100 M rows (Step 11).
+pub const NARROW_PAGES: [(&str, usize); 6] = [
+    (col::SRC_NAMESPACE, 4096),
+    (col::SRC_POD, 4096),
+    (col::SRC_WORKLOAD, 4096),
+    (col::DST_NAMESPACE, 1024),
+    (col::DST_POD, 1024),
+    (col::DST_WORKLOAD, 1024),
 ];
 
-/// Rows per data page of the [`NARROW_PAGE_COLUMNS`]: the talkers of the busiest pod
-/// of the 10 M-row bench table read 5.95 M rows instead of 8.08 M on the receiving
-/// side and 1.31 M instead of 1.92 M on the sending side; 1,024 made the questions
-/// over every pod slower (docs/BENCHMARKS.md, Step 9).
-pub const NARROW_PAGE_ROWS: usize = 4096;
-
 /// Rows per data page of column `path`: the writer's limit, or less for the
-/// [`NARROW_PAGE_COLUMNS`].
+/// [`NARROW_PAGES`].
 pub fn data_page_rows(path: &ColumnPath, props: &WriterProperties) -> usize {
     let rows = props.data_page_row_count_limit();
-    match NARROW_PAGE_COLUMNS.contains(&path.string().as_str()) {
-        true => rows.min(NARROW_PAGE_ROWS),
-        false => rows,
-    }
-    .max(1)
+    narrow_page_rows(&path.string())
+        .map_or(rows, |narrow| rows.min(narrow))
+        .max(1)
+}
+
+/// The rows per data page [`NARROW_PAGES`] gives column `name`, if any.
+pub fn narrow_page_rows(name: &str) -> Option<usize> {
+    NARROW_PAGES
+        .iter()
+        .find(|(column, _)| *column == name)
+        .map(|(_, rows)| *rows)
 }
 
 /// Writer properties of every Parquet file Flowlake writes (ingest and compaction).

@@ -159,9 +159,8 @@ fn main() {
         let bytes: i64 = files.iter().map(|f| f.size).sum();
 
         // Ack-to-queryable with the default 15 s age flush shortened to 1 s.
-        let mut cfg2 = IngesterConfig::for_tests(&dir.path().join("fresh"));
+        let mut cfg2 = config("fresh");
         cfg2.flush.max_age = Duration::from_secs(1);
-        cfg2.max_body_bytes = 256 << 20;
         let ing = Ingester::start(cfg2.clone()).await.unwrap();
         let url = format!("http://{}{}", ing.addr(), routes::FLOWS);
         let r = client

@@ -226,6 +226,21 @@ mod tests {
     }
 
     /// Small pages and row groups, so one run spans several of each.
+    /// The rows of each page of a column chunk of `rows` rows, by its offset index.
+    fn page_rows(
+        index: &parquet::file::page_index::offset_index::OffsetIndexMetaData,
+        rows: usize,
+    ) -> impl Iterator<Item = Range<usize>> + '_ {
+        let firsts = index
+            .page_locations
+            .iter()
+            .map(|p| p.first_row_index as usize);
+        firsts
+            .clone()
+            .zip(firsts.skip(1).chain([rows]))
+            .map(|(first, end)| first..end)
+    }
+
     pub(super) fn props() -> WriterProperties {
         writer_properties()
             .into_builder()
@@ -333,13 +348,9 @@ mod tests {
                 let ColumnIndexMetaData::BYTE_ARRAY(index) = &column_index[g][leaf] else {
                     panic!("{} has no byte array column index", field.name());
                 };
-                let pages = &offset_index[g][leaf].page_locations;
                 let values = got.column(c).as_string::<i32>();
-                for (p, page) in pages.iter().enumerate() {
-                    let first = start + page.first_row_index as usize;
-                    let end = pages
-                        .get(p + 1)
-                        .map_or(start + rows, |n| start + n.first_row_index as usize);
+                for (p, page) in page_rows(&offset_index[g][leaf], rows).enumerate() {
+                    let (first, end) = (start + page.start, start + page.end);
                     let page_values: Vec<&str> = (first..end)
                         .filter(|&i| values.is_valid(i))
                         .map(|i| values.value(i))
@@ -390,13 +401,7 @@ mod tests {
             {
                 continue; // map leaves: values per page, not rows
             }
-            let firsts: Vec<usize> = index
-                .page_locations
-                .iter()
-                .map(|p| p.first_row_index as usize)
-                .chain([rows])
-                .collect();
-            let sizes: Vec<usize> = firsts.windows(2).map(|w| w[1] - w[0]).collect();
+            let sizes: Vec<usize> = page_rows(index, rows).map(|p| p.len()).collect();
             let want = match narrow_page_rows(&name) {
                 Some(rows) => {
                     narrow += 1;

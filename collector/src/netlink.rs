@@ -196,108 +196,62 @@ pub struct TcFilter {
 /// clsact qdisc.
 pub fn tc_filters(ifindex: u32, parent: u32) -> Result<Vec<TcFilter>> {
     let fd = route_socket(0)?;
-    let mut msg = [0u8; NLMSG_HDRLEN + TCMSG_LEN];
-    dump_header(&mut msg, RTM_GETTFILTER);
-    let tcm = &mut msg[NLMSG_HDRLEN..];
+    let mut tcm = [0u8; TCMSG_LEN];
     tcm[0] = libc::AF_UNSPEC as u8;
     tcm[4..8].copy_from_slice(&ifindex.to_ne_bytes());
     tcm[12..16].copy_from_slice(&parent.to_ne_bytes());
-    // SAFETY: sending a valid buffer on an owned socket.
-    let rc = unsafe { libc::send(fd.as_raw_fd(), msg.as_ptr().cast(), msg.len(), 0) };
-    if rc < 0 {
-        return Err(CollectorError::io(
-            "netlink filter dump",
-            std::io::Error::last_os_error(),
-        ));
-    }
-    let mut buf = vec![0u8; 64 * 1024];
     let mut out = Vec::new();
-    loop {
-        // SAFETY: reading into an owned buffer of the given length.
-        let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-        if n < 0 {
-            let err = std::io::Error::last_os_error();
-            if err.raw_os_error() == Some(libc::EINTR) {
-                continue;
-            }
-            return Err(CollectorError::io("netlink filter dump", err));
+    let listed = dump::dump(&fd, RTM_GETTFILTER, &tcm, |ty, body| {
+        if ty == RTM_NEWTFILTER {
+            out.extend(parse_filter(body));
         }
-        match parse_filters(&buf[..n as usize], &mut out) {
-            Dump::More => {}
-            Dump::Done => return Ok(out),
-            // No clsact qdisc (EINVAL) or no such device (ENODEV, ENOENT).
-            Dump::Error(libc::EINVAL | libc::ENOENT | libc::ENODEV) => return Ok(Vec::new()),
-            Dump::Error(errno) => {
-                return Err(CollectorError::io(
-                    "netlink filter dump",
-                    std::io::Error::from_raw_os_error(errno),
-                ));
-            }
+    });
+    match listed {
+        Ok(()) => Ok(out),
+        // No clsact qdisc (EINVAL) or no such device (ENODEV, ENOENT).
+        Err(CollectorError::Io { source, .. })
+            if matches!(
+                source.raw_os_error(),
+                Some(libc::EINVAL | libc::ENOENT | libc::ENODEV)
+            ) =>
+        {
+            Ok(Vec::new())
         }
+        Err(e) => Err(e),
     }
 }
 
-/// Where a dump stands after one buffer of replies.
-#[derive(Debug, PartialEq, Eq)]
-enum Dump {
-    More,
-    Done,
-    Error(i32),
-}
-
-/// Parses RTM_NEWTFILTER replies into `out` (chain 0, real filters only: the
-/// kernel also lists each priority's classifier with handle 0).
-fn parse_filters(mut b: &[u8], out: &mut Vec<TcFilter>) -> Dump {
-    while b.len() >= NLMSG_HDRLEN {
-        let len = u32_at(b, 0) as usize;
-        if len < NLMSG_HDRLEN || len > b.len() {
-            return Dump::More;
-        }
-        let ty = u16_at(b, 4);
-        let msg = &b[NLMSG_HDRLEN..len];
-        b = &b[align4(len).min(b.len())..];
-        match ty {
-            NLMSG_DONE => return Dump::Done,
-            NLMSG_ERROR if msg.len() >= 4 => {
-                let errno = -(u32_at(msg, 0) as i32);
-                return if errno == 0 {
-                    Dump::Done
-                } else {
-                    Dump::Error(errno)
-                };
-            }
-            RTM_NEWTFILTER if msg.len() >= TCMSG_LEN => {}
-            _ => continue,
-        }
-        let handle = u32_at(msg, 8);
-        let info = u32_at(msg, 16);
-        let mut f = TcFilter {
-            priority: (info >> 16) as u16,
-            handle,
-            protocol: u16::from_be((info & 0xffff) as u16),
-            kind: String::new(),
-            prog_id: None,
-        };
-        let mut chain = 0;
-        for (t, payload) in attrs(&msg[TCMSG_LEN..]) {
-            match t {
-                TCA_KIND => f.kind = cstr(payload),
-                TCA_CHAIN if payload.len() >= 4 => chain = u32_at(payload, 0),
-                TCA_OPTIONS => {
-                    for (ot, op) in attrs(payload) {
-                        if ot == TCA_BPF_ID && op.len() >= 4 && f.kind == "bpf" {
-                            f.prog_id = Some(u32_at(op, 0));
-                        }
+/// One RTM_NEWTFILTER body as a filter of chain 0; `None` for other chains and
+/// for the entry the kernel lists per priority for its classifier (handle 0).
+fn parse_filter(msg: &[u8]) -> Option<TcFilter> {
+    if msg.len() < TCMSG_LEN {
+        return None;
+    }
+    let handle = u32_at(msg, 8);
+    let info = u32_at(msg, 16);
+    let mut f = TcFilter {
+        priority: (info >> 16) as u16,
+        handle,
+        protocol: u16::from_be((info & 0xffff) as u16),
+        kind: String::new(),
+        prog_id: None,
+    };
+    let mut chain = 0;
+    for (t, payload) in attrs(&msg[TCMSG_LEN..]) {
+        match t {
+            TCA_KIND => f.kind = cstr(payload),
+            TCA_CHAIN if payload.len() >= 4 => chain = u32_at(payload, 0),
+            TCA_OPTIONS => {
+                for (ot, op) in attrs(payload) {
+                    if ot == TCA_BPF_ID && op.len() >= 4 && f.kind == "bpf" {
+                        f.prog_id = Some(u32_at(op, 0));
                     }
                 }
-                _ => {}
             }
-        }
-        if handle != 0 && chain == 0 {
-            out.push(f);
+            _ => {}
         }
     }
-    Dump::More
+    (handle != 0 && chain == 0).then_some(f)
 }
 
 impl AsRawFd for LinkWatcher {
@@ -467,13 +421,17 @@ mod tests {
     }
 
     #[test]
-    fn parses_filter_dump_in_order_skipping_headers_and_other_chains() {
-        let mut buf = filter_msg(1, 0, "bpf", Some(0), 0);
-        buf.extend(filter_msg(1, 0x464c_0001, "bpf", Some(0), 42));
-        buf.extend(filter_msg(1, 1, "bpf", None, 7));
-        buf.extend(filter_msg(2, 1, "bpf", Some(3), 8));
-        let mut out = Vec::new();
-        assert_eq!(parse_filters(&buf, &mut out), Dump::More);
+    fn parses_filters_of_chain_zero_skipping_classifier_entries() {
+        let msgs = [
+            filter_msg(1, 0, "bpf", Some(0), 0),
+            filter_msg(1, 0x464c_0001, "bpf", Some(0), 42),
+            filter_msg(1, 1, "bpf", None, 7),
+            filter_msg(2, 1, "bpf", Some(3), 8),
+        ];
+        let out: Vec<TcFilter> = msgs
+            .iter()
+            .filter_map(|m| parse_filter(&m[NLMSG_HDRLEN..]))
+            .collect();
         let seen: Vec<(u16, u32, Option<u32>)> = out
             .iter()
             .map(|f| (f.priority, f.handle, f.prog_id))
@@ -483,16 +441,7 @@ mod tests {
             out.iter()
                 .all(|f| f.protocol == ETH_P_ALL && f.kind == "bpf")
         );
-
-        let mut done = vec![0u8; NLMSG_HDRLEN + 4];
-        let len = done.len() as u32;
-        done[0..4].copy_from_slice(&len.to_ne_bytes());
-        done[4..6].copy_from_slice(&NLMSG_DONE.to_ne_bytes());
-        assert_eq!(parse_filters(&done, &mut out), Dump::Done);
-        let mut err = done.clone();
-        err[4..6].copy_from_slice(&NLMSG_ERROR.to_ne_bytes());
-        err[NLMSG_HDRLEN..].copy_from_slice(&(-libc::EINVAL).to_ne_bytes());
-        assert_eq!(parse_filters(&err, &mut out), Dump::Error(libc::EINVAL));
+        assert_eq!(parse_filter(&[0; 8]), None);
     }
 
     #[test]
